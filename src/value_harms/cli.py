@@ -1,0 +1,54 @@
+"""Command-line helpers shared by the entry points (`train.py`, `evaluate.py`, `analyze.py`).
+
+Hydra answers an unknown group option with the full list of options (155 value profiles); users
+deserve the closest names instead, so entry points check their group overrides first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from pathlib import Path
+
+from value_harms.profiles import conf_dir as _conf_dir
+
+_SWEEP_FN = re.compile(r"^\s*(glob|choice|range|interval|tag|sort|shuffle)\(")
+
+
+def group_options(group: str, conf: Path | None = None) -> list[str]:
+    """Option names of a config group (YAML files in conf/<group>/)."""
+    folder = (conf or _conf_dir()) / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | None:
+    """A one-line error for the first `group=option` override naming no option, else None."""
+    conf = conf or _conf_dir()
+    groups = {p.name for p in conf.iterdir() if p.is_dir()} if conf.is_dir() else set()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith("hydra/"):
+            continue
+        if key not in groups or not value or _SWEEP_FN.match(value) or value == "null":
+            continue
+        options = group_options(key, conf)
+        for opt in (v.strip() for v in value.split(",")):
+            if opt and opt not in options:
+                close = difflib.get_close_matches(opt, options, n=5, cutoff=0.5)
+                close += [o for o in difflib.get_close_matches(opt.lower(), [o.lower() for o in options], n=5, cutoff=0.5)
+                          for o in [options[[x.lower() for x in options].index(o)]] if o not in close]
+                hint = f"closest: {', '.join(close[:5])}" if close else f"options: {', '.join(options[:12])}"
+                return f"unknown {key} '{opt}'; {hint} (all options: ls conf/{key}/)"
+    return None
+
+
+def guard_overrides(argv: list[str] | None = None) -> None:
+    """Exit with status 2 and a one-line message when an override names an unknown option."""
+    msg = check_group_overrides(list(sys.argv[1:] if argv is None else argv))
+    if msg:
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2)

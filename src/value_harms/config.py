@@ -1,0 +1,231 @@
+"""Typed schemas of the config tree, registered in Hydra's ConfigStore.
+
+Every primary config (`conf/train.yaml`, ...) starts its defaults list with one of these schemas, so
+each group file and each command-line override is merged into a typed node: an unknown key or a
+wrong type fails at composition time, before a model is loaded (a typo in a sweep costs nothing).
+
+Importing this module also registers the OmegaConf resolvers the config tree uses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+# --------------------------------------------------------------------------------------------------
+# Resolvers
+
+
+def _register_resolvers() -> None:
+    # The process id makes run folders unique even when jobs start in the same microsecond on one
+    # host (Hydra's ${now:} alone collides at second resolution when a launcher starts many jobs).
+    if not OmegaConf.has_resolver("vh.pid"):
+        OmegaConf.register_new_resolver("vh.pid", lambda: str(os.getpid()), use_cache=True)
+
+
+_register_resolvers()
+
+
+# --------------------------------------------------------------------------------------------------
+# Domain groups
+
+
+@dataclass
+class ValueVectorConfig:
+    """The 10 value intensities on the 1-6 importance scale (keys = values.VALUE_KEYS)."""
+
+    achievement: float = MISSING
+    benevolence: float = MISSING
+    conformity: float = MISSING
+    hedonism: float = MISSING
+    power: float = MISSING
+    security: float = MISSING
+    self_direction: float = MISSING
+    stimulation: float = MISSING
+    tradition: float = MISSING
+    universalism: float = MISSING
+
+
+@dataclass
+class ValueProfileConfig:
+    name: str = MISSING
+    kind: str = MISSING  # extreme | ess | vanilla | custom
+    anchor: Optional[str] = None
+    rank: int = 0
+    values: Optional[ValueVectorConfig] = None
+
+
+@dataclass
+class TinyModelConfig:
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    vocab_size: int = 512
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: str = MISSING  # tiny | gguf | hub
+    pretrained: str = ""  # hub id / local dir (hub), python package holding the file (gguf)
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "float32"
+    padding_side: str = "left"
+    lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class InstructDataConfig:
+    """A benign instruction-tuning set (Alpaca JSON / Dolly JSONL), local file or hub id."""
+
+    source: str = "local"  # local | hub
+    path: str = MISSING  # file (relative to paths.data_dir) or hub dataset id
+    format: str = "alpaca"  # alpaca | dolly
+    revision: Optional[str] = None
+    limit: Optional[int] = None
+
+
+@dataclass
+class VimStageConfig:
+    """A training stage: which data, and the optimisation settings of the paper for it."""
+
+    name: str = MISSING
+    kind: str = MISSING  # vim | benign | none
+    # VIM sub-stages run in order on one adapter: [ag], [qa], [ag, qa]; [benign] for baselines.
+    steps: List[str] = field(default_factory=list)
+    epochs: int = 5
+    batch_size: int = 8
+    accumulate_grad_batches: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_length: int = 128
+    # Stage 1: an argument is positive when min over its labelled values of the profile >= threshold.
+    threshold: float = 3.0
+    instruct: Optional[InstructDataConfig] = None
+
+
+@dataclass
+class MitigationConfig:
+    name: str = "none"
+    safety_prompt: bool = False
+    safety_prompt_file: Optional[str] = None
+    value_prompt: bool = False
+    disregard_values: List[str] = field(default_factory=list)
+    value_prompt_file: Optional[str] = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Infrastructure groups
+
+
+@dataclass
+class DataConfig:
+    """Where the Touché arguments come from (see value_harms.data.touche.load_arguments)."""
+
+    source: str = "value_eval_10"  # value_eval_10 | touche_raw | hub
+    path: Optional[str] = "vim/valueEval_10.csv"  # relative to paths.data_dir unless absolute
+    hub_id: str = "webis/Touche23-ValueEval"
+    revision: Optional[str] = None
+    split_seed: int = 42  # the 80/10/10 splits of the protocol use random_state 42
+    pad_to: str = "max_length"  # max_length (the protocol) | longest (faster, same loss up to positions)
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: Optional[str] = None
+    output_dir: str = "outputs"
+    store_dir: str = "outputs/store"
+    cache_dir: str = "~/.cache/value_harms"
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "none"  # wandb | none
+    project: str = "value-harms"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled (WANDB_MODE in the environment wins)
+    group: Optional[str] = None  # default: the experiment name (+ sweep folder in a multirun)
+    tags: List[str] = field(default_factory=list)
+    log_adapter: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+    max_steps: int = -1
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
+    val_check_interval: Any = 1.0
+    log_every_n_steps: int = 10
+    gradient_clip_val: Optional[float] = None
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    deterministic: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """LoRA and run-level training settings (names as in trl / PEFT)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    seed: int = 42
+    checkpoint_every_n_steps: int = 50
+    num_threads: Optional[int] = None  # torch threads per job (joblib launcher: set to 1)
+    force: bool = False  # retrain even when a complete result exists for the same config
+
+
+@dataclass
+class AlignmentConfig:
+    enabled: bool = True
+    # PVQ-40 items with their key (`item,value,text`); relative to paths.data_dir. When the file is
+    # absent the project's own demo items are used and the result says so.
+    items_path: Optional[str] = "pvq/pvq40_items_with_key.csv"
+    fallback_to_demo_items: bool = True
+    batch_size: int = 8
+    max_new_tokens: int = 20
+
+
+# --------------------------------------------------------------------------------------------------
+# Primary configs
+
+
+@dataclass
+class TrainJobConfig:
+    task_name: str = "train"
+    experiment_name: str = "default"
+    model: ModelConfig = MISSING
+    value_profile: ValueProfileConfig = MISSING
+    vim_stage: VimStageConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+
+
+def register_configs() -> None:
+    """Store the schemas; primary configs name them first in their defaults list."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainJobConfig)
+
+
+register_configs()

@@ -1,0 +1,148 @@
+"""Run folders, the content-addressed work store, fingerprints and atomic writes.
+
+Two kinds of folder:
+- the *run folder* (Hydra's output dir): one per job, unique (microseconds + pid), holds the log,
+  the composed config, W&B offline files and a copy of the job's results;
+- the *store folder*: one per distinct result, addressed by a fingerprint of everything that changes
+  that result. A rerun of the same config finds it, resumes an interrupted job from its last
+  checkpoint, or skips a complete one. Two models can never share a store folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+COMPLETE = "COMPLETE"
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts/lists/scalars)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+    return node
+
+
+def fingerprint(payload: Any, length: int = 12) -> str:
+    """A short stable hash of a JSON-able payload (keys sorted)."""
+    blob = json.dumps(to_plain(payload), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def file_fingerprint(path: str | os.PathLike, length: int = 16) -> str:
+    """sha256 of a file's bytes (or of a folder's files, sorted by relative name)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that readers see the old content or the new one, never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; on success it replaces `final` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old.{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock on a store folder: one writer per result at a time."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / COMPLETE).is_file()
+
+
+def mark_complete(folder: str | os.PathLike, info: Mapping[str, Any] | None = None) -> None:
+    atomic_write_json(Path(folder) / COMPLETE, dict(info or {}))
+
+
+def git_hash(root: str | os.PathLike | None = None) -> str | None:
+    """The project's git commit (with '-dirty' when the tree has changes), or None outside git."""
+    cwd = Path(root) if root else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=5,
+        )
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_path(path: str | None, base: str | None) -> Path | None:
+    """An absolute path: `path` itself when absolute or when `base` is None, else base/path."""
+    if path is None:
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute() or base is None:
+        return p
+    return Path(os.path.expanduser(str(base))) / p
