@@ -7,14 +7,14 @@ import hydra
 from omegaconf import DictConfig
 
 import value_harms.config  # noqa: F401  (registers the schemas and resolvers)
-from value_harms.cli import guard_overrides
+from value_harms.cli import guard_overrides, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     from value_harms.training import run_train
 
-    run_train(cfg)
+    run_task(run_train, cfg)
 
 
 if __name__ == "__main__":

@@ -52,3 +52,22 @@ def guard_overrides(argv: list[str] | None = None) -> None:
     if msg:
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe bad input: reported in one line, without a traceback."""
+    from value_harms.data import DataError
+    from value_harms.models import ModelError
+    from value_harms.profiles import ProfileError
+
+    return (ProfileError, DataError, ModelError, FileNotFoundError)
+
+
+def run_task(task, cfg) -> object:
+    """Run a task; bad input ends the process with status 2 and one line naming the problem."""
+    try:
+        return task(cfg)
+    except user_errors() as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -61,24 +61,40 @@ class LoRAModule(L.LightningModule):
     def forward(self, **batch):
         return self.model(**batch)
 
+    def on_fit_start(self) -> None:
+        self.model.train()
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # from_pretrained leaves the model in eval mode and Lightning restores modes around
         # validation: make sure LoRA dropout is active while training (ENVIRONMENT.md).
         if not self.model.training:
             self.model.train()
 
-    def training_step(self, batch, batch_idx):
+    def _loss(self, batch):
+        """Mean loss over target tokens; None when truncation left the batch without any."""
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        if int((batch["labels"][:, 1:] != -100).sum()) == 0:
+            # Cutting at max_length can remove every target token of a batch (long QA prompts):
+            # HF's mean over zero tokens is NaN; such a batch contributes nothing instead.
+            return None, out.logits.sum() * 0.0
+        return out.loss, out.loss
+
+    def training_step(self, batch, batch_idx):
+        loss, grad_loss = self._loss(batch)
         bs = batch["input_ids"].shape[0]
-        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        if loss is None:
+            return grad_loss
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         sched = self.lr_schedulers()
         if sched is not None:
             self.log("train/lr", sched.get_last_lr()[0], on_step=True, on_epoch=False, batch_size=bs)
-        return out.loss
+        return loss
 
     def validation_step(self, batch, batch_idx):
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        self.log("val/loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        loss, _ = self._loss(batch)
+        if loss is not None:
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
 
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup
@@ -159,10 +175,11 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
         ic = cfg.vim_stage.instruct
         if ic is None:
             raise ValueError(f"vim_stage={cfg.vim_stage.name} is a benign baseline but has no `instruct` data section")
-        path = ic.path
         if ic.source == "local":
-            path = str(runs.resolve_path(ic.path, data_dir))
-        examples = load_instruction_examples(ic.source, path, revision=ic.revision, fmt=ic.format, limit=ic.limit)
+            examples = load_instruction_examples("file", str(runs.resolve_path(ic.path, data_dir)),
+                                                 fmt=ic.format, limit=ic.limit)
+        else:
+            examples = load_instruction_examples("hub", ic.path, revision=ic.revision, fmt=ic.format, limit=ic.limit)
         # Benign sets have no validation split of their own: hold out 2% (at least one) for the
         # best-adapter choice. Decision recorded in docs/DECISIONS.md.
         g = torch.Generator().manual_seed(int(cfg.data.split_seed))
@@ -176,12 +193,13 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
     from value_harms.data.vim import vim_datasets
 
     args_df = load_arguments(
-        cfg.data.source, cfg.data.path, data_dir=data_dir, hub_id=cfg.data.hub_id, revision=cfg.data.revision
+        cfg.data.source, cfg.data.path, data_dir=data_dir, hub_id=cfg.data.hub_id, revision=cfg.data.revision,
+        path_key="data.path", data_dir_key="paths.data_dir",
     )
-    split = vim_datasets(
+    split, counts = vim_datasets(
         step, args_df, profile.values, threshold=float(cfg.vim_stage.threshold), seed=int(cfg.data.split_seed)
     )
-    return split["train"], split["valid"], {step: split["counts"]}
+    return split["train"], split["valid"], {step: counts}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,6 +283,9 @@ def fit_step(
         "tokens_per_s": round(tput.tokens / tput.seconds, 1) if tput.seconds else None,
         "train_examples": len(ds_train),
         "valid_examples": len(ds_valid),
+        # Sequences cut at max_length, and those whose whole target was cut (they teach nothing).
+        "train_truncated": int(ds_train.n_truncated),
+        "train_without_target": int(ds_train.n_without_target),
     }
 
 
