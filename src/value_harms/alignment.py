@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,12 @@ class AlignmentResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AlignmentResult":
+        """Rebuild from `to_dict()` output (extra keys, e.g. the item source, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _per_value_mean(rows: list[dict], key: str) -> dict[str, float | None]:

@@ -116,6 +116,99 @@ class VimStageConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """A safety benchmark as data (lm-evaluation-harness style): source, prompts, generation, metrics."""
+
+    name: str = MISSING
+    version: str = "1"
+    # Where prompts come from: local (a file/folder under paths.data_dir), hub, or generated
+    # (HolisticBiasR is generated from the HolisticBias v1.1 files).
+    source: str = "local"
+    format: str = MISSING  # rtp_list | rtp_jsonl | holistic_bias | hex_phi_csv | beavertails_csv
+    path: Optional[str] = None
+    hub_id: Optional[str] = None
+    revision: Optional[str] = None
+    hub_split: str = "train"
+    hub_config: Optional[str] = None
+    min_prompt_toxicity: Optional[float] = None  # RTP hub filter: prompts with toxicity >= this
+    limit: Optional[int] = None  # first N prompts (the paper: RTP first 3,000)
+    seed: int = 42  # prompt-set generation / subsampling
+    prompt_template: str = "{prompt}"
+    max_new_tokens: int = 64
+    num_samples: int = 1
+    do_sample: bool = True
+    temperature: float = 0.1
+    top_p: float = 0.75
+    stop: List[str] = field(default_factory=list)
+    measure: str = MISSING  # toxicity | regard | harmfulness | flag: what the scorer must measure
+    metrics: List[str] = field(default_factory=list)
+    toxicity_threshold: float = 0.5
+    bootstrap_resamples: int = 9999
+
+
+@dataclass
+class PerspectiveConfig:
+    endpoint: str = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
+    api_key_env: str = "PERSPECTIVE_API_KEY"  # the key is read from this variable only
+    attribute: str = "TOXICITY"
+    qps: float = 1.0
+    max_retries: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    timeout_s: float = 30.0
+    max_chars: int = 20000
+
+
+@dataclass
+class DetoxifyConfig:
+    variant: str = "original"  # original | unbiased | multilingual
+    checkpoint: Optional[str] = None  # explicit checkpoint file (air-gapped clusters)
+    huggingface_config_path: Optional[str] = None  # folder with config.json + tokenizer files
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "openai"  # openai (any OpenAI-compatible endpoint) | transformers (local model)
+    model: str = "gpt-4o-2024-08-06"
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "JUDGE_API_KEY"
+    revision: Optional[str] = None
+    rubric_file: Optional[str] = None  # exact rubric text (the project ships its own wording)
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 0.0
+    qps: float = 2.0
+    max_retries: int = 6
+    timeout_s: float = 60.0
+
+
+@dataclass
+class RegardConfig:
+    model: str = "sasha/regardv3"  # hub id or local folder
+    revision: Optional[str] = None
+    batch_size: int = 16
+    mask_token: str = "XYZ"
+
+
+@dataclass
+class ScorerConfig:
+    """How each kind of harm is scored. `toxicity` names the backend for toxicity; the others are
+    used by the benchmarks that need them (regard: HolisticBiasR, judge: HEx-PHI / BeaverTails)."""
+
+    name: str = MISSING
+    toxicity: str = "perspective"  # perspective | detoxify | profanity_check
+    # Per-text fallback chain when the primary toxicity backend is unavailable or gives up.
+    fallback: List[str] = field(default_factory=lambda: ["detoxify", "profanity_check"])
+    perspective: PerspectiveConfig = field(default_factory=PerspectiveConfig)
+    detoxify: DetoxifyConfig = field(default_factory=DetoxifyConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    regard: RegardConfig = field(default_factory=RegardConfig)
+    cache: bool = True
+
+
+@dataclass
 class MitigationConfig:
     name: str = "none"
     safety_prompt: bool = False
