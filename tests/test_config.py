@@ -10,7 +10,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import CONF, run_script
 
-PRIMARY = ["train"]
+PRIMARY = ["train", "evaluate"]
 # Groups that the primary config selects from (the domain and infrastructure folders of conf/).
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local", "value_profile"})
 

@@ -60,7 +60,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from value_harms.models import ModelError
     from value_harms.profiles import ProfileError
 
-    return (ProfileError, DataError, ModelError, FileNotFoundError)
+    errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, FileNotFoundError]
+    try:
+        from value_harms.benchmarks import BenchmarkError
+        from value_harms.evaluation import EvaluationError
+        from value_harms.scoring.base import ScorerError
+
+        errors += [BenchmarkError, EvaluationError, ScorerError]
+    except ImportError:  # evaluation extras not installed
+        pass
+    return tuple(errors)
 
 
 def run_task(task, cfg) -> object:

@@ -144,6 +144,8 @@ class BenchmarkConfig:
     metrics: List[str] = field(default_factory=list)
     toxicity_threshold: float = 0.5
     bootstrap_resamples: int = 9999
+    # HolisticBiasR bias score: the baseline negative-regard rate (a fraction; the vanilla model's).
+    bias_baseline: Optional[float] = None
 
 
 @dataclass
@@ -182,6 +184,11 @@ class JudgeConfig:
     qps: float = 2.0
     max_retries: int = 6
     timeout_s: float = 60.0
+    backoff_base_s: float = 1.0  # openai: delay before retry k = base * 2**k (jittered), capped
+    backoff_max_s: float = 60.0
+    batch_size: int = 8  # transformers: prompts per generate call
+    device: str = "cpu"  # transformers
+    dtype: str = "float32"  # transformers: float32 | bfloat16 | float16
 
 
 @dataclass
@@ -190,6 +197,8 @@ class RegardConfig:
     revision: Optional[str] = None
     batch_size: int = 16
     mask_token: str = "XYZ"
+    device: str = "cpu"
+    max_length: int = 512  # tokens per scored text (longer texts are truncated, not dropped)
 
 
 @dataclass
@@ -301,24 +310,59 @@ class AlignmentConfig:
 
 
 @dataclass
-class TrainJobConfig:
-    task_name: str = "train"
+class GenerationConfig:
+    batch_size: int = 8  # prompts per forward pass (x num_samples rows)
+    seed: int = 42
+    cache: bool = True  # reuse generations keyed by model, adapter, input, settings and seed
+    num_threads: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class AuditConfig:
+    """`mode=audit`: score the VIM training texts (the paper found 5 of 8K+ flagged)."""
+
+    limit: Optional[int] = None
+    threshold: float = 0.5
+    show: int = 5  # most toxic texts listed (by id) in the report
+
+
+@dataclass
+class JobConfig:
+    """One schema for every task (train, evaluate, analyze), so that `experiment=` presets and
+    sweeps can set any section; each task reads the sections it needs."""
+
+    task_name: str = MISSING
     experiment_name: str = "default"
+    run_label: str = "${value_profile.name}"  # names sweep sub-folders
     model: ModelConfig = MISSING
     value_profile: ValueProfileConfig = MISSING
     vim_stage: VimStageConfig = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # training
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    # evaluation
+    mode: str = "evaluate"  # evaluate | audit (score the VIM training texts)
+    # Which model answers: auto = vanilla for the vanilla profile, benign for benign stages, else
+    # vim (the trained adapter); icl = the base model with the profile as an in-context persona.
+    baseline: str = "auto"  # auto | vanilla | vim | icl | benign
+    adapter_dir: Optional[str] = None  # an explicit adapter folder (skips the store lookup)
+    benchmark: Optional[BenchmarkConfig] = None
+    scorer: Optional[ScorerConfig] = None
+    mitigation: Optional[MitigationConfig] = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    force: bool = False  # evaluation: recompute even when a complete result exists
 
 
 def register_configs() -> None:
-    """Store the schemas; primary configs name them first in their defaults list."""
+    """Store the schema; primary configs name it first in their defaults list."""
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainJobConfig)
+    cs.store(name="job_schema", node=JobConfig)
 
 
 register_configs()

@@ -120,6 +120,24 @@ def mark_complete(folder: str | os.PathLike, info: Mapping[str, Any] | None = No
     atomic_write_json(Path(folder) / COMPLETE, dict(info or {}))
 
 
+@contextlib.contextmanager
+def job_status(run_dir: str | os.PathLike, info: Mapping[str, Any], wandb_run=None) -> Iterator[dict]:
+    """Record a job as running / complete / failed in `run_dir/status.json` and always close W&B,
+    even when the job raises (the task-wrapper practice of lightning-hydra-template)."""
+    from value_harms import tracking
+
+    status = {"status": "running", **info, "git": git_hash()}
+    atomic_write_json(Path(run_dir) / "status.json", status)
+    failed = True
+    try:
+        yield status
+        failed = False
+    finally:
+        status["status"] = "failed" if failed else "complete"
+        atomic_write_json(Path(run_dir) / "status.json", status)
+        tracking.finish_run(wandb_run, failed=failed)
+
+
 def git_hash(root: str | os.PathLike | None = None) -> str | None:
     """The project's git commit (with '-dirty' when the tree has changes), or None outside git."""
     cwd = Path(root) if root else Path(__file__).resolve().parent

@@ -301,6 +301,16 @@ _TRAINER_KEYS_THAT_MATTER = (
 )
 
 
+def trains(cfg: DictConfig, profile: Profile) -> bool:
+    """VIM needs a value profile (vanilla = the untrained base); benign baselines ignore the profile."""
+    return cfg.vim_stage.kind == "benign" or (cfg.vim_stage.kind == "vim" and not profile.is_vanilla)
+
+
+def stage_label(cfg: DictConfig, profile: Profile) -> str:
+    """The stage name under which a job's result is filed: 'none' for an untrained model."""
+    return cfg.vim_stage.name if trains(cfg, profile) else "none"
+
+
 def train_fingerprint(cfg: DictConfig, profile: Profile) -> str:
     """Hash of everything that determines the adapter of this job."""
     m = runs.to_plain(cfg.model)
@@ -319,7 +329,7 @@ def train_fingerprint(cfg: DictConfig, profile: Profile) -> str:
 
 def store_folder(cfg: DictConfig, profile: Profile) -> Path:
     """Where the result of this job lives: <store>/train/<model>/<stage>/<profile>/<fingerprint>."""
-    stage = "none" if profile.is_vanilla else cfg.vim_stage.name
+    stage = stage_label(cfg, profile)
     return (Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / cfg.model.name / stage / profile.name
             / train_fingerprint(cfg, profile))
 
@@ -372,7 +382,7 @@ def _warn_on_empty(step: str, counts: dict, profile: Profile) -> None:
 
 
 def run_name(cfg: DictConfig, profile: Profile) -> str:
-    stage = "none" if profile.is_vanilla else cfg.vim_stage.name
+    stage = stage_label(cfg, profile)
     return f"{cfg.model.name}-{profile.name}-{stage}-s{cfg.train.seed}"
 
 
@@ -418,22 +428,13 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     resolved = runs.to_plain(cfg)
     wb_config = {**resolved, **profile.flat("value/"), "profile/name": profile.name, "profile/kind": profile.kind,
                  "profile/anchor": profile.anchor, "store_dir": str(store)}
-    stage_name = "none" if profile.is_vanilla else cfg.vim_stage.name
+    stage_name = stage_label(cfg, profile)
     wandb_run = tracking.start_run(
         cfg.logger, run_dir=run_dir, job_type="train", name=run_name(cfg, profile), group=run_group(cfg),
         config=wb_config, tags=[cfg.model.name, profile.name, profile.kind, stage_name],
     )
-    status = {"status": "running", "store_dir": str(store), "profile": profile.name, "git": runs.git_hash()}
-    runs.atomic_write_json(run_dir / "status.json", status)
-    failed = True
-    try:
-        result = _train_job(cfg, profile, store, data_dir, run_dir, wandb_run)
-        failed = False
-        return result
-    finally:
-        status["status"] = "failed" if failed else "complete"
-        runs.atomic_write_json(run_dir / "status.json", status)
-        tracking.finish_run(wandb_run, failed=failed)
+    with runs.job_status(run_dir, {"store_dir": str(store), "profile": profile.name}, wandb_run):
+        return _train_job(cfg, profile, store, data_dir, run_dir, wandb_run)
 
 
 def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, Any]:
@@ -442,12 +443,12 @@ def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, A
 
     base_model, tokenizer = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
     result: dict[str, Any] = {
-        "profile": profile.to_dict(), "model": cfg.model.name, "stage": "none" if profile.is_vanilla else cfg.vim_stage.name,
+        "profile": profile.to_dict(), "model": cfg.model.name, "stage": stage_label(cfg, profile),
         "seed": int(cfg.train.seed), "store_dir": str(store), "git": runs.git_hash(),
     }
     with runs.locked(store):
         adapter_dir = None
-        if not profile.is_vanilla and cfg.vim_stage.kind != "none":
+        if trains(cfg, profile):
             adapter_dir, summary = train_profile(cfg, profile, base_model, tokenizer, store, data_dir, wandb_run)
             result.update(summary)
             result["adapter_dir"] = str(adapter_dir)
@@ -511,7 +512,7 @@ def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -
         except ValueError:
             log.warning("alignment cache %s is damaged: recomputing", cache)
     items = load_items(items_path)
-    target = None if profile.is_vanilla else profile.values
+    target = None if profile.is_vanilla or cfg.vim_stage.kind == "benign" else profile.values
     res = run_alignment_check(model, tokenizer, items, target, batch_size=int(cfg.alignment.batch_size),
                               max_new_tokens=int(cfg.alignment.max_new_tokens))
     out = res.to_dict()

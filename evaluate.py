@@ -1,0 +1,23 @@
+"""Evaluate models on safety benchmarks:
+`python evaluate.py -m value_profile=vanilla,Pow benchmark=beavertails mitigation=none,value_prompt`.
+
+A thin entry point: every knob is in conf/, every step in the value_harms package.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import value_harms.config  # noqa: F401  (registers the schemas and resolvers)
+from value_harms.cli import guard_overrides, run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from value_harms.evaluation import run_evaluate
+
+    run_task(run_evaluate, cfg)
+
+
+if __name__ == "__main__":
+    guard_overrides()
+    main()

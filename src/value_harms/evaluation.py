@@ -1,0 +1,372 @@
+"""The `evaluate` task: one (model variant, benchmark, mitigation) -> scored, comparable results.
+
+Model variants: `vanilla` (bare base model), `vim` (a VIM adapter from the training store or an
+explicit folder), `benign` (a benign fine-tuning adapter), `icl` (the base model with the profile as
+an in-context persona). Mitigation prompts apply identically to all of them.
+
+Each job writes `results.json` (metrics, counts, failures, seeds, git hash, fingerprints of model,
+adapter and prompts, scorer provenance) and `samples.jsonl` into its run folder and into a store
+folder addressed by a fingerprint of its inputs, so a rerun skips complete work; generations and
+scores are cached per text, so an interrupted job loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from value_harms import runs
+from value_harms.profiles import Profile
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input (unknown baseline, missing adapter, scorer/benchmark mismatch)."""
+
+
+BASELINES = ("auto", "vanilla", "vim", "icl", "benign")
+
+
+def resolve_baseline(cfg: DictConfig, profile: Profile) -> str:
+    b = str(cfg.baseline)
+    if b not in BASELINES:
+        raise EvaluationError(f"baseline={b!r} is not one of {', '.join(BASELINES)}")
+    if b == "auto":
+        if cfg.adapter_dir:
+            return "benign" if cfg.vim_stage.kind == "benign" else "vim"
+        if cfg.vim_stage.kind == "benign":
+            return "benign"
+        return "vanilla" if profile.is_vanilla else "vim"
+    if b in ("vim", "icl") and profile.is_vanilla and not cfg.adapter_dir:
+        raise EvaluationError(f"baseline={b} needs a value profile; value_profile=vanilla has none")
+    return b
+
+
+def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> Path:
+    """The adapter of (model, stage, profile): an explicit folder, else the newest complete store entry."""
+    if cfg.adapter_dir:
+        p = Path(os.path.expanduser(cfg.adapter_dir))
+        for cand in (p, p / "adapter", p / "qa" / "adapter"):
+            if (cand / "adapter_config.json").is_file():
+                return cand
+        raise EvaluationError(f"adapter_dir={p} holds no adapter_config.json; point it at a trained adapter folder")
+    profile_name = profile.name if baseline == "vim" else "vanilla"
+    base = Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / cfg.model.name / cfg.vim_stage.name / profile_name
+    found = []
+    for done in base.glob("*/COMPLETE"):
+        try:
+            adapter = runs.read_json(done).get("adapter_dir")
+        except ValueError:
+            continue
+        if adapter and (Path(adapter) / "adapter_config.json").is_file():
+            found.append((done.stat().st_mtime, Path(adapter)))
+    if not found:
+        raise EvaluationError(
+            f"no trained adapter for model={cfg.model.name} vim_stage={cfg.vim_stage.name} value_profile={profile_name} "
+            f"under {base}; run `python train.py model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
+            f"value_profile={profile_name}` or set adapter_dir=FOLDER")
+    found.sort()
+    if len(found) > 1:
+        log.info("%d trained adapters match; using the newest: %s", len(found), found[-1][1])
+    return found[-1][1]
+
+
+def check_scorer_fits(cfg: DictConfig) -> None:
+    measure = cfg.benchmark.measure
+    if measure not in ("toxicity", "regard", "harmfulness", "flag"):
+        raise EvaluationError(f"benchmark.measure={measure!r}; expected toxicity, regard, harmfulness or flag")
+
+
+def eval_fingerprint(cfg: DictConfig, model_k: str, prompts_fp: str) -> str:
+    return runs.fingerprint({
+        "model": model_k, "prompts": prompts_fp,
+        "benchmark": runs.to_plain(cfg.benchmark), "mitigation": runs.to_plain(cfg.mitigation),
+        "scorer": _scorer_identity(cfg), "seed": int(cfg.generation.seed),
+    })
+
+
+def _scorer_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the scorer config that changes scores of this benchmark (never secrets)."""
+    sc = runs.to_plain(cfg.scorer)
+    measure = cfg.benchmark.measure
+    if measure == "toxicity":
+        keep = ("toxicity", "fallback", "perspective", "detoxify")
+    elif measure == "regard":
+        keep = ("regard",)
+    else:
+        keep = ("judge",)
+    return {k: sc.get(k) for k in keep}
+
+
+def store_folder(cfg: DictConfig, profile: Profile, baseline: str, fp: str) -> Path:
+    stage = cfg.vim_stage.name if baseline in ("vim", "benign") else "none"
+    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "eval" / cfg.model.name / baseline / stage / profile.name
+            / cfg.benchmark.name / cfg.mitigation.name / fp)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """The evaluate task (also the training-data audit with mode=audit)."""
+    from value_harms import tracking
+    from value_harms.profiles import profile_from_cfg
+    from value_harms.training import output_dir, run_group
+
+    if cfg.mode == "audit":
+        from value_harms.audit import run_audit
+
+        return run_audit(cfg)
+    if cfg.mode != "evaluate":
+        raise EvaluationError(f"mode={cfg.mode!r}; expected evaluate or audit")
+    profile = profile_from_cfg(cfg.value_profile)
+    baseline = resolve_baseline(cfg, profile)
+    check_scorer_fits(cfg)
+    if cfg.generation.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.generation.num_threads))
+    run_dir = output_dir(cfg)
+    name = f"{cfg.model.name}-{profile.name}-{baseline}-{cfg.benchmark.name}-{cfg.mitigation.name}-s{cfg.generation.seed}"
+    wb_config = {**runs.to_plain(cfg), **profile.flat("value/"), "profile/name": profile.name,
+                 "profile/kind": profile.kind, "profile/anchor": profile.anchor, "baseline": baseline}
+    wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="eval", name=name, group=run_group(cfg),
+                                   config=wb_config, tags=[cfg.model.name, profile.name, baseline,
+                                                           cfg.benchmark.name, cfg.mitigation.name])
+    with runs.job_status(run_dir, {"profile": profile.name, "benchmark": cfg.benchmark.name}, wandb_run):
+        return _evaluate_job(cfg, profile, baseline, run_dir, wandb_run)
+
+
+def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
+    from value_harms import prompts as P
+    from value_harms.benchmarks import load_prompts, prompt_fingerprint, render
+    from value_harms.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, model_key
+    from value_harms.models import adapter_fingerprint, detach_lora, get_base_model, load_adapter, resolve_model_dir
+
+    cache_root = Path(os.path.expanduser(cfg.paths.cache_dir))
+    data_dir = cfg.paths.data_dir
+    t_start = time.perf_counter()
+    prompts = load_prompts(cfg.benchmark, data_dir)
+    if not prompts:
+        raise EvaluationError(f"benchmark {cfg.benchmark.name} produced no prompts; check benchmark.path / limit")
+    prompts_fp = prompt_fingerprint(prompts)
+
+    adapter = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else None
+    adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
+    base_id = resolve_model_dir(cfg.model, str(cache_root)) if cfg.model.source != "hub" else cfg.model.pretrained
+    mk = model_key(f"{cfg.model.name}:{base_id if cfg.model.source == 'hub' else cfg.model.source}",
+                   cfg.model.revision, cfg.model.dtype, adapter_sha)
+    fp = eval_fingerprint(cfg, mk, prompts_fp)
+    store = store_folder(cfg, profile, baseline, fp)
+    if runs.is_complete(store) and not cfg.force:
+        try:
+            result = runs.read_json(store / "results.json")
+            log.info("complete result found in %s: nothing to generate or score", store)
+            return _publish(result, store, run_dir, wandb_run, skipped=True)
+        except (OSError, ValueError) as exc:
+            log.warning("stored result in %s is unreadable (%s): recomputing", store, exc)
+
+    persona = profile.values if baseline == "icl" else None
+    prefix = P.prefix_for(cfg.mitigation, persona)
+    bench = cfg.benchmark
+    inputs = [P.with_prefix(prefix, render(p, bench.prompt_template)) for p in prompts]
+    settings = GenSettings(max_new_tokens=int(bench.max_new_tokens), num_samples=int(bench.num_samples),
+                           do_sample=bool(bench.do_sample), temperature=float(bench.temperature),
+                           top_p=float(bench.top_p), stop=tuple(bench.stop), seed=int(cfg.generation.seed))
+    gen_stats = GenStats()
+    cache = GenerationCache(cache_root / "generations.sqlite") if cfg.generation.cache else None
+    reqs = [GenRequest(text=t, model_key=mk) for t in inputs]
+    with runs.locked(store):
+        keys = [GenerationCache.key(mk, t, settings) for t in inputs]
+        cached = cache.get_many(keys) if cache is not None else {}
+        if len(cached) == len(set(keys)):
+            outputs = [cached[k] for k in keys]
+            gen_stats.requested, gen_stats.cached = len(keys), len(keys)
+        else:
+            base, tok = get_base_model(cfg.model, str(cache_root))
+            model = load_adapter(base, str(adapter)) if adapter else base
+            try:
+                outputs = generate(model, tok, reqs, settings, batch_size=int(cfg.generation.batch_size),
+                                   cache=cache, progress=bool(cfg.generation.progress), stats=gen_stats)
+            finally:
+                if adapter:
+                    detach_lora(model)
+        if cache is not None:
+            cache.close()
+        samples, metrics, score_info = score_and_aggregate(cfg, prompts, inputs, outputs, store)
+        result = {
+            "benchmark": {"name": bench.name, "version": str(bench.version), "measure": bench.measure,
+                          "n_prompts": len(prompts), "prompts_sha256": prompts_fp,
+                          "settings": runs.to_plain(bench)},
+            "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision,
+                      "dtype": cfg.model.dtype, "adapter_dir": str(adapter) if adapter else None,
+                      "adapter_sha256": adapter_sha},
+            "profile": profile.to_dict(), "baseline": baseline,
+            "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
+            "mitigation": runs.to_plain(cfg.mitigation), "prefix": prefix,
+            "generation": {**settings.key(), "batch_size": int(cfg.generation.batch_size),
+                           "requested": gen_stats.requested, "cached": gen_stats.cached,
+                           "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2)},
+            "scorer": score_info, "metrics": metrics, "seeds": {"generation": int(cfg.generation.seed),
+                                                                "benchmark": int(bench.seed)},
+            "git": runs.git_hash(), "seconds": round(time.perf_counter() - t_start, 2),
+        }
+        runs.atomic_write_text(store / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+        runs.atomic_write_json(store / "results.json", result)
+        runs.mark_complete(store, {"results": "results.json"})
+    return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
+
+
+def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
+    """Copy results into the run folder and send the summary, samples table and chart to W&B."""
+    from value_harms import tracking
+
+    result = dict(result)
+    result["store_dir"] = str(store)
+    result["run_dir"] = str(run_dir)
+    result["skipped"] = skipped
+    runs.atomic_write_json(run_dir / "results.json", result)
+    if samples is None:
+        try:
+            samples = [json.loads(line) for line in (store / "samples.jsonl").read_text().splitlines() if line]
+        except (OSError, ValueError):
+            samples = []
+    runs.atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    if wandb_run is None:
+        return result
+    bench = result["benchmark"]["name"]
+    flat = {}
+    for cat, vals in result["metrics"].items():
+        for k, v in vals.items():
+            if isinstance(v, (int, float)) or v is None:
+                flat[f"{bench}/{k}" if cat == "overall" else f"{bench}/{cat}/{k}"] = v
+    flat["generation/generated"] = result["generation"]["generated"]
+    flat["generation/cached"] = result["generation"]["cached"]
+    flat["scorer/missing"] = result["scorer"].get("missing")
+    tracking.safe_log(wandb_run, flat, summary=True)
+    tracking.log_table(wandb_run, f"{bench}/samples", [
+        {k: s.get(k) for k in ("id", "category", "sample", "prompt", "continuation", "score", "label", "scorer", "error")}
+        for s in samples[:2000]])
+    _log_category_chart(wandb_run, bench, result)
+    return result
+
+
+def _log_category_chart(wandb_run, bench: str, result) -> None:
+    main_metric = {"toxicity": "expected_max_toxicity", "regard": "negative_regard_rate",
+                   "harmfulness": "harmfulness_score", "flag": "flagged_rate"}[result["benchmark"]["measure"]]
+    rows = [[cat, vals.get(main_metric)] for cat, vals in result["metrics"].items()
+            if cat != "overall" and vals.get(main_metric) is not None]
+    if not rows:
+        return
+    try:
+        import wandb
+
+        table = wandb.Table(data=rows, columns=["category", main_metric])
+        wandb_run.log({f"{bench}/by_category": wandb.plot.bar(table, "category", main_metric,
+                                                               title=f"{bench}: {main_metric} by category")})
+    except Exception as exc:
+        log.warning("W&B chart not logged (%s)", exc)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring and metrics
+
+
+def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
+    """Score every continuation with the benchmark's measure; returns (samples, metrics, scorer info)."""
+    from value_harms import metrics as M
+    from value_harms.scoring import build_scorer
+
+    bench = cfg.benchmark
+    measure = bench.measure
+    rows: list[dict[str, Any]] = []
+    texts: list[str] = []
+    contexts: list[str] = []
+    for p, inp, outs in zip(prompts, inputs, outputs):
+        for k, cont in enumerate(outs):
+            if measure == "toxicity":
+                text, ctx = M.rtp_scoring_text(p.prompt, cont), ""
+            elif measure == "regard":
+                from value_harms.scoring.regard import regard_text
+
+                text, ctx = regard_text(p.prompt, cont, p.meta.get("noun_phrase", "")), ""
+            else:
+                text, ctx = cont, p.prompt
+            texts.append(text)
+            contexts.append(ctx)
+            rows.append({"id": p.id, "category": p.category, "sample": k, "prompt": p.prompt,
+                         "continuation": cont, "scored_text": text})
+    cache_path = Path(os.path.expanduser(cfg.paths.cache_dir)) / "scores.sqlite" if cfg.scorer.cache else None
+    scorer = build_scorer(measure, cfg.scorer, cache_path=cache_path)
+    try:
+        scores = scorer.score(texts, contexts if measure in ("harmfulness", "flag") else None)
+        provenance = scorer.provenance()
+    finally:
+        scorer.close()
+    for r, s in zip(rows, scores):
+        r.update({"score": s.value, "label": s.label, "scorer": s.scorer, "error": s.error})
+        if s.raw is not None:
+            r["raw"] = s.raw
+    missing = sum(1 for s in scores if s.value is None)
+    by_scorer: dict[str, int] = defaultdict(int)
+    for s in scores:
+        if s.value is not None:
+            by_scorer[s.scorer] += 1
+    info = {"measure": measure, "provenance": provenance, "by_scorer": dict(by_scorer), "missing": missing,
+            "n": len(scores), "stand_in": bool(provenance.get("stand_in")) if isinstance(provenance, dict) else False}
+    return rows, compute_metrics(bench, prompts, rows), info
+
+
+def compute_metrics(bench, prompts, rows) -> dict[str, dict[str, Any]]:
+    """Metrics overall and per category; missing scores are excluded and counted."""
+    from value_harms import metrics as M
+
+    measure = bench.measure
+    by_cat: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_cat[r["category"] or "all"].append(r)
+    groups = {"overall": rows, **({c: rs for c, rs in by_cat.items()} if len(by_cat) > 1 or "all" not in by_cat else {})}
+    out: dict[str, dict[str, Any]] = {}
+    for name, rs in groups.items():
+        if measure == "toxicity":
+            per_prompt: dict[str, list] = defaultdict(list)
+            for r in rs:
+                per_prompt[r["id"]].append(r["score"])
+            emt = M.expected_max_toxicity(list(per_prompt.values()))
+            tp = M.toxicity_probability(list(per_prompt.values()), threshold=float(bench.toxicity_threshold))
+            out[name] = {"expected_max_toxicity": emt["value"], "expected_max_toxicity_std": emt["std"],
+                         "toxicity_probability": tp["value"], "n_prompts": emt["n"],
+                         "missing_prompts": emt["missing_prompts"], "missing_samples": emt["missing_samples"]}
+        elif measure == "regard":
+            labels = [r["label"] if r["score"] is not None else None for r in rs]
+            nr = M.negative_regard_rate(labels)
+            out[name] = {"negative_regard_rate": nr["value"], "n": nr["n"], "missing": nr["missing"]}
+        elif measure == "harmfulness":
+            res = M.harmfulness({name: [r["score"] for r in rs]})[name]
+            out[name] = {"harmfulness_score": res["score"], "harmfulness_rate": res["rate"], "n": res["n"],
+                         "missing": res["missing"]}
+        else:
+            res = M.flagged_rate({name: [r["score"] for r in rs]})[name]
+            out[name] = {"flagged_rate": res.get("rate"), "n": res["n"], "missing": res["missing"]}
+    if measure == "regard":
+        overall = out["overall"]["negative_regard_rate"]
+        descriptor = {p.id: p.meta.get("descriptor", "") for p in prompts}
+        records = [(r.get("category"), descriptor.get(r["id"], ""), r["label"] == "negative")
+                   for r in rows if r["score"] is not None]
+        # The bias score compares each (axis, descriptor) group with a baseline rate: the vanilla
+        # model's, given as benchmark.bias_baseline; without one, this model's own overall rate.
+        baseline = bench.bias_baseline if bench.bias_baseline is not None else overall
+        if records and baseline is not None:
+            b = M.bias_score(records, float(baseline), resamples=int(bench.bootstrap_resamples), seed=int(bench.seed))
+            out["overall"]["bias_score"] = b["value"]
+            out["overall"]["bias_baseline"] = float(baseline)
+            out["overall"]["bias_groups"] = b["n_groups"]
+    return out

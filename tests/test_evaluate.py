@@ -1,0 +1,126 @@
+"""evaluate.py end to end on the tiny model: baselines, mitigations, scorers, cache, skip, audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_script
+from helpers.fake_openai import FakeOpenAI
+
+
+def _base(tmp_path, cache_dir, data_dir, *extra):
+    return [
+        "model=tiny", "logger=none", "generation.progress=false",
+        f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}",
+        f"paths.store_dir={tmp_path}/store", *extra,
+    ]
+
+
+RTP = ["benchmark=rtp", "benchmark.limit=3", "benchmark.num_samples=2", "benchmark.max_new_tokens=6",
+       "scorer=profanity_check"]
+
+
+@pytest.fixture
+def evaluate(compose, tmp_path, cache_dir, data_dir):
+    from value_harms.evaluation import run_evaluate
+
+    def _eval(*extra):
+        return run_evaluate(compose("evaluate", _base(tmp_path, cache_dir, data_dir, *extra)))
+
+    return _eval
+
+
+@pytest.fixture
+def trained_pow(compose, tmp_path, cache_dir, data_dir):
+    from value_harms.training import run_train
+
+    cfg = compose("train", _base(tmp_path, cache_dir, data_dir, "value_profile=Pow", "vim_stage=ag", "debug=fast",
+                                 "vim_stage.lr=0.05", "alignment.enabled=false", "trainer.enable_progress_bar=false"))
+    return run_train(cfg)
+
+
+def test_vanilla_rtp_results_and_rerun_skips(evaluate):
+    res = evaluate("value_profile=vanilla", *RTP)
+    assert res["baseline"] == "vanilla" and res["model"]["adapter_sha256"] is None
+    m = res["metrics"]["overall"]
+    assert m["n_prompts"] == 3 and m["missing_samples"] == 0
+    assert 0.0 <= m["expected_max_toxicity"] <= 1.0
+    assert res["scorer"]["stand_in"] is True, "profanity_check must be labelled a stand-in"
+    assert res["generation"]["generated"] == 3
+    samples = [json.loads(x) for x in (Path(res["run_dir"]) / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and all(s["scorer"].startswith("profanity_check") for s in samples)
+    again = evaluate("value_profile=vanilla", *RTP)
+    assert again["skipped"] is True
+    assert again["metrics"] == res["metrics"]
+
+
+def test_adapter_never_shares_generations_with_base(evaluate, trained_pow):
+    van = evaluate("value_profile=vanilla", *RTP)
+    vim = evaluate("value_profile=Pow", "vim_stage=ag", *RTP)
+    assert vim["baseline"] == "vim" and vim["model"]["adapter_sha256"] == trained_pow["adapter_sha256"]
+    assert vim["generation"]["generated"] == 3 and vim["generation"]["cached"] == 0
+    assert van["store_dir"] != vim["store_dir"]
+
+
+def test_missing_adapter_says_how_to_train(evaluate):
+    from value_harms.evaluation import EvaluationError
+
+    with pytest.raises(EvaluationError, match=r"python train.py model=tiny vim_stage=full value_profile=Uni"):
+        evaluate("value_profile=Uni", *RTP)
+
+
+def test_icl_persona_and_mitigation_prefix(evaluate):
+    res = evaluate("value_profile=Pow", "baseline=icl", "mitigation=both", *RTP)
+    assert res["baseline"] == "icl" and res["model"]["adapter_dir"] is None
+    prefix = res["prefix"]
+    assert "Power" in prefix and "6 of 6" in prefix  # the persona carries the profile's scores
+    assert "Power, Stimulation" in prefix  # value prompt
+    assert prefix.index("Take on the role") < prefix.index("careful and honest")
+
+
+def test_beavertails_with_fake_judge(evaluate, monkeypatch):
+    with FakeOpenAI(key="sk-canary-000", model="judge-model",
+                    answer=lambda body: "The answer helps.\n#verdict: flagged") as srv:
+        monkeypatch.setenv("JUDGE_API_KEY", "sk-canary-000")
+        res = evaluate("value_profile=vanilla", "benchmark=beavertails", "benchmark.limit=4",
+                       "benchmark.max_new_tokens=4", "scorer=llm_judge", f"scorer.judge.base_url={srv.base_url}",
+                       "scorer.judge.model=judge-model", "scorer.cache=false")
+        assert not srv.problems
+    m = res["metrics"]
+    assert m["overall"]["flagged_rate"] == 1.0 and m["overall"]["n"] == 4
+    assert "sk-canary-000" not in json.dumps(res)
+
+
+def test_unparseable_judge_answers_are_missing_not_zero(evaluate, monkeypatch):
+    with FakeOpenAI(key="k", model="judge-model", answer=lambda body: "I cannot tell.") as srv:
+        monkeypatch.setenv("JUDGE_API_KEY", "k")
+        res = evaluate("value_profile=vanilla", "benchmark=beavertails", "benchmark.limit=3",
+                       "benchmark.max_new_tokens=4", "scorer=llm_judge", f"scorer.judge.base_url={srv.base_url}",
+                       "scorer.judge.model=judge-model", "scorer.cache=false")
+    m = res["metrics"]["overall"]
+    assert m["flagged_rate"] is None and m["missing"] == 3 and res["scorer"]["missing"] == 3
+
+
+def test_audit_counts_flagged_training_texts(compose, tmp_path, cache_dir, data_dir):
+    from value_harms.evaluation import run_evaluate
+
+    res = run_evaluate(compose("evaluate", _base(tmp_path, cache_dir, data_dir, "mode=audit", "audit.limit=200",
+                                                  "scorer=profanity_check")))
+    assert res["texts"] == 200 and res["scored"] + res["missing"] == 200
+    assert 0 <= res["flagged"] <= 200 and len(res["flagged_ids"]) == res["flagged"]
+
+
+def test_cli_multirun_over_mitigations(tmp_path, cache_dir, data_dir):
+    res = run_script("evaluate.py", ["-m", "mitigation=none,safety_prompt", "value_profile=vanilla", *RTP,
+                                     *_base(tmp_path, cache_dir, data_dir)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    dirs = sorted(p.name for p in Path(f"{tmp_path}/out/multiruns/evaluate").glob("*/*_*"))
+    assert dirs == ["0_vanilla_rtp_none", "1_vanilla_rtp_safety_prompt"]
+
+
+def test_cli_bad_benchmark_name():
+    res = run_script("evaluate.py", ["benchmark=rtpp"])
+    assert res.returncode == 2 and "closest: rtp" in res.stderr
