@@ -336,3 +336,13 @@ def test_fingerprint_and_render():
     with pytest.raises(BenchmarkError) as e:
         render(a[0], "QUESTION: {question}")
     assert "benchmark.prompt_template" in one_line(e)
+
+
+def test_per_category_subset_covers_every_category(data_dir):
+    from value_harms.benchmarks import load_prompts
+
+    cfg = {"name": "beavertails", "source": "local", "format": "beavertails_csv",
+           "path": "unintended_harms/BeaverTails-Evaluation.csv", "per_category": 2}
+    prompts = load_prompts(cfg, str(data_dir))
+    cats = [p.category for p in prompts]
+    assert len(prompts) == 28 and len(set(cats)) == 14 and all(cats.count(c) == 2 for c in set(cats))

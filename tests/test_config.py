@@ -12,7 +12,9 @@ from conftest import CONF, run_script
 
 PRIMARY = ["train", "evaluate"]
 # Groups that the primary config selects from (the domain and infrastructure folders of conf/).
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local", "value_profile"})
+# (`subset` is picked by interpolation from the experiment and benchmark: tested below.)
+GROUPS = sorted(p.name for p in CONF.iterdir()
+                if p.is_dir() and p.name not in {"hydra", "local", "value_profile", "subset"})
 
 
 def _options(group):
@@ -99,3 +101,10 @@ def test_glob_sweep_expands_to_all_profiles():
     assert sorted(ov.value().filter(options)) == sorted(paper_order())
     close = OverridesParser.create().parse_overrides(["value_profile=glob(close_Pow*)"])[0]
     assert len(close.value().filter(options)) == 10
+
+
+@pytest.mark.parametrize("benchmark", [b for b in _options("benchmark") if b != "pvq"])
+def test_demo_experiment_subsets_each_benchmark(compose, benchmark):
+    cfg = compose("evaluate", ["experiment=demo", f"benchmark={benchmark}"])
+    assert cfg.benchmark.limit is not None or cfg.benchmark.per_category is not None
+    assert compose("evaluate", [f"benchmark={benchmark}"]).benchmark.limit in (None, 3000)

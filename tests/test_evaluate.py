@@ -124,3 +124,15 @@ def test_cli_multirun_over_mitigations(tmp_path, cache_dir, data_dir):
 def test_cli_bad_benchmark_name():
     res = run_script("evaluate.py", ["benchmark=rtpp"])
     assert res.returncode == 2 and "closest: rtp" in res.stderr
+
+
+def test_pvq_alignment_under_value_prompt(evaluate):
+    none = evaluate("value_profile=Pow", "baseline=icl", "benchmark=pvq", "benchmark.max_new_tokens=4")
+    vp = evaluate("value_profile=Pow", "baseline=icl", "benchmark=pvq", "benchmark.max_new_tokens=4",
+                  "mitigation=value_prompt")
+    for res in (none, vp):
+        ov = res["metrics"]["overall"]
+        assert res["benchmark"]["measure"] == "alignment" and ov["n"] == 40
+        assert ov["nmse_expected"] is not None and 0 <= ov["nmse_expected"] <= 1
+    assert "Power, Stimulation" in vp["prefix"] and "Power, Stimulation" not in none["prefix"]
+    assert none["store_dir"] != vp["store_dir"]

@@ -275,6 +275,20 @@ def test_transformers_backend_unparseable_answers_are_missing(tiny_lm_dir):
     assert prov["backend"] == "transformers" and prov["model"] == tiny_lm_dir
 
 
+def test_transformers_backend_constrained_always_answers(tiny_lm_dir):
+    """Constrained choice: every pair gets one of the allowed answers, with the choice probabilities."""
+    import re
+
+    for measure, allowed in (("flag", {0.0, 1.0}), ("harmfulness", {1.0, 2.0, 3.0, 4.0, 5.0})):
+        judge = JudgeScorer(measure, JudgeConfig(backend="transformers", model=tiny_lm_dir, batch_size=2,
+                                                 constrained=True))
+        scores = judge.score(["Sure.", "No.", "Maybe."], ["ask one", "ask two", "ask three"])
+        assert all(s.value in allowed for s in scores), [s.raw for s in scores]
+        probs = [float(x) for x in re.findall(r"=([0-9.]+)", scores[0].raw)]
+        assert len(probs) == len(allowed) and abs(sum(probs) - 1) < 1e-2
+        assert "constrained" in judge.cache_id and judge.provenance()["constrained"] is True
+
+
 def test_transformers_backend_uses_chat_template(tiny_lm_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -227,8 +227,12 @@ def run_alignment_check(
     target: dict[str, float] | None,
     batch_size: int = 8,
     max_new_tokens: int = 20,
+    prefix: str = "",
 ) -> AlignmentResult:
-    """Ask every item with :func:`qa_prompt`, greedy, left-padded batches; see the module doc."""
+    """Ask every item with :func:`qa_prompt`, greedy, left-padded batches; see the module doc.
+
+    `prefix` (a persona and/or mitigation prompt) is placed above every item, as in evaluation.
+    """
     target = normalise_target(target)
     digit_ids = digit_token_ids(tokenizer)
     gen_cfg = copy.deepcopy(model.generation_config)
@@ -251,7 +255,10 @@ def run_alignment_check(
         records = items_df.to_dict("records")
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
-            enc = tokenizer([qa_prompt(str(r["text"])) for r in batch], return_tensors="pt", padding=True)
+            texts = [qa_prompt(str(r["text"])) for r in batch]
+            if prefix:
+                texts = [f"{prefix}\n\n{t}" for t in texts]
+            enc = tokenizer(texts, return_tensors="pt", padding=True)
             enc = {k: v.to(device) for k, v in enc.items()}
             out = model.generate(**enc, generation_config=gen_cfg)
             n_in = enc["input_ids"].shape[1]

@@ -132,6 +132,7 @@ class BenchmarkConfig:
     hub_config: Optional[str] = None
     min_prompt_toxicity: Optional[float] = None  # RTP hub filter: prompts with toxicity >= this
     limit: Optional[int] = None  # first N prompts (the paper: RTP first 3,000)
+    per_category: Optional[int] = None  # first N prompts of each category (small covering subsets)
     seed: int = 42  # prompt-set generation / subsampling
     prompt_template: str = "{prompt}"
     max_new_tokens: int = 64
@@ -184,6 +185,9 @@ class JudgeConfig:
     qps: float = 2.0
     max_retries: int = 6
     timeout_s: float = 60.0
+    # transformers backend: choose among the allowed answers by log-probability after the answer
+    # lead instead of free generation (for small local judges that cannot follow the format).
+    constrained: bool = False
     backoff_base_s: float = 1.0  # openai: delay before retry k = base * 2**k (jittered), capped
     backoff_max_s: float = 60.0
     batch_size: int = 8  # transformers: prompts per generate call
@@ -225,6 +229,9 @@ class MitigationConfig:
     value_prompt: bool = False
     disregard_values: List[str] = field(default_factory=list)
     value_prompt_file: Optional[str] = None
+    # mitigation=auto: values to disregard per benchmark and category, chosen by analyze.py from the
+    # fitted regressions (JSON {benchmark: {category | "all": [values]}}).
+    auto_file: Optional[str] = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,6 +335,22 @@ class AuditConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    # Result folders, files or glob patterns (searched recursively for results.json / train_result.json).
+    inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/eval"])
+    alignment_inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/train"])
+    audit_inputs: List[str] = field(default_factory=lambda: ["${paths.output_dir}/runs/evaluate"])
+    allow_mixed: bool = False  # allow one metric to mix scorers or benchmark versions
+    standardize: bool = False  # standardised regression coefficients
+    higher_order: bool = False  # regress on the 4 higher-order values instead of the 10
+    alpha: float = 0.05  # FDR level (Benjamini-Hochberg)
+    conf: float = 0.95  # confidence level of intervals
+    top_k: int = 5  # findings printed
+    # Where the automatic mitigation (values to disregard per category) is written for mitigation=auto.
+    auto_mitigation_file: str = "${paths.output_dir}/analysis/auto_mitigation.json"
+
+
+@dataclass
 class JobConfig:
     """One schema for every task (train, evaluate, analyze), so that `experiment=` presets and
     sweeps can set any section; each task reads the sections it needs."""
@@ -356,6 +379,8 @@ class JobConfig:
     mitigation: Optional[MitigationConfig] = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    # analysis
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     force: bool = False  # evaluation: recompute even when a complete result exists
 
 

@@ -34,35 +34,104 @@ def collect_alignment(sweep_dir: Path) -> tuple[dict[str, AlignmentResult], dict
     return results, targets
 
 
+MAIN_METRIC = {"toxicity": ("expected_max_toxicity", "toxicity_probability"), "regard": ("negative_regard_rate",),
+               "harmfulness": ("harmfulness_score", "harmfulness_rate"), "flag": ("flagged_rate",)}
+
+
+def collect_evaluations(sweep_dir: Path) -> list[dict]:
+    out = []
+    for res_file in sorted(sweep_dir.glob("*/results.json"), key=lambda p: int(p.parent.name.split("_")[0])):
+        out.append(json.loads(res_file.read_text()))
+    return out
+
+
+def format_comparison(results: list[dict]) -> str:
+    """Rows: profile x mitigation; columns: each benchmark's main metrics (missing scores counted)."""
+    benches = []
+    for r in results:
+        b = (r["benchmark"]["name"], r["benchmark"]["measure"])
+        if b not in benches:
+            benches.append(b)
+    cols = [(b, m) for b, measure in benches for m in MAIN_METRIC[measure]]
+    rows: dict[tuple[str, str], dict] = {}
+    for r in results:
+        key = (f"{r['profile']['name']} ({r['baseline']})", r["mitigation"]["name"])
+        row = rows.setdefault(key, {})
+        ov = r["metrics"]["overall"]
+        for m in MAIN_METRIC[r["benchmark"]["measure"]]:
+            row[(r["benchmark"]["name"], m)] = ov.get(m)
+        row[(r["benchmark"]["name"], "missing")] = r["scorer"].get("missing")
+    head = f"{'model':<18}{'mitigation':<15}" + "".join(f"{b[:4] + ':' + m[:18]:>24}" for b, m in cols) + \
+        "".join(f"{b[:4] + ' missing':>14}" for b, _ in benches)
+    lines = [head, "-" * len(head)]
+    for (model, mit), row in rows.items():
+        cells = "".join(f"{_f(row.get(c)):>24}" for c in cols)
+        miss = "".join(f"{_f(row.get((b, 'missing'))):>14}" for b, _ in benches)
+        lines.append(f"{model:<18}{mit:<15}{cells}{miss}")
+    notes = []
+    for b, measure in benches:
+        provs = {json.dumps(r["scorer"].get("by_scorer"), sort_keys=True) for r in results if r["benchmark"]["name"] == b}
+        stand_in = any(r["scorer"].get("stand_in") for r in results if r["benchmark"]["name"] == b)
+        scorers = sorted({k for r in results if r["benchmark"]["name"] == b for k in (r["scorer"].get("by_scorer") or {})})
+        notes.append(f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
+                     + (" -- STAND-IN scorer, not the paper's Perspective/Detoxify" if stand_in else ""))
+        del provs
+    return "\n".join(lines + [""] + notes)
+
+
+def _f(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return str(x)
+
+
+def _run(cmd: list[str]) -> int:
+    print("$", " ".join(["python", *cmd[1:]]), flush=True)
+    return subprocess.call(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles", default="vanilla,Pow,Uni", help="comma-separated value profiles")
+    ap.add_argument("--benchmarks", default="rtp,beavertails")
+    ap.add_argument("--mitigations", default="none,value_prompt")
     ap.add_argument("--out", default="outputs/demo", help="folder of the demo sweeps")
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_steps=60")
+    ap.add_argument("--skip-eval", action="store_true")
     args = ap.parse_args(argv)
 
-    sweep_dir = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=demo", f"value_profile={args.profiles}",
-           f"hydra.sweep.dir={sweep_dir}", *args.overrides]
-    print("$", " ".join(cmd[1:]), flush=True)
+    out = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = out if out.is_absolute() else ROOT / out
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    rc = _run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=demo", f"value_profile={args.profiles}",
+               f"hydra.sweep.dir={out / 'train'}"])
     if rc != 0:
-        print(f"demo: training sweep failed (exit {rc}); logs are in {sweep_dir}", file=sys.stderr)
+        print(f"demo: training sweep failed (exit {rc}); logs are in {out / 'train'}", file=sys.stderr)
         return rc
-    elapsed = time.perf_counter() - t0
-    results, targets = collect_alignment(ROOT / sweep_dir if not sweep_dir.is_absolute() else sweep_dir)
+    t_train = time.perf_counter() - t0
+    if not args.skip_eval:
+        rc = _run([sys.executable, str(ROOT / "evaluate.py"), "-m", "experiment=demo",
+                   f"value_profile={args.profiles}", f"benchmark={args.benchmarks}",
+                   f"mitigation={args.mitigations}", f"hydra.sweep.dir={out / 'evaluate'}"])
+        if rc != 0:
+            print(f"demo: evaluation sweep failed (exit {rc}); logs are in {out / 'evaluate'}", file=sys.stderr)
+            return rc
+    t_all = time.perf_counter() - t0
+
+    results, targets = collect_alignment(out / "train")
     print()
-    print(f"PVQ value alignment after VIM ({len(results)} runs, {elapsed:.0f} s; results in {sweep_dir})")
-    src = {r.settings.get("items_source") for r in results.values()} - {None}
+    print(f"== PVQ value alignment after VIM ({len(results)} runs, training {t_train:.0f} s) ==")
     print(format_alignment_table(results, targets))
-    for res_file in sorted(Path(sweep_dir).glob("*/train_result.json")):
-        res = json.loads(res_file.read_text())
-        al = res.get("alignment") or {}
-        if al.get("items_source") == "demo_items":
-            print("note: the PVQ-40 items were not found; the table uses the project's own demo items.")
-            break
-    del src
+    if any(r.settings.get("items_source") == "demo_items" for r in results.values()):
+        print("note: the PVQ-40 items were not found; the table uses the project's own demo items.")
+    if not args.skip_eval:
+        evals = collect_evaluations(out / "evaluate")
+        print()
+        print(f"== Safety: vanilla vs value-aligned, with and without mitigation ({len(evals)} jobs) ==")
+        print(format_comparison(evals))
+    print()
+    print(f"demo finished in {t_all:.0f} s; everything is under {out}")
     return 0
 
 

@@ -81,13 +81,15 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> Path:
 
 def check_scorer_fits(cfg: DictConfig) -> None:
     measure = cfg.benchmark.measure
-    if measure not in ("toxicity", "regard", "harmfulness", "flag"):
-        raise EvaluationError(f"benchmark.measure={measure!r}; expected toxicity, regard, harmfulness or flag")
+    if measure not in ("toxicity", "regard", "harmfulness", "flag", "alignment"):
+        raise EvaluationError(f"benchmark.measure={measure!r}; expected toxicity, regard, harmfulness, flag or alignment")
 
 
 def eval_fingerprint(cfg: DictConfig, model_k: str, prompts_fp: str) -> str:
+    auto = cfg.mitigation.get("auto_file")
+    auto_fp = runs.file_fingerprint(os.path.expanduser(auto)) if auto and os.path.isfile(os.path.expanduser(auto)) else None
     return runs.fingerprint({
-        "model": model_k, "prompts": prompts_fp,
+        "model": model_k, "prompts": prompts_fp, "auto_mitigation": auto_fp,
         "benchmark": runs.to_plain(cfg.benchmark), "mitigation": runs.to_plain(cfg.mitigation),
         "scorer": _scorer_identity(cfg), "seed": int(cfg.generation.seed),
     })
@@ -148,22 +150,20 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
 def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
     from value_harms import prompts as P
     from value_harms.benchmarks import load_prompts, prompt_fingerprint, render
-    from value_harms.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, model_key
-    from value_harms.models import adapter_fingerprint, detach_lora, get_base_model, load_adapter, resolve_model_dir
+    from value_harms.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate
+    from value_harms.models import detach_lora, get_base_model, load_adapter
 
     cache_root = Path(os.path.expanduser(cfg.paths.cache_dir))
     data_dir = cfg.paths.data_dir
     t_start = time.perf_counter()
+    if cfg.benchmark.measure == "alignment":
+        return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
     prompts = load_prompts(cfg.benchmark, data_dir)
     if not prompts:
         raise EvaluationError(f"benchmark {cfg.benchmark.name} produced no prompts; check benchmark.path / limit")
     prompts_fp = prompt_fingerprint(prompts)
 
-    adapter = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else None
-    adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
-    base_id = resolve_model_dir(cfg.model, str(cache_root)) if cfg.model.source != "hub" else cfg.model.pretrained
-    mk = model_key(f"{cfg.model.name}:{base_id if cfg.model.source == 'hub' else cfg.model.source}",
-                   cfg.model.revision, cfg.model.dtype, adapter_sha)
+    adapter, adapter_sha, base_id, mk = _model_identity(cfg, profile, baseline)
     fp = eval_fingerprint(cfg, mk, prompts_fp)
     store = store_folder(cfg, profile, baseline, fp)
     if runs.is_complete(store) and not cfg.force:
@@ -175,9 +175,15 @@ def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run
             log.warning("stored result in %s is unreadable (%s): recomputing", store, exc)
 
     persona = profile.values if baseline == "icl" else None
-    prefix = P.prefix_for(cfg.mitigation, persona)
     bench = cfg.benchmark
-    inputs = [P.with_prefix(prefix, render(p, bench.prompt_template)) for p in prompts]
+    if cfg.mitigation.name == "auto":
+        # mitigation=auto: the value prompt names, per category, the values analyze.py found to raise harm
+        auto = P.load_auto_mitigation(cfg.mitigation.auto_file)
+        prefixes = [P.prefix_for(cfg.mitigation, persona, P.auto_values(auto, bench.name, p.category)) for p in prompts]
+    else:
+        prefixes = [P.prefix_for(cfg.mitigation, persona)] * len(prompts)
+    prefix = prefixes[0] if len(set(prefixes)) == 1 else "(per category)"
+    inputs = [P.with_prefix(pre, render(p, bench.prompt_template)) for pre, p in zip(prefixes, prompts)]
     settings = GenSettings(max_new_tokens=int(bench.max_new_tokens), num_samples=int(bench.num_samples),
                            do_sample=bool(bench.do_sample), temperature=float(bench.temperature),
                            top_p=float(bench.top_p), stop=tuple(bench.stop), seed=int(cfg.generation.seed))
@@ -225,6 +231,86 @@ def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run
     return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
 
 
+def _model_identity(cfg, profile: Profile, baseline: str):
+    """(adapter folder or None, adapter sha256 or None, base id, generation model key)."""
+    from value_harms.generation import model_key
+    from value_harms.models import adapter_fingerprint, resolve_model_dir
+
+    adapter = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else None
+    adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
+    base_id = resolve_model_dir(cfg.model, os.path.expanduser(cfg.paths.cache_dir)) \
+        if cfg.model.source != "hub" else cfg.model.pretrained
+    mk = model_key(f"{cfg.model.name}:{base_id if cfg.model.source == 'hub' else cfg.model.source}",
+                   cfg.model.revision, cfg.model.dtype, adapter_sha)
+    return adapter, adapter_sha, base_id, mk
+
+
+def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
+    """`benchmark=pvq`: the PVQ value-alignment check under this job's persona / mitigation prefix,
+    so the cost of a value prompt on persona fidelity is measured like any other result."""
+    from value_harms import prompts as P
+    from value_harms.alignment import DEMO_ITEMS_PATH, load_items, run_alignment_check
+    from value_harms.models import detach_lora, get_base_model, load_adapter
+
+    t_start = time.perf_counter()
+    bench = cfg.benchmark
+    items_path = runs.resolve_path(bench.path, cfg.paths.data_dir) if bench.path else None
+    items_source = "configured"
+    if items_path is None or not items_path.is_file():
+        log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
+        items_path, items_source = Path(DEMO_ITEMS_PATH), "demo_items"
+    items = load_items(items_path)
+    adapter, adapter_sha, base_id, mk = _model_identity(cfg, profile, baseline)
+    fp = eval_fingerprint(cfg, mk, runs.file_fingerprint(items_path))
+    store = store_folder(cfg, profile, baseline, fp)
+    if runs.is_complete(store) and not cfg.force:
+        try:
+            return _publish(runs.read_json(store / "results.json"), store, run_dir, wandb_run, skipped=True)
+        except (OSError, ValueError) as exc:
+            log.warning("stored result in %s is unreadable (%s): recomputing", store, exc)
+    prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
+    target = None if profile.is_vanilla else profile.values
+    with runs.locked(store):
+        base, tok = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
+        model = load_adapter(base, str(adapter)) if adapter else base
+        try:
+            res = run_alignment_check(model, tok, items, target, batch_size=int(cfg.generation.batch_size),
+                                      max_new_tokens=int(bench.max_new_tokens), prefix=prefix)
+        finally:
+            if adapter:
+                detach_lora(model)
+        al = res.to_dict()
+        samples = [{"id": str(r.get("item")), "category": r.get("value"), "sample": 0, "prompt": r.get("value"),
+                    "continuation": r.get("text"), "score": r.get("expected"), "label": r.get("answer"),
+                    "scorer": "pvq", "error": None} for r in al["rows"]]
+        overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
+        overall["n"] = al["n_items"]
+        result = {
+            "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
+                          "n_prompts": len(items), "prompts_sha256": runs.file_fingerprint(items_path),
+                          "items_source": items_source, "settings": runs.to_plain(bench)},
+            "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
+                      "adapter_dir": str(adapter) if adapter else None, "adapter_sha256": adapter_sha},
+            "profile": profile.to_dict(), "baseline": baseline,
+            "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
+            "mitigation": runs.to_plain(cfg.mitigation), "prefix": prefix,
+            "generation": {"max_new_tokens": int(bench.max_new_tokens), "do_sample": False, "requested": len(items),
+                           "cached": 0, "generated": len(items)},
+            "scorer": {"measure": "alignment", "provenance": {"reader": "greedy digit + expected score"},
+                       "by_scorer": {"pvq": len(items)}, "missing": int(round((1 - al["parse_rate"]) * len(items))),
+                       "n": len(items), "stand_in": items_source == "demo_items"},
+            "metrics": {"overall": overall,
+                        **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]}},
+            "alignment": {k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
+            "seeds": {"generation": int(cfg.generation.seed)}, "git": runs.git_hash(),
+            "seconds": round(time.perf_counter() - t_start, 2),
+        }
+        runs.atomic_write_text(store / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+        runs.atomic_write_json(store / "results.json", result)
+        runs.mark_complete(store, {"results": "results.json"})
+    return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
+
+
 def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
     """Copy results into the run folder and send the summary, samples table and chart to W&B."""
     from value_harms import tracking
@@ -261,7 +347,8 @@ def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, sa
 
 def _log_category_chart(wandb_run, bench: str, result) -> None:
     main_metric = {"toxicity": "expected_max_toxicity", "regard": "negative_regard_rate",
-                   "harmfulness": "harmfulness_score", "flag": "flagged_rate"}[result["benchmark"]["measure"]]
+                   "harmfulness": "harmfulness_score", "flag": "flagged_rate",
+                   "alignment": "expected"}[result["benchmark"]["measure"]]
     rows = [[cat, vals.get(main_metric)] for cat, vals in result["metrics"].items()
             if cat != "overall" and vals.get(main_metric) is not None]
     if not rows:
@@ -305,7 +392,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
             rows.append({"id": p.id, "category": p.category, "sample": k, "prompt": p.prompt,
                          "continuation": cont, "scored_text": text})
     cache_path = Path(os.path.expanduser(cfg.paths.cache_dir)) / "scores.sqlite" if cfg.scorer.cache else None
-    scorer = build_scorer(measure, cfg.scorer, cache_path=cache_path)
+    scorer = build_scorer(measure, _resolve_judge_model(cfg), cache_path=cache_path)
     try:
         scores = scorer.score(texts, contexts if measure in ("harmfulness", "flag") else None)
         provenance = scorer.provenance()
@@ -323,6 +410,25 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
     info = {"measure": measure, "provenance": provenance, "by_scorer": dict(by_scorer), "missing": missing,
             "n": len(scores), "stand_in": bool(provenance.get("stand_in")) if isinstance(provenance, dict) else False}
     return rows, compute_metrics(bench, prompts, rows), info
+
+
+def _resolve_judge_model(cfg):
+    """`scorer.judge.model=model:<option>` names a model config (e.g. the embedded SmolLM2) as judge."""
+    judge = cfg.scorer.judge
+    if judge.backend != "transformers" or not str(judge.model).startswith("model:"):
+        return cfg.scorer
+    from omegaconf import OmegaConf
+
+    from value_harms.models import resolve_model_dir
+    from value_harms.profiles import conf_dir
+
+    option = str(judge.model).split(":", 1)[1]
+    path = conf_dir() / "model" / f"{option}.yaml"
+    if not path.is_file():
+        raise EvaluationError(f"scorer.judge.model=model:{option} names no file conf/model/{option}.yaml")
+    scorer = OmegaConf.create(OmegaConf.to_container(cfg.scorer, resolve=True))
+    scorer.judge.model = resolve_model_dir(OmegaConf.load(path), os.path.expanduser(cfg.paths.cache_dir))
+    return scorer
 
 
 def compute_metrics(bench, prompts, rows) -> dict[str, dict[str, Any]]:

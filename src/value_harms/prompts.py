@@ -79,16 +79,48 @@ def value_prompt(values: Sequence[str], path: str | None = None) -> str:
     return template.format(values=", ".join(values))
 
 
-def prefix_for(mitigation, persona_values: Mapping[str, float] | None) -> str:
-    """Text placed before every benchmark prompt: persona (ICL), then safety, then value prompt."""
+def prefix_for(mitigation, persona_values: Mapping[str, float] | None,
+               disregard: Sequence[str] | None = None) -> str:
+    """Text placed before every benchmark prompt: persona (ICL), then safety, then value prompt.
+
+    `disregard` overrides `mitigation.disregard_values` (mitigation=auto picks values per category;
+    an empty list then means no value prompt for that category).
+    """
     parts: list[str] = []
     if persona_values is not None:
         parts.append(persona_prompt(persona_values))
     if mitigation is not None and mitigation.get("safety_prompt"):
         parts.append(safety_prompt(mitigation.get("safety_prompt_file")))
     if mitigation is not None and mitigation.get("value_prompt"):
-        parts.append(value_prompt(list(mitigation.get("disregard_values") or []), mitigation.get("value_prompt_file")))
+        values = list(mitigation.get("disregard_values") or []) if disregard is None else list(disregard)
+        if values or disregard is None:
+            parts.append(value_prompt(values, mitigation.get("value_prompt_file")))
     return "\n\n".join(parts)
+
+
+def load_auto_mitigation(path: str | None) -> dict:
+    """The per-benchmark, per-category values chosen by analyze.py for mitigation=auto."""
+    import json
+
+    if not path:
+        raise ValueError("mitigation=auto needs mitigation.auto_file; run analyze.py first, which writes it")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"mitigation.auto_file {p} does not exist; run `python analyze.py` on a sweep first")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"mitigation.auto_file {p} is not a JSON object of benchmark -> category -> values")
+    return data
+
+
+def auto_values(auto: Mapping, benchmark: str, category: str | None) -> list[str]:
+    """Values to disregard for one prompt: its category's, else the benchmark's 'all', else global 'all'."""
+    bench = auto.get(benchmark) or {}
+    if category is not None and category in bench:
+        return list(bench[category])
+    if "all" in bench:
+        return list(bench["all"])
+    return list(auto.get("all") or [])
 
 
 def with_prefix(prefix: str, prompt: str) -> str:

@@ -517,6 +517,7 @@ def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -
                               max_new_tokens=int(cfg.alignment.max_new_tokens))
     out = res.to_dict()
     out["items_source"] = source
+    out.setdefault("settings", {})["items_source"] = source
     out["items_path"] = str(items_path)
     runs.atomic_write_json(cache, out)
     return out

@@ -462,6 +462,16 @@ def load_prompts(bench_cfg: Any, data_dir: str | None) -> list[Prompt]:
 
     _validate(prompts, where)
     total = len(prompts)
+    per_category = _get(bench_cfg, "per_category")
+    if per_category is not None:
+        # A small subset that still covers every category: the first N of each, in file order.
+        taken: dict[str | None, int] = {}
+        kept = []
+        for p in prompts:
+            if taken.get(p.category, 0) < int(per_category):
+                taken[p.category] = taken.get(p.category, 0) + 1
+                kept.append(p)
+        prompts = kept
     if limit is not None:
         prompts = prompts[:limit]
     log.info("benchmark %s: %d prompts (of %d) from %s", name, len(prompts), total, where)

@@ -223,12 +223,14 @@ class JudgeScorer(Scorer):
     def cache_id(self) -> str:
         # Everything that changes a judge's answer: backend, model + revision, rubric text, sampling.
         return (f"{self.name}|{self._scorer_tag}|rubric={self.rubric_sha256[:16]}"
-                f"|t={self.temperature}|p={self.top_p}|max={self.max_tokens}")
+                f"|t={self.temperature}|p={self.top_p}|max={self.max_tokens}"
+                + ("|constrained" if bool(_get(self.cfg, "constrained", False)) else ""))
 
     def provenance(self) -> dict:
         prov = {
             "scorer": self.name,
             "measure": self.measure,
+            "constrained": bool(_get(self.cfg, "constrained", False)),
             "backend": self.backend,
             "model": self.model,
             "revision": self.revision,
@@ -442,6 +444,8 @@ class JudgeScorer(Scorer):
         return prompts
 
     def _generate(self, prompts: list[str]) -> list[str]:
+        if bool(_get(self.cfg, "constrained", False)):
+            return self._constrained(prompts)
         import torch
 
         tok, lm = self._tok, self._lm
@@ -454,6 +458,45 @@ class JudgeScorer(Scorer):
                               pad_token_id=tok.pad_token_id)
         new = out[:, enc["input_ids"].shape[1]:]
         return tok.batch_decode(new, skip_special_tokens=True)
+
+    def _constrained(self, prompts: list[str]) -> list[str]:
+        """Constrained answer: after the rubric's answer lead (`#verdict:` / `#score:`), pick the option
+        with the highest total log-probability. A small local judge that cannot follow the format
+        still gives a verdict; the option probabilities are kept in the answer text."""
+        import torch
+
+        tok, lm = self._tok, self._lm
+        if self.measure == "flag":
+            lead, options = "#verdict:", [" flagged", " unflagged"]
+        else:
+            lead, options = "#score:", [f" {k}" for k in range(1, 6)]
+        special = not bool(getattr(tok, "chat_template", None))
+        side = tok.padding_side
+        tok.padding_side = "right"
+        try:
+            heads = [p + lead for p in prompts]
+            head_len = [len(tok(h, add_special_tokens=special)["input_ids"]) for h in heads]
+            rows = [h + o for h in heads for o in options]
+            enc = tok(rows, return_tensors="pt", padding=True, add_special_tokens=special)
+        finally:
+            tok.padding_side = side
+        enc = {k: v.to(lm.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            logp = torch.log_softmax(lm(**enc).logits.float(), dim=-1)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        answers = []
+        for i in range(len(prompts)):
+            scores = []
+            for j in range(len(options)):
+                r = i * len(options) + j
+                end = int(mask[r].sum())
+                pos = torch.arange(head_len[i], end, device=ids.device)
+                scores.append(float(logp[r, pos - 1, ids[r, pos]].sum()) if len(pos) else float("-inf"))
+            probs = torch.softmax(torch.tensor(scores), dim=0).tolist()
+            best = max(range(len(options)), key=lambda j: scores[j])
+            detail = ", ".join(f"{o.strip()}={p:.3f}" for o, p in zip(options, probs))
+            answers.append(f"(constrained choice; p: {detail})\n{lead} {options[best].strip()}")
+        return answers
 
     def _answers_transformers(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str | None, str | None]]:
         from tqdm.auto import tqdm

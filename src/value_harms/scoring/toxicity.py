@@ -14,9 +14,12 @@ ones are built the first time a text needs them.
 from __future__ import annotations
 
 import logging
+import json
 import os
 from collections import Counter
 from typing import Any, Callable
+
+from omegaconf import OmegaConf
 
 from .base import Score, Scorer, ScorerError, ScorerUnavailable, unique_items
 from .cache import CachedScorer, ScoreCache
@@ -31,6 +34,9 @@ def _log_once(key: str, level: int, msg: str, *args: Any) -> None:
     if key not in _LOGGED_ONCE:
         _LOGGED_ONCE.add(key)
         log.log(level, msg, *args)
+
+
+_DETOXIFY_UNAVAILABLE: dict[str, str] = {}
 
 
 def _factory(backend: str, scorer_cfg: Any) -> Callable[[], Scorer]:
@@ -50,7 +56,17 @@ def _factory(backend: str, scorer_cfg: Any) -> Callable[[], Scorer]:
         def make() -> Scorer:
             from .detoxify_scorer import DetoxifyScorer
 
-            return DetoxifyScorer(scorer_cfg.detoxify)
+            # Hub weights that failed to download once in this process will fail again: remember
+            # it, so a multirun does not retry (and log) the download for every job.
+            key = json.dumps(OmegaConf.to_container(scorer_cfg.detoxify, resolve=True)
+                             if OmegaConf.is_config(scorer_cfg.detoxify) else str(scorer_cfg.detoxify), sort_keys=True)
+            if key in _DETOXIFY_UNAVAILABLE:
+                raise ScorerUnavailable(_DETOXIFY_UNAVAILABLE[key])
+            try:
+                return DetoxifyScorer(scorer_cfg.detoxify)
+            except ScorerUnavailable as exc:
+                _DETOXIFY_UNAVAILABLE[key] = str(exc)
+                raise
 
     elif backend == "profanity_check":
 

@@ -1,0 +1,344 @@
+"""Statistics over the tidy results table (tidy.load_results): which values predict harm, how the
+model variants compare, what a mitigation changes, and how well a persona holds.
+
+Protocol (../shared/docs/PROTOCOL.md "Analysis"): the paper does not give its regression; the reading
+here is one OLS per (benchmark, category, harm metric) over the value-aligned models, regressors = the
+10 value intensities of each model's target profile, HC3 (heteroscedasticity-robust) standard errors
+with t reference distributions, Benjamini-Hochberg over every coefficient of every fitted model.
+
+A "model" (unit of analysis) is one (model name, stage, baseline, profile). Several results of one
+unit (e.g. generation seeds) are averaged before comparisons between variants; in the regressions each
+result is one observation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from value_harms.metrics import mean_ci
+from value_harms.values import HIGHER_ORDER, VALUES
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NON_HARM_METRICS",
+    "REGRESSION_COLUMNS",
+    "value_regressions",
+    "compare_baselines",
+    "mitigation_effects",
+    "auto_mitigation",
+    "persona_fidelity",
+]
+
+# Metrics that are not "higher = more harm" (the PVQ alignment readings); everything else is a harm metric.
+NON_HARM_METRICS: frozenset[str] = frozenset({
+    "nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "greedy_values_covered", "mean_digit_mass",
+    "greedy", "expected", "target",
+})
+NON_HARM_MEASURES: frozenset[str] = frozenset({"alignment"})
+
+INTERCEPT = "Intercept"
+UNIT = ["model", "stage", "baseline", "profile"]
+
+REGRESSION_COLUMNS: tuple[str, ...] = (
+    "model", "stage", "benchmark", "category", "metric", "term", "coef", "se", "t", "p", "p_adj",
+    "significant", "ci_low", "ci_high", "n", "failures", "r2", "rank_deficient", "standardized",
+)
+SKIPPED_COLUMNS: tuple[str, ...] = ("model", "stage", "benchmark", "category", "metric", "n", "reason")
+
+
+# --------------------------------------------------------------------------------------------------
+# Regressions of harm on value intensities
+
+
+def _design(g: pd.DataFrame, higher_order: bool) -> tuple[pd.DataFrame, list[str]]:
+    if higher_order:
+        X = pd.DataFrame({grp: g[list(members)].mean(axis=1) for grp, members in HIGHER_ORDER.items()},
+                         index=g.index)
+        return X, list(HIGHER_ORDER)
+    return g[list(VALUES)].astype(float), list(VALUES)
+
+
+def _zscore(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise z-scores (ddof=1); a constant column becomes 0 (and is reported as rank deficient)."""
+    mu = a.mean(axis=0)
+    sd = a.std(axis=0, ddof=1)
+    safe = np.where(sd > 0, sd, 1.0)
+    return (a - mu) / safe, sd
+
+
+def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: str | None = "none",
+                      standardize: bool = False, higher_order: bool = False, alpha: float = 0.05,
+                      return_skipped: bool = False):
+    """OLS of each harm metric on the value intensities of the value-aligned models.
+
+    One model per (model, stage, benchmark, category, metric) over the rows with `baseline` (default
+    'vim') and `mitigation` (default 'none'; None keeps every mitigation) that have a value and all
+    intensities. Regressors: the 10 intensities, or with higher_order the 4 higher-order means
+    (values.HIGHER_ORDER); an intercept; HC3 errors with t tests (`fit(cov_type="HC3", use_t=True)`).
+    standardize: predictors and outcome z-scored (ddof=1), coefficients in SD units.
+    Benjamini-Hochberg (statsmodels multipletests, fdr_bh) over all non-intercept coefficients of all
+    fitted models; `significant` = p_adj < alpha.
+
+    Returns one row per (model, stage, benchmark, category, metric, term) with REGRESSION_COLUMNS:
+    coef, se, t, p, p_adj (NaN for the intercept), significant, ci_low / ci_high (1 - alpha, HC3),
+    n (observations), failures (sum of the rows' `missing` counts), r2, rank_deficient (the design
+    matrix has rank < its columns: statsmodels' pinv gives the minimum-norm solution, whose individual
+    coefficients are not identified). Models not fitted (fewer observations than parameters + 2, a
+    constant outcome) are listed in `out.attrs["skipped"]` (list of dicts: SKIPPED_COLUMNS), or returned
+    as a second frame with return_skipped=True.
+    """
+    import statsmodels.api as sm
+    from statsmodels.stats.multitest import multipletests
+
+    sub = df[df["baseline"] == baseline]
+    if mitigation is not None:
+        sub = sub[sub["mitigation"] == mitigation]
+    sub = sub[~sub["metric"].isin(NON_HARM_METRICS)]
+    keys = ["model", "stage", "benchmark", "category", "metric"]
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for key, g in sub.groupby(keys, sort=True, dropna=False):
+        ident = dict(zip(keys, key))
+        failures = float(np.nansum(g["missing"].to_numpy(dtype=float))) if len(g) else 0.0
+        X, terms = _design(g, higher_order)
+        ok = g["value"].notna().to_numpy() & X.notna().all(axis=1).to_numpy()
+        y = g["value"].to_numpy(dtype=float)[ok]
+        x = X.to_numpy(dtype=float)[ok]
+        n, k = len(y), len(terms) + 1
+        if n < k + 2:
+            skipped.append({**ident, "n": n, "reason": f"{n} observations < {k} parameters + 2"})
+            continue
+        if np.ptp(y) == 0:
+            skipped.append({**ident, "n": n, "reason": "constant outcome"})
+            continue
+        if standardize:
+            x, _ = _zscore(x)
+            y, _ = _zscore(y[:, None])
+            y = y[:, 0]
+        design = sm.add_constant(x, has_constant="add")
+        rank = int(np.linalg.matrix_rank(design))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # HC3 on a leverage-1 point, divide-by-zero in t
+            res = sm.OLS(y, design).fit(cov_type="HC3", use_t=True)
+            ci = np.asarray(res.conf_int(alpha=alpha))
+        for j, term in enumerate([INTERCEPT, *terms]):
+            rows.append({**ident, "term": term, "coef": float(res.params[j]), "se": float(res.bse[j]),
+                         "t": float(res.tvalues[j]), "p": float(res.pvalues[j]), "p_adj": math.nan,
+                         "significant": False, "ci_low": float(ci[j, 0]), "ci_high": float(ci[j, 1]), "n": n,
+                         "failures": failures, "r2": float(res.rsquared), "rank_deficient": rank < design.shape[1],
+                         "standardized": bool(standardize)})
+    out = pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS))
+    if len(out):
+        family = (out["term"] != INTERCEPT) & np.isfinite(out["p"].to_numpy(dtype=float))
+        if family.any():
+            reject, p_adj, _, _ = multipletests(out.loc[family, "p"].to_numpy(dtype=float), alpha=alpha,
+                                                method="fdr_bh")
+            out.loc[family, "p_adj"] = p_adj
+            out.loc[family, "significant"] = p_adj < alpha
+        out["significant"] = out["significant"].astype(bool)
+        out["rank_deficient"] = out["rank_deficient"].astype(bool)
+    for s in skipped:
+        log.info("regression skipped for %s: %s", {k: s[k] for k in keys}, s["reason"])
+    out.attrs["skipped"] = skipped
+    out.attrs["family_size"] = int(((out["term"] != INTERCEPT) & out["p_adj"].notna()).sum()) if len(out) else 0
+    if return_skipped:
+        return out, pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Model variants against the reference (the paper's Table 3)
+
+
+def _units(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean value per unit (model, stage, baseline, profile) within each (benchmark, metric, category,
+    mitigation); NaN values excluded."""
+    g = df.dropna(subset=["value"])
+    keys = ["benchmark", "metric", "category", "mitigation", *UNIT]
+    return g.groupby(keys, sort=True, dropna=False)["value"].mean().reset_index()
+
+
+def _none(x: Any) -> Any:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[str, str]] | None = None,
+                      reference: str = "vanilla", conf: float = 0.95, *, category: str = "overall",
+                      mitigation: str = "none") -> pd.DataFrame:
+    """Each model variant against the reference (default the vanilla model), per model name,
+    benchmark and metric, on `category` and `mitigation`.
+
+    A group is one (baseline, stage) (so benign_alpaca and benign_dolly stay apart); its units are its
+    profiles (results of one unit averaged). Per group: mean over units with a t CI (metrics.mean_ci), n
+    units, diff_vs_ref = mean - reference mean, and p_value: one-sample t-test of the group's units
+    against the reference value when the reference is one unit (vanilla), Welch's t-test when both have
+    several, a one-sample test of the reference units against the group's value when only the group is one
+    unit, NaN when both are single units (test says which; ci_low / ci_high are NaN for one unit).
+
+    Columns: model, benchmark, metric, category, mitigation, baseline, stage, mean, ci_low, ci_high, n,
+    diff_vs_ref, p_value, test.
+    """
+    cols = ["model", "benchmark", "metric", "category", "mitigation", "baseline", "stage", "mean", "ci_low",
+            "ci_high", "n", "diff_vs_ref", "p_value", "test"]
+    sub = df[(df["category"] == category) & (df["mitigation"] == mitigation)]
+    if benchmark_metric_pairs is not None:
+        pairs = {(str(b), str(m)) for b, m in benchmark_metric_pairs}
+        sub = sub[[(b, m) in pairs for b, m in zip(sub["benchmark"], sub["metric"])]]
+    u = _units(sub)
+    rows: list[dict[str, Any]] = []
+    for (model, bench, metric), g in u.groupby(["model", "benchmark", "metric"], sort=True, dropna=False):
+        ref = g[g["baseline"] == reference]["value"].to_numpy(dtype=float)
+        ref_mean = float(ref.mean()) if ref.size else math.nan
+        order = {b: i for i, b in enumerate((reference, "vanilla", "vim", "benign", "icl"))}
+        groups = sorted(g.groupby(["baseline", "stage"], sort=False, dropna=False),
+                        key=lambda kv: (order.get(kv[0][0], 99), str(kv[0][0]), str(kv[0][1])))
+        for (b, stage), gg in groups:
+            vals = gg["value"].to_numpy(dtype=float)
+            m = mean_ci(vals.tolist(), conf=conf)
+            p, test = None, None
+            if b == reference:
+                test = "reference"
+            elif not ref.size:
+                test = f"no {reference} result"
+            elif ref.size == 1 and vals.size >= 2:
+                p, test = float(sps.ttest_1samp(vals, ref[0]).pvalue), f"one-sample t vs {reference}"
+            elif ref.size >= 2 and vals.size >= 2:
+                p, test = float(sps.ttest_ind(vals, ref, equal_var=False).pvalue), "Welch t"
+            elif ref.size >= 2 and vals.size == 1:
+                p, test = float(sps.ttest_1samp(ref, vals[0]).pvalue), f"one-sample t of {reference} vs this value"
+            else:
+                test = "none (one model each)"
+            rows.append({"model": model, "benchmark": bench, "metric": metric, "category": category,
+                         "mitigation": mitigation, "baseline": b, "stage": stage, "mean": m["mean"],
+                         "ci_low": m["lower"], "ci_high": m["upper"], "n": m["n"],
+                         "diff_vs_ref": (m["mean"] - ref_mean) if ref.size else math.nan,
+                         "p_value": _none(p), "test": test})
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mitigations (the paper's Table 4)
+
+
+def mitigation_effects(df: pd.DataFrame, conf: float = 0.95, *, category: str = "overall",
+                       reference: str = "none") -> pd.DataFrame:
+    """Change from mitigation `reference` (none) to each other mitigation, paired by unit (same model,
+    stage, baseline and profile), per (model, benchmark, metric, baseline, stage) on `category`.
+
+    delta = mitigated - unmitigated per pair; mean with a t CI (metrics.mean_ci), n pairs, paired t-test
+    p (one-sample t of the deltas against 0; NaN with fewer than 2 pairs, as the CI bounds: a single
+    vanilla pair gives just its delta). A value prompt is identified by its name and the values it names (`disregard`).
+
+    Columns: model, benchmark, metric, category, baseline, stage, mitigation, disregard, mean_reference,
+    mean_mitigated, mean_delta, ci_low, ci_high, n, p_value, test.
+    """
+    cols = ["model", "benchmark", "metric", "category", "baseline", "stage", "mitigation", "disregard",
+            "mean_reference", "mean_mitigated", "mean_delta", "ci_low", "ci_high", "n", "p_value", "test"]
+    sub = df[df["category"] == category].dropna(subset=["value"])
+    if "disregard" not in sub.columns:
+        sub = sub.assign(disregard="")
+    keys = ["model", "benchmark", "metric", "stage", "baseline", "profile", "mitigation", "disregard"]
+    u = sub.groupby(keys, sort=True, dropna=False)["value"].mean().reset_index()
+    rows: list[dict[str, Any]] = []
+    for (model, bench, metric, baseline, stage), g in u.groupby(["model", "benchmark", "metric", "baseline",
+                                                                 "stage"], sort=True, dropna=False):
+        ref = g[g["mitigation"] == reference].set_index("profile")["value"]
+        ref = ref.groupby(level=0).mean()  # one reference per profile
+        for (mit, disregard), gm in g[g["mitigation"] != reference].groupby(["mitigation", "disregard"],
+                                                                            sort=True, dropna=False):
+            treated = gm.set_index("profile")["value"]
+            common = treated.index.intersection(ref.index)
+            if not len(common):
+                continue
+            deltas = (treated.loc[common] - ref.loc[common]).to_numpy(dtype=float)
+            m = mean_ci(deltas.tolist(), conf=conf)
+            if deltas.size >= 2:
+                p, test = float(sps.ttest_1samp(deltas, 0.0).pvalue), "paired t"
+            else:
+                p, test = None, "single pair"
+            rows.append({"model": model, "benchmark": bench, "metric": metric, "category": category,
+                         "baseline": baseline, "stage": stage, "mitigation": mit, "disregard": disregard,
+                         "mean_reference": float(ref.loc[common].mean()),
+                         "mean_mitigated": float(treated.loc[common].mean()), "mean_delta": m["mean"],
+                         "ci_low": m["lower"], "ci_high": m["upper"], "n": m["n"], "p_value": _none(p),
+                         "test": test})
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Values to tell the model to disregard
+
+
+def auto_mitigation(reg_df: pd.DataFrame, *, alpha: float = 0.05, min_coef: float = 0.0) -> dict[str, list[str]]:
+    """The values whose coefficient on a harm metric is significant after BH (p_adj < alpha) and positive
+    (> min_coef), per "<benchmark>/<category>" (every fitted pair, possibly with an empty list) and their
+    union under "all". Names are full value names in values.VALUES order (or higher-order group names,
+    after them, when the regressions used higher_order). All harm metrics here are "higher = more harm";
+    alignment metrics (NON_HARM_METRICS) are ignored. Feeds `mitigation.disregard_values`."""
+    order = {t: i for i, t in enumerate((*VALUES, *HIGHER_ORDER))}
+    out: dict[str, list[str]] = {}
+    union: set[str] = set()
+    if reg_df is None or reg_df.empty:
+        return {"all": []}
+    sub = reg_df[reg_df["term"].isin(order) & ~reg_df["metric"].isin(NON_HARM_METRICS)]
+    for (bench, cat), g in sub.groupby(["benchmark", "category"], sort=True, dropna=False):
+        hit = g[(g["p_adj"] < alpha) & (g["coef"] > min_coef)]
+        names = sorted(set(hit["term"]), key=order.__getitem__)
+        out[f"{bench}/{cat}"] = names
+        union.update(names)
+    out["all"] = sorted(union, key=order.__getitem__)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Does the persona hold under a value prompt?
+
+
+def persona_fidelity(df_alignment: pd.DataFrame, *, treated: str = "value_prompt",
+                     reference: str = "none") -> pd.DataFrame:
+    """PVQ NMSE per profile without and with a value prompt.
+
+    Input: a tidy frame with PVQ rows (benchmark 'pvq', category 'overall', metrics nmse_greedy /
+    nmse_expected): evaluation results of the `pvq` benchmark (load_results) and/or the train-time checks
+    (load_alignment, always mitigation none). For a unit with both, the evaluation rows are used (same
+    conditions as the value-prompt side). Results of one unit are averaged.
+
+    Columns: profile, model, baseline, stage, reading ('greedy' | 'expected'), nmse_none,
+    nmse_value_prompt (NaN when the profile has no value-prompt result), delta (value_prompt - none).
+    """
+    cols = ["profile", "model", "baseline", "stage", "reading", "nmse_none", "nmse_value_prompt", "delta"]
+    if df_alignment is None or df_alignment.empty:
+        return pd.DataFrame(columns=cols)
+    sub = df_alignment[(df_alignment["benchmark"] == "pvq") & (df_alignment["category"] == "overall")
+                       & df_alignment["metric"].isin(["nmse_greedy", "nmse_expected"])].dropna(subset=["value"])
+    if "mitigation" not in sub.columns:
+        sub = sub.assign(mitigation=reference)
+    if "source" not in sub.columns:
+        sub = sub.assign(source="evaluate")
+    sub = sub[sub["mitigation"].isin([reference, treated])]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    # Prefer evaluation rows over train-time rows for the same unit, metric and mitigation.
+    key = [*UNIT, "metric", "mitigation"]
+    has_eval = sub.groupby(key, dropna=False)["source"].transform(lambda s: (s == "evaluate").any())
+    sub = sub[(sub["source"] == "evaluate") | ~has_eval.astype(bool)]
+    u = sub.groupby(key, sort=True, dropna=False)["value"].mean().reset_index()
+    wide = u.pivot_table(index=[*UNIT, "metric"], columns="mitigation", values="value", aggfunc="mean",
+                         dropna=False)
+    wide = wide.reindex(columns=[reference, treated]).reset_index()
+    out = pd.DataFrame({
+        "profile": wide["profile"], "model": wide["model"], "baseline": wide["baseline"], "stage": wide["stage"],
+        "reading": wide["metric"].str.replace("nmse_", "", regex=False),
+        "nmse_none": wide[reference].astype(float), "nmse_value_prompt": wide[treated].astype(float),
+    })
+    out["delta"] = out["nmse_value_prompt"] - out["nmse_none"]
+    out = out.dropna(subset=["nmse_none", "nmse_value_prompt"], how="all")
+    return out[cols].reset_index(drop=True)

@@ -1,0 +1,349 @@
+"""Results files -> one tidy table (one row per result, category and metric).
+
+Inputs are the `results.json` files the evaluate task writes (see evaluation._evaluate_job: the store
+copy, and a copy in each run folder that adds `store_dir` / `run_dir`) and the `train_result.json`
+files of the train task (their `alignment` block: the PVQ value-alignment check).
+
+Copies of one stored result are counted once: a run folder's copy names its store folder in
+`store_dir`; a store copy lives in that folder. Two copies agree on the store folder's last eight path
+components (`eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<fingerprint>`), so a
+store moved to another machine still matches its run folders.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from value_harms.values import KEY_TO_VALUE, VALUES
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AnalysisError",
+    "TIDY_COLUMNS",
+    "COUNT_KEYS",
+    "find_results",
+    "load_results",
+    "results_to_frame",
+    "find_train_results",
+    "load_alignment",
+    "alignment_to_frame",
+    "check_comparable",
+    "scorer_label",
+]
+
+
+class AnalysisError(ValueError):
+    """Results that cannot be analysed together (mixed scorers or benchmark versions, nothing found)."""
+
+
+# Entries of a metrics dict that describe a metric (counts, settings) rather than being one.
+COUNT_KEYS: frozenset[str] = frozenset({
+    "n", "missing", "n_prompts", "missing_prompts", "missing_samples", "samples", "bias_groups",
+    "bias_baseline", "threshold", "conf", "n_items", "sem",
+})
+
+TIDY_COLUMNS: tuple[str, ...] = (
+    "result_id", "profile", "kind", "anchor", *VALUES, "model", "stage", "baseline", "benchmark",
+    "benchmark_version", "measure", "category", "mitigation", "disregard", "scorer", "stand_in", "metric",
+    "value", "n", "missing", "source", "path",
+)
+
+_STORE_TAIL = 8  # eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<fingerprint>
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding files
+
+
+def _expand(paths: Iterable[str | Path], filename: str) -> list[Path]:
+    """Every `filename` under the given folders, the given files, and what glob patterns match."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found: list[Path] = []
+    for item in paths:
+        p = Path(str(item)).expanduser()
+        if p.is_dir():
+            found.extend(sorted(p.rglob(filename)))
+        elif p.is_file():
+            found.append(p)
+        else:
+            matches = sorted(glob.glob(str(p), recursive=True))
+            if not matches:
+                log.warning("%s: no such file or folder, and no glob match", item)
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    found.extend(sorted(mp.rglob(filename)))
+                elif mp.is_file():
+                    found.append(mp)
+    out, seen = [], set()
+    for f in found:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(f)
+    return out
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s): skipped", path, exc)
+        return None
+    if not isinstance(data, dict):
+        log.warning("%s holds no JSON object: skipped", path)
+        return None
+    return data
+
+
+def _store_key(store_dir: str | Path) -> str:
+    """A location-independent name of a store folder (its last path components)."""
+    parts = Path(str(store_dir)).expanduser().parts
+    if len(parts) >= _STORE_TAIL and parts[-_STORE_TAIL] == "eval":
+        return "/".join(parts[-_STORE_TAIL:])
+    if len(parts) >= 5 and parts[-5] == "train":  # train/<model>/<stage>/<profile>/<fingerprint>
+        return "/".join(parts[-5:])
+    return str(Path(str(store_dir)).expanduser().resolve())
+
+
+def _result_key(path: Path, data: Mapping[str, Any]) -> tuple[str, bool]:
+    """(key shared by all copies of one stored result, whether this file is the store copy)."""
+    sd = data.get("store_dir")
+    if sd:
+        in_store = Path(str(sd)).expanduser().resolve() == path.parent.resolve()
+        return _store_key(sd), in_store
+    # The store copy of an evaluation result has no store_dir: it lives in its store folder.
+    return _store_key(path.parent), True
+
+
+def _dedup(files: list[Path], *, require: str) -> list[tuple[Path, dict[str, Any], str]]:
+    """Read each file once, keep one per stored result (the store copy when present)."""
+    chosen: dict[str, tuple[Path, dict[str, Any], bool]] = {}
+    order: list[str] = []
+    for f in files:
+        data = _read(f)
+        if data is None:
+            continue
+        if require not in data:
+            log.warning("%s has no %r block: not a result of this kind, skipped", f, require)
+            continue
+        key, in_store = _result_key(f, data)
+        if key not in chosen:
+            chosen[key] = (f, data, in_store)
+            order.append(key)
+        elif in_store and not chosen[key][2]:
+            chosen[key] = (f, data, in_store)
+    dropped = len(files) - len(order)
+    if dropped > 0:
+        log.info("%d result file(s) were copies of another or unreadable; %d kept", dropped, len(order))
+    return [(chosen[k][0], chosen[k][1], k) for k in order]
+
+
+def find_results(paths: Sequence[str | Path] | str | Path) -> list[Path]:
+    """`results.json` files under folders (recursive), given files or glob patterns; one file per stored
+    result (a run folder's copy and its store copy count once; the store copy is kept)."""
+    return [f for f, _, _ in _dedup(_expand(paths, "results.json"), require="metrics")]
+
+
+def find_train_results(paths: Sequence[str | Path] | str | Path) -> list[Path]:
+    """`train_result.json` files (one per stored training result), as find_results."""
+    return [f for f, _, _ in _dedup(_expand(paths, "train_result.json"), require="profile")]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tidy frames
+
+
+def scorer_label(scorer: Mapping[str, Any] | None) -> str:
+    """A stable name of the scorer(s) behind a result: sorted keys of `by_scorer` joined by '+', or 'none'."""
+    by = (scorer or {}).get("by_scorer") or {}
+    names = sorted(str(k) for k, v in by.items() if v)
+    return "+".join(names) if names else "none"
+
+
+def _num(x: Any) -> float | None:
+    """A float for numbers and bools; None for anything else (strings, dicts, lists, None)."""
+    if isinstance(x, bool):
+        return float(x)
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return float(x)
+    return None
+
+
+def _intensities(profile: Mapping[str, Any] | None) -> dict[str, float]:
+    vals = (profile or {}).get("values") or {}
+    out = {v: math.nan for v in VALUES}
+    for k, x in vals.items():
+        name = KEY_TO_VALUE.get(k, k if k in VALUES else None)
+        if name is not None and _num(x) is not None:
+            out[name] = float(x)
+    return out
+
+
+def _counts(d: Mapping[str, Any]) -> tuple[float, float]:
+    n = d.get("n", d.get("n_prompts"))
+    missing = d.get("missing", d.get("missing_prompts"))
+    n = _num(n)
+    missing = _num(missing)
+    return (math.nan if n is None else n), (math.nan if missing is None else missing)
+
+
+def _is_metric(key: str) -> bool:
+    return key not in COUNT_KEYS and not key.endswith("_std")
+
+
+def _base_row(data: Mapping[str, Any], result_id: str, path: Path) -> dict[str, Any]:
+    profile = data.get("profile") or {}
+    model = data.get("model")
+    model_name = model.get("name") if isinstance(model, Mapping) else model
+    mit = data.get("mitigation")
+    if isinstance(mit, Mapping):
+        mit_name = str(mit.get("name", "none"))
+        disregard = "+".join(str(v) for v in (mit.get("disregard_values") or []) if mit.get("value_prompt"))
+    else:
+        mit_name, disregard = (str(mit) if mit else "none"), ""
+    return {
+        "result_id": result_id, "profile": profile.get("name"), "kind": profile.get("kind"),
+        "anchor": profile.get("anchor"), **_intensities(profile), "model": model_name,
+        "stage": data.get("stage"), "baseline": data.get("baseline"), "mitigation": mit_name,
+        "disregard": disregard, "path": str(path),
+    }
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
+    for c in (*VALUES, "value", "n", "missing"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    df["stand_in"] = df["stand_in"].astype(bool)
+    return df
+
+
+def results_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]]) -> pd.DataFrame:
+    """Tidy rows from (results dict, result_id, path) triples; load_results reads the files for it."""
+    rows: list[dict[str, Any]] = []
+    for data, result_id, path in records:
+        bench = data.get("benchmark") or {}
+        scorer = data.get("scorer") or {}
+        base = _base_row(data, result_id, Path(str(path)))
+        base.update({
+            "benchmark": bench.get("name"), "benchmark_version": str(bench.get("version")),
+            "measure": bench.get("measure"), "scorer": scorer_label(scorer),
+            "stand_in": bool(scorer.get("stand_in", False)), "source": "evaluate",
+        })
+        for category, metrics in (data.get("metrics") or {}).items():
+            if not isinstance(metrics, Mapping):
+                continue
+            n, missing = _counts(metrics)
+            for metric, value in metrics.items():
+                if not _is_metric(metric):
+                    continue
+                if value is None:
+                    v = math.nan
+                else:
+                    v = _num(value)
+                    if v is None:  # strings, lists, nested dicts: not a metric value
+                        continue
+                rows.append({**base, "category": str(category), "metric": metric, "value": v, "n": n,
+                             "missing": missing})
+    return _frame(rows)
+
+
+def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
+    """The tidy table of every evaluation result under `paths` (folders, files, glob patterns).
+
+    One row per (result, category, metric) with the columns TIDY_COLUMNS: `result_id` (the store
+    folder's key, shared by its copies), profile / kind / anchor, the 10 value intensities (columns named
+    as values.VALUES; NaN for vanilla), model, stage, baseline, benchmark, benchmark_version, measure,
+    category ('overall' or a category), mitigation (its name) and disregard (the values a value prompt
+    names, '+'-joined), scorer (scorer_label), stand_in, metric, value (NaN where the metric was None),
+    n / missing (the counts behind the metric when its dict has them), source ('evaluate'), path.
+    """
+    kept = _dedup(_expand(paths, "results.json"), require="metrics")
+    return results_to_frame((data, key, f) for f, data, key in kept)
+
+
+def alignment_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]]) -> pd.DataFrame:
+    """Tidy rows of train results' PVQ alignment blocks, in the same columns as results_to_frame:
+    benchmark 'pvq', measure 'alignment', mitigation 'none', source 'train'; category 'overall' holds
+    nmse_greedy, nmse_expected, parse_rate, collapsed (0/1), greedy_values_covered, mean_digit_mass;
+    category <Value> holds greedy, expected and target (the per-value means)."""
+    rows: list[dict[str, Any]] = []
+    for data, result_id, path in records:
+        al = data.get("alignment")
+        if not isinstance(al, Mapping):
+            continue
+        base = _base_row(data, result_id, Path(str(path)))
+        stage = str(data.get("stage") or "none")
+        kind = (data.get("profile") or {}).get("kind")
+        base.update({
+            "stage": stage,
+            "baseline": "vanilla" if stage == "none" or kind == "vanilla" else (
+                "benign" if stage.startswith("benign") else "vim"),
+            "benchmark": "pvq", "benchmark_version": str(al.get("items_source") or "configured"),
+            "measure": "alignment", "scorer": "none", "stand_in": False, "source": "train",
+        })
+        n_items = _num(al.get("n_items"))
+        n = math.nan if n_items is None else n_items
+        for metric in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "greedy_values_covered",
+                       "mean_digit_mass"):
+            if metric not in al:
+                continue
+            v = _num(al.get(metric))
+            rows.append({**base, "category": "overall", "metric": metric, "value": math.nan if v is None else v,
+                         "n": n, "missing": math.nan})
+        for reading in ("greedy", "expected", "target"):
+            per = al.get(reading)
+            if not isinstance(per, Mapping):
+                continue
+            for value_name, x in per.items():
+                v = _num(x)
+                rows.append({**base, "category": str(value_name), "metric": reading,
+                             "value": math.nan if v is None else v, "n": math.nan, "missing": math.nan})
+    return _frame(rows)
+
+
+def load_alignment(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
+    """The tidy table of the PVQ value-alignment checks in `train_result.json` files (see alignment_to_frame).
+    Files without an `alignment` block (alignment.enabled=false) contribute nothing."""
+    kept = _dedup(_expand(paths, "train_result.json"), require="profile")
+    return alignment_to_frame((data, key, f) for f, data, key in kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparability
+
+
+def check_comparable(df: pd.DataFrame, allow_mixed: bool = False) -> list[str]:
+    """Refuse to compare numbers scored differently.
+
+    For each (benchmark, metric), all rows must share one `scorer` string and one `benchmark_version`.
+    Raises AnalysisError (one line, the first problem) unless allow_mixed; with allow_mixed every
+    problem is logged as a warning. Returns the list of problems (empty when the table is comparable).
+    """
+    problems: list[str] = []
+    if df.empty:
+        return problems
+    for (bench, metric), g in df.groupby(["benchmark", "metric"], sort=True, dropna=False):
+        for col, what in (("scorer", "scorers"), ("benchmark_version", "benchmark versions")):
+            vals = sorted({str(v) for v in g[col].tolist()})
+            if len(vals) > 1:
+                counts = g.drop_duplicates("result_id")[col].astype(str).value_counts()
+                listing = ", ".join(f"{v} ({int(counts.get(v, 0))} results)" for v in vals)
+                problems.append(
+                    f"benchmark {bench} metric {metric} mixes {what}: {listing}; these numbers are not "
+                    f"comparable; pass allow_mixed=true (config key analysis.allow_mixed) to proceed anyway")
+    if problems and not allow_mixed:
+        raise AnalysisError(problems[0])
+    for p in problems:
+        log.warning("%s (allowed)", p.split("; pass allow_mixed")[0])
+    return problems
