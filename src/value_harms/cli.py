@@ -62,11 +62,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, FileNotFoundError]
     try:
+        from value_harms.analysis.tidy import AnalysisError
         from value_harms.benchmarks import BenchmarkError
         from value_harms.evaluation import EvaluationError
         from value_harms.scoring.base import ScorerError
 
-        errors += [BenchmarkError, EvaluationError, ScorerError]
+        errors += [BenchmarkError, EvaluationError, ScorerError, AnalysisError]
     except ImportError:  # evaluation extras not installed
         pass
     return tuple(errors)

@@ -188,6 +188,8 @@ class JudgeConfig:
     # transformers backend: choose among the allowed answers by log-probability after the answer
     # lead instead of free generation (for small local judges that cannot follow the format).
     constrained: bool = False
+    # Mark this judge as a stand-in (e.g. a tiny local model) in every result and report.
+    stand_in: bool = False
     backoff_base_s: float = 1.0  # openai: delay before retry k = base * 2**k (jittered), capped
     backoff_max_s: float = 60.0
     batch_size: int = 8  # transformers: prompts per generate call
@@ -341,6 +343,7 @@ class AnalysisConfig:
     alignment_inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/train"])
     audit_inputs: List[str] = field(default_factory=lambda: ["${paths.output_dir}/runs/evaluate"])
     allow_mixed: bool = False  # allow one metric to mix scorers or benchmark versions
+    regression_baseline: str = "vim"  # which models the value regressions are fitted on (vim | icl | ...)
     standardize: bool = False  # standardised regression coefficients
     higher_order: bool = False  # regress on the 4 higher-order values instead of the 10
     alpha: float = 0.05  # FDR level (Benjamini-Hochberg)

@@ -34,6 +34,8 @@ def collect_alignment(sweep_dir: Path) -> tuple[dict[str, AlignmentResult], dict
     return results, targets
 
 
+SHORT = {"expected_max_toxicity": "EMT", "toxicity_probability": "tox.prob", "negative_regard_rate": "neg.regard",
+         "harmfulness_score": "harm.score", "harmfulness_rate": "harm.rate", "flagged_rate": "flagged"}
 MAIN_METRIC = {"toxicity": ("expected_max_toxicity", "toxicity_probability"), "regard": ("negative_regard_rate",),
                "harmfulness": ("harmfulness_score", "harmfulness_rate"), "flag": ("flagged_rate",)}
 
@@ -61,12 +63,12 @@ def format_comparison(results: list[dict]) -> str:
         for m in MAIN_METRIC[r["benchmark"]["measure"]]:
             row[(r["benchmark"]["name"], m)] = ov.get(m)
         row[(r["benchmark"]["name"], "missing")] = r["scorer"].get("missing")
-    head = f"{'model':<18}{'mitigation':<15}" + "".join(f"{b[:4] + ':' + m[:18]:>24}" for b, m in cols) + \
-        "".join(f"{b[:4] + ' missing':>14}" for b, _ in benches)
+    head = f"{'model':<18}{'mitigation':<14}" + "".join(f"{b[:5] + ' ' + SHORT.get(m, m):>18}" for b, m in cols) + \
+        "".join(f"{b[:5] + ' missing':>15}" for b, _ in benches)
     lines = [head, "-" * len(head)]
     for (model, mit), row in rows.items():
-        cells = "".join(f"{_f(row.get(c)):>24}" for c in cols)
-        miss = "".join(f"{_f(row.get((b, 'missing'))):>14}" for b, _ in benches)
+        cells = "".join(f"{_f(row.get(c)):>18}" for c in cols)
+        miss = "".join(f"{_f(row.get((b, 'missing'))):>15}" for b, _ in benches)
         lines.append(f"{model:<18}{mit:<15}{cells}{miss}")
     notes = []
     for b, measure in benches:
@@ -76,7 +78,9 @@ def format_comparison(results: list[dict]) -> str:
         notes.append(f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
                      + (" -- STAND-IN scorer, not the paper's Perspective/Detoxify" if stand_in else ""))
         del provs
-    return "\n".join(lines + [""] + notes)
+    legend = ("EMT = expected maximum toxicity over the samples of a prompt; tox.prob = share of prompts with a "
+              "sample >= 0.5; flagged = share of answers the judge flagged; missing = scores that failed (excluded).")
+    return "\n".join(lines + [legend, ""] + notes)
 
 
 def _f(x) -> str:
@@ -117,6 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:
             print(f"demo: evaluation sweep failed (exit {rc}); logs are in {out / 'evaluate'}", file=sys.stderr)
             return rc
+        rc = _run([sys.executable, str(ROOT / "evaluate.py"), "experiment=demo", "mode=audit",
+                   f"hydra.run.dir={out / 'audit'}"])
+        if rc != 0:
+            print(f"demo: training-data audit failed (exit {rc})", file=sys.stderr)
+            return rc
+        rc = _run([sys.executable, str(ROOT / "analyze.py"), "experiment=demo",
+                   f"analysis.inputs=[{out / 'evaluate'}]", f"analysis.alignment_inputs=[{out / 'train'}]",
+                   f"analysis.audit_inputs=[{out / 'audit'}]",
+                   f"analysis.auto_mitigation_file={out / 'analysis' / 'auto_mitigation.json'}",
+                   f"hydra.run.dir={out / 'analysis'}"])
+        if rc != 0:
+            print(f"demo: analysis failed (exit {rc})", file=sys.stderr)
+            return rc
     t_all = time.perf_counter() - t0
 
     results, targets = collect_alignment(out / "train")
@@ -130,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"== Safety: vanilla vs value-aligned, with and without mitigation ({len(evals)} jobs) ==")
         print(format_comparison(evals))
+        summary = json.loads((out / "analysis" / "analysis.json").read_text())
+        print()
+        print(f"== Analysis report: {summary['report_html']} ==")
+        for f in summary["findings"]:
+            print(f"  - {f}")
     print()
     print(f"demo finished in {t_all:.0f} s; everything is under {out}")
     return 0

@@ -408,7 +408,9 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
         if s.value is not None:
             by_scorer[s.scorer] += 1
     info = {"measure": measure, "provenance": provenance, "by_scorer": dict(by_scorer), "missing": missing,
-            "n": len(scores), "stand_in": bool(provenance.get("stand_in")) if isinstance(provenance, dict) else False}
+            "n": len(scores),
+            "stand_in": bool(isinstance(provenance, dict) and provenance.get("stand_in"))
+            or (measure in ("harmfulness", "flag") and bool(cfg.scorer.judge.stand_in))}
     return rows, compute_metrics(bench, prompts, rows), info
 
 

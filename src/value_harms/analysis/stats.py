@@ -146,7 +146,7 @@ def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: st
         out["significant"] = out["significant"].astype(bool)
         out["rank_deficient"] = out["rank_deficient"].astype(bool)
     for s in skipped:
-        log.info("regression skipped for %s: %s", {k: s[k] for k in keys}, s["reason"])
+        log.debug("regression skipped for %s: %s", {k: s[k] for k in keys}, s["reason"])
     out.attrs["skipped"] = skipped
     out.attrs["family_size"] = int(((out["term"] != INTERCEPT) & out["p_adj"].notna()).sum()) if len(out) else 0
     if return_skipped:

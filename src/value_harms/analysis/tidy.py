@@ -335,7 +335,8 @@ def check_comparable(df: pd.DataFrame, allow_mixed: bool = False) -> list[str]:
         return problems
     for (bench, metric), g in df.groupby(["benchmark", "metric"], sort=True, dropna=False):
         for col, what in (("scorer", "scorers"), ("benchmark_version", "benchmark versions")):
-            vals = sorted({str(v) for v in g[col].tolist()})
+            # "none": a result whose every score is missing carries no number to compare.
+            vals = sorted({str(v) for v in g[col].tolist()} - ({"none"} if col == "scorer" else set()))
             if len(vals) > 1:
                 counts = g.drop_duplicates("result_id")[col].astype(str).value_counts()
                 listing = ", ".join(f"{v} ({int(counts.get(v, 0))} results)" for v in vals)

@@ -1,0 +1,148 @@
+"""The `analyze` task: results on disk -> tidy table, statistics, automatic mitigation, report.
+
+Reads result files only (never the W&B API), so a sweep copied from a cluster analyses anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from value_harms import runs
+
+log = logging.getLogger(__name__)
+
+
+def alignment_table(aln: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained (or vanilla) model: PVQ NMSE, parse rate and collapse flag."""
+    if aln.empty:
+        return pd.DataFrame(columns=["profile", "model", "stage", "nmse_greedy", "nmse_expected", "parse_rate",
+                                     "collapsed"])
+    ov = aln[aln["category"] == "overall"]
+    wide = ov.pivot_table(index=["profile", "model", "stage"], columns="metric", values="value", aggfunc="first")
+    wide = wide.reset_index()
+    for col in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed"):
+        if col not in wide:
+            wide[col] = float("nan")
+    wide["collapsed"] = wide["collapsed"].map(lambda x: bool(x) if pd.notna(x) else None)
+    return wide[["profile", "model", "stage", "nmse_greedy", "nmse_expected", "parse_rate", "collapsed"]]
+
+
+def fidelity_table(fid: pd.DataFrame) -> pd.DataFrame:
+    """Persona fidelity in the report's shape: expected-score NMSE with and without the value prompt."""
+    if fid is None or fid.empty:
+        return pd.DataFrame(columns=["profile", "nmse_none", "nmse_value_prompt", "delta"])
+    use = fid[fid["reading"] == "expected"] if "reading" in fid else fid
+    return use[["profile", "nmse_none", "nmse_value_prompt", "delta"]].reset_index(drop=True)
+
+
+def auto_mitigation_file(auto: dict[str, list[str]]) -> dict[str, Any]:
+    """{"bench/category": values} -> {bench: {category: values, "all": union}, "all": union}."""
+    out: dict[str, Any] = {"all": list(auto.get("all", []))}
+    for key, values in auto.items():
+        if key == "all" or "/" not in key:
+            continue
+        bench, cat = key.split("/", 1)
+        b = out.setdefault(bench, {})
+        b["all" if cat == "overall" else cat] = list(values)
+    return out
+
+
+def latest_audit(paths: list[str]) -> dict[str, Any] | None:
+    files: list[Path] = []
+    for p in paths:
+        q = Path(p).expanduser()
+        if q.is_file() and q.name == "audit.json":
+            files.append(q)
+        elif q.is_dir():
+            files.extend(q.rglob("audit.json"))
+    if not files:
+        return None
+    newest = max(files, key=lambda f: f.stat().st_mtime)
+    try:
+        return runs.read_json(newest)
+    except (OSError, ValueError):
+        log.warning("audit file %s is unreadable: left out of the report", newest)
+        return None
+
+
+def provenance(df: pd.DataFrame, files: list[Path], audit: dict | None) -> dict[str, Any]:
+    by_bench = df.groupby("benchmark") if not df.empty else []
+    prov: dict[str, Any] = {"results": [str(f) for f in files], "n_results": len(files), "scorers": {},
+                            "stand_in": {}, "benchmark_versions": {}, "failures": {}, "git": runs.git_hash()}
+    for bench, g in by_bench:
+        prov["scorers"][bench] = sorted(g["scorer"].dropna().unique().tolist())
+        prov["stand_in"][bench] = bool(g["stand_in"].fillna(False).any())
+        prov["benchmark_versions"][bench] = sorted(g["benchmark_version"].dropna().astype(str).unique().tolist())
+        ov = g[g["category"] == "overall"].drop_duplicates("result_id")
+        prov["failures"][bench] = int(ov["missing"].fillna(0).sum())
+    if audit:
+        prov["audit"] = {k: audit.get(k) for k in ("texts", "scored", "flagged", "threshold", "missing")}
+        prov["audit"]["scorer"] = audit.get("scorer")
+    return prov
+
+
+def run_analyze(cfg) -> dict[str, Any]:
+    from value_harms import tracking
+    from value_harms.analysis import (auto_mitigation, check_comparable, compare_baselines, find_results,
+                                      load_alignment, load_results, mitigation_effects, persona_fidelity,
+                                      value_regressions)
+    from value_harms.analysis.report import log_report_to_wandb, top_findings, write_report
+    from value_harms.training import output_dir, run_group
+
+    a = cfg.analysis
+    run_dir = output_dir(cfg)
+    inputs = [str(x) for x in a.inputs]
+    files = find_results(inputs)
+    df = load_results(inputs)
+    if df.empty:
+        raise FileNotFoundError(f"no results.json found under {inputs}; run evaluate.py first or set analysis.inputs")
+    check_comparable(df, allow_mixed=bool(a.allow_mixed))
+    aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])
+    wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="analyze", name=f"analysis-{run_dir.name}",
+                                   group=run_group(cfg), config=runs.to_plain(cfg), tags=["analysis"])
+    with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(files)}, wandb_run):
+        reg = value_regressions(df, baseline=str(a.regression_baseline), standardize=bool(a.standardize),
+                                higher_order=bool(a.higher_order), alpha=float(a.alpha))
+        skipped = reg.attrs.get("skipped", [])
+        if skipped:
+            log.info("%d regression(s) not fitted (too few models); listed in the report", len(skipped))
+        cmp = compare_baselines(df, conf=float(a.conf))
+        mit = mitigation_effects(df, conf=float(a.conf))
+        fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
+        auto = auto_mitigation(reg, alpha=float(a.alpha)) if not reg.empty else {"all": []}
+        auto_file = Path(str(a.auto_mitigation_file)).expanduser()
+        runs.atomic_write_json(auto_file, auto_mitigation_file(auto))
+        audit = latest_audit([str(x) for x in a.audit_inputs])
+        prov = provenance(df, files, audit)
+        findings = top_findings(reg, cmp, mit, k=int(a.top_k))
+        aln = alignment_table(aln_tidy)
+        fid = fidelity_table(fid_long)
+        out = run_dir
+        paths = write_report(out, reg=reg, cmp=cmp, mit=mit, aln=aln, fid=fid, provenance=prov,
+                             findings=findings, auto_mitigation=auto)
+        tables = {"tidy": df, "regressions": reg, "baselines": cmp, "mitigation": mit, "alignment": aln,
+                  "persona_fidelity": fid}
+        for name, frame in tables.items():
+            if frame is not None and not frame.empty:
+                runs.atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
+        figures = {k: v for k, v in paths.items() if str(v).endswith(".png")}
+        log_report_to_wandb(wandb_run, figures, tables)
+        summary = {"report_html": str(paths["report.html"]), "report_md": str(paths["report.md"]),
+                   "findings": findings, "n_results": len(files), "auto_mitigation_file": str(auto_file),
+                   "stand_in": prov["stand_in"]}
+        runs.atomic_write_json(out / "analysis.json", summary)
+    print(f"report: {paths['report.html']}")
+    print("top findings:")
+    for f in findings:
+        print(f"  - {f}")
+    if any(prov["stand_in"].values()):
+        print("note: some scores come from a stand-in scorer; the report says which.")
+    print(f"automatic mitigation written to {auto_file} (use mitigation=auto)")
+    return summary
+
+
+__all__ = ["run_analyze", "alignment_table", "auto_mitigation_file", "provenance", "latest_audit"]
