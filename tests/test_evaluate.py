@@ -136,3 +136,35 @@ def test_pvq_alignment_under_value_prompt(evaluate):
         assert ov["nmse_expected"] is not None and 0 <= ov["nmse_expected"] <= 1
     assert "Power, Stimulation" in vp["prefix"] and "Power, Stimulation" not in none["prefix"]
     assert none["store_dir"] != vp["store_dir"]
+
+
+def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir, data_dir):
+    """batch_profiles: K adapters share batches and give each profile what its own job gives."""
+    from value_harms.evaluation import run_evaluate
+    from value_harms.training import run_train
+
+    for prof in ("Pow", "Uni"):
+        run_train(compose("train", _base(tmp_path, cache_dir, data_dir, f"value_profile={prof}", "vim_stage=ag",
+                                         "debug=fast", "vim_stage.lr=0.05", "alignment.enabled=false",
+                                         "trainer.enable_progress_bar=false")))
+    common = ["vim_stage=ag", *RTP, "benchmark.temperature=1.0", "generation.cache=false"]
+    batch = run_evaluate(compose("evaluate", _base(tmp_path / "b", cache_dir, data_dir, *common,
+                                                   f"paths.store_dir={tmp_path}/store",
+                                                   "batch_profiles=[vanilla,Pow,Uni]")))
+    assert [r["profile"]["name"] for r in batch] == ["vanilla", "Pow", "Uni"]
+    assert [r["baseline"] for r in batch] == ["vanilla", "vim", "vim"]
+    single = {}
+    for prof in ("vanilla", "Pow", "Uni"):
+        # force: recompute into the same store folder (the batch's copy is kept in its run folder)
+        single[prof] = run_evaluate(compose("evaluate", _base(tmp_path / "s", cache_dir, data_dir, *common,
+                                                              f"paths.store_dir={tmp_path}/store", "force=true",
+                                                              f"value_profile={prof}")))
+        assert single[prof]["generation"]["generated"] == 3
+    for r in batch:
+        s = single[r["profile"]["name"]]
+        a = [json.loads(x)["continuation"] for x in (Path(r["run_dir"]) / "samples.jsonl").read_text().splitlines()]
+        b = [json.loads(x)["continuation"] for x in (Path(s["run_dir"]) / "samples.jsonl").read_text().splitlines()]
+        assert r["model"]["adapter_sha256"] == s["model"]["adapter_sha256"]
+        assert r["prefix"] == s["prefix"]
+        assert a == b, (r["profile"]["name"], r["generation"], s["generation"])
+    assert len({json.dumps(r["metrics"]) for r in batch}) >= 2, "the adapters should change the outputs"

@@ -25,6 +25,9 @@ def _register_resolvers() -> None:
     # host (Hydra's ${now:} alone collides at second resolution when a launcher starts many jobs).
     if not OmegaConf.has_resolver("vh.pid"):
         OmegaConf.register_new_resolver("vh.pid", lambda: str(os.getpid()), use_cache=True)
+    # LoRA alpha that keeps the paper's alpha/r ratio (32/8 = 4) for another rank.
+    if not OmegaConf.has_resolver("eval_alpha"):
+        OmegaConf.register_new_resolver("eval_alpha", lambda r: 4 * int(r))
 
 
 _register_resolvers()
@@ -377,6 +380,8 @@ class JobConfig:
     # vim (the trained adapter); icl = the base model with the profile as an in-context persona.
     baseline: str = "auto"  # auto | vanilla | vim | icl | benign
     adapter_dir: Optional[str] = None  # an explicit adapter folder (skips the store lookup)
+    # Evaluate these profiles in ONE job: their adapters share every batch (mixed-adapter batches).
+    batch_profiles: List[str] = field(default_factory=list)
     benchmark: Optional[BenchmarkConfig] = None
     scorer: Optional[ScorerConfig] = None
     mitigation: Optional[MitigationConfig] = None

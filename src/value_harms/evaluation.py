@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         from value_harms.audit import run_audit
 
         return run_audit(cfg)
+    if cfg.batch_profiles:
+        check_scorer_fits(cfg)
+        return run_evaluate_many(cfg)
     if cfg.mode != "evaluate":
         raise EvaluationError(f"mode={cfg.mode!r}; expected evaluate or audit")
     profile = profile_from_cfg(cfg.value_profile)
@@ -147,33 +151,46 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         return _evaluate_job(cfg, profile, baseline, run_dir, wandb_run)
 
 
-def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
-    from value_harms import prompts as P
-    from value_harms.benchmarks import load_prompts, prompt_fingerprint, render
-    from value_harms.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate
-    from value_harms.models import detach_lora, get_base_model, load_adapter
+@dataclass
+class EvalJob:
+    """One (model variant, benchmark, mitigation) evaluation, prepared and ready to generate."""
 
-    cache_root = Path(os.path.expanduser(cfg.paths.cache_dir))
-    data_dir = cfg.paths.data_dir
-    t_start = time.perf_counter()
-    if cfg.benchmark.measure == "alignment":
-        return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
-    prompts = load_prompts(cfg.benchmark, data_dir)
+    profile: Profile
+    baseline: str
+    adapter: Path | None
+    adapter_sha: str | None
+    base_id: str
+    model_key: str
+    store: Path
+    prompts: list
+    prompts_fp: str
+    inputs: list[str]
+    prefix: str
+    settings: Any
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def complete(self) -> bool:
+        return runs.is_complete(self.store)
+
+
+def _load_benchmark(cfg):
+    from value_harms.benchmarks import load_prompts, prompt_fingerprint
+
+    prompts = load_prompts(cfg.benchmark, cfg.paths.data_dir)
     if not prompts:
         raise EvaluationError(f"benchmark {cfg.benchmark.name} produced no prompts; check benchmark.path / limit")
-    prompts_fp = prompt_fingerprint(prompts)
+    return prompts, prompt_fingerprint(prompts)
+
+
+def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) -> EvalJob:
+    """Resolve the model variant, its store folder and the exact input texts of one evaluation."""
+    from value_harms import prompts as P
+    from value_harms.benchmarks import render
+    from value_harms.generation import GenSettings
 
     adapter, adapter_sha, base_id, mk = _model_identity(cfg, profile, baseline)
-    fp = eval_fingerprint(cfg, mk, prompts_fp)
-    store = store_folder(cfg, profile, baseline, fp)
-    if runs.is_complete(store) and not cfg.force:
-        try:
-            result = runs.read_json(store / "results.json")
-            log.info("complete result found in %s: nothing to generate or score", store)
-            return _publish(result, store, run_dir, wandb_run, skipped=True)
-        except (OSError, ValueError) as exc:
-            log.warning("stored result in %s is unreadable (%s): recomputing", store, exc)
-
+    store = store_folder(cfg, profile, baseline, eval_fingerprint(cfg, mk, prompts_fp))
     persona = profile.values if baseline == "icl" else None
     bench = cfg.benchmark
     if cfg.mitigation.name == "auto":
@@ -187,48 +204,150 @@ def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run
     settings = GenSettings(max_new_tokens=int(bench.max_new_tokens), num_samples=int(bench.num_samples),
                            do_sample=bool(bench.do_sample), temperature=float(bench.temperature),
                            top_p=float(bench.top_p), stop=tuple(bench.stop), seed=int(cfg.generation.seed))
-    gen_stats = GenStats()
+    return EvalJob(profile, baseline, adapter, adapter_sha, base_id, mk, store, prompts, prompts_fp, inputs,
+                   prefix, settings)
+
+
+def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]:
+    """Continuations for every job's inputs in ONE generation pass over the loaded base model.
+
+    Several adapters are loaded under their own names and rows of different jobs share batches
+    (PEFT mixed-adapter batches); sampling is seeded per row, so each job gets the outputs it would
+    get alone. Cached rows are not regenerated."""
+    from value_harms.generation import GenerationCache, GenRequest, GenStats, generate
+    from value_harms.models import detach_lora, get_base_model, load_adapters
+
+    cache_root = Path(os.path.expanduser(cfg.paths.cache_dir))
+    settings = jobs[0].settings
+    if any(j.settings != settings for j in jobs):
+        raise EvaluationError("jobs of one generation pass must share generation settings")
+    stats = GenStats()
     cache = GenerationCache(cache_root / "generations.sqlite") if cfg.generation.cache else None
-    reqs = [GenRequest(text=t, model_key=mk) for t in inputs]
-    with runs.locked(store):
-        keys = [GenerationCache.key(mk, t, settings) for t in inputs]
+    try:
+        names = {}
+        for j in jobs:
+            if j.adapter is not None:
+                names.setdefault(j.adapter_sha, f"a{len(names)}_{j.profile.name}")
+        reqs = [GenRequest(text=t, model_key=j.model_key,
+                           adapter_name=names.get(j.adapter_sha) if (j.adapter and len(jobs) > 1) else None)
+                for j in jobs for t in j.inputs]
+        keys = [GenerationCache.key(r.model_key, r.text, settings) for r in reqs]
         cached = cache.get_many(keys) if cache is not None else {}
         if len(cached) == len(set(keys)):
-            outputs = [cached[k] for k in keys]
-            gen_stats.requested, gen_stats.cached = len(keys), len(keys)
+            flat = [cached[k] for k in keys]
+            stats.requested = stats.cached = len(keys)
         else:
             base, tok = get_base_model(cfg.model, str(cache_root))
-            model = load_adapter(base, str(adapter)) if adapter else base
+            adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
+            model = load_adapters(base, adapters) if adapters else base
+            if adapters and len(jobs) == 1:
+                model.set_adapter(next(iter(adapters)))
             try:
-                outputs = generate(model, tok, reqs, settings, batch_size=int(cfg.generation.batch_size),
-                                   cache=cache, progress=bool(cfg.generation.progress), stats=gen_stats)
+                flat = generate(model, tok, reqs, settings, batch_size=int(cfg.generation.batch_size), cache=cache,
+                                progress=bool(cfg.generation.progress), stats=stats)
             finally:
-                if adapter:
+                if adapters:
                     detach_lora(model)
+    finally:
         if cache is not None:
             cache.close()
-        samples, metrics, score_info = score_and_aggregate(cfg, prompts, inputs, outputs, store)
+    out, k = [], 0
+    for j in jobs:
+        out.append(flat[k : k + len(j.inputs)])
+        k += len(j.inputs)
+    return out, stats
+
+
+def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], list[dict]]:
+    """Score one job's outputs, compute its metrics and write results + samples to its store folder."""
+    bench = cfg.benchmark
+    with runs.locked(job.store):
+        samples, metrics, score_info = score_and_aggregate(cfg, job.prompts, job.inputs, outputs, job.store)
         result = {
             "benchmark": {"name": bench.name, "version": str(bench.version), "measure": bench.measure,
-                          "n_prompts": len(prompts), "prompts_sha256": prompts_fp,
+                          "n_prompts": len(job.prompts), "prompts_sha256": job.prompts_fp,
                           "settings": runs.to_plain(bench)},
-            "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision,
-                      "dtype": cfg.model.dtype, "adapter_dir": str(adapter) if adapter else None,
-                      "adapter_sha256": adapter_sha},
-            "profile": profile.to_dict(), "baseline": baseline,
-            "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
-            "mitigation": runs.to_plain(cfg.mitigation), "prefix": prefix,
-            "generation": {**settings.key(), "batch_size": int(cfg.generation.batch_size),
+            "model": {"name": cfg.model.name, "base": job.base_id, "revision": cfg.model.revision,
+                      "dtype": cfg.model.dtype, "adapter_dir": str(job.adapter) if job.adapter else None,
+                      "adapter_sha256": job.adapter_sha},
+            "profile": job.profile.to_dict(), "baseline": job.baseline,
+            "stage": cfg.vim_stage.name if job.baseline in ("vim", "benign") else "none",
+            "mitigation": runs.to_plain(cfg.mitigation), "prefix": job.prefix,
+            "generation": {**job.settings.key(), "batch_size": int(cfg.generation.batch_size),
                            "requested": gen_stats.requested, "cached": gen_stats.cached,
                            "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2)},
-            "scorer": score_info, "metrics": metrics, "seeds": {"generation": int(cfg.generation.seed),
-                                                                "benchmark": int(bench.seed)},
-            "git": runs.git_hash(), "seconds": round(time.perf_counter() - t_start, 2),
+            "scorer": score_info, "metrics": metrics,
+            "seeds": {"generation": int(cfg.generation.seed), "benchmark": int(bench.seed)},
+            "git": runs.git_hash(), "seconds": round(time.perf_counter() - job.t_start, 2),
         }
-        runs.atomic_write_text(store / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
-        runs.atomic_write_json(store / "results.json", result)
-        runs.mark_complete(store, {"results": "results.json"})
-    return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
+        runs.atomic_write_text(job.store / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+        runs.atomic_write_json(job.store / "results.json", result)
+        runs.mark_complete(job.store, {"results": "results.json"})
+    return result, samples
+
+
+def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
+    if not job.complete or cfg.force:
+        return None
+    try:
+        return runs.read_json(job.store / "results.json")
+    except (OSError, ValueError) as exc:
+        log.warning("stored result in %s is unreadable (%s): recomputing", job.store, exc)
+        return None
+
+
+def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
+    if cfg.benchmark.measure == "alignment":
+        return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
+    prompts, prompts_fp = _load_benchmark(cfg)
+    job = prepare_job(cfg, profile, baseline, prompts, prompts_fp)
+    stored = _stored(job, cfg)
+    if stored is not None:
+        log.info("complete result found in %s: nothing to generate or score", job.store)
+        return _publish(stored, job.store, run_dir, wandb_run, skipped=True)
+    [outputs], stats = generate_jobs(cfg, [job])
+    result, samples = finish_job(cfg, job, outputs, stats)
+    return _publish(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
+
+
+def run_evaluate_many(cfg) -> list[dict[str, Any]]:
+    """`batch_profiles=[...]`: evaluate several profiles in one pass over the loaded base model.
+
+    Each profile's result is written exactly as a single job would write it (same store folder,
+    results.json, samples.jsonl), plus a copy under the run folder's `<profile>/` sub-folder."""
+    from value_harms import tracking
+    from value_harms.profiles import load_profile
+    from value_harms.training import output_dir, run_group
+
+    if cfg.benchmark.measure == "alignment":
+        raise EvaluationError("batch_profiles is for generation benchmarks; run benchmark=pvq as a multirun")
+    run_dir = output_dir(cfg)
+    prompts, prompts_fp = _load_benchmark(cfg)
+    jobs = []
+    for name in cfg.batch_profiles:
+        profile = load_profile(str(name))
+        jobs.append(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, prompts_fp))
+    todo = [j for j in jobs if _stored(j, cfg) is None]
+    log.info("batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo), len(todo))
+    results: dict[int, tuple[dict, list | None, bool]] = {}
+    if todo:
+        outs, stats = generate_jobs(cfg, todo)
+        for j, o in zip(todo, outs):
+            results[id(j)] = (*finish_job(cfg, j, o, stats), False)
+    published = []
+    for j in jobs:
+        result, samples, skipped = results.get(id(j)) or (_stored(j, cfg), None, True)
+        sub = run_dir / j.profile.name
+        sub.mkdir(parents=True, exist_ok=True)
+        wb = tracking.start_run(cfg.logger, run_dir=sub, job_type="eval", group=run_group(cfg),
+                                name=f"{cfg.model.name}-{j.profile.name}-{j.baseline}-{cfg.benchmark.name}-"
+                                     f"{cfg.mitigation.name}-s{cfg.generation.seed}",
+                                config={**runs.to_plain(cfg), **j.profile.flat("value/"), "profile/name": j.profile.name,
+                                        "baseline": j.baseline},
+                                tags=[cfg.model.name, j.profile.name, j.baseline, cfg.benchmark.name, cfg.mitigation.name])
+        with runs.job_status(sub, {"profile": j.profile.name, "benchmark": cfg.benchmark.name}, wb):
+            published.append(_publish(result, j.store, sub, wb, skipped=skipped, samples=samples))
+    return published
 
 
 def _model_identity(cfg, profile: Profile, baseline: str):

@@ -353,6 +353,25 @@ def load_adapter(model, adapter_dir: str | os.PathLike, is_trainable: bool = Fal
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
 
 
+def load_adapters(model, adapters: dict[str, str | os.PathLike]):
+    """One PeftModel holding several adapters, each under its own name, for mixed-adapter batches
+    (``generate(..., adapter_names=[...])`` picks an adapter per row; "__base__" = no adapter)."""
+    from peft import PeftModel
+
+    if not adapters:
+        raise ModelError("load_adapters needs at least one adapter")
+    peft_model = None
+    for name, folder in adapters.items():
+        if not (Path(folder) / "adapter_config.json").is_file():
+            raise ModelError(f"no adapter_config.json in {folder}")
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
+        else:
+            peft_model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+    peft_model.eval()
+    return peft_model
+
+
 def detach_lora(peft_model):
     """Remove every LoRA layer WITHOUT merging and return the original base model object
     (its weights unchanged), so a cached base model can serve the next job."""

@@ -409,9 +409,16 @@ def output_dir(cfg: DictConfig) -> Path:
 
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
-        d = Path(cfg.paths.output_dir) / "runs" / cfg.task_name / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{os.getpid()}"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        # Outside Hydra (tests, notebooks): microseconds + pid, and never an existing folder.
+        while True:
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now)) + f"-{int(now * 1e6) % 1_000_000:06d}"
+            d = Path(cfg.paths.output_dir) / "runs" / cfg.task_name / f"{stamp}_{os.getpid()}"
+            try:
+                d.mkdir(parents=True, exist_ok=False)
+                return d
+            except FileExistsError:
+                continue
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
