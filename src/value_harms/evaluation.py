@@ -174,13 +174,27 @@ class EvalJob:
         return runs.is_complete(self.store)
 
 
+_PROMPT_CACHE: dict[str, tuple[list, str]] = {}
+
+
 def _load_benchmark(cfg):
+    """Prompts of the configured benchmark, loaded once per process for identical settings and files
+    (the jobs of an in-process multirun share them)."""
     from value_harms.benchmarks import load_prompts, prompt_fingerprint
 
-    prompts = load_prompts(cfg.benchmark, cfg.paths.data_dir)
-    if not prompts:
-        raise EvaluationError(f"benchmark {cfg.benchmark.name} produced no prompts; check benchmark.path / limit")
-    return prompts, prompt_fingerprint(prompts)
+    src = runs.resolve_path(cfg.benchmark.path, cfg.paths.data_dir) if cfg.benchmark.path else None
+    stamp = None
+    if src is not None and src.exists():
+        st = src.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+    key = json.dumps([runs.to_plain(cfg.benchmark), cfg.paths.data_dir, str(src), stamp], sort_keys=True, default=str)
+    if key not in _PROMPT_CACHE:
+        prompts = load_prompts(cfg.benchmark, cfg.paths.data_dir)
+        if not prompts:
+            raise EvaluationError(f"benchmark {cfg.benchmark.name} produced no prompts; check benchmark.path / limit")
+        _PROMPT_CACHE.clear()  # keep one benchmark's prompts, not all of them
+        _PROMPT_CACHE[key] = (prompts, prompt_fingerprint(prompts))
+    return _PROMPT_CACHE[key]
 
 
 def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) -> EvalJob:

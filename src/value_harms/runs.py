@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -138,8 +139,10 @@ def job_status(run_dir: str | os.PathLike, info: Mapping[str, Any], wandb_run=No
         tracking.finish_run(wandb_run, failed=failed)
 
 
+@functools.lru_cache(maxsize=8)
 def git_hash(root: str | os.PathLike | None = None) -> str | None:
-    """The project's git commit (with '-dirty' when the tree has changes), or None outside git."""
+    """The project's git commit (with '-dirty' when the tree has changes), or None outside git.
+    Computed once per process (jobs of an in-process multirun share it)."""
     cwd = Path(root) if root else Path(__file__).resolve().parent
     try:
         rev = subprocess.run(

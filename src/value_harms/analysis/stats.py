@@ -209,11 +209,12 @@ def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[s
             elif not ref.size:
                 test = f"no {reference} result"
             elif ref.size == 1 and vals.size >= 2:
-                p, test = float(sps.ttest_1samp(vals, ref[0]).pvalue), f"one-sample t vs {reference}"
+                p, test = _t1(vals, ref[0]), f"one-sample t vs {reference}"
             elif ref.size >= 2 and vals.size >= 2:
-                p, test = float(sps.ttest_ind(vals, ref, equal_var=False).pvalue), "Welch t"
+                p, test = (float(sps.ttest_ind(vals, ref, equal_var=False).pvalue)
+                           if np.std(vals) > 0 or np.std(ref) > 0 else float("nan")), "Welch t"
             elif ref.size >= 2 and vals.size == 1:
-                p, test = float(sps.ttest_1samp(ref, vals[0]).pvalue), f"one-sample t of {reference} vs this value"
+                p, test = _t1(ref, vals[0]), f"one-sample t of {reference} vs this value"
             else:
                 test = "none (one model each)"
             rows.append({"model": model, "benchmark": bench, "metric": metric, "category": category,
@@ -226,6 +227,15 @@ def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[s
 
 # --------------------------------------------------------------------------------------------------
 # Mitigations (the paper's Table 4)
+
+
+def _t1(values, mu: float) -> float:
+    """One-sample t-test p-value; NaN when the values have no spread (the test is undefined there,
+    and scipy would report p = 0 for any non-zero difference)."""
+    a = np.asarray(values, dtype=float)
+    if a.size < 2 or not np.std(a) > 0:
+        return float("nan")
+    return float(sps.ttest_1samp(a, mu).pvalue)
 
 
 def mitigation_effects(df: pd.DataFrame, conf: float = 0.95, *, category: str = "overall",
@@ -261,7 +271,7 @@ def mitigation_effects(df: pd.DataFrame, conf: float = 0.95, *, category: str = 
             deltas = (treated.loc[common] - ref.loc[common]).to_numpy(dtype=float)
             m = mean_ci(deltas.tolist(), conf=conf)
             if deltas.size >= 2:
-                p, test = float(sps.ttest_1samp(deltas, 0.0).pvalue), "paired t"
+                p, test = _t1(deltas, 0.0), "paired t"
             else:
                 p, test = None, "single pair"
             rows.append({"model": model, "benchmark": bench, "metric": metric, "category": category,
