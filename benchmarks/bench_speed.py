@@ -6,9 +6,10 @@
 2. generation at batch 16 / one prompt at a time (tokens per second)                  [>= 4x]
 3. K adapters mixed in one pass / K separate single-adapter passes (throughput)        [>= 0.8x]
 4. scorer on a batch / one text per call (profanity_check, texts per second)          [report]
-5. rerun of a finished evaluation sweep / its first run (wall time), with the number of
-   generations and scorer calls of the rerun                                           [<= 5%, 0, 0]
-6. per-job overhead of an in-process multirun whose jobs are complete                  [<= 1 s/job]
+5. rerun of a finished evaluation sweep / its first run (wall time, process start included), with
+   the number of generations and scorer calls of the rerun                             [<= 5%, 0, 0]
+6. per-job overhead of an in-process multirun: marginal wall time of one more complete job
+   (rerun of 2k jobs minus rerun of k jobs, over k)                                    [<= 1 s/job]
 """
 
 from __future__ import annotations
@@ -109,30 +110,31 @@ def bench_scorer(n=2000):
 
 
 def bench_rerun(model_name, k=6):
-    """An evaluation sweep of k ICL personas x 1 benchmark, run twice (in-process multirun)."""
+    """An evaluation sweep of 2k ICL personas x 1 benchmark, then reruns of k and of 2k of them.
+
+    Rerun ratio = rerun(2k) / first(2k). Per-job overhead = (rerun(2k) - rerun(k)) / k: the marginal
+    cost of one more (complete) job in an in-process multirun, process start-up excluded."""
     out = Path(tempfile.mkdtemp())
     data_dir = os.environ.get("VALUE_HARMS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    profiles = ",".join(["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni"][:k])
-    args = [sys.executable, str(ROOT / "evaluate.py"), "-m", f"model={model_name}", "logger=none", "baseline=icl",
-            f"value_profile={profiles}", "benchmark=rtp", "benchmark.limit=4", "benchmark.num_samples=2",
-            "benchmark.max_new_tokens=16", "scorer=profanity_check", "generation.progress=false",
-            f"paths.output_dir={out}", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={out}/sweep1"]
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True, cwd=ROOT)
-    first = time.perf_counter() - t0
-    args[-1] = f"hydra.sweep.dir={out}/sweep2"
-    t0 = time.perf_counter()
-    subprocess.run(args, check=True, capture_output=True, cwd=ROOT)
-    second = time.perf_counter() - t0
-    res = [json.loads(p.read_text()) for p in (out / "sweep2").glob("*/results.json")]
+    names = ["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni", "Openness_to_Change",
+             "Self-Enhancement", "Conservation", "Self-Transcendence"][: 2 * k]
+
+    def sweep(profiles, tag):
+        args = [sys.executable, str(ROOT / "evaluate.py"), "-m", f"model={model_name}", "logger=none", "baseline=icl",
+                f"value_profile={','.join(profiles)}", "benchmark=rtp", "benchmark.limit=4", "benchmark.num_samples=2",
+                "benchmark.max_new_tokens=16", "scorer=profanity_check", "generation.progress=false",
+                f"paths.output_dir={out}", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={out}/{tag}"]
+        t0 = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True, cwd=ROOT)
+        return time.perf_counter() - t0
+
+    first = sweep(names, "first")
+    rerun_k = sweep(names[:k], "rerun_k")
+    rerun_2k = sweep(names, "rerun_2k")
+    res = [json.loads(p.read_text()) for p in (out / "rerun_2k").glob("*/results.json")]
     generated = sum(r["generation"]["generated"] for r in res if not r.get("skipped"))
     skipped = sum(1 for r in res if r.get("skipped"))
-    # per-job overhead: the rerun's wall time minus one process start, over k jobs
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import value_harms.evaluation, value_harms.config, hydra"],
-                   check=True, cwd=ROOT)
-    start = time.perf_counter() - t0
-    return second / first, first, second, generated, skipped, len(res), (second - start) / k
+    return rerun_2k / first, first, rerun_2k, generated, skipped, len(res), (rerun_2k - rerun_k) / k
 
 
 def main():
@@ -158,7 +160,8 @@ def main():
     ratio, first, second, gen, skipped, n, per_job = bench_rerun(a.model)
     print(f"5. rerun of a finished sweep / first run: {ratio:.1%} ({second:.1f} s vs {first:.1f} s); rerun "
           f"generations {gen}, jobs skipped {skipped}/{n} (no scorer built for skipped jobs)  [target <= 5%, 0]")
-    print(f"6. per-job overhead of an in-process multirun (complete jobs): {per_job:.2f} s/job  [target <= 1 s]")
+    print(f"6. per-job overhead of an in-process multirun (marginal cost of one more complete job): "
+          f"{per_job:.2f} s/job  [target <= 1 s]")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -342,7 +343,9 @@ def train_profile(cfg: DictConfig, profile: Profile, base_model, tokenizer, stor
     prev_adapter: Path | None = None
     for step in cfg.vim_stage.steps:
         step_dir = store / step
-        if runs.is_complete(step_dir) and not cfg.train.force:
+        if runs.is_complete(step_dir) and not cfg.train.force and _damaged_step(step_dir):
+            pass  # the damaged result was removed: retrain this step from scratch
+        elif runs.is_complete(step_dir) and not cfg.train.force:
             done = runs.read_json(step_dir / runs.COMPLETE)
             summary["steps"][step] = {**done.get("fit", {}), "skipped": True}
             summary["data_counts"].update(done.get("data_counts", {}))
@@ -372,6 +375,27 @@ def train_profile(cfg: DictConfig, profile: Profile, base_model, tokenizer, stor
         runs.mark_complete(step_dir, {"fit": fit, "data_counts": counts})
         prev_adapter = step_dir / "adapter"
     return prev_adapter, summary
+
+
+def _damaged_step(step_dir: Path) -> bool:
+    """True when a complete step's adapter (or its COMPLETE record) is damaged; the step's result,
+    best-adapter state and checkpoint are then removed, with a warning naming the file, so that the
+    step is retrained from scratch (resuming the final checkpoint would not write an adapter again)."""
+    from value_harms.models import adapter_problem
+
+    try:
+        runs.read_json(step_dir / runs.COMPLETE)
+        problem = adapter_problem(step_dir / "adapter")
+    except (OSError, ValueError) as exc:
+        problem = f"{step_dir / runs.COMPLETE} is unreadable ({exc})"
+    if problem is None:
+        return False
+    log.warning("%s: complete result is damaged (%s): retraining %s from scratch", step_dir.name, problem,
+                step_dir.name)
+    for f in (step_dir / runs.COMPLETE, step_dir / STATE_FILE, step_dir / "ckpt" / "last.ckpt"):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(step_dir / "adapter", ignore_errors=True)
+    return True
 
 
 def _warn_on_empty(step: str, counts: dict, profile: Profile) -> None:
@@ -448,6 +472,12 @@ def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, A
     from value_harms import tracking
     from value_harms.models import detach_lora, get_base_model, load_adapter
 
+    stored = _stored_result(cfg, store, data_dir)
+    if stored is not None:
+        log.info("complete result found in %s: nothing to train or check", store)
+        runs.atomic_write_json(run_dir / "train_result.json", stored)
+        tracking.safe_log(wandb_run, {"skipped": True, "store_dir": str(store)}, summary=True)
+        return stored
     base_model, tokenizer = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
     result: dict[str, Any] = {
         "profile": profile.to_dict(), "model": cfg.model.name, "stage": stage_label(cfg, profile),
@@ -498,9 +528,9 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -> dict[str, Any]:
-    """PVQ value-alignment check, cached in the store next to the adapter it measured."""
-    from value_harms.alignment import DEMO_ITEMS_PATH, load_items, run_alignment_check
+def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, Path]:
+    """(PVQ item file, 'configured' | 'demo_items', the store file caching this check's result)."""
+    from value_harms.alignment import DEMO_ITEMS_PATH
 
     items_path = runs.resolve_path(cfg.alignment.items_path, data_dir) if cfg.alignment.items_path else None
     source = "configured"
@@ -512,7 +542,42 @@ def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -
         items_path, source = Path(DEMO_ITEMS_PATH), "demo_items"
     key = runs.fingerprint({"items": runs.file_fingerprint(items_path), "bs": cfg.alignment.batch_size,
                             "new": cfg.alignment.max_new_tokens})
-    cache = store / f"alignment-{key}.json"
+    return items_path, source, store / f"alignment-{key}.json"
+
+
+def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
+    """The complete result of this job when nothing needs computing (no model load on a rerun)."""
+    if cfg.train.force or not runs.is_complete(store):
+        return None
+    try:
+        result = runs.read_json(store / "train_result.json")
+    except (OSError, ValueError) as exc:
+        log.warning("stored result %s is unreadable (%s): recomputing", store / "train_result.json", exc)
+        return None
+    if cfg.alignment.enabled:
+        cache = _alignment_source(cfg, store, data_dir)[2]
+        if not cache.is_file():
+            return None  # alignment settings changed: compute the check for them
+        try:
+            result["alignment"] = runs.read_json(cache)
+        except ValueError:
+            return None
+    if result.get("adapter_dir") and not (Path(result["adapter_dir"]) / "adapter_config.json").is_file():
+        return None
+    if result.get("adapter_dir"):
+        from value_harms.models import adapter_problem
+
+        if adapter_problem(result["adapter_dir"]):
+            return None  # train_profile finds the damaged step, says so and retrains it
+    result["skipped"] = True
+    return result
+
+
+def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -> dict[str, Any]:
+    """PVQ value-alignment check, cached in the store next to the adapter it measured."""
+    from value_harms.alignment import load_items, run_alignment_check
+
+    items_path, source, cache = _alignment_source(cfg, store, data_dir)
     if cache.is_file():
         try:
             return runs.read_json(cache)
