@@ -34,7 +34,7 @@ demo: setup
 	$(PY) -m value_harms.demo --profiles $(DEMO_PROFILES)
 
 bench: setup
-	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_speed.py --model smollm2_135m
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -59,8 +59,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from value_harms.data import DataError
     from value_harms.models import ModelError
     from value_harms.profiles import ProfileError
+    from value_harms.prompts import PromptError
 
-    errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, PromptError, FileNotFoundError]
     try:
         from value_harms.analysis.tidy import AnalysisError
         from value_harms.benchmarks import BenchmarkError

@@ -104,6 +104,36 @@ def log_artifact_dir(run, folder: str | os.PathLike, *, name: str, type_: str, m
         log.warning("W&B artifact %s not logged (%s)", name, exc)
 
 
+def lightning_logger(run, prefix: str):
+    """A Lightning WandbLogger on `run` whose write failures are warnings, never a lost training run
+    (Lightning calls the logger inside the fit loop, where an exception would end the job)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    class _SafeWandbLogger(WandbLogger):
+        _warned = False
+
+        def _guard(self, what, fn, *args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not self._warned:
+                    self._warned = True
+                    log.warning("W&B logging failed (%s: %s); training goes on and local results are unaffected",
+                                type(exc).__name__, exc)
+                return None
+
+        def log_metrics(self, metrics, step=None):
+            return self._guard("metrics", super().log_metrics, metrics, step)
+
+        def log_hyperparams(self, params, *args, **kwargs):
+            return self._guard("hyperparams", super().log_hyperparams, params, *args, **kwargs)
+
+        def after_save_checkpoint(self, checkpoint_callback):
+            return self._guard("checkpoint", super().after_save_checkpoint, checkpoint_callback)
+
+    return _SafeWandbLogger(experiment=run, prefix=prefix)
+
+
 def finish_run(run, *, failed: bool = False) -> None:
     if run is None:
         return

@@ -113,13 +113,13 @@ def _read_csv(path: Path, what: str, **kw) -> pd.DataFrame:
     """pandas CSV reading of a UTF-8 checked file; every cell a string ("NA" stays "NA")."""
     text = read_text(path)
     if not text.strip():
-        raise BenchmarkError(f"{path}: file is empty; expected {what}")
+        raise BenchmarkError(f"{path}: file is empty; expected {what} (fix the file or benchmark.path)")
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, **kw)
     except pd.errors.ParserError as e:
         raise BenchmarkError(f"{path}: not a readable CSV of {what} ({str(e).splitlines()[0]})") from None
     if df.empty:
-        raise BenchmarkError(f"{path}: no rows; expected {what}")
+        raise BenchmarkError(f"{path}: no rows; expected {what} (fix the file or benchmark.path)")
     return df
 
 
@@ -174,9 +174,18 @@ def _hub_token() -> str | None:
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
 
 
-def _hub_error(hub_id: str, revision: str | None, e: Exception) -> BenchmarkError:
+def _hub_error(hub_id: str, revision: str | None, e: Exception, gated: bool = False) -> BenchmarkError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     text = f"{type(e).__name__} {e}".lower()
+    if gated and not _hub_token():
+        # A known-gated dataset without a token fails whatever the transport says (offline, 401):
+        # the fix is the licence + HF_TOKEN, or a local copy.
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        return BenchmarkError(
+            f"hub dataset {hub_id}@{revision or 'main'} is gated and HF_TOKEN is not set: accept its licence at "
+            f"https://huggingface.co/datasets/{hub_id}, set HF_TOKEN"
+            + (" and unset HF_HUB_OFFLINE" if offline else "")
+            + ", or use benchmark.source=local with benchmark.path=<a local copy>")
     if "gated" in text or "401" in text or "403" in text or "unauthorized" in text or "restricted" in text:
         hint = (f"the dataset is gated: accept its licence at https://huggingface.co/datasets/{hub_id} and set "
                 f"HF_TOKEN" + ("" if _hub_token() else " (HF_TOKEN is not set)"))
@@ -354,7 +363,7 @@ def _hex_phi_hub(cfg: Any) -> list[Prompt]:
         folder = snapshot_download(repo_id=hub_id, repo_type="dataset", revision=revision,
                                    allow_patterns=["category_*.csv"], token=_hub_token())
     except Exception as e:  # gated / offline / not found: one actionable line
-        raise _hub_error(hub_id, revision, e) from None
+        raise _hub_error(hub_id, revision, e, gated=True) from None
     return _hex_phi_folder(Path(folder))
 
 
