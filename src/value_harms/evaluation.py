@@ -52,23 +52,39 @@ def resolve_baseline(cfg: DictConfig, profile: Profile) -> str:
 
 
 def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> Path:
-    """The adapter of (model, stage, profile): an explicit folder, else the newest complete store entry."""
+    """The adapter of (model, stage, profile): an explicit folder, else the newest complete store entry.
+    A damaged adapter (truncated weights) is reported, never loaded."""
+    from value_harms.models import adapter_problem
+
     if cfg.adapter_dir:
         p = Path(os.path.expanduser(cfg.adapter_dir))
         for cand in (p, p / "adapter", p / "qa" / "adapter"):
             if (cand / "adapter_config.json").is_file():
+                problem = adapter_problem(cand)
+                if problem:
+                    raise EvaluationError(f"adapter_dir={cand}: {problem}; retrain it or point at another adapter")
                 return cand
         raise EvaluationError(f"adapter_dir={p} holds no adapter_config.json; point it at a trained adapter folder")
     profile_name = profile.name if baseline == "vim" else "vanilla"
     base = Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / cfg.model.name / cfg.vim_stage.name / profile_name
-    found = []
+    found, damaged = [], []
     for done in base.glob("*/COMPLETE"):
         try:
             adapter = runs.read_json(done).get("adapter_dir")
         except ValueError:
             continue
         if adapter and (Path(adapter) / "adapter_config.json").is_file():
+            problem = adapter_problem(adapter)
+            if problem:  # a damaged file must not crash the job: skip it; train.py retrains it
+                log.warning("trained adapter skipped: %s", problem)
+                damaged.append(problem)
+                continue
             found.append((done.stat().st_mtime, Path(adapter)))
+    if not found and damaged:
+        raise EvaluationError(
+            f"the trained adapter for model={cfg.model.name} vim_stage={cfg.vim_stage.name} value_profile={profile_name} "
+            f"is damaged ({damaged[0]}); rerun `python train.py model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
+            f"value_profile={profile_name}` to retrain it")
     if not found:
         raise EvaluationError(
             f"no trained adapter for model={cfg.model.name} vim_stage={cfg.vim_stage.name} value_profile={profile_name} "
@@ -209,7 +225,10 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
     bench = cfg.benchmark
     if cfg.mitigation.name == "auto":
         # mitigation=auto: the value prompt names, per category, the values analyze.py found to raise harm
-        auto = P.load_auto_mitigation(cfg.mitigation.auto_file)
+        try:
+            auto = P.load_auto_mitigation(cfg.mitigation.auto_file)
+        except ValueError as exc:  # unset, garbled or not an object: one line, no traceback
+            raise EvaluationError(str(exc)) from None
         prefixes = [P.prefix_for(cfg.mitigation, persona, P.auto_values(auto, bench.name, p.category)) for p in prompts]
     else:
         prefixes = [P.prefix_for(cfg.mitigation, persona)] * len(prompts)
@@ -247,11 +266,14 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
                 for j in jobs for t in j.inputs]
         keys = [GenerationCache.key(r.model_key, r.text, settings) for r in reqs]
         cached = cache.get_many(keys) if cache is not None else {}
+        log.info("generating: %d prompt(s) x %d sample(s), %d cached", len(set(keys)), settings.num_samples,
+                 len(cached))
         if len(cached) == len(set(keys)):
             flat = [cached[k] for k in keys]
             stats.requested = stats.cached = len(keys)
         else:
             base, tok = get_base_model(cfg.model, str(cache_root))
+            _check_length(settings, base, max(len(tok(r.text)["input_ids"]) for r in reqs))
             adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
             model = load_adapters(base, adapters) if adapters else base
             if adapters and len(jobs) == 1:
@@ -272,6 +294,24 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
     return out, stats
 
 
+def _check_length(settings, model, longest_prompt: int) -> None:
+    """benchmark.max_new_tokens must be >= 1 and no more than the model's context; a long prompt that
+    pushes prompt + new tokens past the context is only warned about (rotary models run on)."""
+    n = int(settings.max_new_tokens)
+    if n < 1:
+        raise EvaluationError(f"benchmark.max_new_tokens={n}; set a positive number of new tokens (the paper: 64)")
+    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(ctx, int):
+        return
+    if n > ctx:
+        raise EvaluationError(
+            f"benchmark.max_new_tokens={n} exceeds the model's context of {ctx} tokens; set benchmark.max_new_tokens "
+            f"<= {max(1, ctx - longest_prompt)} (the longest prompt has {longest_prompt} tokens)")
+    if longest_prompt + n > ctx:
+        log.warning("the longest prompt (%d tokens) + benchmark.max_new_tokens=%d exceeds the model's context of %d",
+                    longest_prompt, n, ctx)
+
+
 def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], list[dict]]:
     """Score one job's outputs, compute its metrics and write results + samples to its store folder."""
     bench = cfg.benchmark
@@ -289,7 +329,10 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
             "mitigation": runs.to_plain(cfg.mitigation), "prefix": job.prefix,
             "generation": {**job.settings.key(), "batch_size": int(cfg.generation.batch_size),
                            "requested": gen_stats.requested, "cached": gen_stats.cached,
-                           "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2)},
+                           "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2),
+                           # empty continuations (a stop string at the start, an immediate EOS): scored
+                           # and counted like any other sample, reported here so they are visible
+                           "empty": sum(1 for outs in outputs for c in outs if not str(c).strip())},
             "scorer": score_info, "metrics": metrics,
             "seeds": {"generation": int(cfg.generation.seed), "benchmark": int(bench.seed)},
             "git": runs.git_hash(), "seconds": round(time.perf_counter() - job.t_start, 2),
@@ -306,7 +349,7 @@ def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
     try:
         return runs.read_json(job.store / "results.json")
     except (OSError, ValueError) as exc:
-        log.warning("stored result in %s is unreadable (%s): recomputing", job.store, exc)
+        log.warning("stored result %s is unreadable (%s): recomputing", job.store / "results.json", exc)
         return None
 
 
@@ -400,7 +443,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         try:
             return _publish(runs.read_json(store / "results.json"), store, run_dir, wandb_run, skipped=True)
         except (OSError, ValueError) as exc:
-            log.warning("stored result in %s is unreadable (%s): recomputing", store, exc)
+            log.warning("stored result %s is unreadable (%s): recomputing", store / "results.json", exc)
     prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
     target = None if profile.is_vanilla else profile.values
     with runs.locked(store):
@@ -525,6 +568,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
             rows.append({"id": p.id, "category": p.category, "sample": k, "prompt": p.prompt,
                          "continuation": cont, "scored_text": text})
     cache_path = Path(os.path.expanduser(cfg.paths.cache_dir)) / "scores.sqlite" if cfg.scorer.cache else None
+    log.info("scoring: %d text(s) for %s", len(texts), measure)
     scorer = build_scorer(measure, _resolve_judge_model(cfg), cache_path=cache_path)
     try:
         scores = scorer.score(texts, contexts if measure in ("harmfulness", "flag") else None)

@@ -39,6 +39,7 @@ __all__ = [
     "load_adapter",
     "detach_lora",
     "adapter_fingerprint",
+    "adapter_problem",
     "TINY_CORPUS",
 ]
 
@@ -395,3 +396,34 @@ def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
         h.update(p.name.encode() + b"\0")
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def adapter_problem(adapter_dir: str | os.PathLike) -> str | None:
+    """Why the adapter saved in ``adapter_dir`` cannot be loaded (a damaged or truncated file), or
+    None when it looks whole: adapter_config.json parses, and the safetensors weights have a
+    readable header whose tensors fit in the file. Cheap: reads the header only."""
+    d = Path(adapter_dir)
+    cfg_file = d / "adapter_config.json"
+    try:
+        json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{cfg_file} is unreadable ({type(exc).__name__})"
+    st = d / "adapter_model.safetensors"
+    if not st.is_file():
+        return None if (d / "adapter_model.bin").is_file() else f"no adapter weights in {d}"
+    try:
+        size = st.stat().st_size
+        with open(st, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than its header")
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end != size:
+            raise ValueError(f"{size} bytes, {8 + n + end} expected")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"{st} is damaged or truncated ({exc})"
+    return None

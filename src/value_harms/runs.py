@@ -102,15 +102,39 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """An exclusive advisory lock on a store folder: one writer per result at a time."""
+    """An exclusive advisory lock on a store folder: one writer per result at a time. Whoever takes
+    the lock removes the temporary files a killed writer left behind (see remove_stale_tmp)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            remove_stale_tmp(folder)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftovers of atomic writes interrupted by a kill under `folder` (recursively):
+    `.<name>.*.tmp` files / folders and `.<name>.old.<pid>` folders. Call it only while holding the
+    folder's lock: then no live writer owns them. Returns what was removed."""
+    import logging
+
+    removed = []
+    for p in sorted(Path(folder).rglob(".*"), key=lambda x: len(x.parts), reverse=True):
+        if not (p.name.endswith(".tmp") or ".old." in p.name) or not p.exists():
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    if removed:
+        logging.getLogger(__name__).warning("removed %d leftover temporary file(s) of an interrupted write in %s",
+                                            len(removed), folder)
+    return removed
 
 
 def is_complete(folder: str | os.PathLike) -> bool:

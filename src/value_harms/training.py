@@ -241,9 +241,9 @@ def fit_step(
     )
     loggers = []
     if wandb_run is not None:
-        from lightning.pytorch.loggers import WandbLogger
+        from value_harms.tracking import lightning_logger
 
-        loggers.append(WandbLogger(experiment=wandb_run, prefix=step))
+        loggers.append(lightning_logger(wandb_run, prefix=step))
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs.pop("_target_", None)
     trainer = L.Trainer(
