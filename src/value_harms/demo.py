@@ -72,13 +72,11 @@ def format_comparison(results: list[dict]) -> str:
         lines.append(f"{model:<18}{mit:<15}{cells}{miss}")
     notes = []
     for b, measure in benches:
-        provs = {json.dumps(r["scorer"].get("by_scorer"), sort_keys=True) for r in results if r["benchmark"]["name"] == b}
         stand_in = any(r["scorer"].get("stand_in") for r in results if r["benchmark"]["name"] == b)
         scorers = sorted({k for r in results if r["benchmark"]["name"] == b for k in (r["scorer"].get("by_scorer") or {})})
         paper = "the paper's GPT-4 judge" if measure in ("harmfulness", "flag") else "the paper's Perspective API"
         notes.append(f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
                      + (f" -- STAND-IN scorer, not {paper}" if stand_in else ""))
-        del provs
     legend = ("EMT = expected maximum toxicity over the samples of a prompt; tox.prob = share of prompts with a "
               "sample >= 0.5; flagged = share of answers the judge flagged; missing = scores that failed (excluded).")
     return "\n".join(lines + [legend, ""] + notes)

@@ -184,7 +184,6 @@ def generate(
             todo_idx.append(i)
     # Longest first: less padding per batch, and the slowest batch shows up early in the bar.
     todo_idx.sort(key=lambda i: -len(requests[i].text))
-    n = settings.num_samples
     rows_per_batch = max(1, batch_size)
     bar = tqdm(total=len(todo_idx), desc="generate", unit="prompt", disable=not progress or not todo_idx, leave=False)
     model_was_training = model.training
@@ -207,7 +206,6 @@ def generate(
         bar.close()
         if model_was_training:
             model.train()
-    del n
     return [results[k] for k in keys]
 
 
