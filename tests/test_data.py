@@ -6,7 +6,6 @@ reference data directory; tests that need it skip when it is absent.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -36,15 +35,10 @@ from value_harms.data import touche as touche_mod
 from value_harms.values import ANCHORS, VALUES, anchor_vector
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DATA_DIR = Path(os.environ.get("VALUE_HARMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 KEY = ["Conclusion", "Stance", "Premise"]
 
 
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (DATA_DIR / "vim" / "valueEval_10.csv").is_file():
-        pytest.skip(f"reference data not found under {DATA_DIR} (set VALUE_HARMS_DATA_DIR)")
-    return DATA_DIR
+# `data_dir` comes from conftest.py (skips when the reference data is absent).
 
 
 @pytest.fixture(scope="module")

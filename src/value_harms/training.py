@@ -10,7 +10,6 @@ LoRA weights, optimizer, scheduler and loop state only, never the base model.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time

@@ -30,7 +30,6 @@ Backends:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
