@@ -211,6 +211,15 @@ class RegardConfig:
 
 
 @dataclass
+class BreakerConfig:
+    """Circuit breaker of every network scorer endpoint (scoring/http.py), reset at each job."""
+
+    max_consecutive_failures: int = 5  # connection failures / timeouts in a row before giving up
+    max_outage_s: float = 60.0  # ... or a run of >= 2 of them lasting this long (0 = no time limit)
+    connect_timeout_s: float = 5.0  # TCP/TLS connect; the read timeout is each scorer's timeout_s
+
+
+@dataclass
 class ScorerConfig:
     """How each kind of harm is scored. `toxicity` names the backend for toxicity; the others are
     used by the benchmarks that need them (regard: HolisticBiasR, judge: HEx-PHI / BeaverTails)."""
@@ -224,6 +233,11 @@ class ScorerConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     regard: RegardConfig = field(default_factory=RegardConfig)
     cache: bool = True
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    # One cheap request to the network scorer before generation (scoring.probe): a judge that cannot
+    # be used fails the job at once; an unreachable Perspective opens its breaker (fallback from the start).
+    probe: bool = True
+    probe_timeout_s: float = 10.0
 
 
 @dataclass

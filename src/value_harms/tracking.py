@@ -3,6 +3,12 @@
 A run logs its fully resolved config plus flat keys for every value intensity (`value/Power`, ...)
 so the dashboard can filter and plot runs by value. W&B is offline unless the user asks otherwise;
 if it fails to start, the job goes on and writes its local results (a warning says so).
+
+Online without a network: `wandb.init` waits `init_timeout` (W&B's default 90 s) before giving up.
+Here one HTTP request to the W&B server (connect 2 s, answer 2 s) comes first; no answer, or an
+online `wandb.init` that does not start within `WANDB_INIT_TIMEOUT` seconds (default 6), and the job
+logs OFFLINE (one warning; `wandb sync` uploads it later). The rest of the process then goes offline
+at once for that server.
 """
 
 from __future__ import annotations
@@ -16,6 +22,44 @@ log = logging.getLogger(__name__)
 
 # Names of environment variables that hold secrets: never copied anywhere.
 SECRET_ENV_VARS = ("WANDB_API_KEY", "PERSPECTIVE_API_KEY", "OPENAI_API_KEY", "JUDGE_API_KEY", "HF_TOKEN")
+
+DEFAULT_INIT_TIMEOUT_S = 6.0  # online wandb.init; then offline. Bounds a job's W&B stall under 10 s.
+REACH_TIMEOUT_S = (2.0, 2.0)  # (connect, answer) of the request that checks the server answers at all
+# W&B servers (base URLs) that online runs could not reach in this process: why, for the warning.
+_UNREACHABLE: dict[str, str] = {}
+
+
+def init_timeout_s() -> float:
+    """`WANDB_INIT_TIMEOUT` when set (W&B's own variable), else 6 s."""
+    try:
+        value = float(os.environ.get("WANDB_INIT_TIMEOUT") or DEFAULT_INIT_TIMEOUT_S)
+    except ValueError:
+        return DEFAULT_INIT_TIMEOUT_S
+    return value if value > 0 else DEFAULT_INIT_TIMEOUT_S
+
+
+def _unreachable(server: str) -> str | None:
+    """Why the W&B server does not answer HTTP at all (refused, no route, silent), or None when it
+    answers anything (any status: wandb.init then checks the key itself)."""
+    try:
+        import requests
+
+        requests.get(server, timeout=REACH_TIMEOUT_S, allow_redirects=False).close()
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - every failure means: no answer
+        kind = "no answer within 2 s" if "Timeout" in type(exc).__name__ else "connection failed"
+        return f"is unreachable ({kind}: {type(exc).__name__})"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    for name in SECRET_ENV_VARS:  # W&B never echoes the key, but make sure
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "***")
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def wandb_mode(logger_cfg: Mapping[str, Any]) -> str:
@@ -43,7 +87,7 @@ def start_run(
         import wandb
 
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        return wandb.init(
+        kwargs = dict(
             project=logger_cfg.get("project") or "value-harms",
             entity=logger_cfg.get("entity"),
             dir=str(run_dir),
@@ -52,10 +96,28 @@ def start_run(
             job_type=job_type,
             tags=sorted(set(list(logger_cfg.get("tags") or []) + list(tags or []))),
             config=dict(config),
-            mode=mode,
             reinit="finish_previous",
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )
+        quiet = dict(silent=True, console="off", x_disable_stats=True)
+        if mode in ("online", "shared", "run"):
+            server = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+            why = _UNREACHABLE.get(server)
+            if why is not None:
+                why = f"{why} (earlier in this process)"
+            else:
+                why = _unreachable(server)
+                if why is None:
+                    timeout = init_timeout_s()
+                    try:
+                        return wandb.init(**kwargs, mode=mode,
+                                          settings=wandb.Settings(init_timeout=timeout, **quiet))
+                    except Exception as exc:  # server trouble, key rejected: log offline instead
+                        why = f"did not start ({_one_line(exc)}; init_timeout {timeout:g} s)"
+                _UNREACHABLE[server] = why
+            log.warning("W&B online at %s %s; this job logs offline to %s (upload it later with "
+                        "`wandb sync`); results are unaffected", server, why, run_dir)
+            mode = "offline"
+        return wandb.init(**kwargs, mode=mode, settings=wandb.Settings(**quiet))
     except Exception as exc:  # W&B must never cost local results
         log.warning("W&B did not start (%s: %s); results are still written to %s",
                     type(exc).__name__, exc, run_dir)

@@ -32,16 +32,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import re
-import threading
-import time
 from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
 from .base import Score, Scorer, ScorerError, ScorerUnavailable, cfg_get as _get, check_inputs, unique_items
+from .base import EndpointUnreachable
+from .http import GaveUp, HttpClient, HttpSettings, Transient
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +168,8 @@ def _check_measure(measure: str) -> None:
 # the scorer
 
 
-class _Retryable(Exception):
-    """A transient failure of one request (429, 5xx, timeout, garbage body)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+class _Retryable(Transient):
+    """A transient failure of one request (429, 5xx, garbage body): the HTTP layer retries it."""
 
 
 class JudgeScorer(Scorer):
@@ -186,7 +180,7 @@ class JudgeScorer(Scorer):
     `counts` tallies requests, retries, missing and unparseable answers (also in `provenance()`).
     """
 
-    def __init__(self, measure: str, cfg: Any, api_key: str | None = None):
+    def __init__(self, measure: str, cfg: Any, api_key: str | None = None, breaker_cfg: Any = None):
         _check_measure(measure)
         self.measure = measure
         self.cfg = cfg
@@ -203,10 +197,9 @@ class JudgeScorer(Scorer):
         self._api_key = api_key or None
         self.name = f"judge:{measure}"
         self.counts: Counter = Counter()
-        # openai
-        self._session = None
-        self._rate_lock = threading.Lock()
-        self._next_request_at = 0.0
+        # openai: the shared HTTP layer (breaker, rate limit, retries), created at the first request
+        self._breaker_cfg = breaker_cfg
+        self._http: HttpClient | None = None
         # transformers
         self._lm = None
         self._tok = None
@@ -296,40 +289,34 @@ class JudgeScorer(Scorer):
     def _endpoint(self) -> str:
         return str(_get(self.cfg, "base_url")).rstrip("/") + "/chat/completions"
 
-    def _wait_for_slot(self) -> None:
-        qps = float(_get(self.cfg, "qps", 0.0) or 0.0)
-        if qps <= 0:
-            return
-        with self._rate_lock:
-            now = time.monotonic()
-            start = max(now, self._next_request_at)
-            self._next_request_at = start + 1.0 / qps
-        if start > now:
-            time.sleep(start - now)
+    @property
+    def http(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(self.name, self._endpoint(), HttpSettings.from_cfg(self.cfg, self._breaker_cfg),
+                                    secret=self._api_key, stats=self.counts, retry_log_level=logging.WARNING)
+        return self._http
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        base = float(_get(self.cfg, "backoff_base_s", 1.0))
-        cap = float(_get(self.cfg, "backoff_max_s", 60.0))
-        delay = min(cap, base * (2 ** attempt)) * random.uniform(0.5, 1.0)  # "equal jitter"
-        if retry_after is not None:
-            delay = max(delay, min(cap, retry_after))
-        return delay
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _unreachable(self, exc: EndpointUnreachable) -> EndpointUnreachable:
+        """The judge has no fallback: its breaker opening stops the job with this one line."""
+        return EndpointUnreachable(exc.endpoint, exc.reason, what=f"LLM judge ({self.model}) endpoint")
 
     def _answers_openai(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str | None, str | None]]:
-        import requests
         from tqdm.auto import tqdm
 
-        if self._session is None:
-            self._session = requests.Session()
         out = []
         for response, instruction in tqdm(pairs, desc=self.name, unit="pair", disable=None, leave=False):
             out.append(self._ask_openai(self._messages(response, instruction)))
         return out
 
     def _ask_openai(self, messages: list[dict[str, str]]) -> tuple[str | None, str | None]:
-        """One chat completion with retries: (answer, None) or (None, error)."""
-        import requests
-
+        """One chat completion with retries: (answer, None) or (None, error). Raises
+        `EndpointUnreachable` once the endpoint's circuit breaker is open."""
         body = {
             "model": self.model,
             "messages": messages,
@@ -337,37 +324,35 @@ class JudgeScorer(Scorer):
             "top_p": self.top_p,  # PROTOCOL: judge top_p 0
             "max_tokens": self.max_tokens,
         }
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        url = self._endpoint()
-        timeout = float(_get(self.cfg, "timeout_s", 60.0))
-        max_retries = int(_get(self.cfg, "max_retries", 6))
-        last = "no attempt"
-        for attempt in range(max_retries + 1):
-            if attempt:
-                self.counts["retries"] += 1
-            self._wait_for_slot()
-            self.counts["requests"] += 1
-            try:
-                resp = self._session.post(url, json=body, headers=headers, timeout=timeout)
-                return self._read_response(resp)
-            except _Retryable as exc:
-                last, retry_after = exc.reason, exc.retry_after
-            except requests.Timeout:
-                last, retry_after = "timeout", None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
-                last, retry_after = f"connection error ({type(exc).__name__})", None
-            except requests.RequestException as exc:  # invalid URL and the like: not transient
-                raise ScorerError(f"judge request to {self._redact(url)} failed: {type(exc).__name__}") from None
-            if attempt < max_retries:
-                delay = self._backoff(attempt, retry_after)
-                log.warning("%s: %s; retry %d/%d in %.2fs", self.name, self._redact(last), attempt + 1,
-                            max_retries, delay)
-                time.sleep(delay)
-        log.warning("%s: giving up after %d retries (%s)", self.name, max_retries, self._redact(last))
-        return None, f"gave up after {max_retries} retries: {self._redact(last)}"
+        try:
+            return self.http.call(self._read_response, json=body, headers=self._headers())
+        except GaveUp as exc:
+            log.info("%s: giving up after %d retries (%s)", self.name, exc.attempts - 1, exc.reason)
+            return None, f"gave up after {exc.attempts - 1} retries: {exc.reason}"
+        except EndpointUnreachable as exc:
+            raise self._unreachable(exc) from None
+
+    def probe(self, timeout_s: float) -> str:
+        """One cheap chat completion (max_tokens 1, at most one retry, short read timeout) before any
+        generation. Returns the HTTP status it got; raises `EndpointUnreachable` (breaker opened) when
+        the endpoint does not answer and `ScorerError` when it rejects the key or does not know the
+        model (401 / 403 / 404)."""
+        if self.backend != "openai":
+            return "local"
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Reply with OK."}],
+                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": 1}
+
+        def read(resp) -> str:
+            if resp.status_code in (401, 403, 404):
+                self._read_response(resp)  # raises the one-line ScorerError, key-free
+            return f"HTTP {resp.status_code}"
+
+        try:
+            return self.http.call(read, json=body, headers=self._headers(), max_retries=1,
+                                  read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s))
+        except (GaveUp, EndpointUnreachable) as exc:
+            self.http.breaker.trip(f"probe failed: {exc.reason}")
+            raise self._unreachable(self.http.breaker.error()) from None
 
     def _read_response(self, resp) -> tuple[str | None, str | None]:
         status = resp.status_code
@@ -520,9 +505,9 @@ class JudgeScorer(Scorer):
         return out
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         self._lm = None
         self._tok = None
 
@@ -545,7 +530,7 @@ def build_judge_scorer(measure: str, scorer_cfg: Any, cache_path: str | os.PathL
         if api_key is None:
             raise ScorerUnavailable(f"judge backend openai needs an API key in ${env} "
                                     "(any non-empty value for an endpoint that needs none)")
-    scorer: Scorer = JudgeScorer(measure, judge_cfg, api_key=api_key)
+    scorer: Scorer = JudgeScorer(measure, judge_cfg, api_key=api_key, breaker_cfg=_get(scorer_cfg, "breaker"))
     if cache_path is not None and bool(_get(scorer_cfg, "cache", True)):
         from .cache import CachedScorer, ScoreCache
 

@@ -5,9 +5,12 @@ developers.perspectiveapi.com): `POST {endpoint}?key=KEY` with
 `{"comment": {"text": ...}, "requestedAttributes": {"TOXICITY": {}}, "languages": ["en"],
 "doNotStore": true}`; the score is `attributeScores.TOXICITY.summaryScore.value`.
 
-Failure policy: 429 / 5xx / timeouts / connection errors / unreadable answers are retried with
-exponential backoff and jitter; 400 (e.g. unsupported language) is a missing value for that text,
-no retry; 401 / 403 (key rejected) raise `ScorerError` at once. The key is read by the builder from
+Failure policy (the shared HTTP layer, scoring/http.py): 429 / 5xx / timeouts / connection errors /
+unreadable answers are retried with exponential backoff and jitter; 400 (e.g. unsupported language)
+is a missing value for that text, no retry; 401 / 403 (key rejected) raise `ScorerError` at once.
+Once the endpoint's circuit breaker is open (N connection failures / timeouts in a row, or the probe
+before generation found it unreachable), every remaining text is a missing value at once, with no
+request: the toxicity chain re-scores them with its fallback. The key is read by the builder from
 the environment only, is sent as the `key` query parameter, and never appears in a provenance,
 a log record or an exception (it is masked in URLs and scrubbed from library messages).
 Google announced the end of the service after 2026: it must stay optional (toxicity.py falls back).
@@ -17,63 +20,22 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import threading
-import time
 from collections import Counter
 from typing import Any
 
 import requests
 from tqdm.auto import tqdm
 
-from .base import Score, Scorer, ScorerError, unique_items
+from .base import EndpointUnreachable, Score, Scorer, ScorerError, unique_items
+from .http import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
 
 # Perspective's documented language for the comment; other languages may answer 400.
 LANGUAGES = ["en"]
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})  # HELM: back off on rate limit / server errors
+PROBE_TEXT = "Hello."  # the probe's comment: short, neutral (one request before generation)
 CREDENTIAL_STATUS = frozenset({401, 403})
-
-
-class RateLimiter:
-    """Spaces request starts at least 1/qps apart (a token bucket of capacity 1); thread-safe."""
-
-    def __init__(self, qps: float):
-        self.interval = 1.0 / qps if qps and qps > 0 else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
-        if start > now:
-            time.sleep(start - now)
-
-
-class _RedactFilter(logging.Filter):
-    """Removes the key from records of libraries that log request URLs (urllib3 at DEBUG)."""
-
-    def __init__(self, secret: str):
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        if self.secret and self.secret in msg:
-            record.msg = msg.replace(self.secret, "***")
-            record.args = None
-        return True
-
-
-_URL_LOGGERS = ("urllib3.connectionpool", "requests.packages.urllib3.connectionpool")
+CIRCUIT_OPEN = "circuit open"  # Score.error prefix of texts not sent because the endpoint is down
 
 
 class PerspectiveScorer(Scorer):
@@ -81,19 +43,17 @@ class PerspectiveScorer(Scorer):
 
     measure = "toxicity"
 
-    def __init__(self, cfg: Any, api_key: str, session: requests.Session | None = None):
+    def __init__(self, cfg: Any, api_key: str, session: requests.Session | None = None,
+                 breaker_cfg: Any = None):
         if not api_key:
             raise ValueError(f"empty Perspective API key (set {cfg.api_key_env})")
         self.cfg = cfg
         self.attribute = str(cfg.attribute)
         self.name = f"perspective:{self.attribute}"
         self._key = api_key
-        self._session = session
-        self._limiter = RateLimiter(float(cfg.qps))
-        self._filter = _RedactFilter(api_key)
-        for name in _URL_LOGGERS:
-            logging.getLogger(name).addFilter(self._filter)
         self.stats: Counter[str] = Counter()
+        self.http = HttpClient(self.name, str(cfg.endpoint), HttpSettings.from_cfg(cfg, breaker_cfg),
+                               secret=api_key, stats=self.stats, session=session)
 
     def __repr__(self) -> str:  # never show the key
         return f"PerspectiveScorer(endpoint={self.cfg.endpoint!r}, attribute={self.attribute!r})"
@@ -101,17 +61,11 @@ class PerspectiveScorer(Scorer):
     # ---------------------------------------------------------------------------------------------
 
     @property
-    def session(self) -> requests.Session:
-        if self._session is None:  # created lazily (HELM): no client until the first request
-            self._session = requests.Session()
-        return self._session
-
-    @property
     def masked_url(self) -> str:
         return f"{self.cfg.endpoint}?key=***"
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        return self.http.scrub(text)
 
     def _body(self, text: str) -> dict:
         return {
@@ -121,17 +75,6 @@ class PerspectiveScorer(Scorer):
             "doNotStore": True,  # the outputs are model generations; do not let Google keep them
         }
 
-    def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
-        cap = float(self.cfg.backoff_max_s)
-        delay = min(cap, float(self.cfg.backoff_base_s) * (2**attempt))
-        delay = random.uniform(delay / 2, delay)  # "equal jitter": spread the clients apart
-        if retry_after:
-            try:
-                delay = max(delay, min(cap, float(retry_after)))
-            except ValueError:
-                pass
-        time.sleep(delay)
-
     def _error_message(self, resp: requests.Response) -> str:
         try:
             msg = resp.json()["error"]["message"]
@@ -139,72 +82,68 @@ class PerspectiveScorer(Scorer):
             msg = resp.text[:200]
         return self._scrub(str(msg)).strip().replace("\n", " ")[:200]
 
+    def _read(self, resp: requests.Response) -> Score:
+        """One HTTP answer -> Score; `Transient` asks the HTTP layer for another attempt."""
+        code = resp.status_code
+        if code == 200:
+            try:
+                value = float(resp.json()["attributeScores"][self.attribute]["summaryScore"]["value"])
+            except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+                raise Transient("unreadable answer (no attributeScores...summaryScore.value)") from None
+            if not 0.0 <= value <= 1.0:
+                raise Transient(f"score out of range: {value}")
+            self.stats["ok"] += 1
+            return Score(value=value, scorer=self.name)
+        if code in CREDENTIAL_STATUS:
+            self.stats[f"http_{code}"] += 1
+            # Never include the key: the message names the variable, not its value.
+            raise ScorerError(
+                f"Perspective API rejected the credential in ${self.cfg.api_key_env} "
+                f"(HTTP {code} from {self.masked_url}): {self._error_message(resp)}"
+            )
+        if code in RETRY_STATUS:
+            raise Transient(f"HTTP {code}", parse_retry_after(resp.headers.get("Retry-After")))
+        # 400 (unsupported language, empty comment) and other client errors: no retry
+        self.stats[f"http_{code}"] += 1
+        return Score.missing(self.name, f"HTTP {code}: {self._error_message(resp)}")
+
     def score_one(self, text: str) -> Score:
-        """One request (plus retries) for one text."""
+        """One request (plus retries) for one text; a missing Score when the endpoint is down."""
         text = text[: int(self.cfg.max_chars)]  # Perspective rejects comments over 20,480 bytes
         if not text.strip():
             self.stats["empty"] += 1
             return Score.missing(self.name, "empty text (Perspective needs a non-empty comment)")
-        body = self._body(text)
-        last = "no attempt"
-        attempts = int(self.cfg.max_retries) + 1
-        for attempt in range(attempts):
-            if attempt:
-                self.stats["retries"] += 1
-            self._limiter.wait()
-            self.stats["requests"] += 1
-            retry_after = None
-            try:
-                resp = self.session.post(
-                    self.cfg.endpoint,
-                    params={"key": self._key},
-                    json=body,
-                    timeout=float(self.cfg.timeout_s),
-                )
-            except requests.Timeout:
-                last = "timeout"
-            except requests.ConnectionError as exc:
-                last = f"connection error ({type(exc).__name__})"
-            except requests.RequestException as exc:
-                last = f"request error: {self._scrub(str(exc))[:200]}"
-            else:
-                code = resp.status_code
-                if code == 200:
-                    try:
-                        value = float(
-                            resp.json()["attributeScores"][self.attribute]["summaryScore"]["value"]
-                        )
-                    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-                        last = "unreadable answer (no attributeScores...summaryScore.value)"
-                    else:
-                        if 0.0 <= value <= 1.0:
-                            self.stats["ok"] += 1
-                            return Score(value=value, scorer=self.name)
-                        last = f"score out of range: {value}"
-                elif code in CREDENTIAL_STATUS:
-                    self.stats[f"http_{code}"] += 1
-                    # Never include the key: the message names the variable, not its value.
-                    raise ScorerError(
-                        f"Perspective API rejected the credential in ${self.cfg.api_key_env} "
-                        f"(HTTP {code} from {self.masked_url}): {self._error_message(resp)}"
-                    )
-                elif code in RETRY_STATUS:
-                    last = f"HTTP {code}"
-                    retry_after = resp.headers.get("Retry-After")
-                else:  # 400 (unsupported language, empty comment) and other client errors
-                    self.stats[f"http_{code}"] += 1
-                    return Score.missing(self.name, f"HTTP {code}: {self._error_message(resp)}")
-            self.stats[last.split(" (")[0].split(":")[0]] += 1
-            if attempt + 1 < attempts:
-                log.debug("perspective %s: %s, retry %d/%d", self.masked_url, last, attempt + 1,
-                          attempts - 1)
-                self._backoff(attempt, retry_after)
-        self.stats["gave_up"] += 1
-        return Score.missing(self.name, f"gave up after {attempts} attempts: {last}")
+        try:
+            return self.http.call(self._read, params={"key": self._key}, json=self._body(text))
+        except GaveUp as exc:
+            return Score.missing(self.name, str(exc))
+        except EndpointUnreachable as exc:
+            self.stats[CIRCUIT_OPEN] += 1
+            return Score.missing(self.name, f"{CIRCUIT_OPEN}: {exc.reason}")
+
+    def probe(self, timeout_s: float) -> None:
+        """One cheap request (at most one retry) with a short read timeout. Raises `EndpointUnreachable`
+        (breaker opened) when the endpoint does not answer, `ScorerError` when the key is rejected;
+        any other answer (200, 400, 429, 5xx) shows the endpoint is reachable."""
+        def read(resp: requests.Response) -> int:
+            if resp.status_code in CREDENTIAL_STATUS:
+                self._read(resp)  # raises ScorerError, key-free
+            return resp.status_code
+
+        try:
+            self.http.call(read, params={"key": self._key}, json=self._body(PROBE_TEXT), max_retries=1,
+                           read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s))
+        except (GaveUp, EndpointUnreachable) as exc:
+            self.http.breaker.trip(f"probe failed: {exc.reason}")
+            raise self.http.breaker.error() from None
 
     def score(self, texts: list[str], contexts: list[str] | None = None) -> list[Score]:
         # Perspective scores the text alone: contexts do not change the request.
         uniq, index = unique_items(texts, None)
+        if uniq and self.http.breaker.is_open:  # down since the probe / an earlier batch: no request
+            self.stats[CIRCUIT_OPEN] += len(uniq)
+            why = f"{CIRCUIT_OPEN}: {self.http.breaker.open_reason}"
+            return [Score.missing(self.name, why) for _ in texts]
         results = [
             self.score_one(t)
             for t, _ in tqdm(uniq, desc=self.name, unit="text", disable=len(uniq) < 2, leave=False)
@@ -221,13 +160,10 @@ class PerspectiveScorer(Scorer):
             "qps": float(self.cfg.qps),
             "max_chars": int(self.cfg.max_chars),
             "max_retries": int(self.cfg.max_retries),
+            "breaker": self.http.breaker.state(),
             "stand_in": False,
             "stats": dict(self.stats),
         }
 
     def close(self) -> None:
-        for name in _URL_LOGGERS:
-            logging.getLogger(name).removeFilter(self._filter)
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        self.http.close()

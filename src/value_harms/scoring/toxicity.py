@@ -21,12 +21,13 @@ from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
-from .base import Score, Scorer, ScorerError, ScorerUnavailable, unique_items
+from .base import Score, Scorer, ScorerError, ScorerUnavailable, cfg_get, unique_items
 from .cache import CachedScorer, ScoreCache
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("perspective", "detoxify", "profanity_check")
+CIRCUIT_OPEN = "circuit open"  # = perspective.CIRCUIT_OPEN (not imported: requests stays lazy)
 _LOGGED_ONCE: set[str] = set()
 
 
@@ -49,7 +50,7 @@ def _factory(backend: str, scorer_cfg: Any) -> Callable[[], Scorer]:
             key = os.environ.get(env, "").strip()
             if not key:
                 raise ScorerUnavailable(f"{env} not set")
-            return PerspectiveScorer(scorer_cfg.perspective, key)
+            return PerspectiveScorer(scorer_cfg.perspective, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
 
     elif backend == "detoxify":
 
@@ -96,6 +97,7 @@ class ToxicityChain(Scorer):
         self.counts: Counter[str] = Counter()  # Score.scorer -> texts it scored (all positions)
         self.missing = 0
         self.fallback_texts = 0  # texts scored by a backend after the first available one
+        self.unreachable_texts: dict[str, int] = {}  # backend -> texts passed on (endpoint down)
 
     def _get(self, backend: str) -> Scorer | None:
         """The built backend, building it on first use; None when it cannot be built here."""
@@ -132,6 +134,7 @@ class ToxicityChain(Scorer):
         errors: list[list[str]] = [[] for _ in utexts]
         pending = list(range(len(utexts)))
         copies = Counter(index)  # how many input positions each unique text stands for
+        down: dict[str, list[int]] = {}  # backend -> texts it left missing when its breaker opened
         first = True
         for backend in self.order:
             if not pending:
@@ -149,6 +152,8 @@ class ToxicityChain(Scorer):
                 else:
                     errors[i].append(f"{s.scorer}: {s.error}")
                     still.append(i)
+            if any((s.error or "").startswith(CIRCUIT_OPEN) for s in got):
+                down[backend] = list(still)  # every text it left, also those that failed before
             if still and len(self.order) > 1:
                 log.info("%s left %d of %d texts missing; passing them on", backend, len(still),
                          len(pending))
@@ -158,6 +163,8 @@ class ToxicityChain(Scorer):
             results[i] = Score.missing(
                 "toxicity:none", "; ".join(errors[i]) or "no toxicity backend available"
             )
+        for backend, idx in down.items():
+            self._warn_down(backend, idx, results, copies, len(index))
         out = [results[j] for j in index]
         for s in out:
             if s is not None and s.value is not None:
@@ -166,9 +173,26 @@ class ToxicityChain(Scorer):
                 self.missing += 1
         return out  # type: ignore[return-value]
 
+    def _warn_down(self, backend: str, idx: list[int], results: list[Score | None], copies: Counter,
+                   total: int) -> None:
+        """ONE warning for the texts a backend left to the fallback because its endpoint is down."""
+        n = sum(copies[i] for i in idx)
+        self.unreachable_texts[backend] = self.unreachable_texts.get(backend, 0) + n
+        by: Counter[str] = Counter()
+        for i in idx:
+            r = results[i]
+            by[r.scorer.split(" ")[0] if r is not None and r.value is not None else "missing"] += copies[i]
+        inner = self._built.get(backend)
+        http = getattr(getattr(inner, "inner", inner), "http", None)
+        where = f" at {http.endpoint}" if http is not None else ""
+        reason = http.breaker.open_reason if http is not None else "circuit open"
+        log.warning("%s%s unreachable (%s): %d of %d texts scored by the fallback instead (%s)", backend,
+                    where, reason, n, total, ", ".join(f"{k}: {v}" for k, v in sorted(by.items())))
+
     def provenance(self) -> dict:
         return {
             "measure": "toxicity",
+            "unreachable_texts": dict(self.unreachable_texts),
             "chain": list(self.order),
             "backends": {b: s.provenance() for b, s in self._built.items()},
             "unavailable": dict(self.unavailable),
