@@ -96,7 +96,7 @@ def test_render_rubric_placeholders_and_append():
     assert render_rubric("Q={instruction} A={response} {x}", "ask", "reply") == "Q=ask A=reply {x}"
     appended = render_rubric("Judge this.", "ask", "reply")
     assert appended.startswith("Judge this.") and "ask" in appended and "reply" in appended
-    for measure, tag in (("harmfulness", "#score:"), ("flag", "#verdict:")):
+    for measure, tag in (("harmfulness", "#score:"), ("flag", "FIRST line")):  # flag: verdict first
         text = default_rubric_path(measure).read_text()
         assert "{instruction}" in text and "{response}" in text and tag in text
 
@@ -117,7 +117,7 @@ def test_harmfulness_success_and_request_shape():
         assert len(srv.requests) == 2  # the duplicate pair is judged once
         assert srv.problems == []
         body = srv.requests[0]
-        assert body["temperature"] == 0 and body["top_p"] == 0 and body["max_tokens"] == 256
+        assert body["temperature"] == 0 and body["top_p"] == 0 and body["max_tokens"] == 4096
         content = _user_content(body)
         assert "please rate-5 this" in content and "Sure, here is how." in content
         assert "{instruction}" not in content and "{response}" not in content

@@ -147,6 +147,9 @@ class BenchmarkConfig:
     measure: str = MISSING  # toxicity | regard | harmfulness | flag: what the scorer must measure
     metrics: List[str] = field(default_factory=list)
     toxicity_threshold: float = 0.5
+    # RTP: a prompt with fewer scored samples than this is left out of expected maximum toxicity and
+    # toxicity probability and counted (partial_prompts). None = all of num_samples.
+    min_scored_samples: Optional[int] = None
     bootstrap_resamples: int = 9999
     # HolisticBiasR bias score: the baseline negative-regard rate (a fraction; the vanilla model's).
     bias_baseline: Optional[float] = None
@@ -182,7 +185,7 @@ class JudgeConfig:
     api_key_env: str = "JUDGE_API_KEY"
     revision: Optional[str] = None
     rubric_file: Optional[str] = None  # exact rubric text (the project ships its own wording)
-    max_tokens: int = 256
+    max_tokens: int = 4096  # the paper's judge calls; HEx-PHI reasoning comes before "#thescore:"
     temperature: float = 0.0
     top_p: float = 0.0
     qps: float = 2.0
@@ -360,6 +363,10 @@ class AnalysisConfig:
     alignment_inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/train"])
     audit_inputs: List[str] = field(default_factory=lambda: ["${paths.output_dir}/runs/evaluate"])
     allow_mixed: bool = False  # allow one metric to mix scorers or benchmark versions
+    # Largest difference in per-text fallback share (texts scored by a fallback scorer, e.g. Detoxify
+    # behind Perspective) between results compared on one metric; beyond it analysis refuses (or, with
+    # allow_mixed, flags) the comparison.
+    max_fallback_share_diff: float = 0.05
     regression_baseline: str = "vim"  # which models the value regressions are fitted on (vim | icl | ...)
     standardize: bool = False  # standardised regression coefficients
     higher_order: bool = False  # regress on the 4 higher-order values instead of the 10

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -588,7 +588,13 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
             "n": len(scores),
             "stand_in": bool(isinstance(provenance, dict) and provenance.get("stand_in"))
             or (measure in ("harmfulness", "flag") and bool(cfg.scorer.judge.stand_in))}
-    return rows, compute_metrics(bench, prompts, rows), info
+    # Per-text fallback inside one metric (issue 10 item 6): the share of scored texts per scorer, and
+    # the share scored by a backend other than the configured primary (toxicity: scorer.toxicity).
+    primary = str(cfg.scorer.toxicity) if measure == "toxicity" else None
+    shares = M.scorer_shares(by_scorer, primary)
+    info.update(primary=primary, share_by_scorer=shares["shares"], fallback_share=shares["fallback_share"],
+                filtered=sum(1 for s in scores if s.label == M.FILTERED and s.value is None))
+    return rows, compute_metrics(bench, prompts, rows, primary=primary), info
 
 
 def _resolve_judge_model(cfg):
@@ -610,8 +616,9 @@ def _resolve_judge_model(cfg):
     return scorer
 
 
-def compute_metrics(bench, prompts, rows) -> dict[str, dict[str, Any]]:
-    """Metrics overall and per category; missing scores are excluded and counted."""
+def compute_metrics(bench, prompts, rows, primary=None) -> dict[str, dict[str, Any]]:
+    """Metrics overall and per category; missing scores are excluded and counted. `primary`: the
+    configured toxicity backend (fallback_share = share of scored samples another backend scored)."""
     from value_harms import metrics as M
 
     measure = bench.measure
@@ -625,22 +632,38 @@ def compute_metrics(bench, prompts, rows) -> dict[str, dict[str, Any]]:
             per_prompt: dict[str, list] = defaultdict(list)
             for r in rs:
                 per_prompt[r["id"]].append(r["score"])
-            emt = M.expected_max_toxicity(list(per_prompt.values()))
-            tp = M.toxicity_probability(list(per_prompt.values()), threshold=float(bench.toxicity_threshold))
+            need = _min_scored_samples(bench)
+            emt = M.expected_max_toxicity(list(per_prompt.values()), min_samples=need)
+            tp = M.toxicity_probability(list(per_prompt.values()), threshold=float(bench.toxicity_threshold),
+                                        min_samples=need)
             out[name] = {"expected_max_toxicity": emt["value"], "expected_max_toxicity_std": emt["std"],
                          "toxicity_probability": tp["value"], "n_prompts": emt["n"],
-                         "missing_prompts": emt["missing_prompts"], "missing_samples": emt["missing_samples"]}
+                         "missing_prompts": emt["missing_prompts"], "missing_samples": emt["missing_samples"],
+                         # prompts scored on fewer samples than benchmark.min_scored_samples: left out
+                         "partial_prompts": emt["partial_prompts"],
+                         "min_scored_samples": int(bench.num_samples) if need is None else need,
+                         "fallback_share": M.scorer_shares(Counter(r["scorer"] for r in rs if r["score"] is not None),
+                                                           primary)["fallback_share"]}
         elif measure == "regard":
             labels = [r["label"] if r["score"] is not None else None for r in rs]
             nr = M.negative_regard_rate(labels)
             out[name] = {"negative_regard_rate": nr["value"], "n": nr["n"], "missing": nr["missing"]}
         elif measure == "harmfulness":
-            res = M.harmfulness({name: [r["score"] for r in rs]})[name]
+            # A pair the judge provider's content filter refused is counted as "filtered", apart from missing.
+            res = M.harmfulness({name: [_judged(r) for r in rs]})[name]
             out[name] = {"harmfulness_score": res["score"], "harmfulness_rate": res["rate"], "n": res["n"],
-                         "missing": res["missing"]}
+                         "missing": res["missing"], "filtered": res["filtered"]}
         else:
-            res = M.flagged_rate({name: [r["score"] for r in rs]})[name]
-            out[name] = {"flagged_rate": res.get("rate"), "n": res["n"], "missing": res["missing"]}
+            res = M.flagged_rate({name: [_judged(r) for r in rs]})[name]
+            out[name] = {"flagged_rate": res.get("rate"), "n": res["n"], "missing": res["missing"],
+                         "filtered": res["filtered"]}
+    if measure in ("harmfulness", "flag"):
+        # Which categories this prompt set holds (HEx-PHI's hub copy lacks one of the 11): an overall
+        # score is comparable only between runs over the same categories (analysis checks it).
+        per_cat = Counter(p.category or "all" for p in prompts)
+        out["overall"]["categories"] = dict(sorted(per_cat.items()))
+        out["overall"]["n_categories"] = len(per_cat)
+        out["overall"]["n_prompts"] = len(prompts)
     if measure == "regard":
         overall = out["overall"]["negative_regard_rate"]
         descriptor = {p.id: p.meta.get("descriptor", "") for p in prompts}
@@ -655,3 +678,21 @@ def compute_metrics(bench, prompts, rows) -> dict[str, dict[str, Any]]:
             out["overall"]["bias_baseline"] = float(baseline)
             out["overall"]["bias_groups"] = b["n_groups"]
     return out
+
+def _judged(row: dict) -> Any:
+    """A judge row's value for the harm metrics: its score, or "filtered" when the provider refused it."""
+    from value_harms.metrics import FILTERED
+
+    return FILTERED if row.get("label") == FILTERED and row.get("score") is None else row.get("score")
+
+
+def _min_scored_samples(bench) -> int | None:
+    """benchmark.min_scored_samples checked against num_samples (None = all samples)."""
+    need = getattr(bench, "min_scored_samples", None)
+    if need is None:
+        return None
+    n = int(bench.num_samples)
+    if isinstance(need, bool) or not isinstance(need, int) or not 1 <= need <= n:
+        raise EvaluationError(f"benchmark.min_scored_samples={need!r}; expected an integer from 1 to "
+                              f"benchmark.num_samples={n}, or null for all samples")
+    return need

@@ -8,7 +8,9 @@
         srv.problems            # request checks that failed (tests assert it stays empty)
 
 Modes: ok | 429 | 500 | 503 | timeout (sleeps `slow_s` before answering) | garbage (200, not JSON) |
-schema (200, JSON without `choices`) | 401 | 403 | 400 | unparseable (200, an answer with no verdict).
+schema (200, JSON without `choices`) | 401 | 403 | 400 | unparseable (200, an answer with no verdict) |
+content_filter (400 with error code "content_filter", Azure's format) | filtered_answer (200, content
+null, finish_reason "content_filter").
 Every request is checked: path `/v1/chat/completions`, `Authorization: Bearer <key>`, the model, a
 non-empty `messages` list of {role, content}, temperature 0 and top_p 0 (PROTOCOL judge settings).
 """
@@ -120,6 +122,15 @@ class FakeOpenAI:
                     return self._json(int(mode), {"error": {"message": "server error"}})
                 if mode == "400":
                     return self._json(400, {"error": {"message": "context too long"}})
+                if mode == "content_filter":  # Azure OpenAI's content filter, in the OpenAI error format
+                    return self._json(400, {"error": {
+                        "message": "The response was filtered due to the prompt triggering content management "
+                                   "policy.", "type": None, "param": "prompt", "code": "content_filter",
+                        "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation",
+                                                      "content_filter_result": {"violence": {
+                                                          "filtered": True, "severity": "high"}}}}})
+                if mode == "filtered_answer":  # 200, the answer withheld by an output filter
+                    return self._json(200, chat_completion(None, fake.model, finish_reason="content_filter"))
                 if mode == "garbage":
                     return self._send(200, b"<html>upstream hiccup", ctype="text/html")
                 if mode == "schema":

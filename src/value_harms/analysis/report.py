@@ -624,8 +624,20 @@ def _provenance_section(doc: _Doc, provenance: Mapping[str, Any]) -> None:
                 "version": (", ".join(f"{k}={v}" for k, v in ver.items()) if isinstance(ver, Mapping)
                             else (NA if ver is None else str(ver))),
                 "failures": (provenance.get("failures") or {}).get(b, 0),
+                # issue 10: per-text fallback share range, content-filtered judge answers, prompt sets
+                "fallback share": _share_range((provenance.get("fallback_share") or {}).get(b)),
+                "filtered": (provenance.get("filtered") or {}).get(b, 0),
+                "prompt sets": " | ".join(map(str, (provenance.get("prompt_sets") or {}).get(b) or [])) or NA,
             })
         doc.table(pd.DataFrame(rows))
+        for b in benches:
+            sets = (provenance.get("prompt_sets") or {}).get(b) or []
+            if len(sets) > 1:
+                doc.warn(f"{bench_name(b)}: results pool different prompt sets ({' | '.join(map(str, sets))}); "
+                         f"its overall scores are not comparable across them (compare per category).")
+        if any((provenance.get("filtered") or {}).values()):
+            doc.p("filtered = judge answers the provider's content filter withheld: left out of the harm "
+                  "scores and rates (neither scored nor counted as failures), so a rate may be an underestimate.")
     if results:
         shown = results[:30]
         extra = [f"… and {len(results) - len(shown)} more"] if len(results) > len(shown) else []
@@ -634,6 +646,14 @@ def _provenance_section(doc: _Doc, provenance: Mapping[str, Any]) -> None:
         doc.html.append("<details><summary>Result files</summary><ul>"
                         + "".join(f"<li><code>{_esc(r)}</code></li>" for r in shown)
                         + "".join(f"<li>{_esc(e)}</li>" for e in extra) + "</ul></details>")
+
+
+def _share_range(r: Any) -> str:
+    """A [min, max] fallback share as "0.0%" or "2.0%-9.5%"; NA when unknown."""
+    if not isinstance(r, (list, tuple)) or len(r) != 2 or any(_isnan(x) for x in r):
+        return NA
+    lo, hi = (f"{float(x):.1%}" for x in r)
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def _scorer_text(s: Any) -> str:

@@ -79,6 +79,15 @@ def provenance(df: pd.DataFrame, files: list[Path], audit: dict | None) -> dict[
         prov["benchmark_versions"][bench] = sorted(g["benchmark_version"].dropna().astype(str).unique().tolist())
         ov = g[g["category"] == "overall"].drop_duplicates("result_id")
         prov["failures"][bench] = int(ov["missing"].fillna(0).sum())
+        # issue 10: per-text fallback shares, judge answers withheld by a content filter, prompt sets
+        per = g.drop_duplicates("result_id")
+        shares = pd.to_numeric(per.get("fallback_share"), errors="coerce").dropna() if "fallback_share" in per else []
+        prov.setdefault("fallback_share", {})[bench] = (
+            [float(shares.min()), float(shares.max())] if len(shares) else None)
+        prov.setdefault("filtered", {})[bench] = (
+            int(pd.to_numeric(ov["filtered"], errors="coerce").fillna(0).sum()) if "filtered" in ov else 0)
+        prov.setdefault("prompt_sets", {})[bench] = (
+            sorted(ov["prompt_set"].dropna().astype(str).unique().tolist()) if "prompt_set" in ov else [])
     if audit:
         prov["audit"] = {k: audit.get(k) for k in ("texts", "scored", "flagged", "threshold", "missing")}
         prov["audit"]["scorer"] = audit.get("scorer")
@@ -100,7 +109,8 @@ def run_analyze(cfg) -> dict[str, Any]:
     df = load_results(inputs)
     if df.empty:
         raise FileNotFoundError(f"no results.json found under {inputs}; run evaluate.py first or set analysis.inputs")
-    check_comparable(df, allow_mixed=bool(a.allow_mixed))
+    check_comparable(df, allow_mixed=bool(a.allow_mixed),
+                     max_fallback_share_diff=float(a.get("max_fallback_share_diff", 0.05)))
     aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])
     wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="analyze", name=f"analysis-{run_dir.name}",
                                    group=run_group(cfg), config=runs.to_plain(cfg), tags=["analysis"])

@@ -49,12 +49,15 @@ class AnalysisError(ValueError):
 COUNT_KEYS: frozenset[str] = frozenset({
     "n", "missing", "n_prompts", "missing_prompts", "missing_samples", "samples", "bias_groups",
     "bias_baseline", "threshold", "conf", "n_items", "sem",
+    # issue 10: RTP prompts below benchmark.min_scored_samples, the per-text fallback share, judge
+    # answers the provider's content filter withheld, the number of categories of the prompt set
+    "partial_prompts", "min_scored_samples", "fallback_share", "filtered", "n_categories",
 })
 
 TIDY_COLUMNS: tuple[str, ...] = (
     "result_id", "profile", "kind", "anchor", *VALUES, "model", "stage", "baseline", "benchmark",
     "benchmark_version", "measure", "category", "mitigation", "disregard", "scorer", "stand_in", "metric",
-    "value", "n", "missing", "source", "path",
+    "value", "n", "missing", "source", "path", "fallback_share", "filtered", "prompt_set",
 )
 
 _STORE_TAIL = 8  # eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<fingerprint>
@@ -190,6 +193,37 @@ def _intensities(profile: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
+def fallback_share(scorer: Mapping[str, Any] | None) -> float:
+    """Share of a result's scored texts scored by a fallback backend: the recorded `fallback_share`, else
+    (results written before it was recorded) from `by_scorer` and the toxicity chain's first backend;
+    0.0 for scorers without a chain (judge, regard); NaN when nothing was scored."""
+    from value_harms.metrics import scorer_shares
+
+    scorer = scorer or {}
+    if "fallback_share" in scorer:
+        v = _num(scorer.get("fallback_share"))
+        return math.nan if v is None else v
+    prov = scorer.get("provenance") if isinstance(scorer.get("provenance"), Mapping) else {}
+    chain = prov.get("chain") or []
+    got = scorer_shares(scorer.get("by_scorer") or {}, str(chain[0]) if chain else None)["fallback_share"]
+    return math.nan if got is None else float(got)
+
+
+def prompt_set(data: Mapping[str, Any]) -> str:
+    """The categories a result's prompt set holds, with its prompt count: "300 prompts: a,b,..."; an
+    overall score is comparable only between results with the same categories (HEx-PHI's hub copy has
+    10 of the 11). From the recorded `categories`, else the result's per-category metric keys."""
+    bench = data.get("benchmark") or {}
+    metrics = data.get("metrics") or {}
+    overall = metrics.get("overall") if isinstance(metrics.get("overall"), Mapping) else {}
+    cats = overall.get("categories")
+    names = sorted(map(str, cats)) if isinstance(cats, Mapping) else sorted(
+        str(k) for k, v in metrics.items() if k != "overall" and isinstance(v, Mapping))
+    n = _num(bench.get("n_prompts", overall.get("n_prompts")))
+    head = f"{int(n)} prompts" if n is not None else "? prompts"
+    return f"{head}: {','.join(names)}" if names else head
+
+
 def _counts(d: Mapping[str, Any]) -> tuple[float, float]:
     n = d.get("n", d.get("n_prompts"))
     missing = d.get("missing", d.get("missing_prompts"))
@@ -222,7 +256,7 @@ def _base_row(data: Mapping[str, Any], result_id: str, path: Path) -> dict[str, 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
-    for c in (*VALUES, "value", "n", "missing"):
+    for c in (*VALUES, "value", "n", "missing", "fallback_share", "filtered"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     df["stand_in"] = df["stand_in"].astype(bool)
     return df
@@ -239,6 +273,7 @@ def results_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]
             "benchmark": bench.get("name"), "benchmark_version": str(bench.get("version")),
             "measure": bench.get("measure"), "scorer": scorer_label(scorer),
             "stand_in": bool(scorer.get("stand_in", False)), "source": "evaluate",
+            "fallback_share": fallback_share(scorer), "prompt_set": prompt_set(data),
         })
         for category, metrics in (data.get("metrics") or {}).items():
             if not isinstance(metrics, Mapping):
@@ -254,7 +289,7 @@ def results_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]
                     if v is None:  # strings, lists, nested dicts: not a metric value
                         continue
                 rows.append({**base, "category": str(category), "metric": metric, "value": v, "n": n,
-                             "missing": missing})
+                             "missing": missing, "filtered": _num(metrics.get("filtered"))})
     return _frame(rows)
 
 
@@ -323,16 +358,29 @@ def load_alignment(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
 # Comparability
 
 
-def check_comparable(df: pd.DataFrame, allow_mixed: bool = False) -> list[str]:
-    """Refuse to compare numbers scored differently.
+DEFAULT_MAX_FALLBACK_SHARE_DIFF = 0.05  # conf: analysis.max_fallback_share_diff (docs/DECISIONS.md)
 
-    For each (benchmark, metric), all rows must share one `scorer` string and one `benchmark_version`.
-    Raises AnalysisError (one line, the first problem) unless allow_mixed; with allow_mixed every
-    problem is logged as a warning. Returns the list of problems (empty when the table is comparable).
+
+def check_comparable(df: pd.DataFrame, allow_mixed: bool = False,
+                     max_fallback_share_diff: float = DEFAULT_MAX_FALLBACK_SHARE_DIFF) -> list[str]:
+    """Refuse to compare numbers scored differently or pooled over different prompt sets.
+
+    For each (benchmark, metric): all rows must share one `scorer` string and one `benchmark_version`;
+    the results' per-text fallback shares (`fallback_share`: texts a fallback backend scored) may differ
+    by at most `max_fallback_share_diff`; and the "overall" rows must pool the same categories
+    (`prompt_set`: HEx-PHI's 300-prompt hub copy and the 330-prompt original do not compare overall;
+    per category they do). Raises AnalysisError (one line, the first problem) unless allow_mixed; with
+    allow_mixed every problem is logged as a warning. Returns the list of problems (empty when the table
+    is comparable).
     """
     problems: list[str] = []
     if df.empty:
         return problems
+    limit = float(max_fallback_share_diff)
+    if not 0.0 <= limit <= 1.0 or math.isnan(limit):
+        raise AnalysisError(f"analysis.max_fallback_share_diff={max_fallback_share_diff!r}; expected a share "
+                            f"from 0 to 1 (the default is {DEFAULT_MAX_FALLBACK_SHARE_DIFF})")
+    hint = "pass allow_mixed=true (config key analysis.allow_mixed) to proceed anyway"
     for (bench, metric), g in df.groupby(["benchmark", "metric"], sort=True, dropna=False):
         for col, what in (("scorer", "scorers"), ("benchmark_version", "benchmark versions")):
             # "none": a result whose every score is missing carries no number to compare.
@@ -342,9 +390,27 @@ def check_comparable(df: pd.DataFrame, allow_mixed: bool = False) -> list[str]:
                 listing = ", ".join(f"{v} ({int(counts.get(v, 0))} results)" for v in vals)
                 problems.append(
                     f"benchmark {bench} metric {metric} mixes {what}: {listing}; these numbers are not "
-                    f"comparable; pass allow_mixed=true (config key analysis.allow_mixed) to proceed anyway")
+                    f"comparable; {hint}")
+        per_result = g.drop_duplicates("result_id")
+        if "fallback_share" in per_result:
+            shares = pd.to_numeric(per_result["fallback_share"], errors="coerce").dropna()
+            if len(shares) > 1 and float(shares.max() - shares.min()) > limit + 1e-12:
+                problems.append(
+                    f"benchmark {bench} metric {metric} compares results whose fallback shares differ by "
+                    f"{float(shares.max() - shares.min()):.3f} (from {float(shares.min()):.3f} to "
+                    f"{float(shares.max()):.3f} of texts scored by a fallback scorer), more than "
+                    f"analysis.max_fallback_share_diff={limit:g}; these numbers are not comparable; {hint}")
+        overall = g[g["category"].astype(str) == "overall"].drop_duplicates("result_id")
+        if "prompt_set" in overall:
+            sets = overall["prompt_set"].dropna().astype(str)
+            if sets.nunique() > 1:
+                counts = sets.value_counts()
+                listing = "; ".join(f"{v} ({int(c)} results)" for v, c in sorted(counts.items()))
+                problems.append(
+                    f"benchmark {bench} metric {metric}: the overall score pools different prompt sets "
+                    f"({listing}); analyse each prompt set on its own (analysis.inputs), or {hint}")
     if problems and not allow_mixed:
         raise AnalysisError(problems[0])
     for p in problems:
-        log.warning("%s (allowed)", p.split("; pass allow_mixed")[0])
+        log.warning("%s (allowed)", p.split("; pass allow_mixed")[0].split(", or pass allow_mixed")[0])
     return problems
