@@ -53,6 +53,17 @@ def _unreachable(server: str) -> str | None:
     return None
 
 
+def _no_telemetry_to(server: str) -> None:
+    """Stop W&B's own usage telemetry for this process: it is sent to the same server at exit, and
+    an unreachable one costs 10 s more there (wandb 0.31 `opentelemetry_proxy`, 10 s HTTP timeout)."""
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()
+    except Exception:  # noqa: BLE001 - another wandb version: nothing to switch off
+        log.debug("W&B telemetry switch not found; %s may be contacted at exit", server)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     for name in SECRET_ENV_VARS:  # W&B never echoes the key, but make sure
@@ -114,6 +125,7 @@ def start_run(
                     except Exception as exc:  # server trouble, key rejected: log offline instead
                         why = f"did not start ({_one_line(exc)}; init_timeout {timeout:g} s)"
                 _UNREACHABLE[server] = why
+                _no_telemetry_to(server)
             log.warning("W&B online at %s %s; this job logs offline to %s (upload it later with "
                         "`wandb sync`); results are unaffected", server, why, run_dir)
             mode = "offline"
