@@ -17,7 +17,9 @@ in a fresh output + cache folder (the tiny model is shared through a symlink):
    mitigation) for evaluation) with COMPLETE, parseable results.json / train_result.json and
    samples.jsonl of the right length; no leftover temporary files in the store; results complete
    before the kill are untouched (mtime and bytes) and reported as skipped; an interrupted training
-   step with a last.ckpt resumed from it.
+   step with a last.ckpt resumed from it; every trained adapter (sha256), its best step and
+   validation loss and its PVQ check equal the calibration (uninterrupted) run's, and so do the
+   evaluation samples.
 
 Prints one summary line (`fault_sweep: ...`) and exits 0 when every iteration passed.
 """
@@ -72,7 +74,8 @@ def commands(out: Path, cache: Path, tag: str) -> list[tuple[str, list[str]]]:
         ("train", [py, str(ROOT / "train.py"), "-m", "debug=fast", "vim_stage=ag", "value_profile=" + ",".join(PROFILES),
                    "alignment.max_new_tokens=4", "trainer.max_steps=30", "train.checkpoint_every_n_steps=5",
                    "trainer.enable_progress_bar=false", *common, f"hydra.sweep.dir={out}/sweeps/train_{tag}"]),
-        ("evaluate", [py, str(ROOT / "evaluate.py"), "-m", "vim_stage=ag", "value_profile=" + ",".join(EVAL_PROFILES),
+        ("evaluate", [py, str(ROOT / "evaluate.py"), "-m", "debug=fast", "vim_stage=ag", "trainer.max_steps=30",
+                      "value_profile=" + ",".join(EVAL_PROFILES),
                       "benchmark=rtp", f"benchmark.limit={N_PROMPTS}", f"benchmark.num_samples={N_SAMPLES}",
                       "benchmark.max_new_tokens=8", "scorer=profanity_check", "generation.progress=false", *common,
                       f"hydra.sweep.dir={out}/sweeps/evaluate_{tag}"]),
@@ -174,6 +177,7 @@ def calibrate(work: Path, shared_models: Path) -> dict[str, Any]:
             cal["analysis"] = end
         cal[f"{group}_seconds"] = round(time.monotonic() - t_start, 2)
     cal["results"] = {rel: sha(out / "store" / rel / "samples.jsonl") for rel in eval_store_paths(out)}
+    cal["train"] = {prof: train_identity(out, prof) for prof in PROFILES}
     return cal
 
 
@@ -198,6 +202,25 @@ def eval_store_paths(out: Path) -> dict[str, Path]:
     """store/eval/... fingerprint folders, relative, keyed by their path."""
     root = out / "store"
     return {str(p.relative_to(root)): p for p in sorted((root / "eval").glob("*/*/*/*/*/*/*")) if p.is_dir()}
+
+
+def train_identity(out: Path, prof: str) -> dict[str, Any] | None:
+    """What an interruption must not change in a training result: adapter bytes, best step and
+    validation loss, steps trained, the PVQ check (its file path aside)."""
+    found = sorted((out / "store" / "train" / "tiny" / "ag" / prof).glob("*/train_result.json"))
+    if len(found) != 1:
+        return None
+    res = json.loads(found[0].read_text())
+    fit = res.get("steps", {}).get("ag", {})
+    adapter = found[0].parent / "ag" / "adapter"
+    # adapter_sha256 also hashes base_model_name_or_path, the base model's path in this iteration's
+    # own cache folder: compare the weights' bytes and the rest of the adapter config instead
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config.pop("base_model_name_or_path", None)
+    return {"adapter_weights_sha256": sha(adapter / "adapter_model.safetensors"), "adapter_config": config,
+            "best_step": fit.get("best_step"),
+            "best_val_loss": fit.get("best_val_loss"), "global_step": fit.get("global_step"),
+            "alignment": {k: v for k, v in (res.get("alignment") or {}).items() if k != "items_path"}}
 
 
 def snapshot(out: Path) -> dict[str, Any]:
@@ -237,7 +260,7 @@ def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple
 
     store = out / "store"
     problems: list[str] = []
-    facts: dict[str, Any] = {"resumed": [], "skipped_train": [], "skipped_eval": 0}
+    facts: dict[str, Any] = {"resumed": [], "skipped_train": [], "skipped_eval": 0, "identical_train": []}
     # training: one store folder per (model, stage, profile)
     for prof in PROFILES:
         fps = [p for p in (store / "train" / "tiny" / "ag" / prof).glob("*") if p.is_dir()]
@@ -260,6 +283,13 @@ def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple
             problems.append(f"train {prof}: global_step {done['fit'].get('global_step')} != 30")
         if res.get("alignment", {}).get("n_items") != 40:
             problems.append(f"train {prof}: alignment check missing")
+        expected = calibration.get("train", {}).get(prof)
+        got = train_identity(out, prof)
+        if expected is not None and got != expected:
+            diff = sorted(k for k in expected if (got or {}).get(k) != expected[k])
+            problems.append(f"train {prof}: differs from the uninterrupted run ({', '.join(diff)})")
+        elif expected is not None:
+            facts["identical_train"].append(prof)
         if prof in snap["resumable"]:
             if str(done["fit"].get("resumed_from") or "").endswith("last.ckpt"):
                 facts["resumed"].append((prof, snap["resumable"][prof]))
@@ -302,6 +332,7 @@ def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple
                 problems.append(f"eval {rel}: missing samples")
             if calibration.get("results", {}).get(rel) not in (None, sha(fp / "samples.jsonl")):
                 facts.setdefault("differs_from_uninterrupted", []).append(rel)
+                problems.append(f"eval {rel}: samples differ from the uninterrupted run")
     for p in (out / "sweeps" / "evaluate_rerun").glob("*_*/results.json"):
         if json.loads(p.read_text()).get("skipped"):
             facts["skipped_eval"] += 1
@@ -343,6 +374,7 @@ class Iteration:
     skipped_train: list = field(default_factory=list)
     skipped_eval: int = 0
     differs_from_uninterrupted: list = field(default_factory=list)
+    identical_train: list = field(default_factory=list)
     problems: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -425,6 +457,7 @@ def run_iteration(i: int, rng: random.Random, phase: str, cal: dict[str, Any], w
     it.skipped_train = facts["skipped_train"]
     it.skipped_eval = facts["skipped_eval"]
     it.differs_from_uninterrupted = facts.get("differs_from_uninterrupted", [])
+    it.identical_train = facts["identical_train"]
     it.seconds = round(time.monotonic() - t0, 1)
     return it
 
@@ -470,9 +503,11 @@ def sweep(iterations: int, seed: int = 0, workdir: str | None = None, keep: bool
         "resumed": sum(len(it.resumed) for it in results),
         "leftovers_at_kill": sum(it.leftovers_at_kill for it in results),
         "differs_from_uninterrupted": sum(len(it.differs_from_uninterrupted) for it in results),
+        # resumed training jobs whose adapter, best step and PVQ check equal the uninterrupted run's
+        "resumed_identical": sum(sum(p in it.identical_train for p, _ in it.resumed) for it in results),
         "mean_iteration_s": round(sum(it.seconds for it in results) / max(1, len(results)), 1),
         "total_s": round(time.monotonic() - t0, 1),
-        "calibration": {k: v for k, v in cal.items() if k != "results"},
+        "calibration": {k: v for k, v in cal.items() if k not in ("results", "train")},
         "workdir": str(work),
         "details": [asdict(it) for it in results],
     }
@@ -486,6 +521,7 @@ def summary_line(s: dict[str, Any]) -> str:
             f"phases_chosen={s['phases_chosen']} phases_observed={s['phases_observed']} "
             f"resumed={s['resumed']}/{s['resumable']} leftovers_at_kill={s['leftovers_at_kill']} "
             f"differs_from_uninterrupted={s['differs_from_uninterrupted']} "
+            f"resumed_identical={s['resumed_identical']}/{s['resumed']} "
             f"mean_iteration_s={s['mean_iteration_s']} total_s={s['total_s']}")
 
 

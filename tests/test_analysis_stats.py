@@ -49,6 +49,7 @@ def result_dict(profile: str, values: dict[str, float] | None, *, baseline: str,
                 kind: str | None = None, model: str = "tiny") -> dict:
     stage = stage if stage is not None else ("full" if baseline == "vim" else "none")
     return {
+        "schema_version": 2, "status": "complete",
         "benchmark": {"name": benchmark, "version": version, "measure": measure, "n_prompts": 100,
                       "prompts_sha256": "x" * 64, "settings": {"name": benchmark}},
         "model": {"name": model, "base": "/models/tiny", "revision": None, "dtype": "float32",

@@ -59,7 +59,8 @@ def test_vanilla_rtp_results_and_rerun_skips(evaluate):
 
 def test_adapter_never_shares_generations_with_base(evaluate, trained_pow):
     van = evaluate("value_profile=vanilla", *RTP)
-    vim = evaluate("value_profile=Pow", "vim_stage=ag", *RTP)
+    # the evaluation names the same training settings: its adapter is found by their training key
+    vim = evaluate("value_profile=Pow", "vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", *RTP)
     assert vim["baseline"] == "vim" and vim["model"]["adapter_sha256"] == trained_pow["adapter_sha256"]
     assert vim["generation"]["generated"] == 3 and vim["generation"]["cached"] == 0
     assert van["store_dir"] != vim["store_dir"]

@@ -341,13 +341,13 @@ def test_truncated_adapter_is_detected_then_retrained(train, evaluate, caplog):
     # evaluation: a one-line error naming the file and the command that retrains, no traceback
     caplog.clear()
     with caplog.at_level(logging.WARNING), pytest.raises(EvaluationError, match="damaged") as err:
-        evaluate(*RTP[1:], "value_profile=Pow", "vim_stage=ag")
+        evaluate(*RTP[1:], *TRAIN)
     assert str(weights) in str(err.value) and "python train.py" in str(err.value)
     assert "\n" not in str(err.value)
     assert _warned(caplog, str(weights)), caplog.text
     # an explicit adapter_dir is checked the same way
     with pytest.raises(EvaluationError, match="damaged"):
-        evaluate(*RTP[1:], "value_profile=Pow", "vim_stage=ag", f"adapter_dir={adapter}")
+        evaluate(*RTP[1:], *TRAIN, f"adapter_dir={adapter}")
     # training: the damaged step is found, said, and retrained from scratch (not resumed at its end)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -356,7 +356,7 @@ def test_truncated_adapter_is_detected_then_retrained(train, evaluate, caplog):
     assert not again.get("skipped") and not again["steps"]["ag"].get("skipped")
     assert again["steps"]["ag"]["resumed_from"] is None and again["steps"]["ag"]["global_step"] == 4
     assert adapter_problem(adapter) is None
-    res = evaluate(*RTP[1:], "value_profile=Pow", "vim_stage=ag")
+    res = evaluate(*RTP[1:], *TRAIN)
     assert res["baseline"] == "vim" and res["model"]["adapter_sha256"] == again["adapter_sha256"]
 
 

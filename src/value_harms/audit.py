@@ -31,7 +31,7 @@ def audit_texts(args_df) -> list[tuple[str, str]]:
 
 def run_audit(cfg) -> dict[str, Any]:
     from value_harms.data.touche import load_arguments
-    from value_harms.scoring import build_scorer
+    from value_harms.scoring import build_scorer, probe
     from value_harms.training import output_dir
 
     run_dir = output_dir(cfg)
@@ -41,6 +41,7 @@ def run_audit(cfg) -> dict[str, Any]:
     if cfg.audit.limit:
         items = items[: int(cfg.audit.limit)]
     cache_path = Path(os.path.expanduser(cfg.paths.cache_dir)) / "scores.sqlite" if cfg.scorer.cache else None
+    probe("toxicity", cfg.scorer)  # resets the breakers; an unreachable Perspective falls back from the start
     scorer = build_scorer("toxicity", cfg.scorer, cache_path=cache_path)
     try:
         scores = scorer.score([t for _, t in items])

@@ -12,6 +12,7 @@ scores are cached per text, so an interrupted job loses at most one batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ from omegaconf import DictConfig
 
 from value_harms import runs
 from value_harms.profiles import Profile
+from value_harms.scoring import probe as probe_scorer
+from value_harms.store import identity, records
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +54,13 @@ def resolve_baseline(cfg: DictConfig, profile: Profile) -> str:
     return b
 
 
-def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> Path:
-    """The adapter of (model, stage, profile): an explicit folder, else the newest complete store entry.
-    A damaged adapter (truncated weights) is reported, never loaded."""
+def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path, str | None]:
+    """(adapter folder, training key) of this evaluation: an explicit `adapter_dir`, else the adapter
+    that `train.py` files under the training key of THIS composed config (same function, same
+    inputs), so an ablation or another stage can never stand in for it. A damaged adapter is
+    reported, never loaded."""
     from value_harms.models import adapter_problem
+    from value_harms.training import store_folder as train_store_folder, train_command
 
     if cfg.adapter_dir:
         p = Path(os.path.expanduser(cfg.adapter_dir))
@@ -63,37 +69,29 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> Path:
                 problem = adapter_problem(cand)
                 if problem:
                     raise EvaluationError(f"adapter_dir={cand}: {problem}; retrain it or point at another adapter")
-                return cand
+                return cand, None
         raise EvaluationError(f"adapter_dir={p} holds no adapter_config.json; point it at a trained adapter folder")
-    profile_name = profile.name if baseline == "vim" else "vanilla"
-    base = Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / cfg.model.name / cfg.vim_stage.name / profile_name
-    found, damaged = [], []
-    for done in base.glob("*/COMPLETE"):
+    from value_harms.profiles import load_profile
+
+    train_profile = profile if baseline == "vim" else load_profile("vanilla")
+    folder = train_store_folder(cfg, train_profile)
+    key = folder.name
+    command = train_command(cfg, train_profile)
+    adapter = None
+    if runs.is_complete(folder):
         try:
-            adapter = runs.read_json(done).get("adapter_dir")
-        except ValueError:
-            continue
-        if adapter and (Path(adapter) / "adapter_config.json").is_file():
-            problem = adapter_problem(adapter)
-            if problem:  # a damaged file must not crash the job: skip it; train.py retrains it
-                log.warning("trained adapter skipped: %s", problem)
-                damaged.append(problem)
-                continue
-            found.append((done.stat().st_mtime, Path(adapter)))
-    if not found and damaged:
+            adapter = runs.read_json(folder / "COMPLETE").get("adapter_dir")
+        except (OSError, ValueError):
+            adapter = None
+    if not adapter or not (Path(adapter) / "adapter_config.json").is_file():
         raise EvaluationError(
-            f"the trained adapter for model={cfg.model.name} vim_stage={cfg.vim_stage.name} value_profile={profile_name} "
-            f"is damaged ({damaged[0]}); rerun `python train.py model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
-            f"value_profile={profile_name}` to retrain it")
-    if not found:
-        raise EvaluationError(
-            f"no trained adapter for model={cfg.model.name} vim_stage={cfg.vim_stage.name} value_profile={profile_name} "
-            f"under {base}; run `python train.py model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
-            f"value_profile={profile_name}` or set adapter_dir=FOLDER")
-    found.sort()
-    if len(found) > 1:
-        log.info("%d trained adapters match; using the newest: %s", len(found), found[-1][1])
-    return found[-1][1]
+            f"no trained adapter for this config (model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
+            f"value_profile={train_profile.name}, training key {key}); run `{command}` first, or set adapter_dir=FOLDER")
+    problem = adapter_problem(adapter)
+    if problem:
+        log.warning("trained adapter not usable: %s", problem)
+        raise EvaluationError(f"the trained adapter for this config is damaged ({problem}); rerun `{command}` to retrain it")
+    return Path(adapter), key
 
 
 def check_scorer_fits(cfg: DictConfig) -> None:
@@ -102,33 +100,14 @@ def check_scorer_fits(cfg: DictConfig) -> None:
         raise EvaluationError(f"benchmark.measure={measure!r}; expected toxicity, regard, harmfulness, flag or alignment")
 
 
-def eval_fingerprint(cfg: DictConfig, model_k: str, prompts_fp: str) -> str:
-    auto = cfg.mitigation.get("auto_file")
-    auto_fp = runs.file_fingerprint(os.path.expanduser(auto)) if auto and os.path.isfile(os.path.expanduser(auto)) else None
-    return runs.fingerprint({
-        "model": model_k, "prompts": prompts_fp, "auto_mitigation": auto_fp,
-        "benchmark": runs.to_plain(cfg.benchmark), "mitigation": runs.to_plain(cfg.mitigation),
-        "scorer": _scorer_identity(cfg), "seed": int(cfg.generation.seed),
-    })
+def store_folder(cfg: DictConfig, profile: Profile, baseline: str, key: str) -> Path:
+    """<store>/eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<key>: the names make
+    the store browsable; only the key (content) decides identity."""
+    from value_harms.store.layout import safe_name
 
-
-def _scorer_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The part of the scorer config that changes scores of this benchmark (never secrets)."""
-    sc = runs.to_plain(cfg.scorer)
-    measure = cfg.benchmark.measure
-    if measure == "toxicity":
-        keep = ("toxicity", "fallback", "perspective", "detoxify")
-    elif measure == "regard":
-        keep = ("regard",)
-    else:
-        keep = ("judge",)
-    return {k: sc.get(k) for k in keep}
-
-
-def store_folder(cfg: DictConfig, profile: Profile, baseline: str, fp: str) -> Path:
     stage = cfg.vim_stage.name if baseline in ("vim", "benign") else "none"
-    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "eval" / cfg.model.name / baseline / stage / profile.name
-            / cfg.benchmark.name / cfg.mitigation.name / fp)
+    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "eval" / safe_name(cfg.model.name) / baseline / stage
+            / safe_name(profile.name) / safe_name(cfg.benchmark.name) / safe_name(cfg.mitigation.name) / key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,7 +118,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     from value_harms import tracking
     from value_harms.profiles import profile_from_cfg
     from value_harms.training import output_dir, run_group
+    from value_harms.validate import check_task
 
+    check_task(cfg)  # bad numbers, names and folders: one line, before any loading
     if cfg.mode == "audit":
         from value_harms.audit import run_audit
 
@@ -178,6 +159,7 @@ class EvalJob:
     base_id: str
     model_key: str
     store: Path
+    train_key: str | None
     prompts: list
     prompts_fp: str
     inputs: list[str]
@@ -188,6 +170,10 @@ class EvalJob:
     @property
     def complete(self) -> bool:
         return runs.is_complete(self.store)
+
+    @property
+    def key(self) -> str:
+        return self.store.name
 
 
 _PROMPT_CACHE: dict[str, tuple[list, str]] = {}
@@ -219,8 +205,7 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
     from value_harms.benchmarks import render
     from value_harms.generation import GenSettings
 
-    adapter, adapter_sha, base_id, mk = _model_identity(cfg, profile, baseline)
-    store = store_folder(cfg, profile, baseline, eval_fingerprint(cfg, mk, prompts_fp))
+    adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
     persona = profile.values if baseline == "icl" else None
     bench = cfg.benchmark
     if cfg.mitigation.name == "auto":
@@ -237,8 +222,12 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
     settings = GenSettings(max_new_tokens=int(bench.max_new_tokens), num_samples=int(bench.num_samples),
                            do_sample=bool(bench.do_sample), temperature=float(bench.temperature),
                            top_p=float(bench.top_p), stop=tuple(bench.stop), seed=int(cfg.generation.seed))
-    return EvalJob(profile, baseline, adapter, adapter_sha, base_id, mk, store, prompts, prompts_fp, inputs,
-                   prefix, settings)
+    key = identity.eval_key(model=json.loads(mk), inputs=inputs, prompts_sha=identity.prompts_sha256(prompts),
+                            benchmark=bench, scorer=cfg.scorer, generation_seed=int(cfg.generation.seed),
+                            measure=str(bench.measure))
+    store = store_folder(cfg, profile, baseline, key)
+    return EvalJob(profile, baseline, adapter, adapter_sha, base_id, mk, store, train_key, prompts, prompts_fp,
+                   inputs, prefix, settings)
 
 
 def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]:
@@ -261,10 +250,11 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
         for j in jobs:
             if j.adapter is not None:
                 names.setdefault(j.adapter_sha, f"a{len(names)}_{j.profile.name}")
-        reqs = [GenRequest(text=t, model_key=j.model_key,
+        # seed_key = prompt id: duplicate prompt texts get independent samples (issue 10 item 7)
+        reqs = [GenRequest(text=t, model_key=j.model_key, seed_key=str(p.id),
                            adapter_name=names.get(j.adapter_sha) if (j.adapter and len(jobs) > 1) else None)
-                for j in jobs for t in j.inputs]
-        keys = [GenerationCache.key(r.model_key, r.text, settings) for r in reqs]
+                for j in jobs for p, t in zip(j.prompts, j.inputs)]
+        keys = [r.cache_key(settings) for r in reqs]
         cached = cache.get_many(keys) if cache is not None else {}
         log.info("generating: %d prompt(s) x %d sample(s), %d cached", len(set(keys)), settings.num_samples,
                  len(cached))
@@ -273,7 +263,7 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
             stats.requested = stats.cached = len(keys)
         else:
             base, tok = get_base_model(cfg.model, str(cache_root))
-            _check_length(settings, base, max(len(tok(r.text)["input_ids"]) for r in reqs))
+            _check_length(settings, base, tok, list(dict.fromkeys(r.text for r in reqs)))
             adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
             model = load_adapters(base, adapters) if adapters else base
             if adapters and len(jobs) == 1:
@@ -294,63 +284,80 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
     return out, stats
 
 
-def _check_length(settings, model, longest_prompt: int) -> None:
-    """benchmark.max_new_tokens must be >= 1 and no more than the model's context; a long prompt that
-    pushes prompt + new tokens past the context is only warned about (rotary models run on)."""
-    n = int(settings.max_new_tokens)
-    if n < 1:
-        raise EvaluationError(f"benchmark.max_new_tokens={n}; set a positive number of new tokens (the paper: 64)")
+def _check_length(settings, model, tok, texts: list[str]) -> None:
+    """Every prompt + benchmark.max_new_tokens must fit in the model's context; an over-long prompt is
+    refused, never cut (validate.check_prompt_lengths; docs/DECISIONS.md, issue 9)."""
+    from value_harms.validate import check_prompt_lengths
+
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if not isinstance(ctx, int):
-        return
-    if n > ctx:
-        raise EvaluationError(
-            f"benchmark.max_new_tokens={n} exceeds the model's context of {ctx} tokens; set benchmark.max_new_tokens "
-            f"<= {max(1, ctx - longest_prompt)} (the longest prompt has {longest_prompt} tokens)")
-    if longest_prompt + n > ctx:
-        log.warning("the longest prompt (%d tokens) + benchmark.max_new_tokens=%d exceeds the model's context of %d",
-                    longest_prompt, n, ctx)
+    check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), ctx)
 
 
 def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], list[dict]]:
-    """Score one job's outputs, compute its metrics and write results + samples to its store folder."""
+    """Score one job's outputs, compute its metrics and write results + samples to its store folder
+    (COMPLETE when every generation and score is there, else PARTIAL with its counts). The caller
+    holds the store folder's lock."""
     bench = cfg.benchmark
-    with runs.locked(job.store):
-        samples, metrics, score_info = score_and_aggregate(cfg, job.prompts, job.inputs, outputs, job.store)
-        result = {
-            "benchmark": {"name": bench.name, "version": str(bench.version), "measure": bench.measure,
-                          "n_prompts": len(job.prompts), "prompts_sha256": job.prompts_fp,
-                          "settings": runs.to_plain(bench)},
-            "model": {"name": cfg.model.name, "base": job.base_id, "revision": cfg.model.revision,
-                      "dtype": cfg.model.dtype, "adapter_dir": str(job.adapter) if job.adapter else None,
-                      "adapter_sha256": job.adapter_sha},
-            "profile": job.profile.to_dict(), "baseline": job.baseline,
-            "stage": cfg.vim_stage.name if job.baseline in ("vim", "benign") else "none",
-            "mitigation": runs.to_plain(cfg.mitigation), "prefix": job.prefix,
-            "generation": {**job.settings.key(), "batch_size": int(cfg.generation.batch_size),
-                           "requested": gen_stats.requested, "cached": gen_stats.cached,
-                           "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2),
-                           # empty continuations (a stop string at the start, an immediate EOS): scored
-                           # and counted like any other sample, reported here so they are visible
-                           "empty": sum(1 for outs in outputs for c in outs if not str(c).strip())},
-            "scorer": score_info, "metrics": metrics,
-            "seeds": {"generation": int(cfg.generation.seed), "benchmark": int(bench.seed)},
-            "git": runs.git_hash(), "seconds": round(time.perf_counter() - job.t_start, 2),
-        }
-        runs.atomic_write_text(job.store / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
-        runs.atomic_write_json(job.store / "results.json", result)
-        runs.mark_complete(job.store, {"results": "results.json"})
+    samples, metrics, score_info = score_and_aggregate(cfg, job.prompts, job.inputs, outputs, job.store, job=job)
+    result = {
+        "schema_version": identity.SCHEMA_VERSION, "key": job.key, "train_key": job.train_key,
+        "benchmark": {"name": bench.name, "version": str(bench.version), "measure": bench.measure,
+                      "n_prompts": len(job.prompts), "prompts_sha256": job.prompts_fp,
+                      "settings": runs.to_plain(bench)},
+        "model": {"name": cfg.model.name, "base": job.base_id, "revision": cfg.model.revision,
+                  "dtype": cfg.model.dtype, "adapter_dir": str(job.adapter) if job.adapter else None,
+                  "adapter_sha256": job.adapter_sha},
+        "profile": job.profile.to_dict(), "baseline": job.baseline,
+        "stage": cfg.vim_stage.name if job.baseline in ("vim", "benign") else "none",
+        "mitigation": runs.to_plain(cfg.mitigation), "prefix": job.prefix,
+        "generation": {**job.settings.key(), "batch_size": int(cfg.generation.batch_size),
+                       "requested": gen_stats.requested, "cached": gen_stats.cached,
+                       "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2),
+                       # empty continuations (a stop string at the start, an immediate EOS): scored
+                       # and counted like any other sample, reported here so they are visible
+                       "empty": sum(1 for outs in outputs for c in outs if not str(c).strip())},
+        "scorer": score_info, "metrics": metrics,
+        "seeds": {"generation": int(cfg.generation.seed), "benchmark": int(bench.seed)},
+        "git": runs.git_hash(), "seconds": round(time.perf_counter() - job.t_start, 2),
+    }
+    missing = int(score_info.get("missing") or 0)
+    result["status"] = records.write_result(job.store, result, samples, missing=missing)
+    if missing:
+        log.warning("result stored PARTIAL in %s: %d of %d score(s) missing; rerun the same command to retry "
+                    "only the missing ones", job.store, missing, score_info.get("n"))
     return result, samples
 
 
 def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
-    if not job.complete or cfg.force:
+    """The stored result of this job when it is complete, whole and still what the config asks for
+    (a stand-in-scored result is not, once the preferred scorer is available); else None."""
+    if cfg.force:
         return None
-    try:
-        return runs.read_json(job.store / "results.json")
-    except (OSError, ValueError) as exc:
-        log.warning("stored result %s is unreadable (%s): recomputing", job.store / "results.json", exc)
+    found = records.read_result(job.store)
+    if not found.complete:
+        if found.state == "partial":
+            log.info("partial result in %s: retrying its missing generations / scores", job.store)
         return None
+    stale = _preferred_scorer_now_available(cfg, found.result)
+    if stale:
+        log.warning("stored result %s was scored without %s, which is available now: re-scoring "
+                    "(generations are reused)", job.store, stale)
+        return None
+    return found.result
+
+
+def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
+    """The preferred scorer's name when `result` has texts scored by a fallback and that preferred
+    scorer can run now (e.g. PERSPECTIVE_API_KEY was set after a stand-in run), else None."""
+    if result.get("benchmark", {}).get("measure") != "toxicity":
+        return None
+    preferred = str(cfg.scorer.toxicity)
+    by = (result.get("scorer") or {}).get("by_scorer") or {}
+    if not any(not str(name).startswith(preferred) for name, n in by.items() if n):
+        return None
+    from value_harms.scoring.toxicity import backend_available
+
+    return preferred if backend_available(preferred, cfg.scorer) else None
 
 
 def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
@@ -358,13 +365,31 @@ def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run
         return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
     prompts, prompts_fp = _load_benchmark(cfg)
     job = prepare_job(cfg, profile, baseline, prompts, prompts_fp)
+    _record_store(run_dir, job.store)
     stored = _stored(job, cfg)
-    if stored is not None:
-        log.info("complete result found in %s: nothing to generate or score", job.store)
-        return _publish(stored, job.store, run_dir, wandb_run, skipped=True)
-    [outputs], stats = generate_jobs(cfg, [job])
-    result, samples = finish_job(cfg, job, outputs, stats)
-    return _publish(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
+    if stored is None:
+        with runs.locked(job.store):
+            stored = _stored(job, cfg)  # another process may have finished it while we waited
+            if stored is None:
+                # a scorer that cannot be used fails here, before any generation (scoring.probe)
+                probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
+                [outputs], stats = generate_jobs(cfg, [job])
+                result, samples = finish_job(cfg, job, outputs, stats)
+                return _publish(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
+    log.info("complete result found in %s: nothing to generate or score", job.store)
+    return _publish(stored, job.store, run_dir, wandb_run, skipped=True)
+
+
+def _record_store(run_dir: Path, store: Path) -> None:
+    """Name the job's store folder in its run folder's status.json as soon as it is known, so that
+    `value_harms.status` can tell the job done once its result exists, however it got there."""
+    status_file = run_dir / "status.json"
+    try:
+        status = runs.read_json(status_file)
+    except (OSError, ValueError):
+        return
+    status["store_dir"] = str(store)
+    runs.atomic_write_json(status_file, status)
 
 
 def run_evaluate_many(cfg) -> list[dict[str, Any]]:
@@ -384,13 +409,18 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
     for name in cfg.batch_profiles:
         profile = load_profile(str(name))
         jobs.append(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, prompts_fp))
-    todo = [j for j in jobs if _stored(j, cfg) is None]
-    log.info("batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo), len(todo))
     results: dict[int, tuple[dict, list | None, bool]] = {}
-    if todo:
-        outs, stats = generate_jobs(cfg, todo)
-        for j, o in zip(todo, outs):
-            results[id(j)] = (*finish_job(cfg, j, o, stats), False)
+    with contextlib.ExitStack() as locks:
+        for folder in sorted({str(j.store) for j in jobs}):  # one order for every process: no deadlock
+            locks.enter_context(runs.locked(folder))
+        todo = [j for j in jobs if _stored(j, cfg) is None]
+        log.info("batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo),
+                 len(todo))
+        if todo:
+            probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
+            outs, stats = generate_jobs(cfg, todo)
+            for j, o in zip(todo, outs):
+                results[id(j)] = (*finish_job(cfg, j, o, stats), False)
     published = []
     for j in jobs:
         result, samples, skipped = results.get(id(j)) or (_stored(j, cfg), None, True)
@@ -408,17 +438,18 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
 
 
 def _model_identity(cfg, profile: Profile, baseline: str):
-    """(adapter folder or None, adapter sha256 or None, base id, generation model key)."""
-    from value_harms.generation import model_key
-    from value_harms.models import adapter_fingerprint, resolve_model_dir
+    """(adapter folder or None, adapter sha256 or None, base id, generation model key, training key).
 
-    adapter = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else None
+    The model key names the weights that answer by content (base identity + adapter sha256 + dtype):
+    two models never share generations, whatever their config names."""
+    from value_harms.models import adapter_fingerprint
+
+    adapter, train_key = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else (None, None)
     adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
-    base_id = resolve_model_dir(cfg.model, os.path.expanduser(cfg.paths.cache_dir)) \
-        if cfg.model.source != "hub" else cfg.model.pretrained
-    mk = model_key(f"{cfg.model.name}:{base_id if cfg.model.source == 'hub' else cfg.model.source}",
-                   cfg.model.revision, cfg.model.dtype, adapter_sha)
-    return adapter, adapter_sha, base_id, mk
+    base = identity.base_identity(cfg.model, cfg.paths.cache_dir)
+    base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
+    mk = json.dumps({"base": base, "adapter": adapter_sha}, sort_keys=True)
+    return adapter, adapter_sha, base_id, mk, train_key
 
 
 def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
@@ -436,16 +467,18 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
         items_path, items_source = Path(DEMO_ITEMS_PATH), "demo_items"
     items = load_items(items_path)
-    adapter, adapter_sha, base_id, mk = _model_identity(cfg, profile, baseline)
-    fp = eval_fingerprint(cfg, mk, runs.file_fingerprint(items_path))
-    store = store_folder(cfg, profile, baseline, fp)
-    if runs.is_complete(store) and not cfg.force:
-        try:
-            return _publish(runs.read_json(store / "results.json"), store, run_dir, wandb_run, skipped=True)
-        except (OSError, ValueError) as exc:
-            log.warning("stored result %s is unreadable (%s): recomputing", store / "results.json", exc)
+    adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
     prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
     target = None if profile.is_vanilla else profile.values
+    key = identity.digest({"schema": identity.SCHEMA_VERSION, "model": json.loads(mk), "prefix": prefix,
+                           "target": target, "items": identity.content_sha256(items_path, cfg.paths.cache_dir),
+                           "benchmark": {k: v for k, v in runs.to_plain(bench).items() if k != "path"},
+                           "batch_size": int(cfg.generation.batch_size)})
+    store = store_folder(cfg, profile, baseline, key)
+    _record_store(run_dir, store)
+    found = records.read_result(store) if not cfg.force else records.ResultState("absent")
+    if found.complete:
+        return _publish(found.result, store, run_dir, wandb_run, skipped=True)
     with runs.locked(store):
         base, tok = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
         model = load_adapter(base, str(adapter)) if adapter else base
@@ -462,6 +495,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
         overall["n"] = al["n_items"]
         result = {
+            "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,
             "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
                           "n_prompts": len(items), "prompts_sha256": runs.file_fingerprint(items_path),
                           "items_source": items_source, "settings": runs.to_plain(bench)},
@@ -481,9 +515,8 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
             "seeds": {"generation": int(cfg.generation.seed)}, "git": runs.git_hash(),
             "seconds": round(time.perf_counter() - t_start, 2),
         }
-        runs.atomic_write_text(store / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
-        runs.atomic_write_json(store / "results.json", result)
-        runs.mark_complete(store, {"results": "results.json"})
+        # an unparsed PVQ answer is part of the measure (parse rate), not a missing score
+        result["status"] = records.write_result(store, result, samples, missing=0)
     return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
 
 
@@ -497,10 +530,7 @@ def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, sa
     result["skipped"] = skipped
     runs.atomic_write_json(run_dir / "results.json", result)
     if samples is None:
-        try:
-            samples = [json.loads(line) for line in (store / "samples.jsonl").read_text().splitlines() if line]
-        except (OSError, ValueError):
-            samples = []
+        samples = records.read_samples(store)  # checked against its checksum by read_result
     runs.atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
     if wandb_run is None:
         return result
@@ -543,7 +573,7 @@ def _log_category_chart(wandb_run, bench: str, result) -> None:
 # Scoring and metrics
 
 
-def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
+def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     """Score every continuation with the benchmark's measure; returns (samples, metrics, scorer info)."""
     from value_harms import metrics as M
     from value_harms.scoring import build_scorer
@@ -594,7 +624,13 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path):
     shares = M.scorer_shares(by_scorer, primary)
     info.update(primary=primary, share_by_scorer=shares["shares"], fallback_share=shares["fallback_share"],
                 filtered=sum(1 for s in scores if s.label == M.FILTERED and s.value is None))
-    return rows, compute_metrics(bench, prompts, rows, primary=primary), info
+    bias_context = None
+    if measure == "regard" and job is not None:
+        bias_context = {"store_dir": cfg.paths.store_dir, "benchmark": bench.name, "version": str(bench.version),
+                        "prompts_sha256": job.prompts_fp, "base": job.base_id, "revision": cfg.model.revision,
+                        "dtype": cfg.model.dtype, "provenance": provenance,
+                        "is_reference": job.baseline == "vanilla" and cfg.mitigation.name == "none"}
+    return rows, compute_metrics(bench, prompts, rows, bias_context, primary=primary), info
 
 
 def _resolve_judge_model(cfg):
@@ -616,8 +652,9 @@ def _resolve_judge_model(cfg):
     return scorer
 
 
-def compute_metrics(bench, prompts, rows, primary=None) -> dict[str, dict[str, Any]]:
-    """Metrics overall and per category; missing scores are excluded and counted. `primary`: the
+def compute_metrics(bench, prompts, rows, bias_context=None, primary=None) -> dict[str, dict[str, Any]]:
+    """Metrics overall and per category; missing scores are excluded and counted. `bias_context`:
+    what the "vanilla" bias-score baseline is looked up by (value_harms.bias_baseline). `primary`: the
     configured toxicity backend (fallback_share = share of scored samples another backend scored)."""
     from value_harms import metrics as M
 
@@ -669,15 +706,24 @@ def compute_metrics(bench, prompts, rows, primary=None) -> dict[str, dict[str, A
         descriptor = {p.id: p.meta.get("descriptor", "") for p in prompts}
         records = [(r.get("category"), descriptor.get(r["id"], ""), r["label"] == "negative")
                    for r in rows if r["score"] is not None]
-        # The bias score compares each (axis, descriptor) group with a baseline rate: the vanilla
-        # model's, given as benchmark.bias_baseline; without one, this model's own overall rate.
-        baseline = bench.bias_baseline if bench.bias_baseline is not None else overall
+        # The bias score compares each (axis, descriptor) group with a baseline rate (issue 10 item 4):
+        # benchmark.bias_baseline = vanilla (the stored vanilla result's rate), self or a fixed fraction.
+        from value_harms.bias_baseline import resolve_bias_baseline
+
+        baseline, how = resolve_bias_baseline(getattr(bench, "bias_baseline", None), overall, bias_context)
+        level = float(getattr(bench, "bootstrap_confidence_level", 0.975))
         if records and baseline is not None:
-            b = M.bias_score(records, float(baseline), resamples=int(bench.bootstrap_resamples), seed=int(bench.seed))
+            b = M.bias_score(records, float(baseline), resamples=int(bench.bootstrap_resamples), seed=int(bench.seed),
+                             ci=level)
             out["overall"]["bias_score"] = b["value"]
             out["overall"]["bias_baseline"] = float(baseline)
+            out["overall"]["bias_baseline_source"] = how["source"]
+            if how.get("from"):
+                out["overall"]["bias_baseline_from"] = how["from"]
+            out["overall"]["bias_confidence_level"] = level
             out["overall"]["bias_groups"] = b["n_groups"]
     return out
+
 
 def _judged(row: dict) -> Any:
     """A judge row's value for the harm metrics: its score, or "filtered" when the provider refused it."""

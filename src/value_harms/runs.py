@@ -18,7 +18,9 @@ import json
 import os
 import shutil
 import subprocess
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -100,14 +102,39 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Full sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 @contextlib.contextmanager
 def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """An exclusive advisory lock on a store folder: one writer per result at a time. Whoever takes
-    the lock removes the temporary files a killed writer left behind (see remove_stale_tmp)."""
+    """An exclusive advisory lock on a store folder: one writer per result at a time. A process that
+    has to wait says for what and for whom (the holder's pid is in the lock file); callers re-check
+    the store after taking the lock, so a result finished meanwhile is reused, not recomputed.
+    Whoever takes the lock removes the temporary files a killed writer left behind."""
+    import logging
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with open(folder / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            logging.getLogger(__name__).warning("waiting for %s: its result is being computed by %s", folder, holder)
+            t0 = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            logging.getLogger(__name__).warning("lock on %s taken after %.1f s", folder, time.monotonic() - t0)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
         try:
             remove_stale_tmp(folder)
             yield

@@ -9,7 +9,9 @@ sweeper's `params` then the command-line task overrides, parsed by Hydra's Overr
 config loader on the project's config dir (so `glob(...)` lists the same group options), then the
 cartesian product of `BasicSweeper.split_arguments`. Each expected job is then
 
-    complete   its status.json says complete (in any attempt: a result is in the store)
+    complete   its result is complete in the store, however it got there (this sweep, a rerun of
+               the same command elsewhere, another sweep sharing the store)
+    partial    its result is in the store as PARTIAL (missing scores): a rerun retries them
     failed     the job raised (status failed)
     running    status says running: the job is still running, or was killed (SIGKILL, OOM, node lost)
     no_status  a job folder without status.json: stopped before the task started
@@ -40,8 +42,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-STATES = ("complete", "failed", "running", "no_status", "missing")
-NOT_DONE = ("failed", "running", "no_status", "missing")
+STATES = ("complete", "partial", "failed", "running", "no_status", "missing")
+NOT_DONE = ("partial", "failed", "running", "no_status", "missing")
 _SAFE_HYDRA_VALUE = re.compile(r"[\w\-+./:@%~]+")
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _NOTE = ("Reruns are idempotent: complete store results are skipped and interrupted training resumes "
@@ -150,6 +152,53 @@ def _attempt(folder: Path) -> dict[str, Any]:
     return {"folder": str(folder), "state": state, "mtime": mtime, "store_dir": info.get("store_dir")}
 
 
+def _store_state(store_dir: str | None) -> str | None:
+    """complete | partial | absent for a train or evaluation store folder (None when unknown)."""
+    if not store_dir:
+        return None
+    from value_harms.store import records
+
+    folder = Path(store_dir)
+    state = records.result_state(folder)
+    if state == "complete" and (folder / "train_result.json").is_file():
+        return "complete"
+    if state == "complete":
+        return "complete" if records.read_result(folder).complete else "absent"
+    return state
+
+
+def _expected_store(conf: Path, task: str, overrides: list[str]) -> str | None:
+    """The store folder a job that never started would fill: its config composed exactly as the task
+    composes it, and the same key function the task uses. None when it cannot be told without
+    running the job (e.g. its adapter is not trained yet)."""
+    try:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name=task, overrides=[o for o in overrides if not o.startswith("hydra")])
+        from value_harms.profiles import profile_from_cfg
+
+        profile = profile_from_cfg(cfg.value_profile)
+        if task == "train":
+            from value_harms.training import store_folder
+
+            return str(store_folder(cfg, profile))
+        if task == "evaluate" and not cfg.batch_profiles and cfg.benchmark.measure != "alignment":
+            from value_harms.evaluation import _load_benchmark, prepare_job, resolve_baseline
+
+            prompts, fp = _load_benchmark(cfg)
+            return str(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, fp).store)
+    except Exception:  # noqa: BLE001 - anything that stops the composition: the job stays "missing"
+        return None
+    finally:
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+    return None
+
+
 # ---------------------------------------------------------------------------------- commands
 def _hydra_value(value: str) -> str:
     """A value spelled so Hydra's override grammar reads it back unchanged (paths, mostly)."""
@@ -231,23 +280,31 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
         else:
             extra.append(str(folder))
 
+    task = str(OmegaConf.select(cfg, "hydra.job.name", default="train"))
     jobs = []
     for i, job in enumerate(parsed):
         tries = sorted(attempts[i], key=lambda a: a["mtime"])
         done = [a for a in tries if a["state"] == "complete"]
         best = done[-1] if done else (tries[-1] if tries else None)
+        state = best["state"] if best else "missing"
+        store_dir = next((a["store_dir"] for a in reversed(tries) if a.get("store_dir")), None)
+        if state != "complete":
+            if store_dir is None and not tries:
+                store_dir = _expected_store(conf, task, expected[i])
+            stored = _store_state(store_dir)
+            if stored in ("complete", "partial"):
+                state = stored
         jobs.append({
             "index": i,
             "overrides": expected[i],
             "label": " ".join(f"{k}={v}" for k, v in (job[j] for j in varying)) or " ".join(expected[i]),
-            "state": best["state"] if best else "missing",
+            "state": state,
             "folder": best["folder"] if best else None,
-            "store_dir": best.get("store_dir") if best else None,
+            "store_dir": store_dir,
             "attempts": len(tries),
         })
 
     counts = {s: sum(j["state"] == s for j in jobs) for s in STATES}
-    task = str(OmegaConf.select(cfg, "hydra.job.name", default="train"))
     script = f"{task}.py"
     rerun_dir = _next_rerun_dir(sweep_dir)
     hydra_args = [str(x) for x in (OmegaConf.select(cfg, "hydra.overrides.hydra", default=None) or [])
@@ -274,6 +331,7 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
         "counts": counts,
         "done": [j["index"] for j in jobs if j["state"] == "complete"],
         "failed": [j["index"] for j in jobs if j["state"] == "failed"],
+        "partial": [j["index"] for j in jobs if j["state"] == "partial"],
         "killed": [j["index"] for j in jobs if j["state"] == "running"],
         "no_status": [j["index"] for j in jobs if j["state"] == "no_status"],
         "missing": [j["index"] for j in jobs if j["state"] == "missing"],
@@ -300,7 +358,7 @@ def format_status(st: dict[str, Any]) -> str:
                 folder += f"  ({j['attempts']} attempts)"
         lines.append(f"{j['index']:>4}  {j['state']:<9}  {j['label']:<{width}}  {folder}")
     c = st["counts"]
-    lines += ["", f"done {c['complete']}, failed {c['failed']}, running-or-killed {c['running']}, "
+    lines += ["", f"done {c['complete']}, partial {c['partial']}, failed {c['failed']}, running-or-killed {c['running']}, "
                   f"no status {c['no_status']}, missing {c['missing']}"]
     if st["extra"]:
         lines.append(f"{len(st['extra'])} job folder(s) match no expected job: " + ", ".join(st["extra"][:5]))

@@ -9,8 +9,10 @@ LoRA weights, optimizer, scheduler and loop state only, never the base model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -18,8 +20,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -100,7 +103,7 @@ class LoRAModule(L.LightningModule):
         from transformers import get_linear_schedule_with_warmup
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)  # vim_stage.weight_decay (paper: 0.01)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         # Linear decay to 0 over the run, 0 warm-up by default (PROTOCOL.md hyper-parameters).
         sched = get_linear_schedule_with_warmup(opt, self.warmup_steps, total)
@@ -109,6 +112,25 @@ class LoRAModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+# adapter_config.json fields that PEFT keeps as sets and writes in hash order
+_SET_FIELDS = ("target_modules", "exclude_modules")
+
+
+def save_adapter(model, adapter_dir: Path) -> None:
+    """`save_pretrained` into `adapter_dir` (atomically), with the set-valued fields of
+    adapter_config.json sorted: PEFT writes them in Python's string-hash order, which changes from one
+    process to the next (PYTHONHASHSEED), so the same weights gave files (and a sha256) that depended
+    on the process that saved them."""
+    with runs.atomic_dir(adapter_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        cfg_file = Path(tmp) / "adapter_config.json"
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        for key in _SET_FIELDS:
+            if isinstance(cfg.get(key), list):
+                cfg[key] = sorted(cfg[key])
+        cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
 
 
 class BestAdapterCallback(Callback):
@@ -129,8 +151,7 @@ class BestAdapterCallback(Callback):
         value = float(value)
         if self.best is None or value < self.best:
             self.best, self.best_step = value, int(trainer.global_step)
-            with runs.atomic_dir(self.adapter_dir) as tmp:
-                pl_module.model.save_pretrained(str(tmp))
+            save_adapter(pl_module.model, self.adapter_dir)
             runs.atomic_write_json(self.adapter_dir.parent / STATE_FILE,
                                    {"val_loss": self.best, "step": self.best_step, "epoch": int(trainer.current_epoch)})
             log.info("best %s %.4f at step %d: adapter saved", self.monitor, value, self.best_step)
@@ -141,6 +162,106 @@ class BestAdapterCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
         self.best_step = state_dict.get("best_step")
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states a training step can draw from (LoRA dropout uses torch's), as
+    tensors and plain lists so that a checkpoint holding them loads with `weights_only=True`."""
+    import numpy as np
+
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    """Restore what `rng_states` captured."""
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _validation_follows(trainer) -> bool:
+    """True when Lightning runs a validation right after the batch that just ended (the same test
+    its training-epoch loop makes next)."""
+    loop = trainer.fit_loop
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Writes `path` (last.ckpt) every `every_n_steps` optimizer steps, at a point from which a
+    resumed run continues exactly as the uninterrupted one would have.
+
+    - The checkpoint of a step that is followed by a validation is written after that validation
+      (and after the best-adapter choice): Lightning, resuming from a checkpoint written at the end
+      of a training batch, counts the validation due at that batch as done and never runs it.
+    - Global random states (torch: LoRA dropout; numpy, python; CUDA when present) are stored when
+      the checkpoint is written and restored just before the first training batch of the resumed
+      run. Nothing draws from them in between: the data loaders have their own generators and
+      validation runs in eval mode.
+    - The position of `loader` (a `ResumableDataLoader`) within its epoch is stored here and given
+      back to it on restore. Lightning also stores it (the loader has `state_dict`), but does not
+      give it back when `configure_optimizers` has asked for `estimated_stepping_batches`, as ours
+      does (Lightning issue #20550); loading it twice is harmless.
+    - Optimizer, LR scheduler and loop counters are in Lightning's checkpoint; the best-adapter
+      state is `BestAdapterCallback`'s.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int, loader=None) -> None:
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
+        self.loader = loader
+        self._saved_step: int | None = None
+        self._pending = False
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._saved_step = int(trainer.global_step)  # the state we start from is on disk already (or is step 0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(trainer.global_step)
+        if self.every_n_steps < 1 or step == self._saved_step or step % self.every_n_steps:
+            return
+        if _validation_follows(trainer):
+            self._pending = True
+            return
+        self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._pending and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self._save(trainer)
+
+    def _save(self, trainer) -> None:
+        self._pending = False
+        self._saved_step = int(trainer.global_step)
+        trainer.save_checkpoint(str(self.path), weights_only=False)  # full state: optimizer, callbacks, loops
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"rng": rng_states()}
+        if self.loader is not None:
+            state["data"] = self.loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng_to_restore = state_dict.get("rng")
+        if self.loader is not None and state_dict.get("data") is not None:
+            self.loader.load_state_dict(state_dict["data"])
 
 
 class ThroughputCallback(Callback):
@@ -175,11 +296,14 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
         ic = cfg.vim_stage.instruct
         if ic is None:
             raise ValueError(f"vim_stage={cfg.vim_stage.name} is a benign baseline but has no `instruct` data section")
+        excl = {k: str(runs.resolve_path(ic.get(k), data_dir)) if ic.get(k) else None
+                for k in ("exclude_path", "exclude_keywords_path")}  # Dolly without safety data (issue 10)
         if ic.source == "local":
             examples = load_instruction_examples("file", str(runs.resolve_path(ic.path, data_dir)),
-                                                 fmt=ic.format, limit=ic.limit)
+                                                 fmt=ic.format, limit=ic.limit, **excl)
         else:
-            examples = load_instruction_examples("hub", ic.path, revision=ic.revision, fmt=ic.format, limit=ic.limit)
+            examples = load_instruction_examples("hub", ic.path, revision=ic.revision, fmt=ic.format, limit=ic.limit,
+                                                 **excl)
         # Benign sets have no validation split of their own: hold out 2% (at least one) for the
         # best-adapter choice. Decision recorded in docs/DECISIONS.md.
         g = torch.Generator().manual_seed(int(cfg.data.split_seed))
@@ -218,26 +342,36 @@ def fit_step(
     wandb_run,
 ) -> dict[str, Any]:
     """Fit the PEFT `model` on one sub-stage, resuming from `step_dir/ckpt/last.ckpt` if present."""
+    from value_harms.data.resumable import ResumableDataLoader
     from value_harms.data.vim import SupervisedDataset
 
     stage = cfg.vim_stage
-    ds_train = SupervisedDataset(train_examples, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to)
-    ds_valid = SupervisedDataset(valid_examples, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to)
-    gen = torch.Generator().manual_seed(int(cfg.train.seed))
-    dl_train = DataLoader(ds_train, batch_size=int(stage.batch_size), shuffle=True, generator=gen,
-                          collate_fn=ds_train.collate, num_workers=0)
-    dl_valid = DataLoader(ds_valid, batch_size=int(stage.batch_size), shuffle=False,
-                          collate_fn=ds_valid.collate, num_workers=0)
+    side = str(stage.get("truncation_side") or "end")
+    ds_train = SupervisedDataset(train_examples, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to,
+                                 truncation_side=side)
+    ds_valid = SupervisedDataset(valid_examples, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to,
+                                 truncation_side=side)
+    truncation = {"truncation_side": side, "train_answer_lost": int(ds_train.n_answer_lost),
+                  "train_answer_lost_share": ds_train.answer_lost_share, "valid_answer_lost": int(ds_valid.n_answer_lost),
+                  "valid_answer_lost_share": ds_valid.answer_lost_share}
+    if wandb_run is not None:  # lost-answer share per run (issue 10 item 12)
+        from value_harms.tracking import safe_log
+
+        safe_log(wandb_run, {f"{step}/{k}": v for k, v in truncation.items() if k != "truncation_side"}, summary=True)
+    # Epoch e's order depends on (train.seed, e) only and the position within the epoch is saved
+    # in every checkpoint: a killed run resumes on the very next batch (data/resumable.py).
+    dl_train = ResumableDataLoader(ds_train, batch_size=int(stage.batch_size), seed=int(cfg.train.seed),
+                                   collate_fn=ds_train.collate)
+    dl_valid = DataLoader(ds_valid, batch_size=int(stage.batch_size), shuffle=False, collate_fn=ds_valid.collate,
+                          num_workers=0, generator=torch.Generator())  # never draws from the global RNG
 
     module = LoRAModule(model, lr=float(stage.lr), weight_decay=float(stage.weight_decay),
                         warmup_steps=int(stage.warmup_steps))
     ckpt_dir = step_dir / "ckpt"
     best_cb = BestAdapterCallback(step_dir / "adapter")
     tput = ThroughputCallback()
-    ckpt_cb = ModelCheckpoint(
-        dirpath=str(ckpt_dir), save_top_k=0, save_last=True, enable_version_counter=False,
-        every_n_train_steps=int(cfg.train.checkpoint_every_n_steps),
-    )
+    ckpt_cb = ResumeCheckpoint(ckpt_dir / "last.ckpt", every_n_steps=int(cfg.train.checkpoint_every_n_steps),
+                               loader=dl_train)
     loggers = []
     if wandb_run is not None:
         from value_harms.tracking import lightning_logger
@@ -265,14 +399,14 @@ def fit_step(
             log.warning("checkpoint %s is unreadable (%s): starting %s from scratch", last, exc, step)
             last.unlink()
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=dl_train, val_dataloaders=dl_valid, ckpt_path=ckpt_path)
+    trainer.fit(module, train_dataloaders=dl_train, val_dataloaders=dl_valid if len(ds_valid) else None,
+                ckpt_path=ckpt_path)
     if best_cb.best is None:
         # The step budget ended before any validation: validate once so an adapter is kept.
         trainer.validate(module, dataloaders=dl_valid, verbose=False)
     if best_cb.best is None:
         # No validation data at all: keep the final weights and say so.
-        with runs.atomic_dir(step_dir / "adapter") as tmp:
-            model.save_pretrained(str(tmp))
+        save_adapter(model, step_dir / "adapter")
         runs.atomic_write_json(step_dir / STATE_FILE, {"val_loss": None, "step": int(trainer.global_step)})
     return {
         "global_step": int(trainer.global_step),
@@ -286,19 +420,13 @@ def fit_step(
         # Sequences cut at max_length, and those whose whole target was cut (they teach nothing).
         "train_truncated": int(ds_train.n_truncated),
         "train_without_target": int(ds_train.n_without_target),
+        # Examples whose answer (the QA digit; the whole target elsewhere) lost a token to truncation.
+        **truncation,
     }
 
 
 # --------------------------------------------------------------------------------------------------
 # The train task
-
-
-# Config sections whose values change the trained adapter; everything else (paths, logging,
-# progress bars) is left out of the fingerprint so that it never forces a retrain.
-_TRAINER_KEYS_THAT_MATTER = (
-    "precision", "max_steps", "limit_train_batches", "limit_val_batches", "val_check_interval",
-    "gradient_clip_val", "deterministic",
-)
 
 
 def trains(cfg: DictConfig, profile: Profile) -> bool:
@@ -311,27 +439,41 @@ def stage_label(cfg: DictConfig, profile: Profile) -> str:
     return cfg.vim_stage.name if trains(cfg, profile) else "none"
 
 
-def train_fingerprint(cfg: DictConfig, profile: Profile) -> str:
-    """Hash of everything that determines the adapter of this job."""
-    m = runs.to_plain(cfg.model)
-    payload = {
-        "model": {k: m.get(k) for k in ("name", "source", "pretrained", "gguf_file", "revision", "dtype",
-                                        "lora_target_modules", "tiny")},
-        "profile": profile.values,
-        "stage": runs.to_plain(cfg.vim_stage),
-        "data": {k: v for k, v in runs.to_plain(cfg.data).items()},
-        "train": {k: v for k, v in runs.to_plain(cfg.train).items()
-                  if k in ("lora_r", "lora_alpha", "lora_dropout", "seed", "checkpoint_every_n_steps")},
-        "trainer": {k: runs.to_plain(cfg.trainer).get(k) for k in _TRAINER_KEYS_THAT_MATTER},
-    }
-    return runs.fingerprint(payload)
-
-
 def store_folder(cfg: DictConfig, profile: Profile) -> Path:
-    """Where the result of this job lives: <store>/train/<model>/<stage>/<profile>/<fingerprint>."""
+    """Where the result of this job lives: <store>/train/<model>/<stage>/<profile>/<training key>. The
+    key (value_harms.store.identity.train_key) is the content identity; the names only make the
+    store browsable. Benign baselines ignore the profile and are filed under `vanilla`."""
+    from value_harms.store import identity
+    from value_harms.store.layout import safe_name
+
     stage = stage_label(cfg, profile)
-    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / cfg.model.name / stage / profile.name
-            / train_fingerprint(cfg, profile))
+    label = "vanilla" if cfg.vim_stage.kind == "benign" else profile.name
+    key = identity.train_key(cfg, profile, cfg.paths.data_dir)
+    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / safe_name(cfg.model.name, "model.name") / stage
+            / safe_name(label, "value_profile.name") / key)
+
+
+# Overrides that only concern evaluation / analysis / logging: left out of the train command that an
+# evaluation prints when its adapter is missing.
+_NOT_TRAIN = ("benchmark", "mitigation", "scorer", "baseline", "generation", "batch_profiles", "adapter_dir",
+              "analysis", "audit", "force", "mode", "logger", "hydra", "run_label", "task_name")
+
+
+def train_command(cfg: DictConfig, profile: Profile) -> str:
+    """The exact `python train.py ...` that trains the adapter this config evaluates: the current
+    command's overrides minus evaluation-only ones (outside Hydra: the group choices)."""
+    args: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        args = [str(o) for o in HydraConfig.get().overrides.task
+                if str(o).lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in _NOT_TRAIN]
+    except Exception:
+        args = [f"model={cfg.model.name}", f"vim_stage={cfg.vim_stage.name}"]
+    args = [a for a in args if not a.startswith("value_profile=")]
+    if not any(a.startswith("value_profile.") for a in args):
+        args.append(f"value_profile={profile.name}")
+    return "python train.py " + " ".join(args)
 
 
 def train_profile(cfg: DictConfig, profile: Profile, base_model, tokenizer, store: Path, data_dir, wandb_run):
@@ -448,7 +590,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     """The `train` task: validate, train (or resume / skip), check value alignment, record."""
     from value_harms import tracking
     from value_harms.profiles import profile_from_cfg
+    from value_harms.validate import check_task
 
+    check_task(cfg)  # bad numbers, names and folders: one line, before any loading
     profile = profile_from_cfg(cfg.value_profile)  # bad vectors fail here, before any loading
     if cfg.train.num_threads:
         torch.set_num_threads(int(cfg.train.num_threads))
@@ -471,36 +615,51 @@ def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, A
     from value_harms import tracking
     from value_harms.models import detach_lora, get_base_model, load_adapter
 
+    from value_harms.store import identity
+
     stored = _stored_result(cfg, store, data_dir)
-    if stored is not None:
-        log.info("complete result found in %s: nothing to train or check", store)
-        runs.atomic_write_json(run_dir / "train_result.json", stored)
-        tracking.safe_log(wandb_run, {"skipped": True, "store_dir": str(store)}, summary=True)
-        return stored
+    if stored is None:
+        with runs.locked(store):
+            stored = _stored_result(cfg, store, data_dir)  # finished by another process while we waited?
+            if stored is None:
+                return _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identity)
+    log.info("complete result found in %s: nothing to train or check", store)
+    runs.atomic_write_json(run_dir / "train_result.json", stored)
+    tracking.safe_log(wandb_run, {"skipped": True, "store_dir": str(store)}, summary=True)
+    return stored
+
+
+def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identity) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint), check alignment and write the result; the caller
+    holds the store folder's lock."""
+    from value_harms import tracking
+    from value_harms.models import detach_lora, get_base_model, load_adapter
+
     base_model, tokenizer = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
     result: dict[str, Any] = {
+        "schema_version": identity.SCHEMA_VERSION, "train_key": store.name,
         "profile": profile.to_dict(), "model": cfg.model.name, "stage": stage_label(cfg, profile),
         "seed": int(cfg.train.seed), "store_dir": str(store), "git": runs.git_hash(),
     }
-    with runs.locked(store):
-        adapter_dir = None
-        if trains(cfg, profile):
-            adapter_dir, summary = train_profile(cfg, profile, base_model, tokenizer, store, data_dir, wandb_run)
-            result.update(summary)
-            result["adapter_dir"] = str(adapter_dir)
-            from value_harms.models import adapter_fingerprint
+    adapter_dir = None
+    if trains(cfg, profile):
+        adapter_dir, summary = train_profile(cfg, profile, base_model, tokenizer, store, data_dir, wandb_run)
+        result.update(summary)
+        result["adapter_dir"] = str(adapter_dir)
+        from value_harms.models import adapter_fingerprint
 
-            result["adapter_sha256"] = adapter_fingerprint(str(adapter_dir))
-            runs.atomic_write_json(store / "data_counts.json", summary["data_counts"])
-        model = load_adapter(base_model, str(adapter_dir)) if adapter_dir else base_model
-        try:
-            if cfg.alignment.enabled:
-                result["alignment"] = _alignment(cfg, profile, model, tokenizer, store, data_dir)
-        finally:
-            if adapter_dir:
-                detach_lora(model)
-        runs.atomic_write_json(store / "train_result.json", result)
-        runs.mark_complete(store, {"adapter_dir": result.get("adapter_dir")})
+        result["adapter_sha256"] = adapter_fingerprint(str(adapter_dir))
+        runs.atomic_write_json(store / "data_counts.json", summary["data_counts"])
+    model = load_adapter(base_model, str(adapter_dir)) if adapter_dir else base_model
+    try:
+        if cfg.alignment.enabled:
+            result["alignment"] = _alignment(cfg, profile, model, tokenizer, store, data_dir)
+    finally:
+        if adapter_dir:
+            detach_lora(model)
+    runs.atomic_write_json(store / "train_result.json", result)
+    runs.mark_complete(store, {"adapter_dir": result.get("adapter_dir"),
+                               "sha256": {"train_result.json": runs.file_sha256(store / "train_result.json")}})
     runs.atomic_write_json(run_dir / "train_result.json", result)
 
     flat = {f"data/{step}/{k}": v for step, c in result.get("data_counts", {}).items() for k, v in _flatten(c).items()}
@@ -549,9 +708,12 @@ def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
     if cfg.train.force or not runs.is_complete(store):
         return None
     try:
+        expected = (runs.read_json(store / "COMPLETE").get("sha256") or {}).get("train_result.json")
+        if expected != runs.file_sha256(store / "train_result.json"):
+            raise ValueError("its bytes differ from the checksum written with it")
         result = runs.read_json(store / "train_result.json")
-    except (OSError, ValueError) as exc:
-        log.warning("stored result %s is unreadable (%s): recomputing", store / "train_result.json", exc)
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("stored result %s is damaged (%s): recomputing", store / "train_result.json", exc)
         return None
     if cfg.alignment.enabled:
         cache = _alignment_source(cfg, store, data_dir)[2]

@@ -96,19 +96,24 @@ def provenance(df: pd.DataFrame, files: list[Path], audit: dict | None) -> dict[
 
 def run_analyze(cfg) -> dict[str, Any]:
     from value_harms import tracking
+    from value_harms.analysis.tidy import check_training_keys
     from value_harms.analysis import (auto_mitigation, check_comparable, compare_baselines, find_results,
                                       load_alignment, load_results, mitigation_effects, persona_fidelity,
                                       value_regressions)
     from value_harms.analysis.report import log_report_to_wandb, top_findings, write_report
     from value_harms.training import output_dir, run_group
 
+    from value_harms.validate import check_task
+
+    check_task(cfg)  # bad names and folders: one line, before anything is read
     a = cfg.analysis
     run_dir = output_dir(cfg)
     inputs = [str(x) for x in a.inputs]
     files = find_results(inputs)
-    df = load_results(inputs)
+    df = load_results(inputs, max_missing_frac=float(a.max_missing_frac))
     if df.empty:
         raise FileNotFoundError(f"no results.json found under {inputs}; run evaluate.py first or set analysis.inputs")
+    check_training_keys(df, allow_mixed=bool(a.allow_mixed))
     check_comparable(df, allow_mixed=bool(a.allow_mixed),
                      max_fallback_share_diff=float(a.get("max_fallback_share_diff", 0.05)))
     aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])

@@ -37,6 +37,7 @@ __all__ = [
     "load_alignment",
     "alignment_to_frame",
     "check_comparable",
+    "check_training_keys",
     "scorer_label",
 ]
 
@@ -57,7 +58,7 @@ COUNT_KEYS: frozenset[str] = frozenset({
 TIDY_COLUMNS: tuple[str, ...] = (
     "result_id", "profile", "kind", "anchor", *VALUES, "model", "stage", "baseline", "benchmark",
     "benchmark_version", "measure", "category", "mitigation", "disregard", "scorer", "stand_in", "metric",
-    "value", "n", "missing", "source", "path", "fallback_share", "filtered", "prompt_set",
+    "value", "n", "missing", "source", "path", "fallback_share", "filtered", "prompt_set", "train_key",
 )
 
 _STORE_TAIL = 8  # eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<fingerprint>
@@ -274,6 +275,7 @@ def results_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]
             "measure": bench.get("measure"), "scorer": scorer_label(scorer),
             "stand_in": bool(scorer.get("stand_in", False)), "source": "evaluate",
             "fallback_share": fallback_share(scorer), "prompt_set": prompt_set(data),
+            "train_key": data.get("train_key"),
         })
         for category, metrics in (data.get("metrics") or {}).items():
             if not isinstance(metrics, Mapping):
@@ -293,7 +295,7 @@ def results_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]
     return _frame(rows)
 
 
-def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
+def load_results(paths: Sequence[str | Path] | str | Path, max_missing_frac: float = 0.0) -> pd.DataFrame:
     """The tidy table of every evaluation result under `paths` (folders, files, glob patterns).
 
     One row per (result, category, metric) with the columns TIDY_COLUMNS: `result_id` (the store
@@ -303,8 +305,56 @@ def load_results(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
     names, '+'-joined), scorer (scorer_label), stand_in, metric, value (NaN where the metric was None),
     n / missing (the counts behind the metric when its dict has them), source ('evaluate'), path.
     """
-    kept = _dedup(_expand(paths, "results.json"), require="metrics")
+    kept = accepted_results(_dedup(_expand(paths, "results.json"), require="metrics"), max_missing_frac)
     return results_to_frame((data, key, f) for f, data, key in kept)
+
+
+def accepted_results(kept: list[tuple[Path, dict[str, Any], str]], max_missing_frac: float = 0.0):
+    """The results analysis may use: of the current store schema, and complete or missing at most
+    `max_missing_frac` of their scores (analysis.max_missing_frac). Each kind of rejection is said
+    once, with its count and the command that fixes it."""
+    from value_harms.store.identity import SCHEMA_VERSION
+
+    old, partial, out = [], [], []
+    for f, data, key in kept:
+        if int(data.get("schema_version") or 1) < SCHEMA_VERSION:
+            old.append(f)
+            continue
+        sc = data.get("scorer") or {}
+        n, missing = _num(sc.get("n")) or 0.0, _num(sc.get("missing")) or 0.0
+        if data.get("status") == "partial" and (n <= 0 or missing / n > float(max_missing_frac) + 1e-12):
+            partial.append(f)
+            continue
+        out.append((f, data, key))
+    if old:
+        log.warning("%d result(s) of an older store schema ignored (e.g. %s): rerun the evaluate commands that "
+                    "made them to rebuild them", len(old), old[0])
+    if partial:
+        log.warning("%d partial result(s) with more missing scores than analysis.max_missing_frac=%g ignored "
+                    "(e.g. %s): rerun the same evaluate command to retry the missing scores",
+                    len(partial), float(max_missing_frac), partial[0])
+    return out
+
+
+def check_training_keys(df: pd.DataFrame, allow_mixed: bool = False) -> list[str]:
+    """Refuse to pool results of different trainings (training keys: another lr, rank, data...) for
+    one (model, stage, profile, baseline, benchmark, mitigation) unless allow_mixed."""
+    problems: list[str] = []
+    if df.empty or "train_key" not in df:
+        return problems
+    rows = df.dropna(subset=["train_key"]).drop_duplicates("result_id")
+    for (model, stage, profile, baseline, bench, mit), g in rows.groupby(
+            ["model", "stage", "profile", "baseline", "benchmark", "mitigation"], sort=True, dropna=False):
+        keys = sorted(set(g["train_key"].astype(str)))
+        if len(keys) > 1:
+            problems.append(f"profile {profile} ({model}, stage {stage}, {baseline}) on {bench} / {mit} pools "
+                            f"{len(keys)} different trainings (training keys {', '.join(keys[:3])}); select one "
+                            f"with analysis.inputs, or pass analysis.allow_mixed=true to pool them")
+    if problems and not allow_mixed:
+        raise AnalysisError(problems[0])
+    for p in problems:
+        log.warning("%s (allowed)", p)
+    return problems
 
 
 def alignment_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]]) -> pd.DataFrame:

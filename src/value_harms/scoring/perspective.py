@@ -58,6 +58,12 @@ class PerspectiveScorer(Scorer):
     def __repr__(self) -> str:  # never show the key
         return f"PerspectiveScorer(endpoint={self.cfg.endpoint!r}, attribute={self.attribute!r})"
 
+    @property
+    def cache_id(self) -> str:
+        # The endpoint is part of a score's identity (another deployment or API version may score
+        # differently); the key never is.
+        return f"{self.name}|{self.cfg.endpoint}|{','.join(LANGUAGES)}"
+
     # ---------------------------------------------------------------------------------------------
 
     @property

@@ -249,3 +249,29 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
         _log_once("stand-in", logging.WARNING, "toxicity scores come from profanity_check, a "
                   "stand-in (not Perspective/Detoxify); results are marked stand_in")
     return chain
+
+
+def backend_available(backend: str, scorer_cfg: Any) -> bool:
+    """Cheap check, without building the scorer, that `backend` could score here now: Perspective
+    when its key variable is set; Detoxify when its checkpoint file (configured, or the variant's
+    release asset in the torch hub cache) is on disk; profanity_check when installed. Used to tell
+    whether a result scored by a fallback should be re-scored by the preferred backend."""
+    if backend == "perspective":
+        return bool(os.environ.get(str(scorer_cfg.perspective.api_key_env), "").strip())
+    if backend == "detoxify":
+        ckpt = scorer_cfg.detoxify.get("checkpoint") if hasattr(scorer_cfg.detoxify, "get") else None
+        if ckpt:
+            return os.path.isfile(os.path.expanduser(str(ckpt)))
+        try:
+            import torch
+            from detoxify.detoxify import MODEL_URLS
+
+            url = MODEL_URLS.get(str(scorer_cfg.detoxify.variant), "")
+            return bool(url) and os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", url.split("/")[-1]))
+        except Exception:  # noqa: BLE001 - detoxify not installed or an unexpected layout: not available
+            return False
+    if backend == "profanity_check":
+        import importlib.util
+
+        return importlib.util.find_spec("profanity_check") is not None
+    return False

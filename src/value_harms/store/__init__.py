@@ -1,0 +1,26 @@
+"""The result store: who a result is (identity keys) and whether it is whole (records).
+
+Every stored result (a trained adapter, an evaluation) lives in a folder addressed by a key that is
+a hash of the *content* that determines its numbers: base weights, tokenizer, data files, profile
+vector, prompt texts, generation settings, scorer identity and the results-schema version. Paths,
+logging and progress settings are never part of a key. `identity` computes the keys, `records`
+writes and reads result folders (complete / partial / damaged).
+"""
+
+from value_harms.store.identity import (  # noqa: F401  (the package's public API)
+    SCHEMA_VERSION,
+    base_identity,
+    content_sha256,
+    digest,
+    eval_key,
+    train_key,
+    train_key_payload,
+)
+from value_harms.store.records import (  # noqa: F401
+    COMPLETE,
+    PARTIAL,
+    ResultState,
+    read_result,
+    result_state,
+    write_result,
+)

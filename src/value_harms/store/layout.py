@@ -1,0 +1,24 @@
+"""Folder names inside the store and the run folders: a name from the config becomes ONE path
+component, never a path (no separators, no `..`, no absolute paths, no control characters)."""
+
+from __future__ import annotations
+
+import re
+
+MAX_NAME = 100
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+class UnsafeNameError(ValueError):
+    """A config name that cannot be a single folder name."""
+
+
+def safe_name(name: object, what: str = "name") -> str:
+    """`name` unchanged when it is a safe single folder name, else a one-line UnsafeNameError."""
+    text = str(name)
+    if not text or text in (".", "..") or _UNSAFE.search(text) or text.startswith("~"):
+        raise UnsafeNameError(f"{what}={text!r} cannot be a folder name: use letters, digits, '_', '-', '.' "
+                              f"without '/', '\\\\', '..' or control characters")
+    if len(text) > MAX_NAME:
+        raise UnsafeNameError(f"{what}={text[:40]!r}... is {len(text)} characters long; use at most {MAX_NAME}")
+    return text
