@@ -3,23 +3,29 @@ subprocess, tiny model, tmp paths).
 
 For every case: the process exits non-zero; the LAST stderr line is one line starting with "error:"
 that names the problem AND the fix (a config key to set, the valid options, a command to run) -
-except config typos / wrong types, which Hydra rejects at composition with its own message naming
-the bad key; and nothing partial is left behind (no COMPLETE / results.json / train_result.json /
-adapter under paths.store_dir; a run folder may exist, but its status.json says failed).
+except wrong types, which Hydra rejects at composition with its own message naming the bad key; and
+nothing partial is left behind (no COMPLETE / results.json / train_result.json / adapter under
+paths.store_dir; a run folder may exist, but its status.json says failed; nothing is written
+outside paths.output_dir and paths.store_dir).
 
-Eleven cases run as subprocesses (two at a time); the others in-process through
-`value_harms.cli.run_task`, the path the entry points take after composition. One extra, in-process
-check: an evaluation whose model produces empty continuations finishes and counts them (not an error).
+Fifteen cases run as subprocesses (two at a time); the others in-process through
+`value_harms.cli.run_task`, the path the entry points take after composition. Extra, in-process
+checks: an evaluation whose model produces empty continuations finishes and counts them (not an
+error); the file-name rules of value_harms.validate on names a command line cannot easily carry.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import string
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import run_script
 
@@ -43,15 +49,70 @@ def _files(root: Path) -> dict[str, Path]:
     (root / "not_an_adapter").mkdir(exist_ok=True)
     (root / "not_an_adapter" / "README.txt").write_text("weights went elsewhere\n")
     (root / "no_results").mkdir(exist_ok=True)
+    # one prompt of 1 MB (rtp_list: one prompt per line)
+    (root / "huge_prompt_rtp.csv").write_text(("the quick brown fox jumps over the lazy dog " * 23_000)[:1_000_000]
+                                              + "\n")
     return {p.name: p for p in root.iterdir()}
 
 
+def _other_base_adapters(root: Path, cache_dir: Path) -> None:
+    """Real LoRA adapters of two other tiny bases: other layer shapes (hidden 32), and the same
+    shapes with other weights (seed 1)."""
+    from value_harms.models import attach_lora, detach_lora, get_base_model
+
+    for name, tiny in (("adapter_hidden32", {"hidden_size": 32}), ("adapter_seed1", {"seed": 1})):
+        model, _ = get_base_model({"name": "tiny", "source": "tiny", "tiny": tiny}, str(cache_dir))
+        peft_model = attach_lora(model, 4, 16, 0.0, ["q_proj", "v_proj"], seed=0)
+        try:
+            peft_model.save_pretrained(str(root / name))
+        finally:
+            detach_lora(peft_model)
+
+
 # id -> (script, extra args, env, substrings the last stderr line must hold, hydra composition error?)
-# {F} is the folder of bad files; {T} the case's tmp folder.
+# {F} is the folder of bad files; {T} the case's tmp folder; {RO} a folder nobody can write to.
 CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
-    # --- config composition (Hydra's own message; it names the key) -------------------------------
-    "key_typo": ("train.py", ["train.lora_rr=4"], {}, ["lora_rr", "train.lora_rr"], True),
+    # --- config composition ---------------------------------------------------------------------------
+    "key_typo": ("train.py", ["train.lora_rr=4"], {},
+                 ["unknown config key 'train.lora_rr'", "closest: train.lora_r", "--cfg job"], False),
+    "key_typo_section": ("evaluate.py", ["benchmrk.limit=2"], {},
+                         ["unknown config key 'benchmrk.limit'", "closest: benchmark.limit"], False),
     "wrong_type": ("train.py", ["train.lora_r=abc"], {}, ["'abc'", "Integer", "train.lora_r"], True),
+    "glob_matches_nothing": ("train.py", ["-m", "value_profile=glob(Pwr*)"], {},
+                             ["value_profile=glob(Pwr*) matches no option", "0 jobs", "ls conf/value_profile/"],
+                             False),
+    "sweep_job_negative_lr": ("train.py", ["-m", "value_profile=Pow", "vim_stage.lr=1e-4,-1e-4", *TRAIN], {},
+                              ["job 1 of 2", "vim_stage.lr=-0.0001", "expected a learning rate > 0"], False),
+    # --- settings that give no meaningful result (checked before any model or data is loaded) -------
+    "epochs_zero": ("train.py", ["value_profile=Pow", "vim_stage.epochs=0", *TRAIN], {},
+                    ["vim_stage.epochs=0", "0 trains nothing", "set e.g. vim_stage.epochs="], False),
+    "max_steps_zero": ("train.py", ["value_profile=Pow", "trainer.max_steps=0", *TRAIN], {},
+                       ["trainer.max_steps=0", "trains nothing", "trainer.max_steps=-1"], False),
+    "negative_lr": ("train.py", ["value_profile=Pow", "vim_stage.lr=-0.001", *TRAIN], {},
+                    ["vim_stage.lr=-0.001", "learning rate > 0", "vim_stage.lr=2e-5"], False),
+    "batch_size_zero": ("train.py", ["value_profile=Pow", "vim_stage.batch_size=0", *TRAIN], {},
+                        ["vim_stage.batch_size=0", "integer >= 1"], False),
+    "negative_temperature": ("evaluate.py", ["benchmark=rtp", "benchmark.temperature=-0.5", *EVAL], {},
+                             ["benchmark.temperature=-0.5", "temperature >= 0"], False),
+    "zero_temperature_sampling": ("evaluate.py", ["benchmark=rtp", "benchmark.temperature=0", *EVAL], {},
+                                  ["benchmark.temperature=0", "benchmark.do_sample=false"], False),
+    "huge_prompt": ("evaluate.py", ["benchmark=rtp", "benchmark.path={F}/huge_prompt_rtp.csv", "generation.cache=false",
+                                    *EVAL], {},
+                    ["1 prompt(s) do not fit", "context of 512", "1,000,000 characters", "prompts are never cut"],
+                    False),
+    # --- names that become folders ---------------------------------------------------------------------
+    "profile_name_escapes": ("train.py", ["-m", "value_profile=Pow", "value_profile.name=../../../../x", *TRAIN], {},
+                             ["value_profile.name='../../../../x'", "cannot be a folder name"], False),
+    "profile_name_absolute": ("train.py", ["value_profile=Pow", "value_profile.name={T}/abs", *TRAIN], {},
+                              ["value_profile.name=", "cannot be a folder name", "without '/'"], False),
+    "profile_name_300_chars": ("train.py", ["value_profile=Pow", "value_profile.name=" + "P" * 300, *TRAIN], {},
+                               ["value_profile.name='PPP", "300 characters long", "at most 100"], False),
+    "run_label_nests": ("evaluate.py", ["benchmark=rtp", "run_label=a/b", *EVAL], {},
+                        ["run_label='a/b'", "cannot be a folder name"], False),
+    # --- folders ---------------------------------------------------------------------------------------
+    "readonly_output_dir": ("train.py", ["value_profile=Pow", "paths.output_dir={RO}/out", *TRAIN], {},
+                            ["paths.output_dir=", "is not writable", "set paths.output_dir to a writable folder"],
+                            False),
     # --- group options: closest names + where the options live ------------------------------------
     "unknown_profile": ("train.py", ["value_profile=Powr"], {},
                         ["unknown value_profile 'Powr'", "closest: Pow", "ls conf/value_profile/"], False),
@@ -97,12 +158,23 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
                             False),
     # --- models / adapters --------------------------------------------------------------------------
     "missing_adapter": ("evaluate.py", ["value_profile=Uni", "benchmark=rtp", *EVAL], {},
-                        ["no trained adapter", "value_profile=Uni",
-                         "python train.py model=tiny vim_stage=full value_profile=Uni", "adapter_dir="], False),
+                        ["no trained adapter", "value_profile=Uni", "python train.py model=tiny", "adapter_dir="],
+                        False),
     "adapter_dir_without_config": ("evaluate.py", ["value_profile=Uni", "adapter_dir={F}/not_an_adapter",
                                                    "benchmark=rtp", *EVAL], {},
                                    ["not_an_adapter", "no adapter_config.json", "point it at a trained adapter"],
                                    False),
+    "adapter_other_architecture": ("evaluate.py", ["value_profile=Uni", "adapter_dir={F}/adapter_hidden32",
+                                                   "benchmark=rtp", "generation.cache=false", *EVAL], {},
+                                   ["adapter_hidden32", "trained on another base model", "has 32 inputs",
+                                    "has 64", "set model="], False),
+    "adapter_other_weights": ("evaluate.py", ["value_profile=Uni", "adapter_dir={F}/adapter_seed1", "benchmark=rtp",
+                                              "generation.cache=false", *EVAL], {},
+                              ["adapter_seed1", "trained on base model 'tiny-", "same layer shapes"], False),
+    "offline_hub_id": ("evaluate.py", ["model.source=hub", "model.pretrained=value-harms-test/not-in-any-cache",
+                                       "benchmark=rtp", "generation.cache=false", *EVAL], {"HF_HUB_OFFLINE": "1"},
+                       ["model.pretrained='value-harms-test/not-in-any-cache'", "not in the local Hugging Face cache",
+                        "huggingface-cli download"], False),
     "bad_baseline_name": ("evaluate.py", ["baseline=icll", "benchmark=rtp", *EVAL], {},
                           ["baseline='icll'", "auto, vanilla, vim, icl, benign"], False),
     "icl_without_profile": ("evaluate.py", ["baseline=icl", "value_profile=vanilla", "benchmark=rtp", *EVAL], {},
@@ -128,12 +200,14 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
 }
 
 
-def _args(case: str, tmp: Path, files: Path, cache_dir: Path, data_dir: Path) -> list[str]:
+def _args(case: str, tmp: Path, files: Path, cache_dir: Path, data_dir: Path, ro: Path | None = None) -> list[str]:
     script, extra, *_ = CASES[case]
     t = tmp / case
     base = ["model=tiny", "logger=none", f"paths.output_dir={t}/out", f"paths.store_dir={t}/store",
             f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}"]
-    return base + [a.replace("{F}", str(files)).replace("{T}", str(t)) for a in extra]
+    flags = [a for a in extra if a.startswith("-")]  # -m before the overrides (argparse)
+    return flags + base + [a.replace("{F}", str(files)).replace("{T}", str(t)).replace("{RO}", str(ro))
+                           for a in extra if not a.startswith("-")]
 
 
 # Run as subprocesses (the entry point as a user types it): Hydra composition errors, the group
@@ -141,17 +215,37 @@ def _args(case: str, tmp: Path, files: Path, cache_dir: Path, data_dir: Path) ->
 # other cases go through `value_harms.cli.run_task(task, cfg)` in-process: the same code path the
 # entry points take after composition (run_task turns user errors into "error: ..." + exit 2), at a
 # fraction of the cost of importing torch in a fresh process each time.
-CLI_CASES = ("key_typo", "wrong_type", "unknown_profile", "unknown_benchmark", "unknown_scorer", "unknown_model",
+CLI_CASES = ("key_typo", "key_typo_section", "wrong_type", "glob_matches_nothing", "sweep_job_negative_lr",
+             "profile_name_escapes", "unknown_profile", "unknown_benchmark", "unknown_scorer", "unknown_model",
              "missing_data_dir", "non_utf8_benchmark", "unknown_disregard_value", "missing_adapter",
              "analyze_without_results")
 IN_PROCESS_CASES = tuple(c for c in CASES if c not in CLI_CASES)
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory) -> Path:
+def bad_files(tmp_path_factory, cache_dir) -> Path:
     root = tmp_path_factory.mktemp("bad_files")
     _files(root)
+    _other_base_adapters(root, cache_dir)
     return root
+
+
+@pytest.fixture(scope="module")
+def readonly_dir(tmp_path_factory):
+    """A folder nobody can create files in: mode 0555, or for root (who ignores modes) the
+    immutable attribute; skipped where neither works."""
+    d = tmp_path_factory.mktemp("readonly")
+    if os.geteuid() != 0:
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+        return
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+        pytest.skip("root, and this file system has no immutable attribute: cannot make a read-only folder")
+    try:
+        yield d
+    finally:
+        subprocess.run(["chattr", "-i", str(d)], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -180,17 +274,18 @@ def test_bad_input_cli(case, cli_outcomes):
 
 
 @pytest.mark.parametrize("case", IN_PROCESS_CASES)
-def test_bad_input_in_process(case, compose, tmp_path, bad_files, cache_dir, data_dir, monkeypatch, capsys):
+def test_bad_input_in_process(case, compose, tmp_path, bad_files, cache_dir, data_dir, monkeypatch, capsys, request):
     from value_harms.cli import run_task
 
-    script, _, env, *_ = CASES[case]
+    script, extra, env, *_ = CASES[case]
+    ro = request.getfixturevalue("readonly_dir") if any("{RO}" in a for a in extra) else None
     for k, v in env.items():
         if v == "":
             monkeypatch.delenv(k, raising=False)
         else:
             monkeypatch.setenv(k, v)
     task = _task(script)
-    cfg = compose(script.removesuffix(".py"), _args(case, tmp_path, bad_files, cache_dir, data_dir))
+    cfg = compose(script.removesuffix(".py"), _args(case, tmp_path, bad_files, cache_dir, data_dir, ro))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         run_task(task, cfg)
@@ -232,6 +327,9 @@ def _check(case: str, code, stderr: str, root: Path) -> None:
 
 def _assert_nothing_partial(root: Path) -> None:
     store, out = root / "store", root / "out"
+    if root.exists():
+        outside = sorted(p.name for p in root.iterdir() if p.name not in ("out", "store"))
+        assert not outside, f"written outside paths.output_dir / paths.store_dir: {outside}"
     if store.exists():
         bad = [p for p in store.rglob("*") if p.name in ("COMPLETE", "results.json", "train_result.json",
                                                           "adapter_config.json", "adapter_model.safetensors",
@@ -268,3 +366,23 @@ def test_empty_generations_are_counted_not_fatal(compose, tmp_path, cache_dir, d
     assert res["scorer"]["n"] == 6 and res["scorer"]["missing"] == 0  # scored (prompt + "."), not dropped
     assert res["metrics"]["overall"]["n_prompts"] == 3
     assert json.loads((Path(res["run_dir"]) / "status.json").read_text())["status"] == "complete"
+
+
+# --------------------------------------------------------------------------------------------------
+# File-name rules (names a command line cannot easily carry: control characters, backslashes)
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("Pow", True), ("close_Pow_3", True), ("my-profile.v2", True), ("P" * 100, True), ("a..b", True),
+    ("P" * 101, False), ("", False), ("a/b", False), ("a\\b", False), ("..", False), ("/etc/passwd", False),
+    ("tab\there", False), ("nl\nhere", False), ("nul\x00", False),
+])
+def test_file_safe_names(name, ok):
+    from value_harms.validate import config_problems, name_problem
+
+    why = name_problem(name, "value_profile.name")
+    assert (why is None) == ok, (name, why)
+    if not ok:
+        assert why.startswith("value_profile.name=") and "\n" not in why, why
+        cfg = OmegaConf.create({"value_profile": {"name": name}, "run_label": "x"})
+        assert config_problems(cfg) == [why]

@@ -1,7 +1,9 @@
 """Command-line helpers shared by the entry points (`train.py`, `evaluate.py`, `analyze.py`).
 
-Hydra answers an unknown group option with the full list of options (155 value profiles); users
-deserve the closest names instead, so entry points check their group overrides first.
+Hydra answers an unknown group option with the full list of options (155 value profiles) and a key
+typo with several lines suggesting `+key=` (which the typed schema then rejects); users deserve one
+line with the closest names instead, so entry points check their overrides first: group options,
+sweeps over groups (`glob(...)` matching nothing launches no job) and keys (value_harms.validate).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from value_harms.profiles import conf_dir as _conf_dir
+from value_harms.validate import ConfigError, key_problem, sweep_problem
 
 _SWEEP_FN = re.compile(r"^\s*(glob|choice|range|interval|tag|sort|shuffle)\(")
 
@@ -33,7 +36,12 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
         key = key.lstrip("+~")
         if key.startswith("hydra/"):
             continue
-        if key not in groups or not value or _SWEEP_FN.match(value) or value == "null":
+        if key in groups and _SWEEP_FN.match(value):
+            msg = sweep_problem(key, value, group_options(key, conf))
+            if msg:
+                return msg
+            continue
+        if key not in groups or not value or value == "null":
             continue
         options = group_options(key, conf)
         for opt in (v.strip() for v in value.split(",")):
@@ -43,7 +51,7 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
                           for o in [options[[x.lower() for x in options].index(o)]] if o not in close]
                 hint = f"closest: {', '.join(close[:5])}" if close else f"options: {', '.join(options[:12])}"
                 return f"unknown {key} '{opt}'; {hint} (all options: ls conf/{key}/)"
-    return None
+    return key_problem(argv, groups, script=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py")
 
 
 def guard_overrides(argv: list[str] | None = None) -> None:
@@ -60,8 +68,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from value_harms.models import ModelError
     from value_harms.profiles import ProfileError
     from value_harms.prompts import PromptError
+    from value_harms.store.layout import UnsafeNameError
 
-    errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, PromptError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, PromptError, FileNotFoundError,
+                                         UnsafeNameError, ConfigError]
     try:
         from value_harms.analysis.tidy import AnalysisError
         from value_harms.benchmarks import BenchmarkError
@@ -78,6 +88,11 @@ def run_task(task, cfg) -> object:
     """Run a task; bad input ends the process with status 2 and one line naming the problem."""
     try:
         return task(cfg)
+    except PermissionError as exc:  # a folder that cannot be written (read-only disk, another user's dir)
+        where = exc.filename or "a file"
+        print(f"error: cannot write {where}: {exc.strerror or exc}; set paths.output_dir / paths.store_dir "
+              f"to a writable folder", file=sys.stderr)
+        raise SystemExit(2) from None
     except user_errors() as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)

@@ -40,6 +40,7 @@ __all__ = [
     "detach_lora",
     "adapter_fingerprint",
     "adapter_problem",
+    "check_adapter_base",
     "TINY_CORPUS",
 ]
 
@@ -281,9 +282,15 @@ def load_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     kw: dict[str, Any] = {"trust_remote_code": trust}
     if revision:
         kw["revision"] = str(revision)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-    # transformers 5.x: `dtype=` (``torch_dtype=`` is deprecated and only kept for BC).
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype_name], **kw)
+    if _get(model_cfg, "source") == "hub" and not Path(path).is_dir():
+        _check_hub_reachable(path, revision)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+        # transformers 5.x: `dtype=` (``torch_dtype=`` is deprecated and only kept for BC).
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype_name], **kw)
+    except OSError as exc:  # unknown / gated / unreachable hub id: one line, not a traceback
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise ModelError(f"model.pretrained={path!r} cannot be loaded: {first}") from None
     tokenizer.padding_side = str(_get(model_cfg, "padding_side") or "left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -292,6 +299,37 @@ def load_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
+
+
+def _offline() -> bool:
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return False
+
+
+def _check_hub_reachable(repo_id: str, revision: str | None) -> None:
+    """Offline (HF_HUB_OFFLINE=1), a hub id must already be in the local Hugging Face cache: say so
+    in one line instead of the library's multi-line traceback."""
+    if not _offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # a malformed id: from_pretrained reports it
+        return
+    if not isinstance(hit, str):
+        rev = f" --revision {revision}" if revision else ""
+        raise ModelError(
+            f"model.pretrained={repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+            f"download it once with network access (huggingface-cli download {repo_id}{rev}), unset "
+            f"HF_HUB_OFFLINE, or point model.pretrained at a local model folder")
 
 
 _BASE_CACHE: dict[tuple, tuple[Any, Any]] = {}
@@ -351,6 +389,7 @@ def load_adapter(model, adapter_dir: str | os.PathLike, is_trainable: bool = Fal
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ModelError(f"no adapter_config.json in {adapter_dir}")
+    check_adapter_base(model, adapter_dir)
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
 
 
@@ -365,12 +404,75 @@ def load_adapters(model, adapters: dict[str, str | os.PathLike]):
     for name, folder in adapters.items():
         if not (Path(folder) / "adapter_config.json").is_file():
             raise ModelError(f"no adapter_config.json in {folder}")
+        check_adapter_base(model, folder)
         if peft_model is None:
             peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=False)
         else:
             peft_model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
     peft_model.eval()
     return peft_model
+
+
+def _adapter_shapes(adapter_dir: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from the safetensors header (no weights read); {} for .bin adapters."""
+    st = adapter_dir / "adapter_model.safetensors"
+    if not st.is_file():
+        return {}
+    with open(st, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def check_adapter_base(model, adapter_dir: str | os.PathLike) -> None:
+    """Refuse, in one line, an adapter trained on another base model than ``model``.
+
+    Two checks, before PEFT sees the weights: every LoRA matrix must fit its target layer in this
+    base (a different architecture fails here instead of with PEFT's size-mismatch traceback), and
+    the base the adapter was saved from (``base_model_name_or_path``) must be this one when both are
+    names the project can compare: hub ids, or the project's cache folders ``<name>-<content hash>``
+    (a tiny model with another seed has the same shapes but another folder)."""
+    d = Path(adapter_dir)
+    try:
+        acfg = json.loads((d / "adapter_config.json").read_text(encoding="utf-8"))
+        shapes = _adapter_shapes(d)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # damaged files are adapter_problem's business
+    theirs = str(acfg.get("base_model_name_or_path") or "")
+    ours = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+    modules = dict(model.named_modules())
+    for key, shape in shapes.items():
+        if ".lora_A." not in key and ".lora_B." not in key or len(shape) != 2:
+            continue
+        saved = key.split(".lora_")[0]
+        path = next((p for p in (saved.removeprefix("base_model.model."), saved.removeprefix("base_model."), saved)
+                     if p in modules), saved.removeprefix("base_model.model."))
+        layer = modules.get(path)
+        if layer is None:
+            raise ModelError(f"adapter_dir={str(d)!r} was trained on another base model "
+                             f"({Path(theirs).name or 'unknown'}): layer {path} does not exist in the loaded "
+                             f"{Path(ours).name or 'model'}; use an adapter trained on this model, or set model= to "
+                             f"the one it was trained on")
+        want = getattr(layer, "in_features", None) if ".lora_A." in key else getattr(layer, "out_features", None)
+        got = shape[1] if ".lora_A." in key else shape[0]
+        if isinstance(want, int) and want != got:
+            side = "inputs" if ".lora_A." in key else "outputs"
+            raise ModelError(f"adapter_dir={str(d)!r} was trained on another base model "
+                             f"({Path(theirs).name or 'unknown'}): its {path} has {got} {side}, the loaded "
+                             f"{Path(ours).name or 'model'} has {want}; use an adapter trained on this model, or set "
+                             f"model= to the one it was trained on")
+    if not theirs or not ours or theirs == ours:
+        return
+    a, b = Path(theirs).name, Path(ours).name
+    cache_names = all(p.parent.name == "models" and "-" in p.name for p in (Path(theirs), Path(ours)))
+    if (cache_names and a != b) or (_looks_like_hub_id(theirs) and _looks_like_hub_id(ours)):
+        raise ModelError(f"adapter_dir={str(d)!r} was trained on base model {a!r}, not on the loaded {b!r} "
+                         f"(same layer shapes, other weights); use an adapter trained on this model, or set "
+                         f"model= to the one it was trained on")
 
 
 def detach_lora(peft_model):

@@ -233,6 +233,9 @@ def profile_from_cfg(node: Any) -> Profile:
     name = data.get("name")
     if name is None or name == _MISSING or not isinstance(name, str) or not name.strip():
         raise ProfileError(f"value profile config has no usable 'name' (got {name!r})")
+    from value_harms.validate import check_name
+
+    check_name(name, "value_profile.name")  # it names store and run folders: no '/', '..', control chars
     unknown = sorted(set(map(str, data)) - {"name", "kind", "anchor", "rank", "values"})
     if unknown:
         raise ProfileError(
