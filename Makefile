@@ -9,10 +9,10 @@ PYTHON ?= python3
 # Local copies of the study's data; ../shared/data beside the checkout when present.
 VALUE_HARMS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export VALUE_HARMS_DATA_DIR
-PYTEST_ARGS ?= -q -m "not slow"
+PYTEST_ARGS ?= -q -m "not slow and not slurm"
 DEMO_PROFILES ?= vanilla,Pow,Uni
 
-.PHONY: setup test test-all demo bench clean
+.PHONY: setup test test-all demo bench clean slurm-up slurm-down test-slurm
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,18 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# A real single-node SLURM cluster on this machine (Debian packages, installed when missing; root
+# or passwordless sudo): start / stop it, and the suite that sends sweeps through it (it starts the
+# cluster itself when it is not up, and skips with the reason where it cannot).
+slurm-up:
+	scripts/slurm/up.sh
+
+slurm-down:
+	scripts/slurm/down.sh
+
+test-slurm: setup
+	$(PY) -m pytest -q -m slurm tests/slurm
 
 demo: setup
 	$(PY) -m value_harms.demo --profiles $(DEMO_PROFILES)
