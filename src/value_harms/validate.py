@@ -415,7 +415,11 @@ class ValidateCallback:
         problems = config_problems(config) + _folder_problems(config)
         if problems:
             _fail(problems[0])
-        for i, n, job, cfg in _job_configs(config):
+        try:
+            jobs = list(_job_configs(config))
+        except Exception:  # a sweep this re-expansion cannot follow: each job still checks itself
+            jobs = []
+        for i, n, job, cfg in jobs:
             problems = config_problems(cfg)
             if problems:
                 _fail(f"job {i} of {n} ({' '.join(job)}): {problems[0]}")
