@@ -2,13 +2,12 @@
 subprocess, tiny model, tmp paths).
 
 For every case: the process exits non-zero; the LAST stderr line is one line starting with "error:"
-that names the problem AND the fix (a config key to set, the valid options, a command to run) -
-except wrong types, which Hydra rejects at composition with its own message naming the bad key; and
+that names the problem AND the fix (a config key to set, the valid options, a command to run); and
 nothing partial is left behind (no COMPLETE / results.json / train_result.json / adapter under
 paths.store_dir; a run folder may exist, but its status.json says failed; nothing is written
 outside paths.output_dir and paths.store_dir).
 
-Fifteen cases run as subprocesses (two at a time); the others in-process through
+Sixteen cases run as subprocesses (two at a time); the others in-process through
 `value_harms.cli.run_task`, the path the entry points take after composition. Extra, in-process
 checks: an evaluation whose model produces empty continuations finishes and counts them (not an
 error); the file-name rules of value_harms.validate on names a command line cannot easily carry.
@@ -77,7 +76,9 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
                  ["unknown config key 'train.lora_rr'", "closest: train.lora_r", "--cfg job"], False),
     "key_typo_section": ("evaluate.py", ["benchmrk.limit=2"], {},
                          ["unknown config key 'benchmrk.limit'", "closest: benchmark.limit"], False),
-    "wrong_type": ("train.py", ["train.lora_r=abc"], {}, ["'abc'", "Integer", "train.lora_r"], True),
+    "wrong_type": ("train.py", ["train.lora_r=abc"], {}, ["train.lora_r='abc'", "expected an integer"], False),
+    "wrong_type_in_sweep": ("train.py", ["-m", "value_profile=Pow", "vim_stage.lr=1e-4,fast"], {},
+                            ["vim_stage.lr='fast'", "expected a number"], False),
     "glob_matches_nothing": ("train.py", ["-m", "value_profile=glob(Pwr*)"], {},
                              ["value_profile=glob(Pwr*) matches no option", "0 jobs", "ls conf/value_profile/"],
                              False),
@@ -215,7 +216,7 @@ def _args(case: str, tmp: Path, files: Path, cache_dir: Path, data_dir: Path, ro
 # other cases go through `value_harms.cli.run_task(task, cfg)` in-process: the same code path the
 # entry points take after composition (run_task turns user errors into "error: ..." + exit 2), at a
 # fraction of the cost of importing torch in a fresh process each time.
-CLI_CASES = ("key_typo", "key_typo_section", "wrong_type", "glob_matches_nothing", "sweep_job_negative_lr",
+CLI_CASES = ("key_typo", "key_typo_section", "wrong_type", "wrong_type_in_sweep", "glob_matches_nothing", "sweep_job_negative_lr",
              "profile_name_escapes", "unknown_profile", "unknown_benchmark", "unknown_scorer", "unknown_model",
              "missing_data_dir", "non_utf8_benchmark", "unknown_disregard_value", "missing_adapter",
              "analyze_without_results")

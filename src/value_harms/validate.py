@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
     "ConfigError", "NAME_KEYS", "name_problem", "check_name", "config_problems", "check_config",
-    "writable_problem", "check_task", "check_prompt_lengths", "schema_keys", "key_problem", "sweep_problem",
+    "writable_problem", "check_task", "check_prompt_lengths", "schema_keys", "key_problem", "type_problem",
+    "sweep_problem",
     "ValidateCallback",
 ]
 
@@ -287,6 +288,73 @@ def schema_keys(schema: type | None = None, prefix: str = "") -> dict[str, bool]
     return out
 
 
+def _leaf_types(schema: type | None = None, prefix: str = "") -> dict[str, tuple[type, bool]]:
+    """Dotted key -> (int | float | bool | str, optional?) for the scalar fields of the job schema."""
+    if schema is None:
+        from value_harms.config import JobConfig
+
+        schema = JobConfig
+    out: dict[str, tuple[type, bool]] = {}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        raw = hints.get(f.name, Any)
+        tp = _unwrap(raw)
+        if dataclasses.is_dataclass(tp):
+            out.update(_leaf_types(tp, f"{prefix}{f.name}."))
+        elif tp in (int, float, bool, str):
+            out[f"{prefix}{f.name}"] = (tp, tp is not raw)
+    return out
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n"}
+
+
+def _fits(value: Any, tp: type, optional: bool) -> bool:
+    if value is None:
+        return optional
+    if isinstance(value, str) and value.startswith("${"):
+        return True  # an interpolation: OmegaConf checks it when it resolves
+    if tp is str:
+        return isinstance(value, (str, int, float, bool))
+    if tp is bool:
+        return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)) or \
+            (isinstance(value, str) and value.lower() in _BOOL_WORDS)
+    if isinstance(value, str):  # a quoted number: OmegaConf converts it
+        try:
+            (int if tp is int else float)(value.strip())
+            return True
+        except ValueError:
+            return False
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_problem(arg: str) -> str | None:
+    """A one-line error when the value of a `key=value` override (each value of a sweep) does not
+    have the schema's type for that key, else None."""
+    key = arg.partition("=")[0].lstrip("+~")
+    want = _leaf_types().get(key)
+    if want is None:
+        return None
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        ov = OverridesParser.create().parse_override(arg)
+        if ov.is_delete():
+            return None
+        values = list(ov.sweep_iterator()) if ov.is_sweep_override() else [ov.value()]
+    except Exception:  # not something this check understands: Hydra reports it
+        return None
+    for v in values:
+        if not _fits(v, *want):
+            null = " or null" if want[1] else ""
+            shown = "null" if v is None else repr(v)
+            return f"{key}={shown}: expected {_TYPE_NAMES[want[0]]}{null} (the type of {key} in the config schema)"
+    return None
+
+
 def _closest_keys(key: str, keys: Iterable[str], n: int = 3) -> list[str]:
     keys = list(keys)
     parent, _, leaf = key.rpartition(".")
@@ -300,7 +368,8 @@ def _closest_keys(key: str, keys: Iterable[str], n: int = 3) -> list[str]:
 
 
 def key_problem(argv: Sequence[str], groups: Iterable[str], script: str = "train.py") -> str | None:
-    """A one-line error for the first `key=value` override whose key is not in the typed schema."""
+    """A one-line error for the first `key=value` override whose key is not in the typed schema, or
+    whose value does not have the key's type."""
     keys = schema_keys()
     groups = set(groups)
     for arg in argv:
@@ -310,7 +379,12 @@ def key_problem(argv: Sequence[str], groups: Iterable[str], script: str = "train
         key = raw.lstrip("+~")
         if not key or "@" in key or key.startswith("hydra.") or key.startswith("hydra/") or key == "hydra":
             continue
-        if key in groups or key in keys:
+        if key in groups:
+            continue
+        if key in keys:
+            why = type_problem(arg)
+            if why:
+                return why
             continue
         parts = key.split(".")
         if any(keys.get(".".join(parts[:i])) for i in range(1, len(parts))):
