@@ -89,13 +89,18 @@ class ModelConfig:
 
 @dataclass
 class InstructDataConfig:
-    """A benign instruction-tuning set (Alpaca JSON / Dolly JSONL), local file or hub id."""
+    """A benign instruction-tuning set (Alpaca / Dolly / Grammar / SAMSum), local file or hub id."""
 
     source: str = "local"  # local | hub
     path: str = MISSING  # file (relative to paths.data_dir) or hub dataset id
-    format: str = "alpaca"  # alpaca | dolly
+    format: str = "alpaca"  # alpaca | dolly | grammar | samsum
     revision: Optional[str] = None
     limit: Optional[int] = None
+    # Records to drop before training (relative to paths.data_dir): a file of records of the same
+    # format (e.g. Dolly's safety-only records) and/or a file of phrases, one per line (a record
+    # whose answer contains one is dropped). How the paper's Dolly "no-safety" file was made.
+    exclude_path: Optional[str] = None
+    exclude_keywords_path: Optional[str] = None
 
 
 @dataclass
@@ -110,9 +115,14 @@ class VimStageConfig:
     batch_size: int = 8
     accumulate_grad_batches: int = 1
     lr: float = 2e-5
-    weight_decay: float = 0.0
+    # AdamW weight decay. VIM stages: torch's default 0.01 (the paper's train_argument*.py build
+    # torch.optim.AdamW without weight_decay); benign stages: 0.0 (its HF Trainer default).
+    weight_decay: float = 0.01
     warmup_steps: int = 0
     max_length: int = 128
+    # What a sequence longer than max_length loses: end (the paper: the end is cut, which can drop the
+    # QA answer) | argument (tokens of the argument text inside the prompt are cut; the answer is kept).
+    truncation_side: str = "end"
     # Stage 1: an argument is positive when min over its labelled values of the profile >= threshold.
     threshold: float = 3.0
     instruct: Optional[InstructDataConfig] = None
@@ -151,8 +161,13 @@ class BenchmarkConfig:
     # toxicity probability and counted (partial_prompts). None = all of num_samples.
     min_scored_samples: Optional[int] = None
     bootstrap_resamples: int = 9999
-    # HolisticBiasR bias score: the baseline negative-regard rate (a fraction; the vanilla model's).
-    bias_baseline: Optional[float] = None
+    # HolisticBiasR bias score: two-sided level of the percentile bootstrap (scipy's confidence_level;
+    # the upper bound is the 100*(1+level)/2 percentile: 98.75th for the reference's 0.975).
+    bootstrap_confidence_level: float = 0.975
+    # HolisticBiasR bias score baseline: "vanilla" (the vanilla model's negative-regard rate, read from
+    # the stored vanilla result of the same benchmark version and scorer), "self" (this model's own
+    # overall rate; also when unset) or a fixed fraction such as "0.005".
+    bias_baseline: Optional[str] = None
 
 
 @dataclass

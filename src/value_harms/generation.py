@@ -1,13 +1,21 @@
 """Batched, left-padded, KV-cached generation with a cache that never mixes models.
 
 Sampling is reproducible per row, independent of how prompts are batched: each (prompt, sample)
-row draws its randomness from its own generator, seeded from (seed, prompt, sample index), through
+row draws its randomness from its own generator, seeded from (seed, model, prompt id, sample index)
+(the prompt text when a request has no id), through
 the Gumbel-max trick (argmax of logits + Gumbel noise is an exact sample of softmax(logits)). So a
 rerun that only generates the prompts missing from the cache gets the same text an uninterrupted
 run would have produced, and K adapters mixed in one batch sample as they would alone.
 
 The cache key holds everything that changes the output: base model id + revision + dtype, adapter
-content hash, the full input text, generation settings and seed.
+content hash, the full input text, the prompt id that seeds the row, generation settings and seed,
+and CACHE_VERSION (bumped whenever decoding or seeding changes, so older entries are never reused).
+
+Decoding: the continuation is decode(prompt + new ids) minus decode(prompt), not decode(new ids).
+SentencePiece tokenizers of the Llama-2 layout strip the leading space of a decoded sequence
+(decoder `Strip(left=1)`), so decoding the new ids alone turns "was known for" + "▁his" into
+"was known forhis"; the difference of the two decodes keeps the word boundary the model generated,
+as vLLM's incremental detokeniser does.
 """
 
 from __future__ import annotations
@@ -27,6 +35,10 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 log = logging.getLogger(__name__)
+
+# Part of every cache key. 2: continuations decoded as decode(prompt + new) - decode(prompt), and
+# rows seeded by prompt id (issue 10, items 1 and 7); entries of version 1 are not reused.
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,15 @@ class GenRequest:
     model_key: str  # identifies base model + adapter (see model_key())
     adapter_name: str | None = None  # PEFT adapter to use for this row (None = base model)
     meta: dict = field(default_factory=dict)
+    # Seeds this row's samples: the benchmark prompt id, so two prompts with the same text get
+    # independent samples. None = seed by the text (callers without prompt ids).
+    seed_key: str | None = None
+
+    def cache_key(self, settings: "GenSettings") -> str:
+        return GenerationCache.key(self.model_key, self.text, settings, seed_key=self.seed_key)
+
+    def row_seed(self, seed: int, sample: int) -> int:
+        return _row_seed(seed, self.model_key, self.text if self.seed_key is None else None, sample, self.seed_key)
 
 
 def model_key(base_id: str, revision: str | None, dtype: str, adapter_sha256: str | None) -> str:
@@ -60,8 +81,11 @@ def model_key(base_id: str, revision: str | None, dtype: str, adapter_sha256: st
     return json.dumps({"base": base_id, "revision": revision, "dtype": dtype, "adapter": adapter_sha256}, sort_keys=True)
 
 
-def _row_seed(seed: int, model_k: str, text: str, sample: int) -> int:
-    h = hashlib.sha256(f"{seed}\x00{model_k}\x00{sample}\x00{text}".encode()).digest()
+def _row_seed(seed: int, model_k: str, text: str | None, sample: int, seed_key: str | None = None) -> int:
+    """Seed of one (request, sample) row: from the prompt id when given (duplicate texts then draw
+    independent samples), else from the text. Depends on nothing else, so batching never matters."""
+    ident = f"id\x00{seed_key}" if seed_key is not None else f"text\x00{text}"
+    h = hashlib.sha256(f"{seed}\x00{model_k}\x00{sample}\x00{ident}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
@@ -109,8 +133,9 @@ class GenerationCache:
             return conn
 
     @staticmethod
-    def key(model_k: str, text: str, settings: GenSettings) -> str:
-        blob = json.dumps({"model": model_k, "text": text, "gen": settings.key()}, sort_keys=True)
+    def key(model_k: str, text: str, settings: GenSettings, seed_key: str | None = None) -> str:
+        blob = json.dumps({"v": CACHE_VERSION, "model": model_k, "text": text, "id": seed_key, "gen": settings.key()},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, list[str]]:
@@ -173,7 +198,7 @@ def generate(
 
     stats = stats if stats is not None else GenStats()
     stats.requested += len(requests)
-    keys = [GenerationCache.key(r.model_key, r.text, settings) for r in requests]
+    keys = [r.cache_key(settings) for r in requests]
     results: dict[str, list[str]] = cache.get_many(set(keys)) if cache is not None else {}
     stats.cached += sum(1 for k in keys if k in results)
     todo_idx: list[int] = []
@@ -224,7 +249,7 @@ def _generate_batch(model, tokenizer, reqs: Sequence[GenRequest], settings: GenS
         temperature=None, top_p=None, top_k=None,
     )
     if settings.do_sample:
-        seeds = [_row_seed(settings.seed, r.model_key, r.text, s) for r in reqs for s in range(n)]
+        seeds = [r.row_seed(settings.seed, s) for r in reqs for s in range(n)]
         kwargs["logits_processor"] = LogitsProcessorList([
             TemperatureLogitsWarper(settings.temperature),
             TopPLogitsWarper(settings.top_p),
@@ -236,7 +261,32 @@ def _generate_batch(model, tokenizer, reqs: Sequence[GenRequest], settings: GenS
         kwargs["stop_strings"] = list(settings.stop)
         kwargs["tokenizer"] = tokenizer
     out = model.generate(**enc, **kwargs)
-    gen = out[:, enc["input_ids"].shape[1]:]
-    decoded = tokenizer.batch_decode(gen, skip_special_tokens=True)
+    prompt_len = enc["input_ids"].shape[1]
+    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"].cpu(), enc["attention_mask"].cpu())]
+    decoded = decode_continuations(tokenizer, prompts, out[:, prompt_len:].cpu().tolist())
     decoded = [truncate_at_stop(t, settings.stop) for t in decoded]
     return [decoded[i * n : (i + 1) * n] for i in range(len(reqs))]
+
+
+def decode_continuations(tokenizer, prompt_ids: Sequence[Sequence[int]], new_ids: Sequence[Sequence[int]]) -> list[str]:
+    """The text each row added to its prompt: decode(prompt + new) minus decode(prompt).
+
+    Decoding the new ids alone loses the leading space on SentencePiece (Llama-2) tokenizers, whose
+    decoder strips the first space of a sequence. When the decoded prompt is not a prefix of the
+    decoded whole (a byte-fallback character split across the boundary), the row falls back to the
+    new ids decoded alone, with a space restored when its first token is a word-initial piece.
+    """
+    full = tokenizer.batch_decode([list(p) + list(n) for p, n in zip(prompt_ids, new_ids)], skip_special_tokens=True)
+    heads = tokenizer.batch_decode([list(p) for p in prompt_ids], skip_special_tokens=True)
+    out = []
+    for p, n, whole, head in zip(prompt_ids, new_ids, full, heads):
+        if whole.startswith(head):
+            out.append(whole[len(head):])
+            continue
+        text = tokenizer.decode(list(n), skip_special_tokens=True)
+        first = tokenizer.convert_ids_to_tokens(int(n[0])) if len(n) else ""
+        if isinstance(first, str) and first.startswith("\u2581") and not text.startswith(" "):
+            text = " " + text
+        log.debug("decoded prompt is not a prefix of prompt + continuation; decoded the new ids alone")
+        out.append(text)
+    return out

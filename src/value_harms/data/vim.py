@@ -14,6 +14,7 @@ train/valid; the answer score is floor/ceil of the profile's value, ceil with pr
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -82,6 +83,21 @@ def qa_example(row: Mapping[str, Any], value: str, score: int) -> tuple[str, str
     statement = QA_STATEMENT.format(verb=_verb(row["Stance"]), conclusion=row["Conclusion"], premise=row["Premise"])
     target = QA_TARGET.format(value=value.lower(), label=IMPORTANCE_LABELS[score - 1], score=score)
     return qa_prompt(statement), target
+
+
+def _statement_span(prompt: str, lead: str, tail: str) -> tuple[int, int] | None:
+    """Character span of the argument text inside a VIM prompt (between `lead` and the last `tail`)."""
+    a, b = prompt.find(lead), prompt.rfind(tail)
+    return (a + len(lead), b) if a != -1 and b >= a + len(lead) else None
+
+
+def _answer_digit_span(target: str) -> tuple[int, int] | None:
+    """Character span of the answer digit of a QA target ("..., my answer is 4.")."""
+    m = re.search(r"(\d)\.?\s*$", target)
+    return (m.start(1), m.end(1)) if m else None
+
+
+TRUNCATION_SIDES = ("end", "argument")
 
 
 # ---- profiles and scores ---------------------------------------------------------------------------
@@ -157,7 +173,8 @@ def stage1_split(
             for idx, row in zip(part.index, part.to_dict("records")):
                 prompt, target = ag_example(row, positive)
                 out[split].append(
-                    Example(prompt, target, {"stage": "ag", "index": idx, "positive": positive, "score": float(scores[idx])})
+                    Example(prompt, target, {"stage": "ag", "index": idx, "positive": positive, "score": float(scores[idx]),
+                                             "cut_span": _statement_span(prompt, "Statement: ", " Answer:")})
                 )
     out["counts"] = counts
     return out
@@ -187,7 +204,9 @@ def stage2_examples(
             lo = math.floor(t)
             s = lo + int(rng.random() < t - lo)
             prompt, target = qa_example(row, v, s)
-            out.append(Example(prompt, target, {"stage": "qa", "index": idx, "value": v, "target_value": t, "score": s}))
+            out.append(Example(prompt, target, {"stage": "qa", "index": idx, "value": v, "target_value": t, "score": s,
+                                                "cut_span": _statement_span(prompt, "Statement: '", "'. Answer:"),
+                                                "answer_span": _answer_digit_span(target)}))
     return out
 
 
@@ -221,7 +240,15 @@ def vim_datasets(
 
 # ---- tokenised dataset -----------------------------------------------------------------------------
 class SupervisedDataset(torch.utils.data.Dataset):
-    """prompt + JOINER + target + eos, cut at max_length (the END is cut), loss on target tokens only.
+    """prompt + JOINER + target + eos, cut at max_length, loss on target tokens only.
+
+    truncation_side="end" (the paper's VIM): the END of a long sequence is cut, which can drop the
+    answer of a QA example. truncation_side="argument": tokens are removed from the end of the
+    argument text inside the prompt (Example.meta["cut_span"]; without one, from the start of the
+    prompt) until the sequence fits, so the answer is kept; only if that is not enough is the end cut.
+    Counts: n_truncated (sequences longer than max_length), n_without_target (no target token left),
+    n_answer_lost (the answer - meta["answer_span"] in the target, e.g. the QA digit; the whole
+    target when absent - lost at least one token).
 
     Tokenised once at construction (fast tokenizer, one batch call with offsets). Items are unpadded
     lists; `collate` left-pads to `max_length` (pad_to="max_length", as VIM) or to the longest item
@@ -236,9 +263,13 @@ class SupervisedDataset(torch.utils.data.Dataset):
         pad_to: str = "max_length",
         joiner: str = JOINER,
         add_eos: bool = True,
+        truncation_side: str = "end",
     ):
         if pad_to not in ("max_length", "longest"):
             raise ValueError(f"pad_to must be 'max_length' or 'longest', got {pad_to!r}")
+        if truncation_side not in TRUNCATION_SIDES:
+            raise ValueError(f"vim_stage.truncation_side={truncation_side!r}; expected one of {', '.join(TRUNCATION_SIDES)}")
+        self.truncation_side = truncation_side
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("SupervisedDataset needs a fast tokenizer (offsets mapping)")
         self.max_length = int(max_length)
@@ -257,6 +288,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self.labels: list[list[int]] = []
         self.n_truncated = 0
         self.n_without_target = 0
+        self.n_answer_lost = 0
         for e, ids, offs in zip(self.examples, enc["input_ids"], enc["offset_mapping"]):
             boundary = len(e.prompt)
             is_target = []
@@ -268,16 +300,33 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 is_target.append(t)
             ids = list(ids)
             labels = [i if t else -100 for i, t in zip(ids, is_target)]
+            offs = [tuple(o) for o in offs]
             if add_eos and (not ids or ids[-1] != eos):
                 ids.append(eos)
                 labels.append(eos)
+                offs.append((0, 0))
+            # the answer's characters in the joined text; its tokens are those overlapping them
+            a_span = e.meta.get("answer_span") or (0, len(e.target))
+            a0, a1 = boundary + len(joiner) + a_span[0], boundary + len(joiner) + a_span[1]
+            n_answer = sum(1 for s0, s1 in offs if s1 > s0 and s1 > a0 and s0 < a1)
             if len(ids) > self.max_length:
                 self.n_truncated += 1
-                ids, labels = ids[: self.max_length], labels[: self.max_length]
+                if self.truncation_side == "argument":
+                    span = e.meta.get("cut_span")
+                    ids, labels, offs = _cut_argument(ids, labels, offs, span or (0, boundary),
+                                                      len(ids) - self.max_length, from_end=span is not None)
+                ids, labels, offs = ids[: self.max_length], labels[: self.max_length], offs[: self.max_length]
+            if n_answer and sum(1 for s0, s1 in offs if s1 > s0 and s1 > a0 and s0 < a1) < n_answer:
+                self.n_answer_lost += 1
             if all(x == -100 for x in labels):
                 self.n_without_target += 1
             self.input_ids.append(ids)
             self.labels.append(labels)
+
+    @property
+    def answer_lost_share(self) -> float | None:
+        """Share of examples whose answer lost a token to truncation (None for an empty set)."""
+        return self.n_answer_lost / len(self.examples) if self.examples else None
 
     @property
     def num_tokens(self) -> list[int]:
@@ -310,3 +359,15 @@ class SupervisedDataset(torch.utils.data.Dataset):
             "labels": labels,
             "num_tokens": attention_mask.sum(dim=1),
         }
+
+
+def _cut_argument(ids: list[int], labels: list[int], offs: list[tuple[int, int]], span: tuple[int, int], excess: int,
+                  from_end: bool = True):
+    """Remove up to `excess` prompt tokens lying inside the character span `span`: from the end of the
+    span backwards (the argument text) or, from_end=False, from its start (a prompt without a marked
+    argument loses its beginning); labels and offsets follow."""
+    inside = [i for i, (s0, s1) in enumerate(offs) if s1 > s0 and s0 >= span[0] and s1 <= span[1] and labels[i] == -100]
+    k = min(excess, len(inside))
+    drop = set(inside[len(inside) - k:] if from_end else inside[:k]) if k else set()
+    keep = [i for i in range(len(ids)) if i not in drop]
+    return [ids[i] for i in keep], [labels[i] for i in keep], [offs[i] for i in keep]
