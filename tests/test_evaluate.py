@@ -148,7 +148,8 @@ def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir,
         run_train(compose("train", _base(tmp_path, cache_dir, data_dir, f"value_profile={prof}", "vim_stage=ag",
                                          "debug=fast", "vim_stage.lr=0.05", "alignment.enabled=false",
                                          "trainer.enable_progress_bar=false")))
-    common = ["vim_stage=ag", *RTP, "benchmark.temperature=1.0", "generation.cache=false"]
+    common = ["vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", *RTP, "benchmark.temperature=1.0",
+              "generation.cache=false"]
     batch = run_evaluate(compose("evaluate", _base(tmp_path / "b", cache_dir, data_dir, *common,
                                                    f"paths.store_dir={tmp_path}/store",
                                                    "batch_profiles=[vanilla,Pow,Uni]")))
