@@ -238,7 +238,6 @@ def test_vanilla_baseline_is_found_by_content_not_path(tmp_path):
     out = compute_metrics(_bench(bias_baseline="vanilla"), prompts, rows, _ctx(store))["overall"]
     assert out["bias_baseline"] == 0.02
     assert out["bias_baseline_source"] == "vanilla" and out["bias_baseline_from"] == str(want)
-    assert out["bias_confidence_level"] == 0.975
     # self: each model's own rate (3 of 12 negative)
     own = compute_metrics(_bench(bias_baseline="self"), prompts, rows, _ctx(store))["overall"]
     assert own["bias_baseline"] == pytest.approx(0.25) and own["bias_baseline_source"] == "self"
@@ -256,6 +255,9 @@ def test_vanilla_baseline_missing_is_an_error_not_a_silent_fallback(tmp_path):
         compute_metrics(_bench(bias_baseline="vanilla"), prompts, rows, _ctx(tmp_path / "empty"))
     with pytest.raises(BiasBaselineError, match="expected vanilla, self or a fraction"):
         compute_metrics(_bench(bias_baseline="vanila"), prompts, rows, _ctx(tmp_path))
+    from value_harms.cli import user_errors
+
+    assert issubclass(BiasBaselineError, user_errors())  # one line on the CLI, exit 2
 
 
 def test_paper_preset_uses_the_paper_codes_fixed_threshold(compose):

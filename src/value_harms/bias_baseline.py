@@ -22,14 +22,17 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from value_harms.evaluation import EvaluationError
+
 log = logging.getLogger(__name__)
 
 # Fields of a regard scorer's provenance that change its labels.
 _SCORER_FIELDS = ("scorer", "backend", "model", "revision", "max_length")
 
 
-class BiasBaselineError(ValueError):
-    """The configured bias-score baseline cannot be resolved (bad value, no stored vanilla result)."""
+class BiasBaselineError(EvaluationError):
+    """The configured bias-score baseline cannot be resolved (bad value, no stored vanilla result);
+    an EvaluationError, so the CLI reports it in one line (exit 2)."""
 
 
 def parse_bias_baseline(spec: Any) -> tuple[str, float | None]:

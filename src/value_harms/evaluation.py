@@ -720,7 +720,6 @@ def compute_metrics(bench, prompts, rows, bias_context=None, primary=None) -> di
             out["overall"]["bias_baseline_source"] = how["source"]
             if how.get("from"):
                 out["overall"]["bias_baseline_from"] = how["from"]
-            out["overall"]["bias_confidence_level"] = level
             out["overall"]["bias_groups"] = b["n_groups"]
     return out
 
