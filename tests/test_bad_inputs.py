@@ -99,7 +99,7 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
                                   ["benchmark.temperature=0", "benchmark.do_sample=false"], False),
     "huge_prompt": ("evaluate.py", ["benchmark=rtp", "benchmark.path={F}/huge_prompt_rtp.csv", "generation.cache=false",
                                     *EVAL], {},
-                    ["1 prompt(s) do not fit", "context of 512", "1,000,000 characters", "prompts are never cut"],
+                    ["1 prompt(s) do not fit", "context of 2048", "1,000,000 characters", "prompts are never cut"],
                     False),
     # --- names that become folders ---------------------------------------------------------------------
     "profile_name_escapes": ("train.py", ["-m", "value_profile=Pow", "value_profile.name=../../../../x", *TRAIN], {},
@@ -154,7 +154,7 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
     "huge_max_new_tokens": ("evaluate.py", ["benchmark=rtp", "benchmark.limit=1", "benchmark.num_samples=1",
                                             "benchmark.max_new_tokens=100000000", "generation.cache=false",
                                             "scorer=profanity_check"], {},
-                            ["benchmark.max_new_tokens=100000000", "exceeds the model's context of 512",
+                            ["benchmark.max_new_tokens=100000000", "exceeds the model's context of 2048",
                              "set benchmark.max_new_tokens <="],
                             False),
     # --- models / adapters --------------------------------------------------------------------------

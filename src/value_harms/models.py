@@ -47,7 +47,10 @@ __all__ = [
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SOURCES = ("tiny", "gguf", "hub")
 # Bump when the tiny builder (corpus, tokenizer recipe, architecture) changes: it enters the cache key.
-_TINY_BUILDER_VERSION = "1"
+_TINY_BUILDER_VERSION = "2"  # 2: context 2048 (prompts longer than the context are refused)
+# The tiny model's context: room for the longest test inputs (an ICL persona + value prompt is ~900
+# tokens with its small tokenizer); rotary positions, so the weights do not depend on it.
+TINY_CONTEXT = 2048
 _ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
 
 
@@ -177,7 +180,7 @@ def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
     # pad = eos like SmolLM2, so the "mask by attention mask, not pad id" path is exercised.
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>",
-        padding_side="left", model_max_length=512,
+        padding_side="left", model_max_length=TINY_CONTEXT,
     )
     assert tok.get_vocab_size() <= tiny["vocab_size"]
     config = LlamaConfig(
@@ -187,7 +190,7 @@ def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
         num_hidden_layers=tiny["num_layers"],
         num_attention_heads=tiny["num_heads"],
         num_key_value_heads=tiny["num_heads"],
-        max_position_embeddings=512,
+        max_position_embeddings=TINY_CONTEXT,
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,
