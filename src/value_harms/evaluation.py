@@ -493,6 +493,8 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
                     "continuation": r.get("text"), "score": r.get("expected"), "label": r.get("answer"),
                     "scorer": "pvq", "error": None} for r in al["rows"]]
         overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
+        # the VIM-literal reading and the partial-NMSE flags, as in training results (issue 10 item 13)
+        overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
         overall["n"] = al["n_items"]
         result = {
             "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,

@@ -176,12 +176,16 @@ def _data_identity(cfg: DictConfig, data_dir: str | None) -> dict[str, Any]:
     cache_dir = cfg.paths.cache_dir
     if cfg.vim_stage.kind == "benign":
         ic = to_plain(cfg.vim_stage.instruct) or {}
-        out = {k: v for k, v in ic.items() if k != "path"}
+        out = {k: v for k, v in ic.items() if k not in ("path", "exclude_path", "exclude_keywords_path")}
         if ic.get("source") == "local":
             p = resolve_path(ic.get("path"), data_dir)
             out["sha256"] = content_sha256(p, cache_dir) if p is not None and p.exists() else f"missing:{p}"
         else:
             out["hub_id"] = ic.get("path")
+        for key in ("exclude_path", "exclude_keywords_path"):  # Dolly's safety exclusions, by content
+            if ic.get(key):
+                p = resolve_path(ic.get(key), data_dir)
+                out[key] = content_sha256(p, cache_dir) if p is not None and p.exists() else f"missing:{p}"
         return out
     d = to_plain(cfg.data)
     out = {"source": d.get("source"), "split_seed": d.get("split_seed"), "pad_to": d.get("pad_to")}
