@@ -388,6 +388,12 @@ class AnalysisConfig:
     alpha: float = 0.05  # FDR level (Benjamini-Hochberg)
     conf: float = 0.95  # confidence level of intervals
     top_k: int = 5  # findings printed
+    # issue 14: a comparison headlines an effect only when its design has at least min_models models
+    # (per sampled group; the vanilla model is one fixed reference) and min_prompts prompts; otherwise
+    # it is reported as underpowered with its minimum detectable effect.
+    min_models: int = 5
+    min_prompts: int = 30
+    regression_mixed: bool = False  # also fit prompt-level mixed models (random intercept per profile)
     # Where the automatic mitigation (values to disregard per category) is written for mitigation=auto.
     auto_mitigation_file: str = "${paths.output_dir}/analysis/auto_mitigation.json"
 

@@ -87,7 +87,7 @@ def array_id(sweep: Path) -> str | None:
 def sacct_states(job: str) -> dict[str, str]:
     """{array task id: state} from accounting (the scheduler's own record)."""
     text = slurm("sacct", "-X", "-n", "-P", "-j", job, "-o", "JobID,State")
-    return dict(line.split("|", 1) for line in text.split())
+    return dict(line.split("|", 1) for line in text.splitlines() if line.strip())  # "CANCELLED by 0"
 
 
 def job_state(sweep: Path, num: int) -> str | None:
@@ -232,7 +232,7 @@ def test_preempted_training_job_requeues_and_resumes_from_its_checkpoint(cluster
         sweep = wait_until(lambda: sweep_dir(out, "train"), 120, "the sweep folder")
         job = wait_until(lambda: array_id(sweep), 60, "the sbatch submission")
         cleanup.append(job)
-        task = f"{job}_0"
+        task = job  # submitit sends a one-job sweep as a plain job, not a one-task array
         ckpt = wait_until(lambda: next(iter(glob.glob(f"{out}/store/train/**/ckpt/last.ckpt", recursive=True)), None),
                           300, "the first training checkpoint")
         slurm("scancel", "--signal=USR2", task)  # what the scheduler sends a job it preempts
@@ -247,9 +247,10 @@ def test_preempted_training_job_requeues_and_resumes_from_its_checkpoint(cluster
     finally:
         if proc.poll() is None:
             proc.kill()
+    wait_until(lambda: not in_queue(task), 60, "the job to leave the queue")
     assert sacct_states(task) == {task: "COMPLETED"}
     starts = glob.glob(f"{sweep}/.submitit/{task}/{task}_0_log.out")
-    assert Path(starts[0]).read_text().count("Starting with JobEnvironment") == 2, "ran twice: before and after"
+    assert len(starts) == 1 and Path(starts[0]).read_text().count("Starting with JobEnvironment") == 2, "ran twice: before and after"
     log = next(sweep.glob("0_Pow/train.log")).read_text()
     assert "resuming ag from" in log, log[-3000:]
     result = json.loads(next(sweep.glob("0_Pow/train_result.json")).read_text())
