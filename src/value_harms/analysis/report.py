@@ -57,7 +57,7 @@ BENCHMARK_NAMES = {
     "beavertails": "BeaverTails",
 }
 P_COLUMNS = {"p", "p_adj", "p_value"}
-INT_COLUMNS = {"n", "n_pairs", "failures", "n_results"}
+INT_COLUMNS = {"n", "n_pairs", "failures", "n_results", "n_models", "n_prompts", "n_samples"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,9 +447,47 @@ def _reg_findings(reg: pd.DataFrame | None) -> list[str]:
     return out
 
 
+def _design(row: Any) -> str:
+    from value_harms.analysis.inference import design_text
+
+    return design_text(row)
+
+
+def _underpowered(row: Any, what: str) -> str:
+    """The sentence of a comparison whose design is below the stated minimum (issue 14)."""
+    mm, mp = getattr(row, "min_models", None), getattr(row, "min_prompts", None)
+    need = (f"; a finding needs >= {int(mm)} models x {int(mp)} prompts" if not _isnan(mm) and not _isnan(mp)
+            else "")
+    m = getattr(row, "mde", None)
+    mde_txt = (f"minimum detectable effect {fmt_num(m)} (80% power)" if not _isnan(m)
+               else "minimum detectable effect unknown (no prompt-level data)")
+    return f"{what}: underpowered ({_design(row)}{need}); {mde_txt}."
+
+
+def _split_powered(frame: pd.DataFrame, reference_mask: pd.Series) -> tuple[pd.DataFrame, list[str] | None]:
+    """Rows whose design meets the minimum, and the underpowered rows' sentences (None: no design columns)."""
+    if "powered" not in frame.columns:
+        return frame, None
+    ok = frame["powered"].fillna(False).astype(bool) | reference_mask
+    return frame[ok], []
+
+
 def _cmp_findings(cmp: pd.DataFrame | None) -> list[str]:
     if _empty(cmp):
         return []
+    is_ref = cmp["baseline"].astype(str) == "vanilla"
+    powered, notes = _split_powered(cmp, is_ref)
+    if notes is not None:
+        for row in cmp[~cmp.index.isin(powered.index)].itertuples(index=False):
+            who = BASELINE_LABELS.get(str(row.baseline), f"{row.baseline} models")
+            notes.append(_underpowered(row, f"{who} vs vanilla on {bench_name(row.benchmark)} {row.metric}"))
+        if powered[powered["baseline"].astype(str) != "vanilla"].empty:
+            return notes
+        return _cmp_findings_named(powered) + notes
+    return _cmp_findings_named(cmp)
+
+
+def _cmp_findings_named(cmp: pd.DataFrame) -> list[str]:
     d = cmp[(cmp["baseline"].astype(str) != "vanilla") & (pd.to_numeric(cmp["p_value"], errors="coerce") < ALPHA)]
     if d.empty:
         others = sorted(set(map(str, cmp["baseline"])) - {"vanilla"})
@@ -471,8 +509,10 @@ def _cmp_findings(cmp: pd.DataFrame | None) -> list[str]:
             sel &= cmp[c] == getattr(row, c)
         ref = cmp[sel]
         ref_mean = float(ref["mean"].iloc[0]) if len(ref) else float(row.mean) - float(row.diff_vs_ref)
+        ci = (f", 95% CI {fmt_num(row.diff_low, signed=True)} to {fmt_num(row.diff_high, signed=True)}, "
+              f"{_design(row)}" if "diff_low" in cmp.columns and not _isnan(getattr(row, "diff_low", None)) else "")
         out.append(f"{who}: {bench_name(row.benchmark)} {row.metric} {fmt_num(row.mean)} vs vanilla "
-                   f"{fmt_num(ref_mean)} (diff {fmt_num(row.diff_vs_ref, signed=True)}, "
+                   f"{fmt_num(ref_mean)} (diff {fmt_num(row.diff_vs_ref, signed=True)}{ci}, "
                    f"p {fmt_num(row.p_value, p=True)}).")
     return out
 
@@ -480,6 +520,16 @@ def _cmp_findings(cmp: pd.DataFrame | None) -> list[str]:
 def _mit_findings(mit: pd.DataFrame | None) -> list[str]:
     if _empty(mit):
         return []
+    powered, notes = _split_powered(mit, pd.Series(False, index=mit.index))
+    if notes is None:
+        return _mit_findings_named(mit)
+    for row in mit[~mit.index.isin(powered.index)].itertuples(index=False):
+        notes.append(_underpowered(row, f"{row.mitigation} on {bench_name(row.benchmark)} {row.metric} "
+                                        f"for {row.baseline} models"))
+    return (_mit_findings_named(powered) if not powered.empty else []) + notes
+
+
+def _mit_findings_named(mit: pd.DataFrame) -> list[str]:
     d = mit[pd.to_numeric(mit["p_value"], errors="coerce") < ALPHA]
     if d.empty:
         return [f"No mitigation changes any metric significantly (p < {ALPHA})."]
@@ -495,7 +545,8 @@ def _mit_findings(mit: pd.DataFrame | None) -> list[str]:
         who = f" ({', '.join(str(getattr(row, c)) for c in vary)})" if vary else ""
         out.append(f"{name} {verb} {bench_name(row.benchmark)} {row.metric} by {fmt_num(abs(v))} "
                    f"for {row.baseline} models{who} (95% CI {fmt_num(row.ci_low)} to {fmt_num(row.ci_high)}, "
-                   f"p {fmt_num(row.p_value, p=True)}).")
+                   + (f"{_design(row)}, " if "n_prompts" in mit.columns else "")
+                   + f"p {fmt_num(row.p_value, p=True)}).")
     return out
 
 
@@ -677,6 +728,23 @@ def _auto_rows(auto: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["category", "values chosen"])
 
 
+DESIGN_COLUMNS = ("n_models", "n_prompts", "n_samples", "mde", "powered")
+
+
+def _method_note(doc: "_Doc", frame: pd.DataFrame) -> None:
+    """State how the intervals were computed and the design minimum (issue 14)."""
+    if "method" not in frame.columns:
+        return
+    methods = sorted(set(map(str, frame["method"].dropna())))
+    mm = frame["min_models"].iloc[0] if "min_models" in frame else None
+    mp = frame["min_prompts"].iloc[0] if "min_prompts" in frame else None
+    doc.p("Intervals and p-values: " + "; ".join(methods) + ". Design = models x prompts x samples per prompt "
+          "(columns n_models, n_prompts, n_samples); mde = minimum detectable effect at 80% power"
+          + (f"; a comparison names an effect only with >= {int(mm)} models (vanilla: one fixed model) and "
+             f">= {int(mp)} prompts, else it is reported as underpowered (column powered)."
+             if not _isnan(mm) and not _isnan(mp) else "."))
+
+
 def write_report(out_dir: str | Path, *, reg: pd.DataFrame | None, cmp: pd.DataFrame | None,
                  mit: pd.DataFrame | None, aln: pd.DataFrame | None, fid: pd.DataFrame | None,
                  provenance: Mapping[str, Any] | None, findings: list[str] | None,
@@ -757,9 +825,10 @@ def write_report(out_dir: str | Path, *, reg: pd.DataFrame | None, cmp: pd.DataF
         for name, path in figs.items():
             if name.startswith("baselines__"):
                 doc.figure(path, f"Mean per baseline with 95% CI: {name.split('__', 1)[1]}.")
+        _method_note(doc, cmp)
         doc.table(cmp, [*_varying(cmp, ("model", "category", "mitigation")), "benchmark", "metric", "baseline",
                         *(["stage"] if "stage" in cmp else []), "mean", "ci_low", "ci_high", "n", "diff_vs_ref",
-                        "p_value", "test"])
+                        "diff_low", "diff_high", "p_value", "test", *DESIGN_COLUMNS])
 
     # Mitigation
     doc.h2("Mitigation (Table 4 analogue)")
@@ -772,7 +841,8 @@ def write_report(out_dir: str | Path, *, reg: pd.DataFrame | None, cmp: pd.DataF
         doc.table(mit, [*_varying(mit, ("model", "category")), "benchmark", "metric", "baseline",
                         *(["stage"] if "stage" in mit else []), "mitigation", *(["disregard"] if has_dis else []),
                         "mean_reference", "mean_mitigated", "delta_mean", "ci_low", "ci_high", "n_pairs",
-                        "p_value", "test"])
+                        "p_value", "test", *DESIGN_COLUMNS])
+        _method_note(doc, mit)
 
     # Alignment
     doc.h2("Value alignment (PVQ)")

@@ -7,8 +7,9 @@ here is one OLS per (benchmark, category, harm metric) over the value-aligned mo
 with t reference distributions, Benjamini-Hochberg over every coefficient of every fitted model.
 
 A "model" (unit of analysis) is one (model name, stage, baseline, profile). Several results of one
-unit (e.g. generation seeds) are averaged before comparisons between variants; in the regressions each
-result is one observation.
+unit (e.g. generation seeds) are averaged before comparisons between variants and, since issue 14,
+before the regressions too (one observation per profile). Prompt-level intervals (models x prompts)
+are in analysis.inference.
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ def _zscore(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (a - mu) / safe, sd
 
 
+def _per_profile(g: pd.DataFrame) -> pd.DataFrame:
+    """One row per profile (its results' values averaged; intensities are the profile's own): the
+    regression's unit is the profile, so repeated seeds or variants of one profile cannot inflate n."""
+    if "profile" not in g or g["profile"].isna().all() or not g["profile"].duplicated().any():
+        return g
+    agg = {c: "first" for c in g.columns if c not in ("value", "profile")}
+    agg["value"] = "mean"
+    return g.groupby("profile", sort=True, dropna=False).agg(agg).reset_index()
+
+
 def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: str | None = "none",
                       standardize: bool = False, higher_order: bool = False, alpha: float = 0.05,
                       return_skipped: bool = False):
@@ -108,6 +119,7 @@ def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: st
     for key, g in sub.groupby(keys, sort=True, dropna=False):
         ident = dict(zip(keys, key))
         failures = float(np.nansum(g["missing"].to_numpy(dtype=float))) if len(g) else 0.0
+        g = _per_profile(g)  # issue 14: seeds / repeated results of a profile are one observation
         X, terms = _design(g, higher_order)
         ok = g["value"].notna().to_numpy() & X.notna().all(axis=1).to_numpy()
         y = g["value"].to_numpy(dtype=float)[ok]

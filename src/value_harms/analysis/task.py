@@ -127,6 +127,16 @@ def run_analyze(cfg) -> dict[str, Any]:
             log.info("%d regression(s) not fitted (too few models); listed in the report", len(skipped))
         cmp = compare_baselines(df, conf=float(a.conf))
         mit = mitigation_effects(df, conf=float(a.conf))
+        # issue 14: intervals over models and prompts from the per-prompt values in samples.jsonl
+        from value_harms.analysis import inference
+
+        pv = inference.prompt_values(df)
+        design = {"min_models": int(a.get("min_models", inference.MIN_MODELS)),
+                  "min_prompts": int(a.get("min_prompts", inference.MIN_PROMPTS)), "alpha": float(a.alpha)}
+        cmp = inference.compare_prompt_level(cmp, pv, conf=float(a.conf), **design)
+        mit = inference.mitigation_prompt_level(mit, pv, conf=float(a.conf), **design)
+        mixed = (inference.value_regressions_mixed(df, pv, baseline=str(a.regression_baseline), alpha=float(a.alpha))
+                 if bool(a.get("regression_mixed", False)) else None)
         fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
         auto = auto_mitigation(reg, alpha=float(a.alpha)) if not reg.empty else {"all": []}
         auto_file = Path(str(a.auto_mitigation_file)).expanduser()
@@ -140,7 +150,7 @@ def run_analyze(cfg) -> dict[str, Any]:
         paths = write_report(out, reg=reg, cmp=cmp, mit=mit, aln=aln, fid=fid, provenance=prov,
                              findings=findings, auto_mitigation=auto)
         tables = {"tidy": df, "regressions": reg, "baselines": cmp, "mitigation": mit, "alignment": aln,
-                  "persona_fidelity": fid}
+                  "persona_fidelity": fid, "regressions_mixed": mixed}
         for name, frame in tables.items():
             if frame is not None and not frame.empty:
                 runs.atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
