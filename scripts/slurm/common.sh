@@ -20,7 +20,7 @@ PID_SLURMD=/run/slurmd.pid
 MARIADB_SOCKET=/run/mysqld/mysqld.sock
 
 log() { printf 'slurm: %s\n' "$*" >&2; }
-die() { printf 'slurm: error: %s\n' "$*" >&2; exit "${2:-1}"; }
+die() { printf 'slurm: error: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 # as_root CMD...: run as root (directly, or through passwordless sudo)
 as_root() {
