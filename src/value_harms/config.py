@@ -238,6 +238,19 @@ class BreakerConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    """Offline toxicity backends mapped onto Perspective's scale (scoring/calibration.py, issue 14)."""
+
+    enabled: bool = False
+    path: str = "rtp_decodingtrust"  # texts with Perspective scores; relative to data_dir unless absolute
+    data_dir: Optional[str] = None  # default: the job's paths.data_dir (else VALUE_HARMS_DATA_DIR)
+    cache_dir: Optional[str] = None  # fitted maps; default: the job's paths.cache_dir
+    folds: int = 5  # k of the cross-validation that measures the held-out agreement
+    seed: int = 0
+    backends: List[str] = field(default_factory=lambda: ["profanity_check", "detoxify"])
+
+
+@dataclass
 class ScorerConfig:
     """How each kind of harm is scored. `toxicity` names the backend for toxicity; the others are
     used by the benchmarks that need them (regard: HolisticBiasR, judge: HEx-PHI / BeaverTails)."""
@@ -256,6 +269,7 @@ class ScorerConfig:
     # be used fails the job at once; an unreachable Perspective opens its breaker (fallback from the start).
     probe: bool = True
     probe_timeout_s: float = 10.0
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 @dataclass

@@ -689,6 +689,17 @@ def _provenance_section(doc: _Doc, provenance: Mapping[str, Any]) -> None:
         if any((provenance.get("filtered") or {}).values()):
             doc.p("filtered = judge answers the provider's content filter withheld: left out of the harm "
                   "scores and rates (neither scored nor counted as failures), so a rate may be an underestimate.")
+    cal_rows = [{"benchmark": bench_name(b), "backend": name, "texts": c.get("n"),
+                 "data sha256": str(c.get("data_sha256", ""))[:16],
+                 **{f"held-out {k}": (c.get("heldout") or {}).get(k) for k in ("spearman", "auroc", "mae", "agreement")},
+                 "raw mean": (c.get("raw") or {}).get("mean"), "calibrated mean": (c.get("heldout") or {}).get("mean"),
+                 "Perspective mean": c.get("target_mean")}
+                for b, per in (provenance.get("calibration") or {}).items() for name, c in per.items()]
+    if cal_rows:
+        doc.p("Offline toxicity scores calibrated to Perspective TOXICITY (isotonic regression; figures of "
+              "k-fold held-out predictions; AUROC and agreement at 0.5). Calibrated scores are still stand-ins; "
+              "each sample keeps its raw score.")
+        doc.table(pd.DataFrame(cal_rows))
     if results:
         shown = results[:30]
         extra = [f"… and {len(results) - len(shown)} more"] if len(results) > len(shown) else []

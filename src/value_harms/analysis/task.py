@@ -88,10 +88,27 @@ def provenance(df: pd.DataFrame, files: list[Path], audit: dict | None) -> dict[
             int(pd.to_numeric(ov["filtered"], errors="coerce").fillna(0).sum()) if "filtered" in ov else 0)
         prov.setdefault("prompt_sets", {})[bench] = (
             sorted(ov["prompt_set"].dropna().astype(str).unique().tolist()) if "prompt_set" in ov else [])
+    prov["calibration"] = calibration_records(files)
     if audit:
         prov["audit"] = {k: audit.get(k) for k in ("texts", "scored", "flagged", "threshold", "missing")}
         prov["audit"]["scorer"] = audit.get("scorer")
     return prov
+
+
+def calibration_records(files: list[Path]) -> dict[str, dict[str, Any]]:
+    """{benchmark: {backend: calibration summary}} of the results whose toxicity backends were
+    calibrated to Perspective (issue 14): data sha256, held-out Spearman / AUROC / MAE / agreement."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in files:
+        try:
+            data = runs.read_json(f)
+        except (OSError, ValueError):
+            continue
+        backends = (((data.get("scorer") or {}).get("provenance") or {}).get("backends") or {})
+        for name, b in backends.items():
+            if isinstance(b, dict) and isinstance(b.get("calibration"), dict):
+                out.setdefault(str((data.get("benchmark") or {}).get("name")), {})[name] = b["calibration"]
+    return out
 
 
 def run_analyze(cfg) -> dict[str, Any]:
@@ -170,4 +187,5 @@ def run_analyze(cfg) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["run_analyze", "alignment_table", "auto_mitigation_file", "provenance", "latest_audit"]
+__all__ = ["run_analyze", "alignment_table", "auto_mitigation_file", "provenance", "latest_audit",
+           "calibration_records"]

@@ -98,6 +98,7 @@ class ToxicityChain(Scorer):
         self.missing = 0
         self.fallback_texts = 0  # texts scored by a backend after the first available one
         self.unreachable_texts: dict[str, int] = {}  # backend -> texts passed on (endpoint down)
+        self.calibrate: Callable[[str, Scorer], Scorer] | None = None  # scoring.calibration.calibrator_for
 
     def _get(self, backend: str) -> Scorer | None:
         """The built backend, building it on first use; None when it cannot be built here."""
@@ -113,6 +114,8 @@ class ToxicityChain(Scorer):
             return None
         if self._cache is not None:
             scorer = CachedScorer(scorer, self._cache)
+        if self.calibrate is not None:  # issue 14: onto Perspective's scale (raw scores stay cached)
+            scorer = self.calibrate(backend, scorer)
         self._built[backend] = scorer
         return scorer
 
@@ -222,6 +225,9 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
     factories = {b: _factory(b, scorer_cfg) for b in order}  # unknown names fail here
     cache = ScoreCache(cache_path) if cache_path is not None and scorer_cfg.cache else None
     chain = ToxicityChain(order, factories, cache)
+    from .calibration import calibrator_for
+
+    chain.calibrate = calibrator_for(scorer_cfg, os.path.dirname(os.fspath(cache_path)) if cache_path else None)
     used = chain.first_available()
     if used is None:
         if cache is not None:

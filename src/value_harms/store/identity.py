@@ -241,8 +241,15 @@ def scorer_identity(scorer_cfg: Any, measure: str) -> dict[str, Any]:
         return out
 
     if measure == "toxicity":
-        return {"toxicity": sc.get("toxicity"), "fallback": sc.get("fallback"),
-                "perspective": pick("perspective"), "detoxify": pick("detoxify")}
+        out = {"toxicity": sc.get("toxicity"), "fallback": sc.get("fallback"),
+               "perspective": pick("perspective"), "detoxify": pick("detoxify")}
+        cal = sc.get("calibration") or {}
+        if cal.get("enabled"):  # issue 14: calibrated scores are other scores (settings + data sha256)
+            from value_harms.scoring.calibration import _job_paths, calibration_settings, data_identity
+
+            where = {**cal, "data_dir": cal.get("data_dir") or _job_paths(scorer_cfg).get("data_dir")}
+            out["calibration"] = {**calibration_settings(cal), "data_sha256": data_identity(where)}
+        return out
     if measure == "regard":
         return {"regard": pick("regard")}
     if measure in ("harmfulness", "flag"):
