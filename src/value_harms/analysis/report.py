@@ -459,8 +459,10 @@ def _underpowered(row: Any, what: str) -> str:
     need = (f"; a finding needs >= {int(mm)} models x {int(mp)} prompts" if not _isnan(mm) and not _isnan(mp)
             else "")
     m = getattr(row, "mde", None)
-    mde_txt = (f"minimum detectable effect {fmt_num(m)} (80% power)" if not _isnan(m)
-               else "minimum detectable effect unknown (no prompt-level data)")
+    bounded = str(getattr(row, "metric", "")) != "harmfulness_score"  # rates and probabilities lie in [0, 1]
+    mde_txt = ("minimum detectable effect unknown (no prompt-level data)" if _isnan(m) else
+               f"minimum detectable effect {fmt_num(m)} (80% power)" if not (bounded and float(m) >= 1) else
+               f"minimum detectable effect {fmt_num(m)} (80% power): no effect on this 0-1 scale is detectable")
     return f"{what}: underpowered ({_design(row)}{need}); {mde_txt}."
 
 
