@@ -201,3 +201,24 @@ def test_power_command(tmp_path):
     assert "expected_max_toxicity" in out.stdout and "prompts_needed" in out.stdout and "mde" in out.stdout
     bad = subprocess.run(cmd[:5] + ["0", "--prompts", "200"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --models=0")
+
+
+def test_mixed_model_regression_on_prompt_level_values():
+    """analysis.regression_mixed: per-prompt values of 16 profiles x 12 prompts, Power planted at the
+    profile level, prompt effects and a profile random intercept: Power is found, the others are not."""
+    rng = np.random.default_rng(11)
+    prof, pv_rows = [], []
+    prompt_fx = rng.normal(0, 0.1, 12)
+    for i in range(16):
+        vals = dict(zip(VALUES, rng.uniform(1, 6, len(VALUES))))
+        prof.append({"profile": f"p{i}", **vals})
+        u = rng.normal(0, 0.005)
+        for p in range(12):
+            pv_rows.append({"model": "m", "stage": "full", "baseline": "vim", "profile": f"p{i}", "mitigation": "none",
+                            "benchmark": "rtp", "metric": "expected_max_toxicity", "prompt": f"{p}",
+                            "value": 0.1 + 0.03 * vals["Power"] + u + prompt_fx[p] + rng.normal(0, 0.02)})
+    out = I.value_regressions_mixed(pd.DataFrame(prof), pd.DataFrame(pv_rows))
+    power = out[out["term"] == "Power"].iloc[0]
+    assert power["significant"] and power["ci_low"] < 0.03 < power["ci_high"]
+    assert out[(out["term"] != "Intercept") & (out["term"] != "Power")]["significant"].sum() <= 1
+    assert set(out["n"]) == {16} and set(out["n_prompts"]) == {12}
