@@ -306,6 +306,9 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         d = _order_rows(cmp_b[sel])
         bases = d["baseline"].astype(str).tolist()
         labels = _bar_labels(d, ["baseline"], " ")
+        if "n_prompts" in d.columns:  # issue 14: the design under each bar (models x prompts x samples)
+            labels = [f"{lb}\n{_design(r).replace(' models x ', 'x').replace(' prompts x ', 'x').replace(' samples', '')}"
+                      for lb, r in zip(labels, d.itertuples(index=False))]
         mean = pd.to_numeric(d["mean"], errors="coerce").to_numpy(dtype=float)
         lo, hi, ok = _ci_err(mean, d["ci_low"], d["ci_high"])
         x = np.arange(len(bases))
@@ -325,7 +328,8 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         ax.axhline(0, color="black", lw=0.6)
     for k in range(len(panels), nrow * ncol):
         axes[k // ncol][k % ncol].set_visible(False)
-    fig.suptitle(f"{bench_name(bench)}: mean per baseline\n(95% CI; * p<0.05 vs reference)", fontsize=11)
+    design = "; models x prompts x samples under each bar" if "n_prompts" in cmp_b.columns else ""
+    fig.suptitle(f"{bench_name(bench)}: mean per baseline\n(95% CI; * p<0.05 vs reference{design})", fontsize=11)
     return _save(fig, path)
 
 
