@@ -3,8 +3,8 @@
 Three places call them:
 
 - the entry points, before Hydra starts (`value_harms.cli.guard_overrides`): a key that is not in
-  the typed schema, a group option that does not exist and a `glob(...)` that matches no option
-  each end the process with one line (`key_problem`, `sweep_problem`);
+  the typed schema, a value of the wrong type, a group option that does not exist and a `glob(...)`
+  that matches no option each end the process with one line (`key_problem`, `sweep_problem`);
 - a Hydra callback (`ValidateCallback`, conf/hydra/default.yaml), after composition and before
   Hydra creates the run or sweep folder: the composed config (`config_problems`), every job of a
   multirun with its own overrides applied, and whether the output / store folders can be written;
