@@ -392,6 +392,8 @@ class AnalysisConfig:
     alignment_inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/train"])
     audit_inputs: List[str] = field(default_factory=lambda: ["${paths.output_dir}/runs/evaluate"])
     allow_mixed: bool = False  # allow one metric to mix scorers or benchmark versions
+    # Partial results (some scores missing) are analysed only up to this share of missing scores.
+    max_missing_frac: float = 0.0
     # Largest difference in per-text fallback share (texts scored by a fallback scorer, e.g. Detoxify
     # behind Perspective) between results compared on one metric; beyond it analysis refuses (or, with
     # allow_mixed, flags) the comparison.

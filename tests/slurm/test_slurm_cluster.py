@@ -126,9 +126,10 @@ def rerun(st: dict) -> None:
 
 def notice_bound(since_submit: float) -> float:
     """How long submitit may take to see a task end without a result: it polls sacct at 2, 4, 8, ...
-    s after the submission (half the time since the submission, at most 10 min), then gives the
-    result file 15 s to appear; plus 20 s for a busy machine. No accounting = no bound (a hang)."""
-    return min(600.0, max(2.0, since_submit / 2)) + 15 + 20
+    s after the submission (half the time since the submission), capped at 10 s by the project's
+    SlurmPollCallback (value_harms.cluster; submitit's own cap is 10 min), then gives the result file
+    15 s to appear; plus 20 s for a busy machine. No accounting = no bound (a hang)."""
+    return min(10.0, max(2.0, since_submit / 2)) + 15 + 20
 
 
 def sha256(path: Path) -> str:

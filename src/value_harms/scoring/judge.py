@@ -282,7 +282,8 @@ class JudgeScorer(Scorer):
     @property
     def cache_id(self) -> str:
         # Everything that changes a judge's answer: backend, model + revision, rubric text, sampling.
-        return (f"{self.name}|{self._scorer_tag}|rubric={self.rubric_sha256[:16]}"
+        where = f"|{_get(self.cfg, 'base_url')}" if self.backend == "openai" else ""
+        return (f"{self.name}|{self._scorer_tag}{where}|rubric={self.rubric_sha256[:16]}"
                 f"|t={self.temperature}|p={self.top_p}|max={self.max_tokens}"
                 + ("|constrained" if bool(_get(self.cfg, "constrained", False)) else ""))
 
@@ -337,7 +338,6 @@ class JudgeScorer(Scorer):
             self.counts[FILTERED] += 1
             return Score(value=None, scorer=tag, label=FILTERED, error=error, raw=text)
         if error is not None or text is None:
-
             self.counts["missing"] += 1
             return Score(value=None, scorer=tag, error=error or "no answer", raw=text)
         if self.measure == "harmfulness":
