@@ -28,7 +28,11 @@ def sweep(tmp_path_factory, cache_dir, data_dir):
             "benchmark.temperature=1.0", f"paths.output_dir={root}/out", f"paths.cache_dir={cache_dir}",
             f"paths.data_dir={data_dir}"]
     jobs = [["value_profile=vanilla", "mitigation=none"], ["value_profile=vanilla", "mitigation=value_prompt"]]
-    jobs += [[f"value_profile={p}", "baseline=icl", f"mitigation={m}"] for p in PROFILES for m in ("none", "value_prompt")]
+    # Samples are seeded by (seed, model, prompt id, sample): ICL personas share the base model, and the
+    # tiny random model's logits barely depend on the persona, so each profile gets its own generation
+    # seed here to give the regression outcomes that vary (as independent real models would).
+    jobs += [[f"value_profile={p}", "baseline=icl", f"mitigation={m}", f"generation.seed={i}"]
+             for i, p in enumerate(PROFILES) for m in ("none", "value_prompt")]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for j in jobs:

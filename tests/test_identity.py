@@ -320,3 +320,16 @@ def test_analysis_refuses_to_pool_two_trainings_of_one_profile(tmp_path):
     with pytest.raises(AnalysisError, match="2 different trainings"):
         check_training_keys(df)
     assert len(check_training_keys(df, allow_mixed=True)) == 1
+
+
+def test_adapter_identity_does_not_depend_on_the_base_models_cache_folder(tmp_path):
+    from value_harms.models import adapter_fingerprint
+
+    for name, base in (("a", "/cache/one/models/tiny-x"), ("b", "/other/cache/models/tiny-x")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": base}))
+        (d / "adapter_model.safetensors").write_bytes(b"weights")
+    assert adapter_fingerprint(tmp_path / "a") == adapter_fingerprint(tmp_path / "b")
+    (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"r": 4, "base_model_name_or_path": "x"}))
+    assert adapter_fingerprint(tmp_path / "a") != adapter_fingerprint(tmp_path / "b")

@@ -491,7 +491,10 @@ def detach_lora(peft_model):
 
 
 def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
-    """sha256 over the adapter files' names and bytes (files sorted by name)."""
+    """sha256 over the adapter files' names and bytes (files sorted by name). In adapter_config.json the
+    base model's *location* (`base_model_name_or_path`: a cache folder for tiny / GGUF models) is left
+    out, so one adapter has one identity wherever its base model is cached; the base's content is in
+    the evaluation key already (store.identity.base_identity)."""
     d = Path(adapter_dir)
     files = sorted(p for p in d.iterdir() if p.is_file() and p.name.startswith("adapter_"))
     if not any(p.name in _ADAPTER_FILES for p in files):
@@ -499,7 +502,15 @@ def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(p.name.encode() + b"\0")
-        h.update(p.read_bytes())
+        data = p.read_bytes()
+        if p.name == "adapter_config.json":
+            try:
+                conf = json.loads(data)
+                conf.pop("base_model_name_or_path", None)
+                data = json.dumps(conf, sort_keys=True).encode()
+            except ValueError:  # a damaged config hashes as its bytes (adapter_problem reports it)
+                pass
+        h.update(data)
     return h.hexdigest()
 
 
