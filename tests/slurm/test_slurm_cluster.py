@@ -205,7 +205,9 @@ def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, referen
     # one sbatch array of 3 tasks, each recorded COMPLETED by the scheduler's accounting (a task
     # leaves the queue a moment after its result is written)
     wait_until(lambda: not in_queue(job), 60, "the array to leave the queue")
-    assert sacct_states(job) == {f"{job}_{i}": "COMPLETED" for i in range(3)}
+    # accounting (slurmdbd) may record the end a moment after the queue forgets the task
+    wait_until(lambda: sacct_states(job) == {f"{job}_{i}": "COMPLETED" for i in range(3)}, 60,
+               "accounting to record every task COMPLETED")
     script = next((train_sweep / ".submitit" / job).glob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-2%" in script and "#SBATCH --cpus-per-task=1" in script
     assert "#SBATCH --requeue" in script and "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK" in script
@@ -214,7 +216,8 @@ def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, referen
     eval_job = array_id(sweep_dir(out, "evaluate"))
     cleanup.append(eval_job)
     wait_until(lambda: not in_queue(eval_job), 60, "the array to leave the queue")
-    assert set(sacct_states(eval_job).values()) == {"COMPLETED"}
+    wait_until(lambda: set(sacct_states(eval_job).values()) == {"COMPLETED"}, 60,
+               "accounting to record every task COMPLETED")
     run("analyze.py", ["logger=none", *paths])
 
     assert status(train_sweep)[0] == 0 and status(sweep_dir(out, "evaluate"))[0] == 0
@@ -279,13 +282,16 @@ def _killed_job_is_listed_and_rerun(sweep: Path, killed: int, done: list[int]) -
     assert [p.name for p in rerun_dir.glob("*_*")] == [f"0_{PROFILES[killed]}"], "only that job ran again"
 
 
-def _lose_one_task(tmp_path, cache, data_dir, cleanup, launcher: list[str], task: int, strike, state: str) -> None:
+def _lose_one_task(tmp_path, cache, data_dir, cleanup, launcher: list[str], task: int, strike, state: str,
+                   train: tuple[str, ...] = ()) -> None:
     """A 2-task sweep; `strike(<array>_<task>)` once that task runs, returning when SLURM has ended it
     (state `state`). Hydra must then fail within submitit's bound, the other task complete, and the
     status + rerun complete the sweep."""
     out = tmp_path / "out"
-    proc = start("train.py", ["-m", *SLURM, *launcher, "value_profile=Pow,Uni", *TRAIN, *_paths(out, cache, data_dir)],
-                 tmp_path / "hydra.log")
+    replaced = {a.split("=", 1)[0] for a in train}
+    train_args = [a for a in TRAIN if a.split("=", 1)[0] not in replaced] + list(train)
+    proc = start("train.py", ["-m", *SLURM, *launcher, "value_profile=Pow,Uni", *train_args,
+                              *_paths(out, cache, data_dir)], tmp_path / "hydra.log")
     try:
         sweep = wait_until(lambda: sweep_dir(out, "train"), 120, "the sweep folder")
         job = wait_until(lambda: array_id(sweep), 60, "the sbatch submission")
@@ -311,8 +317,9 @@ def _lose_one_task(tmp_path, cache, data_dir, cleanup, launcher: list[str], task
 
 
 def test_cancelled_array_task_fails_the_sweep_at_once_and_reruns_alone(cluster, cache, data_dir, tmp_path, cleanup):
+    # 150 steps: still training when cancelled, even on an idle machine (see the time-limit test)
     _lose_one_task(tmp_path, cache, data_dir, cleanup, [], task=0, strike=lambda t: slurm("scancel", t),
-                   state="CANCELLED")
+                   state="CANCELLED", train=("trainer.max_steps=150",))
 
 
 def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(cluster, cache, data_dir, tmp_path,
@@ -324,5 +331,7 @@ def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(clust
 
     # sbatch --time=2 for every task; signal_delay_s=0: no warning signal before the limit, SLURM itself
     # ends a task that passes it (state TIMEOUT)
+    # 150 steps: long enough that the task is still training when it is stopped (12 tiny steps end in
+    # about a second on an idle machine), short enough for task 0 to finish well within the 2 minutes
     _lose_one_task(tmp_path, cache, data_dir, cleanup, ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=0"],
-                   task=1, strike=hang, state="TIMEOUT")
+                   task=1, strike=hang, state="TIMEOUT", train=("trainer.max_steps=150",))
