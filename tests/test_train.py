@@ -94,6 +94,7 @@ def test_vanilla_checks_alignment_without_training(train):
     assert len(res["alignment"]["rows"]) == 40
 
 
+@pytest.mark.slow  # 400 steps; the normal suite's kill-and-resume proof is tests/test_resume.py (identical adapters)
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, cache_dir, data_dir):
     args = _overrides(tmp_path, cache_dir, data_dir, "value_profile=Sec", "vim_stage=ag",
                       "trainer.max_steps=400", "train.checkpoint_every_n_steps=5", "trainer.val_check_interval=200",
