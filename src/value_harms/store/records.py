@@ -12,7 +12,6 @@ A file whose bytes no longer match the marker (a truncated samples.jsonl, an edi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,14 +27,6 @@ COMPLETE = "COMPLETE"
 PARTIAL = "PARTIAL"
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -68,7 +59,7 @@ def write_result(folder: str | os.PathLike, result: dict[str, Any], samples: lis
     runs.atomic_write_text(folder / SAMPLES, "".join(json.dumps(s) + "\n" for s in samples))
     runs.atomic_write_json(folder / RESULTS, result)
     marker = {"results": RESULTS, "samples": SAMPLES, "missing": int(missing),
-              "sha256": {RESULTS: _sha(folder / RESULTS), SAMPLES: _sha(folder / SAMPLES)}}
+              "sha256": {RESULTS: runs.file_sha256(folder / RESULTS), SAMPLES: runs.file_sha256(folder / SAMPLES)}}
     runs.atomic_write_json(folder / (COMPLETE if state == "complete" else PARTIAL), marker)
     return state
 
@@ -98,7 +89,7 @@ def read_result(folder: str | os.PathLike) -> ResultState:
         path = folder / name
         if not path.is_file():
             return _damaged(path, "missing")
-        if _sha(path) != sums.get(name):
+        if runs.file_sha256(path) != sums.get(name):
             return _damaged(path, "its bytes differ from the checksum written with it (truncated or edited)")
     try:
         result = runs.read_json(folder / RESULTS)
