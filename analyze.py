@@ -6,8 +6,8 @@ A thin entry point: every knob is in conf/, every step in the value_harms packag
 import hydra
 from omegaconf import DictConfig
 
-import value_harms.config  # noqa: F401  (registers the schemas and resolvers)
-from value_harms.cli import guard_overrides, run_task
+import value_harms.config.schema
+from value_harms.runtime.cli import guard_overrides, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")

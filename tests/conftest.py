@@ -46,7 +46,7 @@ def compose():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import value_harms.config  # noqa: F401
+    import value_harms.config.schema
 
     def _compose(config_name: str = "train", overrides: list[str] | None = None, return_hydra_config=False):
         GlobalHydra.instance().clear()

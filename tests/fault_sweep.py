@@ -4,7 +4,7 @@
 
 A calibration run measures, from the processes' own log lines, when each phase starts and ends:
 training (per job of the train multirun), generation and scoring (per job of the evaluate multirun:
-the `generating:` and `scoring:` lines of value_harms.evaluation) and analysis. Each iteration then,
+the `generating:` and `scoring:` lines of value_harms.eval.task) and analysis. Each iteration then,
 in a fresh output + cache folder (the tiny model is shared through a symlink):
 
 1. starts the pipeline and SIGKILLs the running subprocess at a random moment: a seeded RNG picks
@@ -50,8 +50,8 @@ N_PROMPTS, N_SAMPLES = 3, 2
 PHASES = ("training", "generation", "scoring", "analysis")
 
 _JOB = re.compile(r"\[HYDRA\]\s+#(\d+) : ")
-_GEN = "[value_harms.evaluation][INFO] - generating:"
-_SCORE = "[value_harms.evaluation][INFO] - scoring:"
+_GEN = "[value_harms.eval.task][INFO] - generating:"
+_SCORE = "[value_harms.eval.task][INFO] - scoring:"
 
 
 def data_dir() -> Path:
@@ -256,7 +256,7 @@ def leftovers(store: Path) -> list[str]:
 
 def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """Problems after the rerun (empty = pass) and facts worth counting."""
-    from value_harms.models import adapter_problem
+    from value_harms.models.lora import adapter_problem
 
     store = out / "store"
     problems: list[str] = []

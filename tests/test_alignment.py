@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from value_harms import alignment as A
-from value_harms import models as M
-from value_harms.values import VALUES, anchor_vector
+from value_harms.alignment import pvq as A
+from value_harms.core.values import VALUES, anchor_vector
+from value_harms.models import loading
 
 TINY = dict(
     name="tiny", source="tiny", dtype="float32", padding_side="left", trust_remote_code=False,
@@ -22,7 +22,7 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return M.load_base_model(TINY, tmp_path_factory.mktemp("cache"))
+    return loading.load_base_model(TINY, tmp_path_factory.mktemp("cache"))
 
 
 @pytest.mark.parametrize("text, want", [

@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from value_harms.analysis import (
-    AnalysisError,
     TIDY_COLUMNS,
     auto_mitigation,
     check_comparable,
@@ -30,7 +29,8 @@ from value_harms.analysis import (
     results_to_frame,
     value_regressions,
 )
-from value_harms.values import HIGHER_ORDER, VALUE_TO_KEY, VALUES
+from value_harms.core.values import HIGHER_ORDER, VALUE_TO_KEY, VALUES
+from value_harms.errors import AnalysisError
 
 N_PROFILES = 154
 BENCH = "bench"

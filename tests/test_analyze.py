@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_script
 
 PROFILES = ["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni", "Openness_to_Change",
@@ -15,12 +14,12 @@ PROFILES = ["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni",
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, cache_dir, data_dir):
+    from conftest import CONF
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import value_harms.config  # noqa: F401
-    from conftest import CONF
-    from value_harms.evaluation import run_evaluate
+    import value_harms.config.schema
+    from value_harms.eval.task import run_evaluate
 
     root = tmp_path_factory.mktemp("sweep")
     base = ["model=tiny", "logger=none", "generation.progress=false", "benchmark=rtp", "benchmark.limit=2",
@@ -60,7 +59,7 @@ def test_report_renders_from_a_real_sweep(sweep, compose):
 
 
 def test_auto_mitigation_config_is_usable(sweep, compose, cache_dir, data_dir):
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
 
     auto = Path(f"{sweep}/auto_planted.json")
     auto.write_text(json.dumps({"rtp": {"all": ["Power"]}, "all": ["Power"]}))

@@ -8,9 +8,9 @@ paths.store_dir; a run folder may exist, but its status.json says failed; nothin
 outside paths.output_dir and paths.store_dir).
 
 Sixteen cases run as subprocesses (two at a time); the others in-process through
-`value_harms.cli.run_task`, the path the entry points take after composition. Extra, in-process
+`value_harms.runtime.cli.run_task`, the path the entry points take after composition. Extra, in-process
 checks: an evaluation whose model produces empty continuations finishes and counts them (not an
-error); the file-name rules of value_harms.validate on names a command line cannot easily carry.
+error); the file-name rules of value_harms.config.validate on names a command line cannot easily carry.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import run_script
+from omegaconf import OmegaConf
 
 VALUES_HEADER = ("\tConclusion\tStance\tPremise\tAchievement\tBenevolence\tConformity\tHedonism\tPower\tSecurity"
                  "\tSelf-direction\tStimulation\tTradition\tUniversalism\n")
@@ -57,7 +56,8 @@ def _files(root: Path) -> dict[str, Path]:
 def _other_base_adapters(root: Path, cache_dir: Path) -> None:
     """Real LoRA adapters of two other tiny bases: other layer shapes (hidden 32), and the same
     shapes with other weights (seed 1)."""
-    from value_harms.models import attach_lora, detach_lora, get_base_model
+    from value_harms.models.loading import get_base_model
+    from value_harms.models.lora import attach_lora, detach_lora
 
     for name, tiny in (("adapter_hidden32", {"hidden_size": 32}), ("adapter_seed1", {"seed": 1})):
         model, _ = get_base_model({"name": "tiny", "source": "tiny", "tiny": tiny}, str(cache_dir))
@@ -213,7 +213,7 @@ def _args(case: str, tmp: Path, files: Path, cache_dir: Path, data_dir: Path, ro
 
 # Run as subprocesses (the entry point as a user types it): Hydra composition errors, the group
 # guard of the entry points, and a few task errors end to end (one per script / error family). The
-# other cases go through `value_harms.cli.run_task(task, cfg)` in-process: the same code path the
+# other cases go through `value_harms.runtime.cli.run_task(task, cfg)` in-process: the same code path the
 # entry points take after composition (run_task turns user errors into "error: ..." + exit 2), at a
 # fraction of the cost of importing torch in a fresh process each time.
 CLI_CASES = ("key_typo", "key_typo_section", "wrong_type", "wrong_type_in_sweep", "glob_matches_nothing", "sweep_job_negative_lr",
@@ -276,7 +276,7 @@ def test_bad_input_cli(case, cli_outcomes):
 
 @pytest.mark.parametrize("case", IN_PROCESS_CASES)
 def test_bad_input_in_process(case, compose, tmp_path, bad_files, cache_dir, data_dir, monkeypatch, capsys, request):
-    from value_harms.cli import run_task
+    from value_harms.runtime.cli import run_task
 
     script, extra, env, *_ = CASES[case]
     ro = request.getfixturevalue("readonly_dir") if any("{RO}" in a for a in extra) else None
@@ -295,11 +295,11 @@ def test_bad_input_in_process(case, compose, tmp_path, bad_files, cache_dir, dat
 
 def _task(script: str):
     if script == "train.py":
-        from value_harms.training import run_train
+        from value_harms.train.task import run_train
 
         return run_train
     if script == "evaluate.py":
-        from value_harms.evaluation import run_evaluate
+        from value_harms.eval.task import run_evaluate
 
         return run_evaluate
     from value_harms.analysis.task import run_analyze
@@ -347,8 +347,8 @@ def _assert_nothing_partial(root: Path) -> None:
 
 
 def test_empty_generations_are_counted_not_fatal(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.cli import run_task
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
+    from value_harms.runtime.cli import run_task
 
     cfg = compose("evaluate", [
         "model=tiny", "logger=none", "generation.progress=false", "generation.cache=false",
@@ -379,7 +379,7 @@ def test_empty_generations_are_counted_not_fatal(compose, tmp_path, cache_dir, d
     ("tab\there", False), ("nl\nhere", False), ("nul\x00", False),
 ])
 def test_file_safe_names(name, ok):
-    from value_harms.validate import config_problems, name_problem
+    from value_harms.config.validate import config_problems, name_problem
 
     why = name_problem(name, "value_profile.name")
     assert (why is None) == ok, (name, why)

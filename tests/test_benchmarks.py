@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import value_harms.config  # noqa: F401  (registers resolvers)
-from value_harms.benchmarks import (
+import value_harms.config.schema
+from value_harms.config.schema import BenchmarkConfig
+from value_harms.errors import BenchmarkError
+from value_harms.eval.benchmarks import (
     BEAVERTAILS_CATEGORIES,
     HEX_PHI_CATEGORIES,
     REGARD_TEMPLATES,
-    BenchmarkError,
     Prompt,
     load_prompts,
     prompt_fingerprint,
     render,
 )
-from value_harms.config import BenchmarkConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).resolve().parent / "fixtures" / "benchmarks"
@@ -339,7 +339,7 @@ def test_fingerprint_and_render():
 
 
 def test_per_category_subset_covers_every_category(data_dir):
-    from value_harms.benchmarks import load_prompts
+    from value_harms.eval.benchmarks import load_prompts
 
     cfg = {"name": "beavertails", "source": "local", "format": "beavertails_csv",
            "path": "unintended_harms/BeaverTails-Evaluation.csv", "per_category": 2}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.tiny_detoxify import WORDS, build_tiny_detoxify
-from value_harms.config import CalibrationConfig, DetoxifyConfig, ScorerConfig
+
+from value_harms.config.schema import CalibrationConfig, DetoxifyConfig, ScorerConfig
 from value_harms.scoring import calibration as C
 from value_harms.store.identity import scorer_identity
 
@@ -27,7 +27,7 @@ def profanity_calibration(tmp_path_factory):
     pytest.importorskip("profanity_check")
     if not RTP.is_dir():
         pytest.skip(f"{RTP} not present")
-    from value_harms.scoring.profanity import ProfanityCheckScorer
+    from value_harms.scoring.toxicity.profanity import ProfanityCheckScorer
 
     cache = tmp_path_factory.mktemp("calcache")
     cfg = CalibrationConfig(enabled=True, data_dir=str(DATA), cache_dir=str(cache))
@@ -65,7 +65,7 @@ def test_profanity_check_calibrated_to_perspective(profanity_calibration):
 @needs_rtp
 def test_chain_scores_are_labelled_calibrated_with_raw_kept(profanity_calibration, tmp_path):
     cal, cfg, cache = profanity_calibration
-    from value_harms.scoring.toxicity import build_toxicity_scorer
+    from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
     sc = ScorerConfig(name="profanity_check", toxicity="profanity_check", fallback=[], cache=False,
                       calibration=cfg)
@@ -103,7 +103,7 @@ def test_scorer_identity_changes_with_calibration():
 
 
 def test_missing_calibration_data_is_one_line(tmp_path):
-    from value_harms.scoring.toxicity import build_toxicity_scorer
+    from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
     pytest.importorskip("profanity_check")
     sc = ScorerConfig(name="p", toxicity="profanity_check", fallback=[], cache=False,
@@ -116,7 +116,7 @@ def test_detoxify_calibrated_by_the_same_machinery(tmp_path):
     """A tiny random Detoxify checkpoint against planted 'Perspective' scores (a monotone function of its
     own score plus noise): the held-out calibration recovers the target scale."""
     pytest.importorskip("detoxify")
-    from value_harms.scoring.detoxify_scorer import DetoxifyScorer
+    from value_harms.scoring.toxicity.detoxify import DetoxifyScorer
 
     ckpt, hf = build_tiny_detoxify(tmp_path / "detox", seed=1)
     det = DetoxifyScorer(DetoxifyConfig(checkpoint=str(ckpt), huggingface_config_path=str(hf)))
@@ -142,7 +142,7 @@ def test_detoxify_calibrated_by_the_same_machinery(tmp_path):
 
 @needs_rtp
 def test_report_shows_the_calibration_figures(profanity_calibration, tmp_path):
-    from value_harms.analysis.report import write_report
+    from value_harms.analysis.report.document import write_report
     from value_harms.analysis.task import calibration_records
 
     cal, _, _ = profanity_calibration

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF, run_script
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
-
-from conftest import CONF, run_script
 
 PRIMARY = ["train", "evaluate"]
 # Groups that the primary config selects from (the domain and infrastructure folders of conf/).
@@ -35,7 +34,7 @@ def test_every_option_composes(compose, primary, group):
 
 @pytest.mark.parametrize("primary", PRIMARY)
 def test_every_value_profile_composes(compose, primary):
-    from value_harms.profiles import profile_from_cfg
+    from value_harms.core.profiles import profile_from_cfg
 
     names = _options("value_profile")
     assert len(names) == 155
@@ -56,7 +55,8 @@ def test_wrong_type_fails_at_composition(compose):
 
 
 def test_out_of_range_value_rejected_before_loading(compose):
-    from value_harms.profiles import ProfileError, profile_from_cfg
+    from value_harms.core.profiles import profile_from_cfg
+    from value_harms.errors import ProfileError
 
     cfg = compose("train", ["value_profile=Pow", "value_profile.values.power=7"])
     with pytest.raises(ProfileError, match=r"Power.*7.*\[1, 6\]"):
@@ -96,7 +96,7 @@ def test_glob_sweep_expands_to_all_profiles():
     GlobalHydra.instance().clear()
     ov = OverridesParser.create().parse_overrides(["value_profile=glob(*,exclude=vanilla)"])[0]
     assert ov.is_sweep_override()
-    from value_harms.profiles import paper_order
+    from value_harms.core.profiles import paper_order
 
     assert sorted(ov.value().filter(options)) == sorted(paper_order())
     close = OverridesParser.create().parse_overrides(["value_profile=glob(close_Pow*)"])[0]

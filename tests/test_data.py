@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from value_harms.core.values import ANCHORS, VALUES, anchor_vector
 from value_harms.data import (
     LEVEL2_TO_BASIC,
-    DataError,
     Example,
     SupervisedDataset,
     ag_example,
@@ -32,7 +32,7 @@ from value_harms.data import (
     vim_datasets,
 )
 from value_harms.data import touche as touche_mod
-from value_harms.values import ANCHORS, VALUES, anchor_vector
+from value_harms.errors import DataError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KEY = ["Conclusion", "Stance", "Premise"]

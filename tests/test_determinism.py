@@ -21,7 +21,7 @@ TRAIN = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "trainer.enable_prog
 
 
 def test_same_seed_same_adapter_other_seed_other_adapter(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     a = run_train(compose("train", _base(tmp_path, "a", cache_dir, data_dir) + TRAIN))
     b = run_train(compose("train", _base(tmp_path, "b", cache_dir, data_dir) + TRAIN))
@@ -46,7 +46,7 @@ def _continuations(res) -> list[tuple[str, int, str]]:
 
 
 def test_same_seed_same_generations_other_seed_others(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
 
     extra = [*EVAL, "generation.batch_size=4"]
     a = run_evaluate(compose("evaluate", _base(tmp_path, "a", cache_dir, data_dir) + extra))

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_script
 from helpers.fake_openai import FakeOpenAI
 
@@ -25,7 +24,7 @@ RTP = ["benchmark=rtp", "benchmark.limit=3", "benchmark.num_samples=2", "benchma
 
 @pytest.fixture
 def evaluate(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
 
     def _eval(*extra):
         return run_evaluate(compose("evaluate", _base(tmp_path, cache_dir, data_dir, *extra)))
@@ -35,7 +34,7 @@ def evaluate(compose, tmp_path, cache_dir, data_dir):
 
 @pytest.fixture
 def trained_pow(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     cfg = compose("train", _base(tmp_path, cache_dir, data_dir, "value_profile=Pow", "vim_stage=ag", "debug=fast",
                                  "vim_stage.lr=0.05", "alignment.enabled=false", "trainer.enable_progress_bar=false"))
@@ -67,7 +66,7 @@ def test_adapter_never_shares_generations_with_base(evaluate, trained_pow):
 
 
 def test_missing_adapter_says_how_to_train(evaluate):
-    from value_harms.evaluation import EvaluationError
+    from value_harms.errors import EvaluationError
 
     with pytest.raises(EvaluationError, match=r"python train.py model=tiny vim_stage=full value_profile=Uni"):
         evaluate("value_profile=Uni", *RTP)
@@ -106,7 +105,7 @@ def test_unparseable_judge_answers_are_missing_not_zero(evaluate, monkeypatch):
 
 
 def test_audit_counts_flagged_training_texts(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
 
     res = run_evaluate(compose("evaluate", _base(tmp_path, cache_dir, data_dir, "mode=audit", "audit.limit=200",
                                                   "scorer=profanity_check")))
@@ -141,8 +140,8 @@ def test_pvq_alignment_under_value_prompt(evaluate):
 
 def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir, data_dir):
     """batch_profiles: K adapters share batches and give each profile what its own job gives."""
-    from value_harms.evaluation import run_evaluate
-    from value_harms.training import run_train
+    from value_harms.eval.task import run_evaluate
+    from value_harms.train.task import run_train
 
     for prof in ("Pow", "Uni"):
         run_train(compose("train", _base(tmp_path, cache_dir, data_dir, f"value_profile={prof}", "vim_stage=ag",

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_script
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import FakePerspective, fake_score
@@ -44,7 +43,7 @@ def iso_cache(tmp_path, cache_dir):
     session's tiny model through a symlink."""
     from omegaconf import OmegaConf
 
-    from value_harms.models import resolve_model_dir
+    from value_harms.models.loading import resolve_model_dir
 
     resolve_model_dir(OmegaConf.load(ROOT / "conf/model/tiny.yaml"), str(cache_dir))  # built once
     c = tmp_path / "cache"
@@ -65,14 +64,14 @@ TRAIN = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "alignment.enabled=f
 
 @pytest.fixture
 def evaluate(compose, tmp_path, iso_cache, data_dir):
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
 
     return lambda *extra: run_evaluate(compose("evaluate", _base(tmp_path, iso_cache, data_dir, *extra)))
 
 
 @pytest.fixture
 def train(compose, tmp_path, iso_cache, data_dir):
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     return lambda *extra: run_train(compose("train", _base(tmp_path, iso_cache, data_dir, *extra)))
 
@@ -298,7 +297,7 @@ def test_truncated_stored_results_json_is_recomputed(evaluate, caplog):
 def test_truncated_checkpoint_after_a_kill_restarts_the_step(compose, tmp_path, iso_cache, data_dir, caplog):
     """Kill a training run once it has a last.ckpt, truncate the checkpoint, rerun: a warning names
     the file and the step is trained again from scratch to its full length."""
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     args = _base(tmp_path, iso_cache, data_dir, "value_profile=Sec", "vim_stage=ag", "alignment.enabled=false",
                  "trainer.max_steps=12", "train.checkpoint_every_n_steps=2", "trainer.val_check_interval=6",
@@ -329,8 +328,8 @@ def test_truncated_checkpoint_after_a_kill_restarts_the_step(compose, tmp_path, 
 
 
 def test_truncated_adapter_is_detected_then_retrained(train, evaluate, caplog):
-    from value_harms.evaluation import EvaluationError
-    from value_harms.models import adapter_problem
+    from value_harms.errors import EvaluationError
+    from value_harms.models.lora import adapter_problem
 
     first = train(*TRAIN)
     adapter = Path(first["adapter_dir"])
@@ -363,7 +362,7 @@ def test_truncated_adapter_is_detected_then_retrained(train, evaluate, caplog):
 def test_truncated_train_result_is_skipped_by_analysis_and_status(tmp_path, iso_cache, data_dir, caplog):
     from value_harms.analysis import load_alignment
     from value_harms.analysis.tidy import find_train_results
-    from value_harms.status import sweep_status
+    from value_harms.tools.status import sweep_status
 
     sweep_dir = tmp_path / "sweep"
     res = run_script("train.py", ["-m", *_base(tmp_path, iso_cache, data_dir, *TRAIN), "trainer.max_steps=2",

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import torch
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
-from value_harms.generation import (GenerationCache, GenRequest, GenSettings, GenStats, generate, model_key,
-                                    truncate_at_stop)
+from value_harms.eval.generation import (
+    GenerationCache,
+    GenRequest,
+    GenSettings,
+    GenStats,
+    generate,
+    model_key,
+    truncate_at_stop,
+)
 
 
 def _tiny(cache_dir):
-    from value_harms.models import get_base_model
+    from value_harms.models.loading import get_base_model
 
     return get_base_model(OmegaConf.load(ROOT / "conf/model/tiny.yaml"), str(cache_dir))
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_script
 from helpers.fake_perspective import FakePerspective
 
@@ -36,14 +35,14 @@ def cfgs(compose, tmp_path, cache_dir, data_dir):
 
 @pytest.fixture
 def train(cfgs):
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     return lambda *extra: run_train(cfgs("train", "alignment.enabled=false", *extra))
 
 
 @pytest.fixture
 def evaluate(cfgs):
-    from value_harms.evaluation import run_evaluate
+    from value_harms.eval.task import run_evaluate
 
     return lambda *extra: run_evaluate(cfgs("evaluate", *extra))
 
@@ -65,7 +64,7 @@ def test_evaluate_uses_the_adapter_of_its_own_training_key(train, evaluate):
 
 
 def test_untrained_config_names_the_exact_train_command(train, evaluate):
-    from value_harms.evaluation import EvaluationError
+    from value_harms.errors import EvaluationError
 
     train("value_profile=Pow", *FAST_TRAIN)
     with pytest.raises(EvaluationError) as err:  # same profile, another learning rate: not trained
@@ -89,7 +88,7 @@ def test_train_command_carries_the_training_overrides(cfgs, tmp_path, cache_dir,
 
 
 def test_train_key_follows_data_file_content(cfgs, tmp_path, data_dir):
-    from value_harms.profiles import profile_from_cfg
+    from value_harms.core.profiles import profile_from_cfg
     from value_harms.store import identity
 
     copy = tmp_path / "data" / "vim" / "valueEval_10.csv"
@@ -124,7 +123,7 @@ def test_tiny_seed_changes_model_identity_and_generations(evaluate):
 
 
 def test_local_weights_are_keyed_by_content(tmp_path, cache_dir):
-    from value_harms.models import resolve_model_dir
+    from value_harms.models.loading import resolve_model_dir
     from value_harms.store import identity
 
     built = resolve_model_dir({"name": "tiny", "source": "tiny"}, cache_dir)
@@ -232,16 +231,17 @@ def test_edited_train_result_is_detected(train, caplog):
 
 
 def test_lock_wait_reuses_the_finished_result(cfgs, evaluate, caplog):
-    from value_harms import runs
-    from value_harms.evaluation import _load_benchmark, prepare_job, run_evaluate
-    from value_harms.profiles import profile_from_cfg
+    from value_harms.core.profiles import profile_from_cfg
+    from value_harms.eval.job import _load_benchmark, prepare_job
+    from value_harms.eval.task import run_evaluate
+    from value_harms.store import files
 
     args = ["value_profile=vanilla", *RTP, "scorer=profanity_check"]
     cfg = cfgs("evaluate", *args)
     prompts, fp = _load_benchmark(cfg)
     store = prepare_job(cfg, profile_from_cfg(cfg.value_profile), "vanilla", prompts, fp).store
     out: dict = {}
-    with runs.locked(store):
+    with files.locked(store):
         worker = threading.Thread(target=lambda: out.update(res=run_evaluate(cfgs("evaluate", *args))))
         worker.start()
         time.sleep(3.0)
@@ -259,7 +259,7 @@ def test_lock_wait_reuses_the_finished_result(cfgs, evaluate, caplog):
 
 
 def test_status_counts_a_job_completed_by_a_plain_rerun(tmp_path, cache_dir, data_dir):
-    from value_harms.status import sweep_status
+    from value_harms.tools.status import sweep_status
 
     common = _base(tmp_path, cache_dir, data_dir, *FAST_TRAIN, "alignment.enabled=false", "trainer.max_steps=2")
     sweep = tmp_path / "sweep"
@@ -312,7 +312,8 @@ def test_analysis_ignores_old_schema_and_partial_results(tmp_path, caplog):
 
 
 def test_analysis_refuses_to_pool_two_trainings_of_one_profile(tmp_path):
-    from value_harms.analysis.tidy import AnalysisError, check_training_keys, load_results
+    from value_harms.analysis.tidy import check_training_keys, load_results
+    from value_harms.errors import AnalysisError
 
     _write(tmp_path, "a", _res("Pow", "k1"))
     _write(tmp_path, "b", _res("Pow", "k2", value=0.9))
@@ -323,7 +324,7 @@ def test_analysis_refuses_to_pool_two_trainings_of_one_profile(tmp_path):
 
 
 def test_adapter_identity_does_not_depend_on_the_base_models_cache_folder(tmp_path):
-    from value_harms.models import adapter_fingerprint
+    from value_harms.models.lora import adapter_fingerprint
 
     for name, base in (("a", "/cache/one/models/tiny-x"), ("b", "/other/cache/models/tiny-x")):
         d = tmp_path / name

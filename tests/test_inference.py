@@ -23,8 +23,9 @@ from statsmodels.stats.multitest import multipletests
 
 from value_harms.analysis import compare_baselines, load_results, mitigation_effects, value_regressions
 from value_harms.analysis import inference as I
-from value_harms.analysis.report import top_findings, write_report
-from value_harms.values import VALUE_TO_KEY, VALUES
+from value_harms.analysis.report.document import write_report
+from value_harms.analysis.report.findings import top_findings
+from value_harms.core.values import VALUE_TO_KEY, VALUES
 
 STUDIES = 2000
 # Binomial Monte-Carlo error of a 95% coverage over 2000 studies: sd 0.005, so 93-97% is +-4 sd.
@@ -194,7 +195,7 @@ def test_power_mde_and_prompts_needed():
 
 def test_power_command(tmp_path):
     root = _study(tmp_path, models=3, prompts=8, samples=2, effect=0.05)
-    cmd = [sys.executable, "-m", "value_harms.power", str(root), "--models", "10", "--prompts", "200",
+    cmd = [sys.executable, "-m", "value_harms.tools.power", str(root), "--models", "10", "--prompts", "200",
            "--target", "0.03"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

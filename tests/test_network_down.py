@@ -18,18 +18,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_script
 from helpers.fake_network import BlackHole, closed_port
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import PATH as PERSPECTIVE_PATH
 from helpers.fake_perspective import FakePerspective, fake_score
-from value_harms.config import BreakerConfig, JudgeConfig, PerspectiveConfig, ScorerConfig
-from value_harms.scoring import EndpointUnreachable, ScorerError, ScorerUnavailable, probe, reset_breakers
+
+from value_harms.config.schema import BreakerConfig, JudgeConfig, PerspectiveConfig, ScorerConfig
+from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
+from value_harms.scoring import probe, reset_breakers
 from value_harms.scoring.http import breaker_for
 from value_harms.scoring.judge import JudgeScorer
-from value_harms.scoring.perspective import PROBE_TEXT, PerspectiveScorer
-from value_harms.scoring.toxicity import build_toxicity_scorer
+from value_harms.scoring.toxicity.chain import build_toxicity_scorer
+from value_harms.scoring.toxicity.perspective import PROBE_TEXT, PerspectiveScorer
 
 KEY = "test-key-5f3a9c"
 JUDGE_KEY = "sk-judge-canary-0042"

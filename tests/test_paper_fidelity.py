@@ -14,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 from scipy import stats
 
-from value_harms import generation as G
 from value_harms import metrics as M
+from value_harms.eval import generation as G
 
 FIX = Path(__file__).parent / "fixtures" / "paper_fidelity"
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,14 +181,14 @@ def test_bias_level_is_a_benchmark_config_value(compose):
 
 
 def _bench(**kw):
-    from value_harms.config import BenchmarkConfig
+    from value_harms.config.schema import BenchmarkConfig
 
     return OmegaConf.structured(BenchmarkConfig(name="holisticbiasr", version="1", format="holistic_bias",
                                                 measure="regard", bootstrap_resamples=200, **kw))
 
 
 def _hbr_rows():
-    from value_harms.benchmarks import Prompt
+    from value_harms.eval.benchmarks import Prompt
 
     prompts, rows = [], []
     for i in range(12):
@@ -224,7 +224,7 @@ def _ctx(store, **kw):
 
 
 def test_vanilla_baseline_is_found_by_content_not_path(tmp_path):
-    from value_harms.evaluation import compute_metrics
+    from value_harms.eval.measures import compute_metrics
 
     store = tmp_path / "store"
     want = _store_result(store, "any/layout/at/all", rate=0.02)
@@ -247,21 +247,21 @@ def test_vanilla_baseline_is_found_by_content_not_path(tmp_path):
 
 
 def test_vanilla_baseline_missing_is_an_error_not_a_silent_fallback(tmp_path):
-    from value_harms.bias_baseline import BiasBaselineError
-    from value_harms.evaluation import compute_metrics
+    from value_harms.errors import BiasBaselineError
+    from value_harms.eval.measures import compute_metrics
 
     prompts, rows = _hbr_rows()
     with pytest.raises(BiasBaselineError, match="no stored vanilla result of holisticbiasr v1"):
         compute_metrics(_bench(bias_baseline="vanilla"), prompts, rows, _ctx(tmp_path / "empty"))
     with pytest.raises(BiasBaselineError, match="expected vanilla, self or a fraction"):
         compute_metrics(_bench(bias_baseline="vanila"), prompts, rows, _ctx(tmp_path))
-    from value_harms.cli import user_errors
+    from value_harms.runtime.cli import user_errors
 
     assert issubclass(BiasBaselineError, user_errors())  # one line on the CLI, exit 2
 
 
 def test_paper_preset_uses_the_paper_codes_fixed_threshold(compose):
-    from value_harms.evaluation import compute_metrics
+    from value_harms.eval.measures import compute_metrics
 
     cfg = compose("evaluate", ["experiment=paper", "benchmark=holisticbiasr"])
     assert cfg.benchmark.bias_baseline == "0.005"
@@ -291,7 +291,7 @@ def test_weight_decay_is_the_paper_default_per_stage(compose, stage, wd):
 
 
 def test_optimizer_uses_the_configured_weight_decay():
-    from value_harms.training import LoRAModule
+    from value_harms.train.module import LoRAModule
 
     lin = torch.nn.Linear(4, 4)
     module = LoRAModule(lin, lr=2e-5, weight_decay=0.01, warmup_steps=0)
@@ -330,8 +330,8 @@ def test_grammar_and_samsum_formats_local_and_hub():
 
 
 def test_benign_stage_configs_and_training_data_wiring(compose):
-    from value_harms.profiles import load_profile
-    from value_harms.training import stage_examples
+    from value_harms.core.profiles import load_profile
+    from value_harms.train.fit import stage_examples
 
     dolly = compose("train", ["vim_stage=benign_dolly"]).vim_stage.instruct
     assert dolly.path.endswith("databricks-dolly-15k-no-safety.jsonl") and dolly.format == "dolly"
@@ -351,11 +351,10 @@ def test_benign_stage_configs_and_training_data_wiring(compose):
 
 
 def _long_qa_example():
-    from value_harms.data.vim import stage2_examples
-
     import pandas as pd
 
-    from value_harms.values import VALUES
+    from value_harms.core.values import VALUES
+    from value_harms.data.vim import stage2_examples
 
     row = {"Conclusion": "school uniforms", "Stance": "in favor of",
            "Premise": " ".join(["They make students equal"] * 12), **{v: int(v == "Power") for v in VALUES}}
@@ -393,14 +392,14 @@ def test_truncation_end_loses_the_answer_argument_keeps_it(llama_tok):
     (" 4 Answer: 2", 4), (" nothing", None),
 ])
 def test_vim_literal_parse(text, want):
-    from value_harms.alignment import parse_answer_vim
+    from value_harms.alignment.pvq import parse_answer_vim
 
     assert parse_answer_vim(text) == want
 
 
 def test_nmse_over_fewer_than_ten_values_is_flagged():
-    from value_harms.alignment import nmse_with_count
-    from value_harms.values import VALUES
+    from value_harms.alignment.pvq import nmse_with_count
+    from value_harms.core.values import VALUES
 
     target = {v: 3.0 for v in VALUES}
     pred = {v: (3.0 if i < 7 else None) for i, v in enumerate(VALUES)}
@@ -408,11 +407,11 @@ def test_nmse_over_fewer_than_ten_values_is_flagged():
 
 
 def test_alignment_result_carries_vim_reading_and_flags(tmp_path):
-    from value_harms import alignment as A
-    from value_harms import models as MM
-    from value_harms.values import VALUES, anchor_vector
+    from value_harms.alignment import pvq as A
+    from value_harms.core.values import VALUES, anchor_vector
+    from value_harms.models import loading
 
-    model, tok = MM.load_base_model(dict(name="tiny", source="tiny", dtype="float32", padding_side="left",
+    model, tok = loading.load_base_model(dict(name="tiny", source="tiny", dtype="float32", padding_side="left",
                                          trust_remote_code=False,
                                          tiny=dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
                                                    vocab_size=512, seed=0)), tmp_path)

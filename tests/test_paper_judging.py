@@ -14,16 +14,16 @@ import pytest
 from helpers.fake_openai import FakeOpenAI
 from omegaconf import OmegaConf
 
-from value_harms.analysis import AnalysisError, check_comparable, results_to_frame
-from value_harms.analysis.report import write_report
+from value_harms.analysis import check_comparable, results_to_frame
+from value_harms.analysis.report.document import write_report
 from value_harms.analysis.task import provenance
-from value_harms.benchmarks import Prompt
-from value_harms.config import AnalysisConfig, JudgeConfig
-from value_harms.evaluation import EvaluationError, compute_metrics
+from value_harms.config.schema import AnalysisConfig, JudgeConfig
+from value_harms.errors import AnalysisError, EvaluationError, ScorerError
+from value_harms.eval.benchmarks import Prompt
+from value_harms.eval.measures import compute_metrics
 from value_harms.metrics import expected_max_toxicity, scorer_shares, toxicity_probability
-from value_harms.scoring.base import ScorerError
 from value_harms.scoring.judge import JudgeScorer, parse_flag, parse_harmfulness, render_rubric
-from value_harms.scoring.toxicity import build_toxicity_scorer
+from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
 KEY = "sk-test-paper-judging"
 MODEL = "judge-model"

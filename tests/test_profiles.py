@@ -1,4 +1,4 @@
-"""Tests of value_harms.profiles: the shipped 154 profiles, validation, names, JS rebuild, CLI."""
+"""Tests of value_harms.core.profiles: the shipped 154 profiles, validation, names, JS rebuild, CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from omegaconf import MISSING, OmegaConf
 
-from value_harms import profiles as P
-from value_harms.values import ANCHORS, VALUE_KEYS, VALUES, anchor_vector
+from value_harms.core import ess, profiles
+from value_harms.core.values import ANCHORS, VALUE_KEYS, VALUES, anchor_vector
 
 DATA_DIR = Path(
     os.environ.get("VALUE_HARMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -29,14 +29,14 @@ EXPECTED_MISMATCH = {"close_Pow_3", "close_Pow_4", "close_Pow_5"}
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    if not (DATA_DIR / P.SHIPPED_TABLE).is_file():
+    if not (DATA_DIR / ess.SHIPPED_TABLE).is_file():
         pytest.skip(f"reference data not found at {DATA_DIR} (set VALUE_HARMS_DATA_DIR)")
     return DATA_DIR
 
 
 @pytest.fixture(scope="module")
-def shipped(data_dir: Path) -> list[P.Profile]:
-    return P.load_shipped_table(data_dir)
+def shipped(data_dir: Path) -> list[profiles.Profile]:
+    return ess.load_shipped_table(data_dir)
 
 
 def _good() -> dict[str, float]:
@@ -47,66 +47,66 @@ def _good() -> dict[str, float]:
 
 
 def test_paper_order_has_154_unique_names(data_dir: Path) -> None:
-    order = P.paper_order()
+    order = profiles.paper_order()
     assert len(order) == 154 == len(set(order))
-    names_file = (data_dir / P.SHIPPED_NAMES).read_text().split()
+    names_file = (data_dir / ess.SHIPPED_NAMES).read_text().split()
     assert order == names_file
 
 
-def test_conf_profiles_equal_shipped_table(shipped: list[P.Profile]) -> None:
-    assert [p.name for p in shipped] == P.paper_order()
-    avail = P.available_profiles(REPO_CONF)
-    assert set(avail) == set(P.paper_order()) | {"vanilla"}
+def test_conf_profiles_equal_shipped_table(shipped: list[profiles.Profile]) -> None:
+    assert [p.name for p in shipped] == profiles.paper_order()
+    avail = profiles.available_profiles(REPO_CONF)
+    assert set(avail) == set(profiles.paper_order()) | {"vanilla"}
     assert avail == sorted(avail)
     for s in shipped:
-        c = P.load_profile(s.name, REPO_CONF)
+        c = profiles.load_profile(s.name, REPO_CONF)
         assert c == s  # name, kind, anchor, rank and the exact vector
         assert c.vector() == s.vector()
 
 
-def test_kinds_and_anchors(shipped: list[P.Profile]) -> None:
+def test_kinds_and_anchors(shipped: list[profiles.Profile]) -> None:
     for a in ANCHORS:
         group = [p for p in shipped if p.anchor == a]
         assert [p.rank for p in group] == list(range(11))
         assert group[0].name == a and group[0].kind == "extreme"
         assert group[0].vector() == anchor_vector(a)
         assert all(p.kind == "ess" for p in group[1:])
-    assert P.parse_name("close_Self-Enhancement_10") == ("ess", "Self-Enhancement", 10)
-    assert P.parse_name("close_Ach_1") == ("custom", None, 0)
+    assert profiles.parse_name("close_Self-Enhancement_10") == ("ess", "Self-Enhancement", 10)
+    assert profiles.parse_name("close_Ach_1") == ("custom", None, 0)
 
 
 def test_vanilla_present() -> None:
-    v = P.load_profile("vanilla", REPO_CONF)
+    v = profiles.load_profile("vanilla", REPO_CONF)
     assert v.is_vanilla and v.kind == "vanilla" and v.anchor is None and v.rank == 0
     assert v.flat() == {}
-    with pytest.raises(P.ProfileError):
+    with pytest.raises(profiles.ProfileError):
         v.vector()
 
 
 def test_conf_dir_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "value_profile").mkdir()
     monkeypatch.setenv("VALUE_HARMS_CONF_DIR", str(tmp_path))
-    assert P.available_profiles() == []
+    assert profiles.available_profiles() == []
     monkeypatch.delenv("VALUE_HARMS_CONF_DIR")
-    assert "Pow" in P.available_profiles()
+    assert "Pow" in profiles.available_profiles()
 
 
 def test_profile_record_helpers() -> None:
-    p = P.load_profile("Pow", REPO_CONF)
+    p = profiles.load_profile("Pow", REPO_CONF)
     flat = p.flat()
     assert list(flat) == [f"value/{v}" for v in VALUES] and flat["value/Power"] == 6.0
     d = p.to_dict()
     assert list(d["values"]) == list(VALUE_KEYS)
-    assert P.profile_from_cfg(OmegaConf.create(d)) == p
+    assert profiles.profile_from_cfg(OmegaConf.create(d)) == p
 
 
-def test_export_round_trips(tmp_path: Path, data_dir: Path, shipped: list[P.Profile]) -> None:
-    paths = P.export_conf(data_dir, tmp_path / "value_profile")
+def test_export_round_trips(tmp_path: Path, data_dir: Path, shipped: list[profiles.Profile]) -> None:
+    paths = ess.export_conf(data_dir, tmp_path / "value_profile")
     assert len(paths) == 155
     first = paths[0].read_text().splitlines()[0]
     assert first.startswith("#") and "extreme_distributions.csv @ 4a20909" in first
     for s in shipped:
-        assert P.load_profile(s.name, tmp_path) == s
+        assert profiles.load_profile(s.name, tmp_path) == s
     # the repo's conf is exactly what export writes
     for path in paths:
         assert path.read_text() == (REPO_CONF / "value_profile" / path.name).read_text()
@@ -130,8 +130,8 @@ def test_export_round_trips(tmp_path: Path, data_dir: Path, shipped: list[P.Prof
 def test_bad_values(key: str, bad: object, words: list[str]) -> None:
     vec = _good()
     vec[key] = bad
-    with pytest.raises(P.ProfileError) as ei:
-        P.validate_vector(vec, "mine")
+    with pytest.raises(profiles.ProfileError) as ei:
+        profiles.validate_vector(vec, "mine")
     msg = str(ei.value)
     assert "\n" not in msg and "'mine'" in msg and "[1, 6]" in msg
     for w in words:
@@ -141,37 +141,37 @@ def test_bad_values(key: str, bad: object, words: list[str]) -> None:
 def test_missing_and_unknown_keys() -> None:
     vec = _good()
     del vec["hedonism"]
-    with pytest.raises(P.ProfileError, match=r"missing value\(s\) hedonism.*\[1, 6\]"):
-        P.validate_vector(vec, "mine")
+    with pytest.raises(profiles.ProfileError, match=r"missing value\(s\) hedonism.*\[1, 6\]"):
+        profiles.validate_vector(vec, "mine")
     vec = _good()
     vec["powr"] = vec.pop("power")
-    with pytest.raises(P.ProfileError, match=r"unknown value 'powr'; did you mean 'power'"):
-        P.validate_vector(vec, "mine")
+    with pytest.raises(profiles.ProfileError, match=r"unknown value 'powr'; did you mean 'power'"):
+        profiles.validate_vector(vec, "mine")
 
 
 def test_full_names_accepted_and_ordered() -> None:
     vec = {v: 2.0 for v in reversed(VALUES)}
-    out = P.validate_vector(vec, "x")
+    out = profiles.validate_vector(vec, "x")
     assert list(out) == list(VALUES)
-    assert P.validate_vector(_good(), "x")["Power"] == 6.0
+    assert profiles.validate_vector(_good(), "x")["Power"] == 6.0
 
 
 def test_profile_from_cfg_missing_and_vanilla() -> None:
     cfg = OmegaConf.create({"name": "mine", "kind": "custom", "anchor": None, "rank": 0,
                             "values": {k: MISSING for k in VALUE_KEYS}})
-    with pytest.raises(P.ProfileError, match="value 'Achievement' is not set"):
-        P.profile_from_cfg(cfg)
+    with pytest.raises(profiles.ProfileError, match="value 'Achievement' is not set"):
+        profiles.profile_from_cfg(cfg)
     cfg = OmegaConf.create({"name": "mine", "kind": "custom", "anchor": None, "rank": 0,
                             "values": MISSING})
-    with pytest.raises(P.ProfileError, match="values are missing"):
-        P.profile_from_cfg(cfg)
-    with pytest.raises(P.ProfileError, match="kind 'vanilla' must have values: null"):
-        P.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0,
+    with pytest.raises(profiles.ProfileError, match="values are missing"):
+        profiles.profile_from_cfg(cfg)
+    with pytest.raises(profiles.ProfileError, match="kind 'vanilla' must have values: null"):
+        profiles.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0,
                             "values": _good()})
-    with pytest.raises(P.ProfileError, match="unknown anchor 'Powr'; did you mean 'Pow'"):
-        P.profile_from_cfg({"name": "v", "kind": "custom", "anchor": "Powr", "rank": 0,
+    with pytest.raises(profiles.ProfileError, match="unknown anchor 'Powr'; did you mean 'Pow'"):
+        profiles.profile_from_cfg({"name": "v", "kind": "custom", "anchor": "Powr", "rank": 0,
                             "values": _good()})
-    v = P.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0,
+    v = profiles.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0,
                             "values": None})
     assert v.is_vanilla
 
@@ -180,11 +180,11 @@ def test_profile_from_cfg_missing_and_vanilla() -> None:
 
 
 def test_closest_names() -> None:
-    names = P.available_profiles(REPO_CONF)
-    assert "Pow" in P.closest_names("Powr", names)
-    assert P.closest_names("close_pow_3", names)[0] == "close_Pow_3"
-    with pytest.raises(P.ProfileError) as ei:
-        P.load_profile("Powr", REPO_CONF)
+    names = profiles.available_profiles(REPO_CONF)
+    assert "Pow" in profiles.closest_names("Powr", names)
+    assert profiles.closest_names("close_pow_3", names)[0] == "close_Pow_3"
+    with pytest.raises(profiles.ProfileError) as ei:
+        profiles.load_profile("Powr", REPO_CONF)
     msg = str(ei.value)
     assert msg.startswith("unknown value profile 'Powr'; closest: ") and "Pow" in msg
     assert "\n" not in msg
@@ -197,12 +197,12 @@ def test_js_divergence_basics() -> None:
     from scipy.spatial.distance import jensenshannon
 
     p, q = np.array([1.0, 2, 3, 4]), np.array([4.0, 1, 1, 1])
-    assert P.js_divergence(p, p) == 0.0
-    assert math.isclose(P.js_divergence(p, q), jensenshannon(p, q) ** 2, rel_tol=1e-12)
-    assert P.js_divergence(2 * p, q) == pytest.approx(P.js_divergence(p, q), rel=1e-12)
+    assert ess.js_divergence(p, p) == 0.0
+    assert math.isclose(ess.js_divergence(p, q), jensenshannon(p, q) ** 2, rel_tol=1e-12)
+    assert ess.js_divergence(2 * p, q) == pytest.approx(ess.js_divergence(p, q), rel=1e-12)
     # permuting coordinates together leaves the value bit-identical (exact ties stay ties)
     perm = [2, 0, 3, 1]
-    assert P.js_divergence(p[perm], q[perm]) == P.js_divergence(p, q)
+    assert ess.js_divergence(p[perm], q[perm]) == ess.js_divergence(p, q)
 
 
 def test_nearest_ess_ties_keep_table_order() -> None:
@@ -211,15 +211,15 @@ def test_nearest_ess_ties_keep_table_order() -> None:
     rows[:, 4] = 3.5
     rows[0, 6], rows[1, 2], rows[2, 7] = 1.5, 1.5, 1.5  # three exact ties
     rows[3] = anchor  # the anchor itself, distance 0
-    assert list(P.nearest_ess(rows, anchor, k=4)) == [3, 0, 1, 2]
+    assert list(ess.nearest_ess(rows, anchor, k=4)) == [3, 0, 1, 2]
 
 
-def test_rebuild_matches_shipped_except_pow_ties(shipped: list[P.Profile]) -> None:
+def test_rebuild_matches_shipped_except_pow_ties(shipped: list[profiles.Profile]) -> None:
     if not ESS_CSV.is_file():
         pytest.skip(f"{ESS_CSV} not found")
-    rebuilt = P.rebuild_ess_profiles(ESS_CSV)
-    assert [p.name for p in rebuilt] == [n for n in P.paper_order() if n.startswith("close_")]
-    rep = P.compare_with_shipped(rebuilt, shipped)
+    rebuilt = ess.rebuild_ess_profiles(ESS_CSV)
+    assert [p.name for p in rebuilt] == [n for n in profiles.paper_order() if n.startswith("close_")]
+    rep = ess.compare_with_shipped(rebuilt, shipped)
     assert rep.total == 140 and not rep.missing
     assert set(rep.mismatched) == EXPECTED_MISMATCH
     assert rep.matched == 140 - len(EXPECTED_MISMATCH) == 137
@@ -236,7 +236,7 @@ def test_cli_rebuild(data_dir: Path) -> None:
     if not ESS_CSV.is_file():
         pytest.skip(f"{ESS_CSV} not found")
     r = subprocess.run(
-        [sys.executable, "-m", "value_harms.profiles", "rebuild", "--ess", str(ESS_CSV),
+        [sys.executable, "-m", "value_harms.core.profiles", "rebuild", "--ess", str(ESS_CSV),
          "--shipped-data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=60,
     )
@@ -248,8 +248,8 @@ def test_cli_rebuild(data_dir: Path) -> None:
 
 
 def test_cli_bad_input(tmp_path: Path) -> None:
-    assert P.main(["rebuild", "--ess", str(tmp_path / "nope.csv")]) == 2
+    assert ess.main(["rebuild", "--ess", str(tmp_path / "nope.csv")]) == 2
     bad = tmp_path / "bad.csv"
     bad.write_text("Achievement,Power\n1,2\n")
-    assert P.main(["rebuild", "--ess", str(bad)]) == 2
-    assert P.main(["export-conf", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert ess.main(["rebuild", "--ess", str(bad)]) == 2
+    assert ess.main(["export-conf", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from value_harms.analysis.report import top_findings, write_report
+from value_harms.analysis.report.document import write_report
+from value_harms.analysis.report.findings import top_findings
 
 pytestmark = pytest.mark.browser
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
 
 MAX_STEPS = 16
@@ -115,7 +114,7 @@ def _identity(res: dict) -> dict:
 @pytest.fixture
 def in_process(compose, monkeypatch):
     """run_train in this process (train.num_threads=1 is restored afterwards)."""
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     threads = torch.get_num_threads()
 
@@ -177,8 +176,9 @@ def test_loader_state_skips_exactly_the_batches_already_trained_on():
 def test_adapter_files_do_not_depend_on_the_process(compose, cache_dir, tmp_path):
     """PEFT writes target_modules (a set) in string-hash order, which differs between processes
     (PYTHONHASHSEED): the same weights must still give the same files and sha256."""
-    from value_harms.models import adapter_fingerprint, attach_lora, detach_lora, get_base_model
-    from value_harms.training import save_adapter
+    from value_harms.models.loading import get_base_model
+    from value_harms.models.lora import adapter_fingerprint, attach_lora, detach_lora
+    from value_harms.train.module import save_adapter
 
     cfg = compose("train", ["model=tiny", f"paths.cache_dir={cache_dir}"])
     base, _ = get_base_model(cfg.model, str(cache_dir))

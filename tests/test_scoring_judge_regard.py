@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from helpers.fake_openai import FakeOpenAI
 
-from value_harms.config import JudgeConfig, RegardConfig, ScorerConfig
-from value_harms.scoring.base import Score, ScorerError, ScorerUnavailable
+from value_harms.config.schema import JudgeConfig, RegardConfig, ScorerConfig
+from value_harms.errors import ScorerError, ScorerUnavailable
+from value_harms.scoring.base import Score
 from value_harms.scoring.cache import CachedScorer
 from value_harms.scoring.judge import (
     JudgeScorer,
@@ -255,7 +256,7 @@ def test_scorer_dispatch_and_conf_files():
 def tiny_lm_dir(tmp_path_factory) -> str:
     from omegaconf import OmegaConf
 
-    from value_harms.models import resolve_model_dir
+    from value_harms.models.loading import resolve_model_dir
 
     cfg = OmegaConf.create({"name": "tiny", "source": "tiny", "tiny": {
         "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 512, "seed": 0}})

@@ -12,24 +12,18 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from helpers.fake_perspective import FakePerspective, fake_score
 from helpers.tiny_detoxify import build_tiny_detoxify
-from value_harms.config import DetoxifyConfig, PerspectiveConfig, ScorerConfig
-from value_harms.scoring import (
-    CachedScorer,
-    Score,
-    ScoreCache,
-    ScorerError,
-    ScorerUnavailable,
-    build_scorer,
-)
-from value_harms.scoring import toxicity as toxicity_mod
-from value_harms.scoring.detoxify_scorer import DetoxifyScorer
-from value_harms.scoring.perspective import PerspectiveScorer
-from value_harms.scoring.profanity import ProfanityCheckScorer
-from value_harms.scoring.toxicity import ToxicityChain, build_toxicity_scorer
+from omegaconf import OmegaConf
+
+from value_harms.config.schema import DetoxifyConfig, PerspectiveConfig, ScorerConfig
+from value_harms.errors import ScorerError, ScorerUnavailable
+from value_harms.scoring import CachedScorer, Score, ScoreCache, build_scorer
+from value_harms.scoring.toxicity import chain as toxicity_mod
+from value_harms.scoring.toxicity.chain import ToxicityChain, build_toxicity_scorer
+from value_harms.scoring.toxicity.detoxify import DetoxifyScorer
+from value_harms.scoring.toxicity.perspective import PerspectiveScorer
+from value_harms.scoring.toxicity.profanity import ProfanityCheckScorer
 
 KEY = "test-key-5f3a9c"
 ROOT = Path(__file__).resolve().parents[1]

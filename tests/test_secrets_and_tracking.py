@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from conftest import run_script
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import FakePerspective
@@ -124,8 +123,8 @@ EVAL = ["benchmark=rtp", "benchmark.limit=2", "benchmark.num_samples=1", "benchm
 def test_wandb_init_failure_keeps_results(compose, tmp_path, cache_dir, data_dir, monkeypatch, caplog):
     import wandb
 
-    from value_harms.evaluation import run_evaluate
-    from value_harms.training import run_train
+    from value_harms.eval.task import run_evaluate
+    from value_harms.train.task import run_train
 
     def broken_init(*a, **k):
         raise RuntimeError("wandb backend could not start")
@@ -147,8 +146,8 @@ def test_wandb_init_failure_keeps_results(compose, tmp_path, cache_dir, data_dir
 def test_wandb_log_failure_keeps_results(compose, tmp_path, cache_dir, data_dir, monkeypatch, caplog):
     from wandb.sdk.wandb_run import Run
 
-    from value_harms.evaluation import run_evaluate
-    from value_harms.training import run_train
+    from value_harms.eval.task import run_evaluate
+    from value_harms.train.task import run_train
 
     calls = []
 

@@ -3,9 +3,8 @@ resources, and `--cfg hydra` shows every sbatch parameter a real cluster needs."
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
 from conftest import run_script
+from omegaconf import OmegaConf
 
 RESOURCES = {"gpus_per_node", "gres", "cpus_per_task", "mem_gb", "timeout_min", "setup"}
 

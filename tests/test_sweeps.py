@@ -1,4 +1,4 @@
-"""Sweeps: `value_harms.status` on real tiny multiruns, the launcher configs, the W&B sweep files."""
+"""Sweeps: `value_harms.tools.status` on real tiny multiruns, the launcher configs, the W&B sweep files."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_script
-from value_harms.status import sweep_status
+
+from value_harms.tools.status import sweep_status
 
 
 def _fixed(tmp_path, cache_dir, data_dir) -> list[str]:
@@ -30,7 +30,7 @@ def _sweep_dir(tmp_path) -> Path:
 
 
 def _status_cli(sweep: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "value_harms.status", str(sweep), *extra], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, run_script
 
 
@@ -28,7 +27,7 @@ def _overrides(tmp_path, cache_dir, data_dir, *extra):
 
 @pytest.fixture
 def train(compose, tmp_path, cache_dir, data_dir):
-    from value_harms.training import run_train
+    from value_harms.train.task import run_train
 
     def _train(*extra):
         cfg = compose("train", _overrides(tmp_path, cache_dir, data_dir, *extra))
@@ -47,7 +46,8 @@ def _logits(model, tokenizer, text="Statement: we should protect nature. Answer:
 def test_stage_produces_adapter_that_changes_output(train, stage, cache_dir):
     from omegaconf import OmegaConf
 
-    from value_harms.models import detach_lora, get_base_model, load_adapter
+    from value_harms.models.loading import get_base_model
+    from value_harms.models.lora import detach_lora, load_adapter
 
     res = train("value_profile=Pow", f"vim_stage={stage}")
     adapter = Path(res["adapter_dir"])

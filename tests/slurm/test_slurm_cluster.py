@@ -107,7 +107,7 @@ def in_queue(job: str) -> bool:
 def status(sweep: Path) -> tuple[int, dict, str]:
     """`python -m value_harms.status SWEEP` as a user runs it: exit code, --json report, table."""
     def call(*extra):
-        return subprocess.run([sys.executable, "-m", "value_harms.status", str(sweep), *extra], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra], cwd=ROOT,
                               env=_env(), capture_output=True, text=True, timeout=120)
     table = call()
     js = call("--json")
@@ -127,7 +127,7 @@ def rerun(st: dict) -> None:
 def notice_bound(since_submit: float) -> float:
     """How long submitit may take to see a task end without a result: it polls sacct at 2, 4, 8, ...
     s after the submission (half the time since the submission), capped at 10 s by the project's
-    SlurmPollCallback (value_harms.cluster; submitit's own cap is 10 min), then gives the result file
+    SlurmPollCallback (value_harms.runtime.cluster; submitit's own cap is 10 min), then gives the result file
     15 s to appear; plus 20 s for a busy machine. No accounting = no bound (a hang)."""
     return min(10.0, max(2.0, since_submit / 2)) + 15 + 20
 

@@ -9,7 +9,6 @@ from value_harms.analysis.stats import (
     value_regressions,
 )
 from value_harms.analysis.tidy import (
-    AnalysisError,
     TIDY_COLUMNS,
     check_comparable,
     find_results,
@@ -19,6 +18,7 @@ from value_harms.analysis.tidy import (
     results_to_frame,
     scorer_label,
 )
+from value_harms.errors import AnalysisError
 
 __all__ = [
     "AnalysisError",

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -422,7 +422,7 @@ def value_regressions_mixed(df: pd.DataFrame, pv: pd.DataFrame, *, baseline: str
     import statsmodels.api as sm
     from statsmodels.stats.multitest import multipletests
 
-    from value_harms.values import VALUES
+    from value_harms.core.values import VALUES
 
     cols = ["model", "stage", "benchmark", "category", "metric", "term", "coef", "se", "p", "p_adj",
             "significant", "ci_low", "ci_high", "n", "n_prompts", "method"]

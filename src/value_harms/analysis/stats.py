@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from value_harms.core.values import HIGHER_ORDER, VALUES
 from value_harms.metrics import mean_ci
-from value_harms.values import HIGHER_ORDER, VALUES
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from value_harms import runs
+from value_harms.runtime import runs
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def latest_audit(paths: list[str]) -> dict[str, Any] | None:
         return None
     newest = max(files, key=lambda f: f.stat().st_mtime)
     try:
-        return runs.read_json(newest)
+        return files.read_json(newest)
     except (OSError, ValueError):
         log.warning("audit file %s is unreadable: left out of the report", newest)
         return None
@@ -101,7 +101,7 @@ def calibration_records(files: list[Path]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for f in files:
         try:
-            data = runs.read_json(f)
+            data = files.read_json(f)
         except (OSError, ValueError):
             continue
         backends = (((data.get("scorer") or {}).get("provenance") or {}).get("backends") or {})
@@ -112,15 +112,23 @@ def calibration_records(files: list[Path]) -> dict[str, dict[str, Any]]:
 
 
 def run_analyze(cfg) -> dict[str, Any]:
-    from value_harms import tracking
+    from value_harms.analysis import (
+        auto_mitigation,
+        check_comparable,
+        compare_baselines,
+        find_results,
+        load_alignment,
+        load_results,
+        mitigation_effects,
+        persona_fidelity,
+        value_regressions,
+    )
+    from value_harms.analysis.report.document import log_report_to_wandb, write_report
+    from value_harms.analysis.report.findings import top_findings
     from value_harms.analysis.tidy import check_training_keys
-    from value_harms.analysis import (auto_mitigation, check_comparable, compare_baselines, find_results,
-                                      load_alignment, load_results, mitigation_effects, persona_fidelity,
-                                      value_regressions)
-    from value_harms.analysis.report import log_report_to_wandb, top_findings, write_report
-    from value_harms.training import output_dir, run_group
-
-    from value_harms.validate import check_task
+    from value_harms.config.validate import check_task
+    from value_harms.runtime import tracking
+    from value_harms.runtime.runs import output_dir, run_group
 
     check_task(cfg)  # bad names and folders: one line, before anything is read
     a = cfg.analysis
@@ -135,7 +143,7 @@ def run_analyze(cfg) -> dict[str, Any]:
                      max_fallback_share_diff=float(a.get("max_fallback_share_diff", 0.05)))
     aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])
     wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="analyze", name=f"analysis-{run_dir.name}",
-                                   group=run_group(cfg), config=runs.to_plain(cfg), tags=["analysis"])
+                                   group=run_group(cfg), config=files.to_plain(cfg), tags=["analysis"])
     with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(files)}, wandb_run):
         reg = value_regressions(df, baseline=str(a.regression_baseline), standardize=bool(a.standardize),
                                 higher_order=bool(a.higher_order), alpha=float(a.alpha))
@@ -157,7 +165,7 @@ def run_analyze(cfg) -> dict[str, Any]:
         fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
         auto = auto_mitigation(reg, alpha=float(a.alpha)) if not reg.empty else {"all": []}
         auto_file = Path(str(a.auto_mitigation_file)).expanduser()
-        runs.atomic_write_json(auto_file, auto_mitigation_file(auto))
+        files.atomic_write_json(auto_file, auto_mitigation_file(auto))
         audit = latest_audit([str(x) for x in a.audit_inputs])
         prov = provenance(df, files, audit)
         findings = top_findings(reg, cmp, mit, k=int(a.top_k))
@@ -170,13 +178,13 @@ def run_analyze(cfg) -> dict[str, Any]:
                   "persona_fidelity": fid, "regressions_mixed": mixed}
         for name, frame in tables.items():
             if frame is not None and not frame.empty:
-                runs.atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
+                files.atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
         figures = {k: v for k, v in paths.items() if str(v).endswith(".png")}
         log_report_to_wandb(wandb_run, figures, tables)
         summary = {"report_html": str(paths["report.html"]), "report_md": str(paths["report.md"]),
                    "findings": findings, "n_results": len(files), "auto_mitigation_file": str(auto_file),
                    "stand_in": prov["stand_in"]}
-        runs.atomic_write_json(out / "analysis.json", summary)
+        files.atomic_write_json(out / "analysis.json", summary)
     print(f"report: {paths['report.html']}")
     print("top findings:")
     for f in findings:

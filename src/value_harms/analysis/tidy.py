@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from value_harms.values import KEY_TO_VALUE, VALUES
+from value_harms.core.values import KEY_TO_VALUE, VALUES
+from value_harms.errors import AnalysisError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 
-class AnalysisError(ValueError):
-    """Results that cannot be analysed together (mixed scorers or benchmark versions, nothing found)."""
 
 
 # Entries of a metrics dict that describe a metric (counts, settings) rather than being one.

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-
-class DataError(ValueError):
-    """A data file or table that does not have the expected shape; the message is one line."""
-
+from value_harms.data.instruct import load_instruction_examples
 
 # Imported after DataError: the submodules import it from here.
-from value_harms.data.touche import (  # noqa: E402
+from value_harms.data.touche import (
     LEVEL2_TO_BASIC,
     load_arguments,
     load_touche_hub,
     load_touche_raw,
     load_value_eval_10,
 )
-from value_harms.data.vim import (  # noqa: E402
+from value_harms.data.vim import (
     Example,
     SupervisedDataset,
     ag_example,
@@ -27,7 +24,7 @@ from value_harms.data.vim import (  # noqa: E402
     value_split,
     vim_datasets,
 )
-from value_harms.data.instruct import load_instruction_examples  # noqa: E402
+from value_harms.errors import DataError
 
 __all__ = [
     "DataError",

@@ -23,8 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
-from value_harms.data import DataError
 from value_harms.data.vim import Example
+from value_harms.errors import DataError
 
 # fmt -> (instruction / input field, optional context field or None, answer field)
 FORMATS: dict[str, tuple[str, str | None, str]] = {

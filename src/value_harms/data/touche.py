@@ -18,8 +18,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from value_harms.data import DataError
-from value_harms.values import VALUES
+from value_harms.core.values import VALUES
+from value_harms.errors import DataError
 
 ARGUMENT_COLUMNS: tuple[str, ...] = ("Conclusion", "Stance", "Premise")
 STANCES: frozenset[str] = frozenset({"in favor of", "against"})

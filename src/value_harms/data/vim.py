@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from value_harms.data import DataError
-from value_harms.values import IMPORTANCE_LABELS, KEY_TO_VALUE, VALUES
+from value_harms.core.values import IMPORTANCE_LABELS, KEY_TO_VALUE, VALUES
+from value_harms.errors import DataError
 
 # ---- formats (VIM src/dataset/d_argument.py, d_survey.py; PROTOCOL.md "VIM training data") ----------
 AG_PROMPT_POSITIVE = "Tell me what you would say about the following statement. Statement: {conclusion} Answer:"

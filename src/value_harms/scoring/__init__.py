@@ -12,18 +12,9 @@ import os
 import time
 from typing import Any
 
-from .base import (
-    MEASURES,
-    EndpointUnreachable,
-    Score,
-    Scorer,
-    ScorerError,
-    ScorerUnavailable,
-    cfg_get,
-    text_key,
-    unique_items,
-)
-from .cache import CachedScorer, ScoreCache
+from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
+from value_harms.scoring.base import MEASURES, Score, Scorer, cfg_get, text_key, unique_items
+from value_harms.scoring.cache import CachedScorer, ScoreCache
 
 __all__ = [
     "MEASURES",
@@ -49,15 +40,15 @@ def build_scorer(measure: str, scorer_cfg: Any, cache_path: str | None = None) -
     optional dependency only matters for the measure that needs it.
     """
     if measure == "toxicity":
-        from .toxicity import build_toxicity_scorer
+        from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
         return build_toxicity_scorer(scorer_cfg, cache_path=cache_path)
     if measure == "regard":
-        from .regard import build_regard_scorer
+        from value_harms.scoring.regard import build_regard_scorer
 
         return build_regard_scorer(scorer_cfg, cache_path=cache_path)
     if measure in ("harmfulness", "flag"):
-        from .judge import build_judge_scorer
+        from value_harms.scoring.judge import build_judge_scorer
 
         return build_judge_scorer(measure, scorer_cfg, cache_path)
     raise ValueError(f"unknown measure {measure!r}: expected one of {', '.join(MEASURES)}")
@@ -68,7 +59,7 @@ log = logging.getLogger(__name__)
 
 def reset_breakers() -> None:
     """Forget every endpoint's failures (each job starts with closed circuit breakers)."""
-    from .http import reset_breakers as _reset
+    from value_harms.scoring.http import reset_breakers as _reset
 
     _reset()
 
@@ -94,7 +85,7 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
     if not bool(cfg_get(scorer_cfg, "probe", True)):
         info["reason"] = "scorer.probe=false"
         return info
-    from .http import DEFAULT_PROBE_TIMEOUT_S, endpoint_id
+    from value_harms.scoring.http import DEFAULT_PROBE_TIMEOUT_S, endpoint_id
 
     timeout = float(cfg_get(scorer_cfg, "probe_timeout_s", DEFAULT_PROBE_TIMEOUT_S))
     t0 = time.monotonic()
@@ -109,7 +100,7 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
         if not key:
             info["reason"] = f"{env} not set: Perspective is not used"
             return info
-        from .perspective import PerspectiveScorer
+        from value_harms.scoring.toxicity.perspective import PerspectiveScorer
 
         scorer = PerspectiveScorer(pcfg, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
         try:
@@ -131,7 +122,7 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
         if backend != "openai":
             info["reason"] = "local judge: nothing to reach"
             return info
-        from .judge import build_judge_scorer
+        from value_harms.scoring.judge import build_judge_scorer
 
         info["endpoint"] = endpoint_id(str(cfg_get(judge_cfg, "base_url")).rstrip("/") + "/chat/completions")
         judge = build_judge_scorer(measure, scorer_cfg, None)  # no key / no rubric: ScorerUnavailable

@@ -48,24 +48,10 @@ class Score:
         return cls(value=None, scorer=scorer, error=error)
 
 
-class ScorerError(RuntimeError):
-    """Unrecoverable scoring failure (e.g. credential rejected, no backend): stop the run."""
 
 
-class ScorerUnavailable(ScorerError):
-    """A backend cannot be built here (no key, no weights, package missing): a chain may fall back."""
 
 
-class EndpointUnreachable(ScorerUnavailable):
-    """A network scorer's endpoint stopped answering (connection refused / no route / timeouts) and
-    its circuit breaker is open: no more requests to it in this job. A chain falls back; a scorer
-    without fallback (the LLM judge) stops the run with this one-line message."""
-
-    def __init__(self, endpoint: str, reason: str, what: str = "endpoint"):
-        super().__init__(f"{what} {endpoint} unreachable: {reason}; not called again in this job "
-                         f"(scorer.breaker.* sets when a network scorer is given up)")
-        self.endpoint = endpoint
-        self.reason = reason
 
 
 def text_key(text: str, context: str | None = None) -> str:

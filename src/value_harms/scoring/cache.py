@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .base import Score, Scorer, check_inputs, text_key
+from value_harms.scoring.base import Score, Scorer, check_inputs, text_key
 
 log = logging.getLogger(__name__)
 

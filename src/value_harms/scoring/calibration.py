@@ -27,7 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .base import Score, Scorer, ScorerError, cfg_get
+from value_harms.errors import CalibrationError
+from value_harms.scoring.base import Score, Scorer, cfg_get
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ DEFAULT_PATH = "rtp_decodingtrust"
 CALIBRATABLE = ("profanity_check", "detoxify")
 
 
-class CalibrationError(ScorerError):
-    """The calibration data cannot be found or read (a one-line reason naming the path)."""
 
 
 # --------------------------------------------------------------------------------------------------

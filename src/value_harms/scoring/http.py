@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .base import EndpointUnreachable, ScorerError, cfg_get
+from value_harms.errors import EndpointUnreachable, ScorerError
+from value_harms.scoring.base import cfg_get
 
 log = logging.getLogger(__name__)
 

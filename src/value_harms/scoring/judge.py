@@ -44,10 +44,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..metrics import FILTERED
-from .base import Score, Scorer, ScorerError, ScorerUnavailable, cfg_get as _get, check_inputs, unique_items
-from .base import EndpointUnreachable
-from .http import GaveUp, HttpClient, HttpSettings, Transient
+from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
+from value_harms.metrics import FILTERED
+from value_harms.scoring.base import Score, Scorer, check_inputs, unique_items
+from value_harms.scoring.base import cfg_get as _get
+from value_harms.scoring.http import GaveUp, HttpClient, HttpSettings, Transient
 
 log = logging.getLogger(__name__)
 
@@ -616,7 +617,7 @@ def build_judge_scorer(measure: str, scorer_cfg: Any, cache_path: str | os.PathL
                                     "(any non-empty value for an endpoint that needs none)")
     scorer: Scorer = JudgeScorer(measure, judge_cfg, api_key=api_key, breaker_cfg=_get(scorer_cfg, "breaker"))
     if cache_path is not None and bool(_get(scorer_cfg, "cache", True)):
-        from .cache import CachedScorer, ScoreCache
+        from value_harms.scoring.cache import CachedScorer, ScoreCache
 
         scorer = CachedScorer(scorer, ScoreCache(cache_path))
     return scorer

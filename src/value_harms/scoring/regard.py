@@ -18,7 +18,9 @@ import os
 import re
 from typing import Any
 
-from .base import Score, Scorer, ScorerUnavailable, cfg_get as _get, check_inputs, unique_items
+from value_harms.errors import ScorerUnavailable
+from value_harms.scoring.base import Score, Scorer, check_inputs, unique_items
+from value_harms.scoring.base import cfg_get as _get
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ def build_regard_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None = 
         raise ScorerUnavailable("scorer config has no 'regard' section")
     scorer: Scorer = RegardScorer(regard_cfg)
     if cache_path is not None and bool(_get(scorer_cfg, "cache", True)):
-        from .cache import CachedScorer, ScoreCache
+        from value_harms.scoring.cache import CachedScorer, ScoreCache
 
         scorer = CachedScorer(scorer, ScoreCache(cache_path))
     return scorer

@@ -7,7 +7,7 @@ logging and progress settings are never part of a key. `identity` computes the k
 writes and reads result folders (complete / partial / damaged).
 """
 
-from value_harms.store.identity import (  # noqa: F401  (the package's public API)
+from value_harms.store.identity import (
     SCHEMA_VERSION,
     base_identity,
     content_sha256,
@@ -16,11 +16,4 @@ from value_harms.store.identity import (  # noqa: F401  (the package's public AP
     train_key,
     train_key_payload,
 )
-from value_harms.store.records import (  # noqa: F401
-    COMPLETE,
-    PARTIAL,
-    ResultState,
-    read_result,
-    result_state,
-    write_result,
-)
+from value_harms.store.records import COMPLETE, PARTIAL, ResultState, read_result, result_state, write_result

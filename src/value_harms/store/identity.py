@@ -117,7 +117,7 @@ def _load_persisted(cache_dir) -> dict[str, str]:
 def _save_persisted(cache_dir, key: str, value: str) -> None:
     if not cache_dir:
         return
-    from value_harms.runs import atomic_write_json
+    from value_harms.store.files import atomic_write_json
 
     try:
         data = _load_persisted(cache_dir)
@@ -141,17 +141,17 @@ def base_identity(model_cfg: Any, cache_dir: str | os.PathLike | None = None) ->
     - hub id: the id + revision (a pinned commit names content; an unpinned `main` is recorded as
       such and moves with the hub - pin model.revision for reproducible stores).
     Plus the dtype the weights are loaded in. Never the config's `name`."""
-    from value_harms import models
+    from value_harms.models import loading
 
     m = to_plain(model_cfg) if not isinstance(model_cfg, Mapping) else dict(model_cfg)
     source = m.get("source")
     ident: dict[str, Any] = {"source": source, "dtype": m.get("dtype") or "float32"}
     if source == "tiny":
-        ident["tiny"] = models._tiny_dict(m)
-        ident["builder"] = models._TINY_BUILDER_VERSION
-        ident["corpus"] = digest(list(models.TINY_CORPUS))
+        ident["tiny"] = loading._tiny_dict(m)
+        ident["builder"] = loading._TINY_BUILDER_VERSION
+        ident["corpus"] = digest(list(loading.TINY_CORPUS))
     elif source == "gguf":
-        ident["gguf_sha256"] = content_sha256(models._gguf_path(m), cache_dir)
+        ident["gguf_sha256"] = content_sha256(loading._gguf_path(m), cache_dir)
     elif source == "hub":
         pretrained = str(m.get("pretrained") or "")
         local = Path(os.path.expanduser(pretrained))
@@ -161,7 +161,7 @@ def base_identity(model_cfg: Any, cache_dir: str | os.PathLike | None = None) ->
             ident["hub_id"] = pretrained
             ident["revision"] = m.get("revision") or "main"
     else:
-        raise models.ModelError(f"model.source={source!r}; expected one of {', '.join(models.SOURCES)}")
+        raise loading.ModelError(f"model.source={source!r}; expected one of {', '.join(loading.SOURCES)}")
     return ident
 
 
@@ -171,7 +171,7 @@ def base_identity(model_cfg: Any, cache_dir: str | os.PathLike | None = None) ->
 
 def _data_identity(cfg: DictConfig, data_dir: str | None) -> dict[str, Any]:
     """The Touché arguments (or the benign instruction set) a training job reads, by content."""
-    from value_harms.runs import resolve_path
+    from value_harms.runtime.runs import resolve_path
 
     cache_dir = cfg.paths.cache_dir
     if cfg.vim_stage.kind == "benign":

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 
+from value_harms.errors import UnsafeNameError
+
 MAX_NAME = 100
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
-class UnsafeNameError(ValueError):
-    """A config name that cannot be a single folder name."""
 
 
 def safe_name(name: object, what: str = "name") -> str:

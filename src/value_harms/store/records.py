@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from value_harms import runs
+from value_harms.store import files
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,11 @@ def write_result(folder: str | os.PathLike, result: dict[str, Any], samples: lis
             (folder / name).unlink()
         except FileNotFoundError:
             pass
-    runs.atomic_write_text(folder / SAMPLES, "".join(json.dumps(s) + "\n" for s in samples))
-    runs.atomic_write_json(folder / RESULTS, result)
+    files.atomic_write_text(folder / SAMPLES, "".join(json.dumps(s) + "\n" for s in samples))
+    files.atomic_write_json(folder / RESULTS, result)
     marker = {"results": RESULTS, "samples": SAMPLES, "missing": int(missing),
-              "sha256": {RESULTS: runs.file_sha256(folder / RESULTS), SAMPLES: runs.file_sha256(folder / SAMPLES)}}
-    runs.atomic_write_json(folder / (COMPLETE if state == "complete" else PARTIAL), marker)
+              "sha256": {RESULTS: files.file_sha256(folder / RESULTS), SAMPLES: files.file_sha256(folder / SAMPLES)}}
+    files.atomic_write_json(folder / (COMPLETE if state == "complete" else PARTIAL), marker)
     return state
 
 
@@ -81,7 +81,7 @@ def read_result(folder: str | os.PathLike) -> ResultState:
     if marker_name is None:
         return ResultState("absent")
     try:
-        marker = runs.read_json(folder / marker_name)
+        marker = files.read_json(folder / marker_name)
         sums = marker["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return _damaged(folder / marker_name, f"unreadable marker ({type(exc).__name__})")
@@ -89,10 +89,10 @@ def read_result(folder: str | os.PathLike) -> ResultState:
         path = folder / name
         if not path.is_file():
             return _damaged(path, "missing")
-        if runs.file_sha256(path) != sums.get(name):
+        if files.file_sha256(path) != sums.get(name):
             return _damaged(path, "its bytes differ from the checksum written with it (truncated or edited)")
     try:
-        result = runs.read_json(folder / RESULTS)
+        result = files.read_json(folder / RESULTS)
     except (OSError, ValueError) as exc:
         return _damaged(folder / RESULTS, f"unreadable ({type(exc).__name__})")
     return ResultState("complete" if marker_name == COMPLETE else "partial", result)

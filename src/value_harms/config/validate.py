@@ -1,0 +1,505 @@
+"""Checks of a composed config, run before any model, data or output folder is touched (issue 9).
+
+Three places call them:
+
+- the entry points, before Hydra starts (`value_harms.runtime.cli.guard_overrides`): a key that is not in
+  the typed schema, a value of the wrong type, a group option that does not exist and a `glob(...)`
+  that matches no option each end the process with one line (`key_problem`, `sweep_problem`);
+- a Hydra callback (`ValidateCallback`, conf/hydra/default.yaml), after composition and before
+  Hydra creates the run or sweep folder: the composed config (`config_problems`), every job of a
+  multirun with its own overrides applied, and whether the output / store folders can be written;
+- the top of every task (`check_task`: run_train, run_evaluate, run_analyze), so that in-process
+  callers (tests, notebooks, the demo) get the same checks.
+
+Every problem is one line naming the key, its value and what to set instead. Nothing here imports
+torch or transformers: the checks cost milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import sys
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from value_harms.errors import ConfigError
+
+__all__ = [
+    "ConfigError", "NAME_KEYS", "name_problem", "check_name", "config_problems", "check_config",
+    "writable_problem", "check_task", "check_prompt_lengths", "schema_keys", "key_problem", "type_problem",
+    "sweep_problem",
+    "ValidateCallback",
+]
+
+# Names that become folder or file names (store folders, run folders, W&B names).
+NAME_KEYS = ("value_profile.name", "run_label", "experiment_name", "model.name", "vim_stage.name", "benchmark.name",
+             "mitigation.name", "scorer.name")
+
+
+
+
+# --------------------------------------------------------------------------------------------------
+# names
+
+
+def name_problem(name: Any, key: str = "name") -> str | None:
+    """Why `name` (the value of config key `key`) cannot be one file or folder name, else None. The
+    rule is the store's own (value_harms.store.layout.safe_name): checked here at composition so
+    that no job starts, and there again where the folder is made."""
+    from value_harms.errors import UnsafeNameError
+    from value_harms.store.layout import safe_name
+
+    try:
+        safe_name(name, key)
+    except UnsafeNameError as exc:
+        return str(exc)
+    return None
+
+
+def check_name(name: Any, key: str) -> None:
+    """Raise the store's one-line UnsafeNameError when `name` is not one safe folder name."""
+    from value_harms.store.layout import safe_name
+
+    safe_name(name, key)
+
+
+# --------------------------------------------------------------------------------------------------
+# numbers
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x)
+
+
+def _int_at_least(lo: int) -> Callable[[Any], bool]:
+    return lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def _positive(x: Any) -> bool:
+    v = _num(x)
+    return v is not None and math.isfinite(v) and v > 0
+
+
+def _non_negative(x: Any) -> bool:
+    v = _num(x)
+    return v is not None and math.isfinite(v) and v >= 0
+
+
+def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: x is None or test(x)
+
+
+# key -> (test, what is expected, a valid example). A key whose section is absent (benchmark: null
+# for train.py) is not checked.
+_RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "vim_stage.epochs": (_int_at_least(1), "an integer >= 1 (0 trains nothing)", "5"),
+    "vim_stage.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+    "vim_stage.accumulate_grad_batches": (_int_at_least(1), "an integer >= 1", "1"),
+    "vim_stage.lr": (_positive, "a learning rate > 0", "2e-5"),
+    "vim_stage.weight_decay": (_non_negative, "a number >= 0", "0.0"),
+    "vim_stage.warmup_steps": (_int_at_least(0), "an integer >= 0", "0"),
+    "vim_stage.max_length": (_int_at_least(1), "a number of tokens >= 1", "128"),
+    "trainer.max_steps": (lambda x: x == -1 or _int_at_least(1)(x), "-1 (no limit) or an integer >= 1 (0 trains nothing)",
+                          "-1"),
+    "train.lora_r": (_int_at_least(1), "a LoRA rank >= 1", "8"),
+    "train.lora_alpha": (_positive, "a number > 0", "32"),
+    "train.lora_dropout": (lambda x: _non_negative(x) and float(x) < 1, "a probability in [0, 1)", "0.1"),
+    "train.checkpoint_every_n_steps": (_int_at_least(1), "an integer >= 1", "50"),
+    "alignment.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+    "alignment.max_new_tokens": (_int_at_least(1), "an integer >= 1", "20"),
+    "generation.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+    "benchmark.max_new_tokens": (_int_at_least(1), "an integer >= 1", "64"),
+    "benchmark.num_samples": (_int_at_least(1), "an integer >= 1", "1"),
+    "benchmark.limit": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
+    "benchmark.per_category": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
+    "benchmark.temperature": (_non_negative, "a temperature >= 0", "0.1"),
+    "benchmark.top_p": (lambda x: _positive(x) and float(x) <= 1, "a probability in (0, 1]", "0.75"),
+    "scorer.perspective.qps": (_positive, "requests per second > 0", "1.0"),
+    "scorer.perspective.timeout_s": (_positive, "seconds > 0", "30"),
+    "scorer.perspective.max_retries": (_int_at_least(0), "an integer >= 0", "6"),
+    "scorer.detoxify.batch_size": (_int_at_least(1), "an integer >= 1", "16"),
+    "scorer.judge.temperature": (_non_negative, "a temperature >= 0", "0.0"),
+    "scorer.judge.max_tokens": (_int_at_least(1), "an integer >= 1", "256"),
+    "scorer.judge.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+    "scorer.judge.qps": (_positive, "requests per second > 0", "2.0"),
+    "scorer.judge.timeout_s": (_positive, "seconds > 0", "60"),
+    "scorer.judge.max_retries": (_int_at_least(0), "an integer >= 0", "6"),
+    "scorer.regard.batch_size": (_int_at_least(1), "an integer >= 1", "16"),
+    "scorer.regard.max_length": (_int_at_least(1), "an integer >= 1", "512"),
+}
+
+_ABSENT = object()
+
+
+def _select(cfg: Any, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+    except Exception:  # an interpolation that does not resolve: composition reports it
+        return _ABSENT
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """Every problem of a composed config, one line each, in a stable order (empty: fine)."""
+    out: list[str] = []
+    for key in NAME_KEYS:
+        value = _select(cfg, key)
+        if value is _ABSENT or value is None or value == "???":
+            continue
+        why = name_problem(value, key)
+        if why:
+            out.append(why)
+    for key, (test, expected, example) in _RULES.items():
+        value = _select(cfg, key)
+        if value is _ABSENT or value == "???":
+            continue
+        if not test(value):
+            out.append(f"{key}={value!r}: expected {expected}; set e.g. {key}={example}")
+    temp, sample = _select(cfg, "benchmark.temperature"), _select(cfg, "benchmark.do_sample")
+    if sample is True and _non_negative(temp) and float(temp) == 0:
+        out.append("benchmark.temperature=0 with benchmark.do_sample=true: sampling needs a temperature > 0; "
+                   "for greedy decoding set benchmark.do_sample=false")
+    return out
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError with the first problem of `cfg` (see config_problems)."""
+    problems = config_problems(cfg)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+
+
+# --------------------------------------------------------------------------------------------------
+# folders
+
+
+def writable_problem(path: str | os.PathLike, key: str) -> str | None:
+    """Why files cannot be created under `path` (the value of `key`), or None. The nearest existing
+    folder is tried with a real, immediately removed temporary folder: permission bits alone do not
+    tell (root ignores them; read-only and special file systems refuse anyway)."""
+    p = Path(os.path.expanduser(str(path))).absolute()
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{key}={str(path)!r}: {probe} is a file, not a folder; set {key} to a writable folder"
+    try:
+        tmp = tempfile.mkdtemp(prefix=".vh-write-test-", dir=probe)
+        os.rmdir(tmp)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return f"{key}={str(path)!r} is not writable ({probe}: {why}); set {key} to a writable folder"
+    return None
+
+
+def _folder_problems(cfg: DictConfig) -> list[str]:
+    keys = ["paths.output_dir"]
+    if _select(cfg, "task_name") in ("train", "evaluate"):
+        keys.append("paths.store_dir")
+    out = []
+    for key in keys:
+        value = _select(cfg, key)
+        if isinstance(value, str) and value:
+            why = writable_problem(value, key)
+            if why:
+                out.append(why)
+    return out
+
+
+def check_task(cfg: DictConfig) -> None:
+    """The checks run at the top of every task, before any model or data is loaded."""
+    check_config(cfg)
+    problems = _folder_problems(cfg)
+    if problems:
+        raise ConfigError(problems[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# prompts
+
+
+def check_prompt_lengths(lengths: Sequence[int], texts: Sequence[str], max_new_tokens: int, context: int | None,
+                         where: str = "benchmark") -> None:
+    """Refuse a prompt whose tokens + max_new_tokens do not fit in the model's context.
+
+    The prompt is not cut: a cut prompt is another prompt than the one the config names, and a
+    model run past its context either fails or allocates memory quadratic in the length (a 1 MB
+    prompt asked for ~464 GB). `lengths[i]` is the token count of `texts[i]`."""
+    n = int(max_new_tokens)
+    if n < 1:
+        raise ConfigError(f"{where}.max_new_tokens={n}; set a positive number of new tokens (the paper: 64)")
+    if not isinstance(context, int) or not lengths:
+        return
+    if n > context:
+        longest = max(lengths)
+        raise ConfigError(f"{where}.max_new_tokens={n} exceeds the model's context of {context} tokens; set "
+                          f"{where}.max_new_tokens <= {max(1, context - longest)} (the longest prompt has {longest} "
+                          f"tokens)")
+    too_long = [i for i, k in enumerate(lengths) if k + n > context]
+    if too_long:
+        i = max(too_long, key=lambda j: lengths[j])
+        head = texts[i][:40].replace("\n", " ")
+        raise ConfigError(
+            f"{len(too_long)} prompt(s) do not fit in the model's context of {context} tokens with "
+            f"{where}.max_new_tokens={n}; the longest (#{i}, {len(texts[i]):,} characters, {lengths[i]:,} tokens, "
+            f"starting {head!r}) needs {lengths[i] + n:,}; shorten or remove it, or lower {where}.max_new_tokens "
+            f"(prompts are never cut)")
+
+
+# --------------------------------------------------------------------------------------------------
+# command-line keys (before Hydra composes anything)
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] -> X."""
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else Any
+    return tp
+
+
+def schema_keys(schema: type | None = None, prefix: str = "") -> dict[str, bool]:
+    """Every dotted key of the typed job schema -> whether it is an open node (a list or Any value:
+    anything below it is accepted)."""
+    if schema is None:
+        from value_harms.config.schema import JobConfig
+
+        schema = JobConfig
+    out: dict[str, bool] = {}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        tp = _unwrap(hints.get(f.name, Any))
+        if dataclasses.is_dataclass(tp):
+            out[key] = False
+            out.update(schema_keys(tp, key + "."))
+        else:
+            out[key] = tp is Any or typing.get_origin(tp) in (list, dict, typing.List, typing.Dict)
+    return out
+
+
+def _leaf_types(schema: type | None = None, prefix: str = "") -> dict[str, tuple[type, bool]]:
+    """Dotted key -> (int | float | bool | str, optional?) for the scalar fields of the job schema."""
+    if schema is None:
+        from value_harms.config.schema import JobConfig
+
+        schema = JobConfig
+    out: dict[str, tuple[type, bool]] = {}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        raw = hints.get(f.name, Any)
+        tp = _unwrap(raw)
+        if dataclasses.is_dataclass(tp):
+            out.update(_leaf_types(tp, f"{prefix}{f.name}."))
+        elif tp in (int, float, bool, str):
+            out[f"{prefix}{f.name}"] = (tp, tp is not raw)
+    return out
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n"}
+
+
+def _fits(value: Any, tp: type, optional: bool) -> bool:
+    if value is None:
+        return optional
+    if isinstance(value, str) and value.startswith("${"):
+        return True  # an interpolation: OmegaConf checks it when it resolves
+    if tp is str:
+        return isinstance(value, (str, int, float, bool))
+    if tp is bool:
+        return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)) or \
+            (isinstance(value, str) and value.lower() in _BOOL_WORDS)
+    if isinstance(value, str):  # a quoted number: OmegaConf converts it
+        try:
+            (int if tp is int else float)(value.strip())
+            return True
+        except ValueError:
+            return False
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_problem(arg: str) -> str | None:
+    """A one-line error when the value of a `key=value` override (each value of a sweep) does not
+    have the schema's type for that key, else None."""
+    key = arg.partition("=")[0].lstrip("+~")
+    want = _leaf_types().get(key)
+    if want is None:
+        return None
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        ov = OverridesParser.create().parse_override(arg)
+        if ov.is_delete():
+            return None
+        values = list(ov.sweep_iterator()) if ov.is_sweep_override() else [ov.value()]
+    except Exception:  # not something this check understands: Hydra reports it
+        return None
+    for v in values:
+        if not _fits(v, *want):
+            null = " or null" if want[1] else ""
+            shown = "null" if v is None else repr(v)
+            return f"{key}={shown}: expected {_TYPE_NAMES[want[0]]}{null} (the type of {key} in the config schema)"
+    return None
+
+
+def _closest_keys(key: str, keys: Iterable[str], n: int = 3) -> list[str]:
+    keys = list(keys)
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent] if parent else []
+    hits = [f"{parent}.{h}" for h in difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings],
+                                                                  n=n, cutoff=0.5)]
+    hits += [h for h in difflib.get_close_matches(key, keys, n=n, cutoff=0.6) if h not in hits]
+    if not hits:  # the leaf name under another section (lora_r -> train.lora_r)
+        hits = [k for k in keys if k.rpartition(".")[2] == leaf][:n]
+    return hits[:n]
+
+
+def key_problem(argv: Sequence[str], groups: Iterable[str], script: str = "train.py") -> str | None:
+    """A one-line error for the first `key=value` override whose key is not in the typed schema, or
+    whose value does not have the key's type."""
+    keys = schema_keys()
+    groups = set(groups)
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        raw = arg.partition("=")[0]
+        key = raw.lstrip("+~")
+        if not key or "@" in key or key.startswith("hydra.") or key.startswith("hydra/") or key == "hydra":
+            continue
+        if key in groups:
+            continue
+        if key in keys:
+            why = type_problem(arg)
+            if why:
+                return why
+            continue
+        parts = key.split(".")
+        if any(keys.get(".".join(parts[:i])) for i in range(1, len(parts))):
+            continue  # below a list / Any value
+        close = _closest_keys(key, keys)
+        hint = f"closest: {', '.join(close)}" if close else "no similar key"
+        return (f"unknown config key '{key}' (in {arg!r}); {hint} (all keys: python {script} --cfg job; "
+                f"'+' cannot add keys to the typed schema)")
+    return None
+
+
+def sweep_problem(key: str, value: str, options: list[str]) -> str | None:
+    """A one-line error when a sweep over a config group (`glob(...)`, `choice(...)`) launches
+    nothing or names an option that does not exist, else None."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.core.override_parser.types import ChoiceSweep, Glob
+
+        parsed = OverridesParser.create().parse_override(f"{key}={value}").value()
+    except Exception:  # not a sweep this check understands: Hydra reports it
+        return None
+    if isinstance(parsed, Glob):
+        if not parsed.filter(options):
+            near = difflib.get_close_matches(str(parsed.include[0]).replace("*", ""), options, n=3, cutoff=0.3) \
+                if parsed.include else []
+            hint = f"closest options: {', '.join(near)}" if near else f"options: {', '.join(options[:8])}"
+            return (f"{key}={value} matches no option, so it would launch 0 jobs; {hint} "
+                    f"(all options: ls conf/{key}/)")
+    elif isinstance(parsed, ChoiceSweep):
+        for opt in parsed.list:
+            if isinstance(opt, str) and opt not in options:
+                near = difflib.get_close_matches(opt, options, n=3, cutoff=0.5)
+                hint = f"closest: {', '.join(near)}" if near else f"options: {', '.join(options[:8])}"
+                return f"unknown {key} '{opt}' in {value}; {hint} (all options: ls conf/{key}/)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Hydra callback: after composition, before the run / sweep folder exists
+
+
+def _fail(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _job_configs(config: DictConfig) -> Iterable[tuple[int, int, list[str], DictConfig]]:
+    """(index, number of jobs, swept overrides, config) for the jobs of a basic-sweeper multirun
+    that differ from the composed base config in a swept plain value, one job per distinct set of
+    such values (a 154-profile x 2-lr sweep checks 2 configs). Swept group options are not applied:
+    they only bring the repository's own files, whose names the group guard has checked."""
+    from value_harms.tools.status import _BASIC_SWEEPER, expand_overrides
+
+    if OmegaConf.select(config, "hydra.sweeper._target_", default=_BASIC_SWEEPER) != _BASIC_SWEEPER:
+        return
+    args = [str(a) for a in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    args = [f"{k}={v}" for k, v in params.items()] + args
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    groups = set(_groups())
+    swept = {ov.key_or_group for ov in parser.parse_overrides(args) if ov.is_sweep_override()} - groups
+    swept = {k for k in swept if not k.startswith("hydra")}
+    if not swept:
+        return
+    base = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
+    jobs = expand_overrides(args)
+    seen: set[tuple[str, ...]] = set()
+    for i, job in enumerate(jobs):
+        plain = [ov for ov in parser.parse_overrides(job) if ov.key_or_group in swept and not ov.is_delete()]
+        sig = tuple(ov.input_line for ov in plain)
+        if not plain or sig in seen:
+            continue
+        seen.add(sig)
+        cfg = base.copy()
+        for ov in plain:
+            try:
+                OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=True, force_add=False)
+            except Exception:  # a type error: composition of the job reports it
+                continue
+        yield i, len(jobs), [a for a in job if a.partition("=")[0].lstrip("+~") in swept], cfg
+
+
+def _groups() -> list[str]:
+    from value_harms.config.paths import conf_dir
+
+    conf = conf_dir()
+    return [p.name for p in conf.iterdir() if p.is_dir()] if conf.is_dir() else []
+
+
+class ValidateCallback:
+    """Hydra callback: check the composed config (and each job of a multirun) before Hydra creates
+    any folder; a problem ends the process with one `error:` line and exit status 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        problems = config_problems(config) + _folder_problems(config)
+        if problems:
+            _fail(problems[0])
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        problems = config_problems(config) + _folder_problems(config)
+        if problems:
+            _fail(problems[0])
+        try:
+            jobs = list(_job_configs(config))
+        except Exception:  # a sweep this re-expansion cannot follow: each job still checks itself
+            jobs = []
+        for i, n, job, cfg in jobs:
+            problems = config_problems(cfg)
+            if problems:
+                _fail(f"job {i} of {n} ({' '.join(job)}): {problems[0]}")
+
+    def __getattr__(self, name: str):  # the other Hydra callback hooks: nothing to do
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)

@@ -1,0 +1,74 @@
+"""Writes an evaluation result to the store, the run folder and W&B."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from value_harms.store import files, records
+
+log = logging.getLogger(__name__)
+
+
+def _record_store(run_dir: Path, store: Path) -> None:
+    """Name the job's store folder in its run folder's status.json as soon as it is known, so that
+    `value_harms.tools.status` can tell the job done once its result exists, however it got there."""
+    status_file = run_dir / "status.json"
+    try:
+        status = files.read_json(status_file)
+    except (OSError, ValueError):
+        return
+    status["store_dir"] = str(store)
+    files.atomic_write_json(status_file, status)
+
+
+
+def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
+    """Copy results into the run folder and send the summary, samples table and chart to W&B."""
+    from value_harms.runtime import tracking
+
+    result = dict(result)
+    result["store_dir"] = str(store)
+    result["run_dir"] = str(run_dir)
+    result["skipped"] = skipped
+    files.atomic_write_json(run_dir / "results.json", result)
+    if samples is None:
+        samples = records.read_samples(store)  # checked against its checksum by read_result
+    files.atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    if wandb_run is None:
+        return result
+    bench = result["benchmark"]["name"]
+    flat = {}
+    for cat, vals in result["metrics"].items():
+        for k, v in vals.items():
+            if isinstance(v, (int, float)) or v is None:
+                flat[f"{bench}/{k}" if cat == "overall" else f"{bench}/{cat}/{k}"] = v
+    flat["generation/generated"] = result["generation"]["generated"]
+    flat["generation/cached"] = result["generation"]["cached"]
+    flat["scorer/missing"] = result["scorer"].get("missing")
+    tracking.safe_log(wandb_run, flat, summary=True)
+    tracking.log_table(wandb_run, f"{bench}/samples", [
+        {k: s.get(k) for k in ("id", "category", "sample", "prompt", "continuation", "score", "label", "scorer", "error")}
+        for s in samples[:2000]])
+    _log_category_chart(wandb_run, bench, result)
+    return result
+
+
+
+def _log_category_chart(wandb_run, bench: str, result) -> None:
+    main_metric = {"toxicity": "expected_max_toxicity", "regard": "negative_regard_rate",
+                   "harmfulness": "harmfulness_score", "flag": "flagged_rate",
+                   "alignment": "expected"}[result["benchmark"]["measure"]]
+    rows = [[cat, vals.get(main_metric)] for cat, vals in result["metrics"].items()
+            if cat != "overall" and vals.get(main_metric) is not None]
+    if not rows:
+        return
+    try:
+        import wandb
+
+        table = wandb.Table(data=rows, columns=["category", main_metric])
+        wandb_run.log({f"{bench}/by_category": wandb.plot.bar(table, "category", main_metric,
+                                                               title=f"{bench}: {main_metric} by category")})
+    except Exception as exc:
+        log.warning("W&B chart not logged (%s)", exc)

@@ -1,0 +1,210 @@
+"""The `evaluate` task: one (model variant, benchmark, mitigation) -> scored, comparable results.
+
+Model variants: `vanilla` (bare base model), `vim` (a VIM adapter from the training store or an
+explicit folder), `benign` (a benign fine-tuning adapter), `icl` (the base model with the profile as
+an in-context persona). Mitigation prompts apply identically to all of them.
+
+Each job writes `results.json` (metrics, counts, failures, seeds, git hash, fingerprints of model,
+adapter and prompts, scorer provenance) and `samples.jsonl` into its run folder and into a store
+folder addressed by a fingerprint of its inputs, so a rerun skips complete work; generations and
+scores are cached per text, so an interrupted job loses at most one batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from value_harms.core.profiles import Profile
+from value_harms.errors import EvaluationError
+from value_harms.eval.job import _load_benchmark, _stored, finish_job, generate_jobs, prepare_job
+from value_harms.eval.publish import _publish, _record_store
+from value_harms.eval.variants import _model_identity, check_scorer_fits, resolve_baseline, store_folder
+from value_harms.runtime import runs
+from value_harms.scoring import probe as probe_scorer
+from value_harms.store import files, identity, records
+
+log = logging.getLogger(__name__)
+
+
+
+
+
+def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """The evaluate task (also the training-data audit with mode=audit)."""
+    from value_harms.config.validate import check_task
+    from value_harms.core.profiles import profile_from_cfg
+    from value_harms.runtime import tracking
+    from value_harms.runtime.runs import output_dir, run_group
+
+    check_task(cfg)  # bad numbers, names and folders: one line, before any loading
+    if cfg.mode == "audit":
+        from value_harms.eval.audit import run_audit
+
+        return run_audit(cfg)
+    if cfg.batch_profiles:
+        check_scorer_fits(cfg)
+        return run_evaluate_many(cfg)
+    if cfg.mode != "evaluate":
+        raise EvaluationError(f"mode={cfg.mode!r}; expected evaluate or audit")
+    profile = profile_from_cfg(cfg.value_profile)
+    baseline = resolve_baseline(cfg, profile)
+    check_scorer_fits(cfg)
+    if cfg.generation.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.generation.num_threads))
+    run_dir = output_dir(cfg)
+    name = f"{cfg.model.name}-{profile.name}-{baseline}-{cfg.benchmark.name}-{cfg.mitigation.name}-s{cfg.generation.seed}"
+    wb_config = {**files.to_plain(cfg), **profile.flat("value/"), "profile/name": profile.name,
+                 "profile/kind": profile.kind, "profile/anchor": profile.anchor, "baseline": baseline}
+    wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="eval", name=name, group=run_group(cfg),
+                                   config=wb_config, tags=[cfg.model.name, profile.name, baseline,
+                                                           cfg.benchmark.name, cfg.mitigation.name])
+    with runs.job_status(run_dir, {"profile": profile.name, "benchmark": cfg.benchmark.name}, wandb_run):
+        return _evaluate_job(cfg, profile, baseline, run_dir, wandb_run)
+
+
+
+def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
+    if cfg.benchmark.measure == "alignment":
+        return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
+    prompts, prompts_fp = _load_benchmark(cfg)
+    job = prepare_job(cfg, profile, baseline, prompts, prompts_fp)
+    _record_store(run_dir, job.store)
+    stored = _stored(job, cfg)
+    if stored is None:
+        with files.locked(job.store):
+            stored = _stored(job, cfg)  # another process may have finished it while we waited
+            if stored is None:
+                # a scorer that cannot be used fails here, before any generation (scoring.probe)
+                probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
+                [outputs], stats = generate_jobs(cfg, [job])
+                result, samples = finish_job(cfg, job, outputs, stats)
+                return _publish(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
+    log.info("complete result found in %s: nothing to generate or score", job.store)
+    return _publish(stored, job.store, run_dir, wandb_run, skipped=True)
+
+
+
+def run_evaluate_many(cfg) -> list[dict[str, Any]]:
+    """`batch_profiles=[...]`: evaluate several profiles in one pass over the loaded base model.
+
+    Each profile's result is written exactly as a single job would write it (same store folder,
+    results.json, samples.jsonl), plus a copy under the run folder's `<profile>/` sub-folder."""
+    from value_harms.core.profiles import load_profile
+    from value_harms.runtime import tracking
+    from value_harms.runtime.runs import output_dir, run_group
+
+    if cfg.benchmark.measure == "alignment":
+        raise EvaluationError("batch_profiles is for generation benchmarks; run benchmark=pvq as a multirun")
+    run_dir = output_dir(cfg)
+    prompts, prompts_fp = _load_benchmark(cfg)
+    jobs = []
+    for name in cfg.batch_profiles:
+        profile = load_profile(str(name))
+        jobs.append(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, prompts_fp))
+    results: dict[int, tuple[dict, list | None, bool]] = {}
+    with contextlib.ExitStack() as locks:
+        for folder in sorted({str(j.store) for j in jobs}):  # one order for every process: no deadlock
+            locks.enter_context(files.locked(folder))
+        todo = [j for j in jobs if _stored(j, cfg) is None]
+        log.info("batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo),
+                 len(todo))
+        if todo:
+            probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
+            outs, stats = generate_jobs(cfg, todo)
+            for j, o in zip(todo, outs):
+                results[id(j)] = (*finish_job(cfg, j, o, stats), False)
+    published = []
+    for j in jobs:
+        result, samples, skipped = results.get(id(j)) or (_stored(j, cfg), None, True)
+        sub = run_dir / j.profile.name
+        sub.mkdir(parents=True, exist_ok=True)
+        wb = tracking.start_run(cfg.logger, run_dir=sub, job_type="eval", group=run_group(cfg),
+                                name=f"{cfg.model.name}-{j.profile.name}-{j.baseline}-{cfg.benchmark.name}-"
+                                     f"{cfg.mitigation.name}-s{cfg.generation.seed}",
+                                config={**files.to_plain(cfg), **j.profile.flat("value/"), "profile/name": j.profile.name,
+                                        "baseline": j.baseline},
+                                tags=[cfg.model.name, j.profile.name, j.baseline, cfg.benchmark.name, cfg.mitigation.name])
+        with runs.job_status(sub, {"profile": j.profile.name, "benchmark": cfg.benchmark.name}, wb):
+            published.append(_publish(result, j.store, sub, wb, skipped=skipped, samples=samples))
+    return published
+
+
+
+def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
+    """`benchmark=pvq`: the PVQ value-alignment check under this job's persona / mitigation prefix,
+    so the cost of a value prompt on persona fidelity is measured like any other result."""
+    from value_harms.alignment.pvq import DEMO_ITEMS_PATH, load_items, run_alignment_check
+    from value_harms.eval import prompts as P
+    from value_harms.models.loading import get_base_model
+    from value_harms.models.lora import detach_lora, load_adapter
+
+    t_start = time.perf_counter()
+    bench = cfg.benchmark
+    items_path = runs.resolve_path(bench.path, cfg.paths.data_dir) if bench.path else None
+    items_source = "configured"
+    if items_path is None or not items_path.is_file():
+        log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
+        items_path, items_source = Path(DEMO_ITEMS_PATH), "demo_items"
+    items = load_items(items_path)
+    adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
+    prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
+    target = None if profile.is_vanilla else profile.values
+    key = identity.digest({"schema": identity.SCHEMA_VERSION, "model": json.loads(mk), "prefix": prefix,
+                           "target": target, "items": identity.content_sha256(items_path, cfg.paths.cache_dir),
+                           "benchmark": {k: v for k, v in files.to_plain(bench).items() if k != "path"},
+                           "batch_size": int(cfg.generation.batch_size)})
+    store = store_folder(cfg, profile, baseline, key)
+    _record_store(run_dir, store)
+    found = records.read_result(store) if not cfg.force else records.ResultState("absent")
+    if found.complete:
+        return _publish(found.result, store, run_dir, wandb_run, skipped=True)
+    with files.locked(store):
+        base, tok = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
+        model = load_adapter(base, str(adapter)) if adapter else base
+        try:
+            res = run_alignment_check(model, tok, items, target, batch_size=int(cfg.generation.batch_size),
+                                      max_new_tokens=int(bench.max_new_tokens), prefix=prefix)
+        finally:
+            if adapter:
+                detach_lora(model)
+        al = res.to_dict()
+        samples = [{"id": str(r.get("item")), "category": r.get("value"), "sample": 0, "prompt": r.get("value"),
+                    "continuation": r.get("text"), "score": r.get("expected"), "label": r.get("answer"),
+                    "scorer": "pvq", "error": None} for r in al["rows"]]
+        overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
+        # the VIM-literal reading and the partial-NMSE flags, as in training results (issue 10 item 13)
+        overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
+        overall["n"] = al["n_items"]
+        result = {
+            "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,
+            "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
+                          "n_prompts": len(items), "prompts_sha256": files.file_fingerprint(items_path),
+                          "items_source": items_source, "settings": files.to_plain(bench)},
+            "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
+                      "adapter_dir": str(adapter) if adapter else None, "adapter_sha256": adapter_sha},
+            "profile": profile.to_dict(), "baseline": baseline,
+            "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
+            "mitigation": files.to_plain(cfg.mitigation), "prefix": prefix,
+            "generation": {"max_new_tokens": int(bench.max_new_tokens), "do_sample": False, "requested": len(items),
+                           "cached": 0, "generated": len(items)},
+            "scorer": {"measure": "alignment", "provenance": {"reader": "greedy digit + expected score"},
+                       "by_scorer": {"pvq": len(items)}, "missing": int(round((1 - al["parse_rate"]) * len(items))),
+                       "n": len(items), "stand_in": items_source == "demo_items"},
+            "metrics": {"overall": overall,
+                        **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]}},
+            "alignment": {k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
+            "seeds": {"generation": int(cfg.generation.seed)}, "git": runs.git_hash(),
+            "seconds": round(time.perf_counter() - t_start, 2),
+        }
+        # an unparsed PVQ answer is part of the measure (parse rate), not a missing score
+        result["status"] = records.write_result(store, result, samples, missing=0)
+    return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)

@@ -1,0 +1,110 @@
+"""Which model variant a job evaluates (vanilla / vim / icl / benign) and where its adapter is."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from value_harms.core.profiles import Profile
+from value_harms.errors import EvaluationError
+from value_harms.store import files, identity
+
+log = logging.getLogger(__name__)
+
+
+BASELINES = ("auto", "vanilla", "vim", "icl", "benign")
+
+
+
+def resolve_baseline(cfg: DictConfig, profile: Profile) -> str:
+    b = str(cfg.baseline)
+    if b not in BASELINES:
+        raise EvaluationError(f"baseline={b!r} is not one of {', '.join(BASELINES)}")
+    if b == "auto":
+        if cfg.adapter_dir:
+            return "benign" if cfg.vim_stage.kind == "benign" else "vim"
+        if cfg.vim_stage.kind == "benign":
+            return "benign"
+        return "vanilla" if profile.is_vanilla else "vim"
+    if b in ("vim", "icl") and profile.is_vanilla and not cfg.adapter_dir:
+        raise EvaluationError(f"baseline={b} needs a value profile; value_profile=vanilla has none")
+    return b
+
+
+
+def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path, str | None]:
+    """(adapter folder, training key) of this evaluation: an explicit `adapter_dir`, else the adapter
+    that `train.py` files under the training key of THIS composed config (same function, same
+    inputs), so an ablation or another stage can never stand in for it. A damaged adapter is
+    reported, never loaded."""
+    from value_harms.models.lora import adapter_problem
+    from value_harms.train.task import store_folder as train_store_folder
+    from value_harms.train.task import train_command
+
+    if cfg.adapter_dir:
+        p = Path(os.path.expanduser(cfg.adapter_dir))
+        for cand in (p, p / "adapter", p / "qa" / "adapter"):
+            if (cand / "adapter_config.json").is_file():
+                problem = adapter_problem(cand)
+                if problem:
+                    raise EvaluationError(f"adapter_dir={cand}: {problem}; retrain it or point at another adapter")
+                return cand, None
+        raise EvaluationError(f"adapter_dir={p} holds no adapter_config.json; point it at a trained adapter folder")
+    from value_harms.core.profiles import load_profile
+
+    train_profile = profile if baseline == "vim" else load_profile("vanilla")
+    folder = train_store_folder(cfg, train_profile)
+    key = folder.name
+    command = train_command(cfg, train_profile)
+    adapter = None
+    if files.is_complete(folder):
+        try:
+            adapter = files.read_json(folder / "COMPLETE").get("adapter_dir")
+        except (OSError, ValueError):
+            adapter = None
+    if not adapter or not (Path(adapter) / "adapter_config.json").is_file():
+        raise EvaluationError(
+            f"no trained adapter for this config (model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
+            f"value_profile={train_profile.name}, training key {key}); run `{command}` first, or set adapter_dir=FOLDER")
+    problem = adapter_problem(adapter)
+    if problem:
+        log.warning("trained adapter not usable: %s", problem)
+        raise EvaluationError(f"the trained adapter for this config is damaged ({problem}); rerun `{command}` to retrain it")
+    return Path(adapter), key
+
+
+
+def check_scorer_fits(cfg: DictConfig) -> None:
+    measure = cfg.benchmark.measure
+    if measure not in ("toxicity", "regard", "harmfulness", "flag", "alignment"):
+        raise EvaluationError(f"benchmark.measure={measure!r}; expected toxicity, regard, harmfulness, flag or alignment")
+
+
+
+def store_folder(cfg: DictConfig, profile: Profile, baseline: str, key: str) -> Path:
+    """<store>/eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<key>: the names make
+    the store browsable; only the key (content) decides identity."""
+    from value_harms.store.layout import safe_name
+
+    stage = cfg.vim_stage.name if baseline in ("vim", "benign") else "none"
+    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "eval" / safe_name(cfg.model.name) / baseline / stage
+            / safe_name(profile.name) / safe_name(cfg.benchmark.name) / safe_name(cfg.mitigation.name) / key)
+
+
+
+def _model_identity(cfg, profile: Profile, baseline: str):
+    """(adapter folder or None, adapter sha256 or None, base id, generation model key, training key).
+
+    The model key names the weights that answer by content (base identity + adapter sha256 + dtype):
+    two models never share generations, whatever their config names."""
+    from value_harms.models.lora import adapter_fingerprint
+
+    adapter, train_key = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else (None, None)
+    adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
+    base = identity.base_identity(cfg.model, cfg.paths.cache_dir)
+    base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
+    mk = json.dumps({"base": base, "adapter": adapter_sha}, sort_keys=True)
+    return adapter, adapter_sha, base_id, mk, train_key

@@ -1,0 +1,173 @@
+"""Files of the store: atomic writes, folder locks, completion markers, content hashes."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+COMPLETE = "COMPLETE"
+
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts/lists/scalars)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+    return node
+
+
+
+def fingerprint(payload: Any, length: int = 12) -> str:
+    """A short stable hash of a JSON-able payload (keys sorted)."""
+    blob = json.dumps(to_plain(payload), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+
+def file_fingerprint(path: str | os.PathLike, length: int = 16) -> str:
+    """sha256 of a file's bytes (or of a folder's files, sorted by relative name)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a file so that readers see the old content or the new one, never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; on success it replaces `final` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old.{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Full sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock on a store folder: one writer per result at a time. A process that
+    has to wait says for what and for whom (the holder's pid is in the lock file); callers re-check
+    the store after taking the lock, so a result finished meanwhile is reused, not recomputed.
+    Whoever takes the lock removes the temporary files a killed writer left behind."""
+    import logging
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            logging.getLogger(__name__).warning("waiting for %s: its result is being computed by %s", folder, holder)
+            t0 = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            logging.getLogger(__name__).warning("lock on %s taken after %.1f s", folder, time.monotonic() - t0)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        try:
+            remove_stale_tmp(folder)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the leftovers of atomic writes interrupted by a kill under `folder` (recursively):
+    `.<name>.*.tmp` files / folders and `.<name>.old.<pid>` folders. Call it only while holding the
+    folder's lock: then no live writer owns them. Returns what was removed."""
+    import logging
+
+    removed = []
+    for p in sorted(Path(folder).rglob(".*"), key=lambda x: len(x.parts), reverse=True):
+        if not (p.name.endswith(".tmp") or ".old." in p.name) or not p.exists():
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+    if removed:
+        logging.getLogger(__name__).warning("removed %d leftover temporary file(s) of an interrupted write in %s",
+                                            len(removed), folder)
+    return removed
+
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / COMPLETE).is_file()
+
+
+
+def mark_complete(folder: str | os.PathLike, info: Mapping[str, Any] | None = None) -> None:
+    atomic_write_json(Path(folder) / COMPLETE, dict(info or {}))

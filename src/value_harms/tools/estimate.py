@@ -1,0 +1,128 @@
+"""GPU-hours of a study before launching it: `python -m value_harms.estimate experiment=paper [overrides]`.
+
+The estimate multiplies token counts (from the protocol's data sizes and the composed config) by
+throughputs that are command-line options, because they depend on the card and the serving stack:
+
+- training: LoRA fine-tuning tokens per second per GPU (`--train-tps`);
+- generation: generated tokens per second per GPU with batched HF generation (`--gen-tps`).
+
+Data sizes (PROTOCOL.md): VIM stage 1 trains on the 80% split of the 7,374 arguments (5,899),
+stage 2 on 16,594 (argument, value) examples; sequences are padded to `vim_stage.max_length`.
+Benchmarks: RTP 3,000 prompts x 10 samples, HolisticBiasR 17,700 prompts, HEx-PHI 330, BeaverTails
+700 (each with its configured new tokens). The counts below follow the composed config (limits,
+samples, epochs), so an override changes the estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+STAGE_TRAIN_EXAMPLES = {"ag": 5899, "qa": 16594}  # PROTOCOL.md: 80% of 7,374; 16,594 QA examples
+BENCHMARK_PROMPTS = {"rtp": 21744, "holisticbiasr": 17700, "hex_phi": 330, "beavertails": 700, "pvq": 40}
+N_PROFILES = 154
+
+
+@dataclass
+class Estimate:
+    train_tokens: float
+    gen_tokens: float
+    train_hours: float
+    gen_hours: float
+
+    @property
+    def total(self) -> float:
+        return self.train_hours + self.gen_hours
+
+
+def estimate(cfg, *, n_profiles: int = N_PROFILES, benchmarks=("rtp", "holisticbiasr", "hex_phi", "beavertails"),
+             n_mitigations: int = 4, n_eval_models: int | None = None, train_tps: float = 5000.0,
+             gen_tps: float = 2000.0) -> Estimate:
+    """Token counts and GPU-hours for training `n_profiles` adapters and evaluating
+    `n_eval_models` models (default: the profiles + vanilla + ICL personas) x benchmarks x mitigations."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from value_harms.config.paths import conf_dir
+
+    stage = cfg.vim_stage
+    steps = list(stage.steps)
+    if int(cfg.trainer.max_steps) > 0:  # a step budget per sub-stage
+        per_profile = len(steps) * int(cfg.trainer.max_steps) * int(stage.batch_size) * int(stage.max_length)
+    else:
+        per_profile = sum(STAGE_TRAIN_EXAMPLES.get(s, 0) for s in steps) * int(stage.epochs) * int(stage.max_length)
+    train_tokens = per_profile * n_profiles
+    gen_per_model = 0
+    overrides = [o for o in _experiment_overrides(cfg)]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        for b in benchmarks:
+            bc = compose(config_name="evaluate", overrides=[*overrides, f"benchmark={b}"]).benchmark
+            n = BENCHMARK_PROMPTS.get(b, 0)
+            if bc.limit:
+                n = min(n, int(bc.limit))
+            gen_per_model += n * int(bc.num_samples) * int(bc.max_new_tokens)
+    GlobalHydra.instance().clear()
+    models = n_eval_models if n_eval_models is not None else 2 * n_profiles + 1  # VIM + ICL + vanilla
+    gen_tokens = gen_per_model * models * n_mitigations
+    return Estimate(train_tokens, gen_tokens, train_tokens / train_tps / 3600, gen_tokens / gen_tps / 3600)
+
+
+def _experiment_overrides(cfg) -> list[str]:
+    exp = cfg.get("experiment_name")
+    return [f"experiment={exp}"] if exp and exp != "default" else []
+
+
+class EstimateCallback:
+    """Hydra callback (set by experiment=paper): print the GPU-hours before a multirun launches."""
+
+    def __init__(self, train_tps: float = 5000.0, gen_tps: float = 2000.0) -> None:
+        self.train_tps, self.gen_tps = train_tps, gen_tps
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        try:
+            e = estimate(config, train_tps=self.train_tps, gen_tps=self.gen_tps)
+            print(f"[value-harms] estimate for the whole study ({config.experiment_name}): training "
+                  f"{e.train_hours:,.0f} GPU-h + generation {e.gen_hours:,.0f} GPU-h = {e.total:,.0f} GPU-h "
+                  f"(assumed {self.train_tps:,.0f} / {self.gen_tps:,.0f} tok/s; see python -m value_harms.estimate)",
+                  flush=True)
+        except Exception as exc:  # an estimate must never block a launch
+            print(f"[value-harms] no GPU-hour estimate: {exc}", flush=True)
+
+    def __getattr__(self, name):  # the other Hydra callback hooks: nothing to do
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="GPU-hours of a study, before launch")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=paper")
+    ap.add_argument("--profiles", type=int, default=N_PROFILES)
+    ap.add_argument("--mitigations", type=int, default=4)
+    ap.add_argument("--train-tps", type=float, default=5000.0,
+                    help="LoRA training tokens/s per GPU (assumed for a 7B model on one H100 in bf16)")
+    ap.add_argument("--gen-tps", type=float, default=2000.0,
+                    help="generated tokens/s per GPU with batched HF generation (vLLM is several times faster)")
+    a = ap.parse_args(argv)
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from value_harms.config.paths import conf_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=a.overrides)
+    GlobalHydra.instance().clear()
+    e = estimate(cfg, n_profiles=a.profiles, n_mitigations=a.mitigations, train_tps=a.train_tps, gen_tps=a.gen_tps)
+    print(f"study: model={cfg.model.name} stage={cfg.vim_stage.name} epochs={cfg.vim_stage.epochs} "
+          f"profiles={a.profiles} mitigations={a.mitigations}")
+    print(f"training:   {e.train_tokens / 1e9:.2f} B tokens at {a.train_tps:,.0f} tok/s = {e.train_hours:,.0f} GPU-hours")
+    print(f"generation: {e.gen_tokens / 1e9:.2f} B tokens at {a.gen_tps:,.0f} tok/s = {e.gen_hours:,.0f} GPU-hours")
+    print(f"total:      {e.total:,.0f} GPU-hours (throughputs are assumptions: pass --train-tps/--gen-tps "
+          f"measured on your cards)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

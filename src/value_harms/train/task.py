@@ -1,0 +1,258 @@
+"""VIM training with Lightning + PEFT LoRA, and the `train` task behind `train.py`.
+
+One job = one (model, profile, stage) triple. Its result lives in a store folder addressed by a
+fingerprint of every setting that changes the adapter, so a rerun resumes an interrupted job from
+its last checkpoint or skips a complete one. Only the adapter with the best validation loss is kept
+(PROTOCOL.md: "keep the epoch with the best validation loss (adapter only)"); checkpoints hold the
+LoRA weights, optimizer, scheduler and loop state only, never the base model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from value_harms.core.profiles import Profile
+from value_harms.runtime import runs
+from value_harms.runtime.runs import output_dir, run_group
+from value_harms.store import files
+from value_harms.train.fit import train_profile
+
+log = logging.getLogger(__name__)
+
+
+def trains(cfg: DictConfig, profile: Profile) -> bool:
+    """VIM needs a value profile (vanilla = the untrained base); benign baselines ignore the profile."""
+    return cfg.vim_stage.kind == "benign" or (cfg.vim_stage.kind == "vim" and not profile.is_vanilla)
+
+
+
+def stage_label(cfg: DictConfig, profile: Profile) -> str:
+    """The stage name under which a job's result is filed: 'none' for an untrained model."""
+    return cfg.vim_stage.name if trains(cfg, profile) else "none"
+
+
+
+def store_folder(cfg: DictConfig, profile: Profile) -> Path:
+    """Where the result of this job lives: <store>/train/<model>/<stage>/<profile>/<training key>. The
+    key (value_harms.store.identity.train_key) is the content identity; the names only make the
+    store browsable. Benign baselines ignore the profile and are filed under `vanilla`."""
+    from value_harms.store import identity
+    from value_harms.store.layout import safe_name
+
+    stage = stage_label(cfg, profile)
+    label = "vanilla" if cfg.vim_stage.kind == "benign" else profile.name
+    key = identity.train_key(cfg, profile, cfg.paths.data_dir)
+    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / safe_name(cfg.model.name, "model.name") / stage
+            / safe_name(label, "value_profile.name") / key)
+
+
+
+# Overrides that only concern evaluation / analysis / logging: left out of the train command that an
+# evaluation prints when its adapter is missing.
+_NOT_TRAIN = ("benchmark", "mitigation", "scorer", "baseline", "generation", "batch_profiles", "adapter_dir",
+              "analysis", "audit", "force", "mode", "logger", "hydra", "run_label", "task_name")
+
+
+
+def train_command(cfg: DictConfig, profile: Profile) -> str:
+    """The exact `python train.py ...` that trains the adapter this config evaluates: the current
+    command's overrides minus evaluation-only ones (outside Hydra: the group choices)."""
+    args: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        args = [str(o) for o in HydraConfig.get().overrides.task
+                if str(o).lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in _NOT_TRAIN]
+    except Exception:
+        args = [f"model={cfg.model.name}", f"vim_stage={cfg.vim_stage.name}"]
+    args = [a for a in args if not a.startswith("value_profile=")]
+    if not any(a.startswith("value_profile.") for a in args):
+        args.append(f"value_profile={profile.name}")
+    return "python train.py " + " ".join(args)
+
+
+
+def run_name(cfg: DictConfig, profile: Profile) -> str:
+    stage = stage_label(cfg, profile)
+    return f"{cfg.model.name}-{profile.name}-{stage}-s{cfg.train.seed}"
+
+
+
+def run_train(cfg: DictConfig) -> dict[str, Any]:
+    """The `train` task: validate, train (or resume / skip), check value alignment, record."""
+    from value_harms.config.validate import check_task
+    from value_harms.core.profiles import profile_from_cfg
+    from value_harms.runtime import tracking
+
+    check_task(cfg)  # bad numbers, names and folders: one line, before any loading
+    profile = profile_from_cfg(cfg.value_profile)  # bad vectors fail here, before any loading
+    if cfg.train.num_threads:
+        torch.set_num_threads(int(cfg.train.num_threads))
+    run_dir = output_dir(cfg)
+    store = store_folder(cfg, profile)
+    data_dir = cfg.paths.data_dir
+    resolved = files.to_plain(cfg)
+    wb_config = {**resolved, **profile.flat("value/"), "profile/name": profile.name, "profile/kind": profile.kind,
+                 "profile/anchor": profile.anchor, "store_dir": str(store)}
+    stage_name = stage_label(cfg, profile)
+    wandb_run = tracking.start_run(
+        cfg.logger, run_dir=run_dir, job_type="train", name=run_name(cfg, profile), group=run_group(cfg),
+        config=wb_config, tags=[cfg.model.name, profile.name, profile.kind, stage_name],
+    )
+    with runs.job_status(run_dir, {"store_dir": str(store), "profile": profile.name}, wandb_run):
+        return _train_job(cfg, profile, store, data_dir, run_dir, wandb_run)
+
+
+
+def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, Any]:
+    from value_harms.runtime import tracking
+    from value_harms.store import identity
+
+    stored = _stored_result(cfg, store, data_dir)
+    if stored is None:
+        with files.locked(store):
+            stored = _stored_result(cfg, store, data_dir)  # finished by another process while we waited?
+            if stored is None:
+                return _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identity)
+    log.info("complete result found in %s: nothing to train or check", store)
+    files.atomic_write_json(run_dir / "train_result.json", stored)
+    tracking.safe_log(wandb_run, {"skipped": True, "store_dir": str(store)}, summary=True)
+    return stored
+
+
+
+def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identity) -> dict[str, Any]:
+    """Train (resuming from the last checkpoint), check alignment and write the result; the caller
+    holds the store folder's lock."""
+    from value_harms.models.loading import get_base_model
+    from value_harms.models.lora import detach_lora, load_adapter
+    from value_harms.runtime import tracking
+
+    base_model, tokenizer = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
+    result: dict[str, Any] = {
+        "schema_version": identity.SCHEMA_VERSION, "train_key": store.name,
+        "profile": profile.to_dict(), "model": cfg.model.name, "stage": stage_label(cfg, profile),
+        "seed": int(cfg.train.seed), "store_dir": str(store), "git": runs.git_hash(),
+    }
+    adapter_dir = None
+    if trains(cfg, profile):
+        adapter_dir, summary = train_profile(cfg, profile, base_model, tokenizer, store, data_dir, wandb_run)
+        result.update(summary)
+        result["adapter_dir"] = str(adapter_dir)
+        from value_harms.models.lora import adapter_fingerprint
+
+        result["adapter_sha256"] = adapter_fingerprint(str(adapter_dir))
+        files.atomic_write_json(store / "data_counts.json", summary["data_counts"])
+    model = load_adapter(base_model, str(adapter_dir)) if adapter_dir else base_model
+    try:
+        if cfg.alignment.enabled:
+            result["alignment"] = _alignment(cfg, profile, model, tokenizer, store, data_dir)
+    finally:
+        if adapter_dir:
+            detach_lora(model)
+    files.atomic_write_json(store / "train_result.json", result)
+    files.mark_complete(store, {"adapter_dir": result.get("adapter_dir"),
+                               "sha256": {"train_result.json": files.file_sha256(store / "train_result.json")}})
+    files.atomic_write_json(run_dir / "train_result.json", result)
+
+    flat = {f"data/{step}/{k}": v for step, c in result.get("data_counts", {}).items() for k, v in _flatten(c).items()}
+    al = result.get("alignment") or {}
+    flat.update({f"alignment/{k}": v for k, v in al.items() if isinstance(v, (int, float, bool, str)) or v is None})
+    tracking.safe_log(wandb_run, flat, summary=True)
+    if al.get("rows"):
+        tracking.log_table(wandb_run, "alignment/items", al["rows"])
+    if al.get("per_value"):
+        tracking.log_table(wandb_run, "alignment/per_value", al["per_value"])
+    if wandb_run is not None and result.get("adapter_dir") and cfg.logger.get("log_adapter", True):
+        tracking.log_artifact_dir(wandb_run, result["adapter_dir"], type_="lora-adapter",
+                                  name=tracking.artifact_safe_name(f"adapter-{run_name(cfg, profile)}"),
+                                  metadata={"store_dir": str(store), "sha256": result.get("adapter_sha256")})
+    return result
+
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("/"): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}/"))
+    return out
+
+
+
+def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, Path]:
+    """(PVQ item file, 'configured' | 'demo_items', the store file caching this check's result)."""
+    from value_harms.alignment.pvq import DEMO_ITEMS_PATH
+
+    items_path = runs.resolve_path(cfg.alignment.items_path, data_dir) if cfg.alignment.items_path else None
+    source = "configured"
+    if items_path is None or not items_path.is_file():
+        if not cfg.alignment.fallback_to_demo_items:
+            raise FileNotFoundError(
+                f"PVQ item file {items_path} not found; set alignment.items_path or paths.data_dir")
+        log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
+        items_path, source = Path(DEMO_ITEMS_PATH), "demo_items"
+    key = files.fingerprint({"items": files.file_fingerprint(items_path), "bs": cfg.alignment.batch_size,
+                            "new": cfg.alignment.max_new_tokens})
+    return items_path, source, store / f"alignment-{key}.json"
+
+
+
+def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
+    """The complete result of this job when nothing needs computing (no model load on a rerun)."""
+    if cfg.train.force or not files.is_complete(store):
+        return None
+    try:
+        expected = (files.read_json(store / "COMPLETE").get("sha256") or {}).get("train_result.json")
+        if expected != files.file_sha256(store / "train_result.json"):
+            raise ValueError("its bytes differ from the checksum written with it")
+        result = files.read_json(store / "train_result.json")
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("stored result %s is damaged (%s): recomputing", store / "train_result.json", exc)
+        return None
+    if cfg.alignment.enabled:
+        cache = _alignment_source(cfg, store, data_dir)[2]
+        if not cache.is_file():
+            return None  # alignment settings changed: compute the check for them
+        try:
+            result["alignment"] = files.read_json(cache)
+        except ValueError:
+            return None
+    if result.get("adapter_dir") and not (Path(result["adapter_dir"]) / "adapter_config.json").is_file():
+        return None
+    if result.get("adapter_dir"):
+        from value_harms.models.lora import adapter_problem
+
+        if adapter_problem(result["adapter_dir"]):
+            return None  # train_profile finds the damaged step, says so and retrains it
+    result["skipped"] = True
+    return result
+
+
+
+def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -> dict[str, Any]:
+    """PVQ value-alignment check, cached in the store next to the adapter it measured."""
+    from value_harms.alignment.pvq import load_items, run_alignment_check
+
+    items_path, source, cache = _alignment_source(cfg, store, data_dir)
+    if cache.is_file():
+        try:
+            return files.read_json(cache)
+        except ValueError:
+            log.warning("alignment cache %s is damaged: recomputing", cache)
+    items = load_items(items_path)
+    target = None if profile.is_vanilla or cfg.vim_stage.kind == "benign" else profile.values
+    res = run_alignment_check(model, tokenizer, items, target, batch_size=int(cfg.alignment.batch_size),
+                              max_new_tokens=int(cfg.alignment.max_new_tokens))
+    out = res.to_dict()
+    out["items_source"] = source
+    out.setdefault("settings", {})["items_source"] = source
+    out["items_path"] = str(items_path)
+    files.atomic_write_json(cache, out)
+    return out
