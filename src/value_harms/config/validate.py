@@ -437,7 +437,8 @@ def _job_configs(config: DictConfig) -> Iterable[tuple[int, int, list[str], Dict
     that differ from the composed base config in a swept plain value, one job per distinct set of
     such values (a 154-profile x 2-lr sweep checks 2 configs). Swept group options are not applied:
     they only bring the repository's own files, whose names the group guard has checked."""
-    from value_harms.tools.status import _BASIC_SWEEPER, expand_overrides
+    from value_harms.config.sweep import BASIC_SWEEPER as _BASIC_SWEEPER
+    from value_harms.config.sweep import expand_overrides
 
     if OmegaConf.select(config, "hydra.sweeper._target_", default=_BASIC_SWEEPER) != _BASIC_SWEEPER:
         return

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from value_harms.config.paths import conf_dir as _conf_dir
 from value_harms.config.validate import key_problem, sweep_problem
-from value_harms.errors import ConfigError
+from value_harms.errors import ConfigError, ValueHarmsError
 
 _SWEEP_FN = re.compile(r"^\s*(glob|choice|range|interval|tag|sort|shuffle)\(")
 
@@ -64,18 +64,11 @@ def guard_overrides(argv: list[str] | None = None) -> None:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe bad input: reported in one line, without a traceback."""
-    from value_harms.errors import DataError, ModelError, ProfileError, PromptError, UnsafeNameError
+    """Exceptions that describe bad input: reported in one line, without a traceback.
 
-    errors: list[type[BaseException]] = [ProfileError, DataError, ModelError, PromptError, FileNotFoundError,
-                                         UnsafeNameError, ConfigError]
-    try:
-        from value_harms.errors import AnalysisError, BenchmarkError, EvaluationError, ScorerError
-
-        errors += [BenchmarkError, EvaluationError, ScorerError, AnalysisError]
-    except ImportError:  # evaluation extras not installed
-        pass
-    return tuple(errors)
+    Every such error of the package derives from `ValueHarmsError` (value_harms.errors); the two OS errors
+    for a path that is missing or not writable name the path themselves."""
+    return (ValueHarmsError, FileNotFoundError)
 
 
 def run_task(task, cfg) -> object:

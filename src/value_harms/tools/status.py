@@ -42,12 +42,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from value_harms.config.sweep import BASIC_SWEEPER as _BASIC_SWEEPER
+from value_harms.config.sweep import normalise_overrides, overrides_parser, sweep_conf_dir
 from value_harms.errors import SweepError
 
 STATES = ("complete", "partial", "failed", "running", "no_status", "missing")
 NOT_DONE = ("partial", "failed", "running", "no_status", "missing")
 _SAFE_HYDRA_VALUE = re.compile(r"[\w\-+./:@%~]+")
-_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 _NOTE = ("Reruns are idempotent: complete store results are skipped and interrupted training resumes "
          "from its last.ckpt, so rerunning the whole sweep is also safe.")
 
@@ -55,48 +56,6 @@ _NOTE = ("Reruns are idempotent: complete store results are skipped and interrup
 
 
 # ---------------------------------------------------------------------------------- expansion
-def _config_loader(conf: Path):
-    """A Hydra config loader on `conf` (plus hydra's own configs, plugins and the ConfigStore)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance()  # registers plugin configs (hydra/launcher/joblib, ...) as Hydra's start-up does
-    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf)))
-
-
-def _conf_for(sweep_cfg) -> Path:
-    """The config dir the sweep was composed from (its `main` source), else the project's."""
-    from value_harms.config.paths import conf_dir
-
-    for src in OmegaConf.select(sweep_cfg, "hydra.runtime.config_sources", default=None) or []:
-        if src.get("provider") == "main" and src.get("schema") == "file" and Path(str(src.get("path"))).is_dir():
-            return Path(str(src.get("path")))
-    return conf_dir()
-
-
-def _parser(conf: Path):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create(config_loader=_config_loader(conf))
-
-
-def expand_overrides(arguments: list[str], conf: Path | None = None) -> list[list[str]]:
-    """The override list of every job a BasicSweeper launches for `arguments`, in launch order."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    from value_harms.config.paths import conf_dir
-
-    parser = _parser(conf or conf_dir())
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(list(arguments)), max_batch_size=None)
-    return [list(job) for batch in batches for job in batch]
-
-
-def _normalise(parser, overrides: list[str]) -> frozenset[tuple[str, str]]:
-    """An override list as a set of (key, value) in Hydra's canonical spelling (false -> False)."""
-    return frozenset((o.get_key_element(), o.get_value_element_as_str()) for o in parser.parse_overrides(list(overrides)))
-
-
 def _load_sweep(sweep_dir: Path):
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
@@ -251,8 +210,8 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     """
     sweep_dir = Path(sweep_dir).resolve()
     cfg = _load_sweep(sweep_dir)
-    conf = _conf_for(cfg)
-    parser = _parser(conf)
+    conf = sweep_conf_dir(cfg)
+    parser = overrides_parser(conf)
 
     task_overrides = [str(x) for x in (OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])]
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
@@ -272,7 +231,7 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     for folder in _job_folders(sweep_dir):
         try:
             ov = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml"))
-            key = _normalise(parser, [str(x) for x in ov or []])
+            key = normalise_overrides(parser, [str(x) for x in ov or []])
         except Exception:  # unreadable: report it, never guess
             extra.append(str(folder))
             continue
