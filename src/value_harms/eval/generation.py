@@ -20,25 +20,26 @@ as vLLM's incremental detokeniser does.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from value_harms.store import kv
 
 log = logging.getLogger(__name__)
 
 # Part of every cache key. 2: continuations decoded as decode(prompt + new) - decode(prompt), and
 # rows seeded by prompt id (issue 10, items 1 and 7); entries of version 1 are not reused.
 CACHE_VERSION = 2
+# On-disk layout of the cache file (unchanged since version 1 of this module; see store.kv).
+_TABLE = kv.Table("gen")
 
 
 @dataclass(frozen=True)
@@ -105,32 +106,12 @@ class GumbelSampler(LogitsProcessor):
 
 
 class GenerationCache:
-    """sqlite cache: key -> list of continuations. Atomic per transaction; safe across processes."""
+    """sqlite cache: key -> list of continuations. Atomic per transaction; safe across processes and
+    threads (a `store.kv.KVStore`: WAL, busy timeout, a corrupt file is moved aside)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = self._open()
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(self.path, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute("SELECT count(*) FROM gen").fetchone()
-            return conn
-        except sqlite3.DatabaseError as exc:
-            bad = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.warning("generation cache %s is damaged (%s): moved to %s, starting a fresh one", self.path, exc, bad)
-            with contextlib.suppress(OSError):
-                os.replace(self.path, bad)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    os.remove(str(self.path) + suffix)
-            conn = sqlite3.connect(self.path, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS gen (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            return conn
+        self._kv = kv.KVStore(path, _TABLE, what="generation cache", timeout=60)
+        self.path = self._kv.path
 
     @staticmethod
     def key(model_k: str, text: str, settings: GenSettings, seed_key: str | None = None) -> str:
@@ -139,28 +120,22 @@ class GenerationCache:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, list[str]]:
-        keys = list(keys)
         out: dict[str, list[str]] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            q = f"SELECT key, value FROM gen WHERE key IN ({','.join('?' * len(chunk))})"
-            for k, v in self.conn.execute(q, chunk):
-                try:
-                    val = json.loads(v)
-                except ValueError:
-                    log.warning("generation cache entry %s is damaged: regenerating it", k[:12])
-                    continue
-                if isinstance(val, list) and all(isinstance(x, str) for x in val):
-                    out[k] = val
+        for k, v in self._kv.get_many(keys).items():
+            try:
+                val = json.loads(v)
+            except ValueError:
+                log.warning("generation cache entry %s is damaged: regenerating it", k[:12])
+                continue
+            if isinstance(val, list) and all(isinstance(x, str) for x in val):
+                out[k] = val
         return out
 
     def put_many(self, items: dict[str, list[str]]) -> None:
-        with self.conn:
-            self.conn.executemany("INSERT OR REPLACE INTO gen (key, value) VALUES (?, ?)",
-                                  [(k, json.dumps(v)) for k, v in items.items()])
+        self._kv.put_many((k, json.dumps(v)) for k, v in items.items())
 
     def close(self) -> None:
-        self.conn.close()
+        self._kv.close()
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -2,7 +2,8 @@
 
 Key: (scorer_id, sha256(context + NUL + text)) -> Score JSON. Only successful scores (value not
 None) are stored, so a transient failure is retried by the next run instead of being frozen.
-A file that is not a sqlite database is moved aside to `<name>.corrupt-<time>` and a fresh one made.
+Storage is `store.kv` (shared with the generation cache): a file that is not a sqlite database is
+moved aside to `<name>.corrupt-<time>` and a fresh one made.
 """
 
 from __future__ import annotations
@@ -10,64 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
-import threading
-import time
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from value_harms.scoring.base import Score, Scorer, check_inputs, text_key
+from value_harms.store import kv
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS scores ("
-    " scorer_id TEXT NOT NULL, key TEXT NOT NULL, score TEXT NOT NULL, created REAL NOT NULL,"
-    " PRIMARY KEY (scorer_id, key))"
-)
-_CHUNK = 500  # sqlite's default host-parameter limit is 999: stay well under it
+_TABLE = kv.Table("scores", value="score", namespace="scorer_id", created="created")
 
 
 class ScoreCache:
-    """sqlite-backed per-text cache of successful scores; safe to share between threads."""
+    """sqlite-backed per-text cache of successful scores; safe to share between threads (a
+    `store.kv.KVStore`: WAL, busy timeout, a corrupt file is moved aside)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(os.path.expanduser(str(path)))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        try:
-            self._conn = self._open()
-        except sqlite3.DatabaseError as exc:
-            self._conn = self._replace_corrupt(exc)
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
-            # Touch the table so a damaged file fails here, not at the first lookup.
-            conn.execute("SELECT count(*) FROM scores").fetchone()
-            conn.commit()
-        except sqlite3.DatabaseError:
-            conn.close()
-            raise
-        return conn
-
-    def _replace_corrupt(self, exc: Exception) -> sqlite3.Connection:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while aside.exists():
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        os.replace(self.path, aside)
-        for suffix in ("-wal", "-shm"):
-            side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
-                os.replace(side, aside.with_name(aside.name + suffix))
-        log.warning("score cache %s is not a usable sqlite database (%s): moved to %s, starting "
-                    "a fresh cache", self.path, exc, aside.name)
-        return self._open()
+        self._kv = kv.KVStore(path, _TABLE, what="score cache", timeout=30)
+        self.path = self._kv.path
 
     @staticmethod
     def key(text: str, context: str | None = None) -> str:
@@ -76,48 +36,23 @@ class ScoreCache:
     def get_many(self, scorer_id: str, keys: Sequence[str]) -> dict[str, Score]:
         """Cached scores for the given keys (missing keys are absent from the result)."""
         out: dict[str, Score] = {}
-        uniq = list(dict.fromkeys(keys))
-        with self._lock:
-            for i in range(0, len(uniq), _CHUNK):
-                part = uniq[i : i + _CHUNK]
-                marks = ",".join("?" * len(part))
-                rows = self._conn.execute(
-                    f"SELECT key, score FROM scores WHERE scorer_id=? AND key IN ({marks})",
-                    [scorer_id, *part],
-                ).fetchall()
-                for k, blob in rows:
-                    try:
-                        out[k] = Score.from_dict(json.loads(blob))
-                    except (ValueError, TypeError, KeyError):
-                        log.warning("ignoring an unreadable cache entry for %s", scorer_id)
+        for k, blob in self._kv.get_many(keys, namespace=scorer_id).items():
+            try:
+                out[k] = Score.from_dict(json.loads(blob))
+            except (ValueError, TypeError, KeyError):
+                log.warning("ignoring an unreadable cache entry for %s", scorer_id)
         return out
 
     def put_many(self, scorer_id: str, items: Iterable[tuple[str, Score]]) -> int:
         """Store successful scores; returns how many were written (failures are skipped)."""
-        now = time.time()
-        rows = [
-            (scorer_id, k, json.dumps(s.to_dict()), now) for k, s in items if s.value is not None
-        ]
-        if not rows:
-            return 0
-        with self._lock:
-            with self._conn:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO scores (scorer_id, key, score, created) VALUES (?,?,?,?)",
-                    rows,
-                )
-        return len(rows)
+        rows = [(k, json.dumps(s.to_dict())) for k, s in items if s.value is not None]
+        return self._kv.put_many(rows, namespace=scorer_id)
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM scores").fetchone()[0])
+        return len(self._kv)
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
+        self._kv.close()
 
 
 class CachedScorer(Scorer):
