@@ -141,3 +141,24 @@ def test_gguf_dequantize_and_load(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     assert tok.pad_token_id == tok.eos_token_id and tok.padding_side == "left"
     assert loading.resolve_model_dir(SMOLLM2, tmp_path) == d
+
+
+def test_build_once_publishes_whole_folders_and_clears_a_killed_build(tmp_path):
+    """Built model folders go through store.files: a failed build leaves nothing that counts as a
+    model, the next build clears a killed build's temporary folder, and the result is marked COMPLETE."""
+    final = tmp_path / "models" / "m-1"
+    leftover = tmp_path / "models" / ".m-1.abc123.tmp"  # what a build killed mid-write leaves behind
+    leftover.mkdir(parents=True)
+    (leftover / "config.json").write_text("{}")
+
+    def broken(tmp):
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        loading._build_once(final, broken)
+    assert not final.exists() and not leftover.exists()
+    assert not [p for p in final.parent.iterdir() if p.name.endswith(".tmp")]
+    built = loading._build_once(final, lambda tmp: (tmp / "config.json").write_text("{}"))
+    assert built == str(final) and (final / "COMPLETE").is_file()
+    assert loading._build_once(final, broken) == str(final)  # reused, never rebuilt

@@ -16,19 +16,17 @@ trust_remote_code, tiny{hidden_size, num_layers, num_heads, intermediate_size, v
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from value_harms.errors import ModelError
+from value_harms.store import files
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -80,45 +78,25 @@ def _short_hash(obj: Any, n: int = 10) -> str:
 
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no flock (Windows, some NFS): rely on os.replace below
-            pass
-        yield
-
-
-
 def _is_complete(d: Path) -> bool:
-    return (d / "config.json").is_file() and (d / "tokenizer_config.json").is_file()
-
+    """A built model folder is whole: it carries the store's COMPLETE marker, or (built before the
+    marker was written) it holds config.json and tokenizer_config.json, which only a finished build
+    published, since folders appear in one rename."""
+    return files.is_complete(d) or ((d / "config.json").is_file() and (d / "tokenizer_config.json").is_file())
 
 
 def _build_once(final: Path, builder) -> str:
-    """Run ``builder(tmp_dir)`` unless ``final`` already holds a complete model; publish atomically."""
+    """Run ``builder(tmp_dir)`` unless ``final`` already holds a complete model; publish atomically.
+    One build at a time per models folder (`store.files.locked`, which also clears the temporary
+    folders of a killed build); the folder appears whole, with its COMPLETE marker, in one rename."""
     if _is_complete(final):
         return str(final)
-    with _file_lock(final.parent / f".{final.name}.lock"):
+    with files.locked(final.parent):
         if _is_complete(final):  # another process finished while we waited
             return str(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
+        with files.atomic_dir(final) as tmp:
             builder(tmp)
-            if final.exists():  # an incomplete leftover from a killed writer
-                shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                if not _is_complete(final):  # a concurrent writer without flock lost the race to us
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            files.mark_complete(tmp, {"model": final.name})
     return str(final)
 
 
