@@ -8,8 +8,7 @@ import logging
 import pandas as pd
 import pytest
 
-from value_harms.analysis.report import document, figures, findings, format
-from value_harms.analysis.report import document as R
+from value_harms.analysis import report as R
 from value_harms.core.values import VALUES
 
 NAN = float("nan")
@@ -106,50 +105,50 @@ EMPTY_REG = pd.DataFrame(columns=["benchmark", "category", "metric", "term", "co
 
 
 def test_format_numbers():
-    assert format.fmt_num(0.31) == "0.310"
-    assert format.fmt_num(NAN) == "–" and format.fmt_num(None) == "–"
-    assert format.fmt_num(0.0001, p=True) == "<0.001"
-    assert format.fmt_num(0.12, signed=True) == "+0.120"
-    assert format.fmt_num(True) == "yes"
-    md = format.markdown_table(pd.DataFrame({"a|b": ["x|y"], "n": [3.0], "p": [NAN]}))
+    assert R.fmt_num(0.31) == "0.310"
+    assert R.fmt_num(NAN) == "–" and R.fmt_num(None) == "–"
+    assert R.fmt_num(0.0001, p=True) == "<0.001"
+    assert R.fmt_num(0.12, signed=True) == "+0.120"
+    assert R.fmt_num(True) == "yes"
+    md = R.markdown_table(pd.DataFrame({"a|b": ["x|y"], "n": [3.0], "p": [NAN]}))
     assert "a\\|b" in md and "| 3 |" in md and "–" in md
 
 
 def test_figures_and_empty_frames(tmp_path):
-    figs = figures.make_figures(_reg(), _cmp(), _mit(), tmp_path)
+    figs = R.make_figures(_reg(), _cmp(), _mit(), tmp_path)
     assert set(figs) == {"coef_heatmap", "baselines__beavertails", "baselines__rtp", "mitigation"}
     for p in figs.values():
         assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    none = figures.make_figures(EMPTY_REG, pd.DataFrame(), None, tmp_path / "none")
+    none = R.make_figures(EMPTY_REG, pd.DataFrame(), None, tmp_path / "none")
     assert none == {}
     assert not (tmp_path / "none").exists() or not list((tmp_path / "none").iterdir())
 
 
 def test_heatmap_split_per_metric(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "MAX_HEATMAP_COLUMNS", 2)
-    figs = figures.make_figures(_reg(), None, None, tmp_path)
+    figs = R.make_figures(_reg(), None, None, tmp_path)
     assert set(figs) == {"coef_heatmap__harmfulness_score", "coef_heatmap__toxicity_probability"}
 
 
 def test_findings_sentences():
-    f = findings.top_findings(_reg(), _cmp(), _mit(), k=5)
+    f = R.top_findings(_reg(), _cmp(), _mit(), k=5)
     assert f[0] == ("Power raises hate_harass_violence harmfulness_score on HEx-PHI (coef 0.310, p_adj 0.002).")
     assert f[1] == ("Value-aligned models: BeaverTails flagged_rate 0.420 vs vanilla 0.300 "
                     "(diff +0.120, p 0.030).")
     assert f[2].startswith("value_prompt lowers BeaverTails flagged_rate by 0.050 for vim models")
     assert any(s.startswith("Universalism lowers toxicity_probability on RealToxicityPrompts") for s in f)
-    assert len(findings.top_findings(_reg(), _cmp(), _mit(), k=2)) == 2
+    assert len(R.top_findings(_reg(), _cmp(), _mit(), k=2)) == 2
 
-    none = findings.top_findings(_reg(significant=False), None, None)
+    none = R.top_findings(_reg(significant=False), None, None)
     assert none == ["No value coefficient is significant after Benjamini-Hochberg correction "
                     "(N models = 12, 30 coefficients tested)."]
-    assert findings.top_findings(None, pd.DataFrame(), EMPTY_REG) == []
+    assert R.top_findings(None, pd.DataFrame(), EMPTY_REG) == []
 
 
 def test_write_report(tmp_path):
     reg, cmp, mit = _reg(), _cmp(), _mit()
-    findings = findings.top_findings(reg, cmp, mit)
-    paths = document.write_report(tmp_path, reg=reg, cmp=cmp, mit=mit, aln=_aln(), fid=_fid(), provenance=_prov(),
+    findings = R.top_findings(reg, cmp, mit)
+    paths = R.write_report(tmp_path, reg=reg, cmp=cmp, mit=mit, aln=_aln(), fid=_fid(), provenance=_prov(),
                            findings=findings, auto_mitigation={"hate_harass_violence": ["Power", "Stimulation"],
                                                                "adult_content": {"disregard": ["Hedonism"]}})
     md = paths["report.md"].read_text()
@@ -181,9 +180,9 @@ def test_write_report(tmp_path):
 
 def test_write_report_minimal(tmp_path):
     """Empty frames, no stand-in, nothing significant: a report is still written, without figures."""
-    paths = document.write_report(tmp_path, reg=_reg(significant=False), cmp=pd.DataFrame(), mit=None,
+    paths = R.write_report(tmp_path, reg=_reg(significant=False), cmp=pd.DataFrame(), mit=None,
                            aln=pd.DataFrame(), fid=pd.DataFrame(), provenance=_prov(stand_in=False),
-                           findings=findings.top_findings(_reg(significant=False), None, None), auto_mitigation=None)
+                           findings=R.top_findings(_reg(significant=False), None, None), auto_mitigation=None)
     page = paths["report.html"].read_text()
     md = paths["report.md"].read_text()
     assert "stand-in classifier" not in page and 'class="warn"' not in page
@@ -195,11 +194,11 @@ def test_write_report_minimal(tmp_path):
 
 def test_log_report_to_wandb_offline(tmp_path, caplog):
     wandb = pytest.importorskip("wandb")
-    figs = figures.make_figures(_reg(), _cmp(), _mit(), tmp_path / "figs")
+    figs = R.make_figures(_reg(), _cmp(), _mit(), tmp_path / "figs")
     run = wandb.init(mode="offline", dir=str(tmp_path), project="value-harms-test",
                      settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
     try:
-        keys = document.log_report_to_wandb(run, figs, {"regressions": _reg(), "baselines": _cmp(), "mitigation": _mit(),
+        keys = R.log_report_to_wandb(run, figs, {"regressions": _reg(), "baselines": _cmp(), "mitigation": _mit(),
                                                  "alignment": _aln(), "empty": pd.DataFrame(), "none": None})
     finally:
         run.finish()
@@ -211,9 +210,9 @@ def test_log_report_to_wandb_offline(tmp_path, caplog):
             raise RuntimeError("boom")
 
     with caplog.at_level(logging.WARNING):
-        assert document.log_report_to_wandb(Broken(), figs, {"x": _cmp()}) == []
+        assert R.log_report_to_wandb(Broken(), figs, {"x": _cmp()}) == []
     assert "boom" in caplog.text
-    assert document.log_report_to_wandb(None, figs, {}) == []
+    assert R.log_report_to_wandb(None, figs, {}) == []
 
 
 def test_frames_shaped_like_stats_output(tmp_path):
@@ -229,7 +228,7 @@ def test_frames_shaped_like_stats_output(tmp_path):
     cmp["p_value"] = cmp["p_value"].astype(object).where(cmp["p_value"].notna(), None)
     mit = _mit().rename(columns={"delta_mean": "mean_delta", "n_pairs": "n"}).assign(
         model="smollm2_135m", stage="full", disregard=["Power, Stimulation", "", "", ""])
-    f = findings.top_findings(reg, cmp, mit, k=6)
+    f = R.top_findings(reg, cmp, mit, k=6)
     assert not any("Intercept" in s for s in f)
     assert f[0].startswith("Power raises hate_harass_violence harmfulness_score on HEx-PHI")
     assert any(s.startswith("Benign fine-tuned models (benign_dolly): BeaverTails flagged_rate 0.330 vs vanilla 0.300")
@@ -237,7 +236,7 @@ def test_frames_shaped_like_stats_output(tmp_path):
     assert any(s.startswith("value_prompt (disregard: Power, Stimulation) lowers BeaverTails flagged_rate by 0.050")
                for s in f)
     assert "toxicity_probability on RealToxicityPrompts (coef" in " ".join(f)  # 'overall' is not named
-    paths = document.write_report(tmp_path, reg=reg, cmp=cmp, mit=mit, aln=None, fid=None, provenance={},
+    paths = R.write_report(tmp_path, reg=reg, cmp=cmp, mit=mit, aln=None, fid=None, provenance={},
                            findings=f, auto_mitigation={"hex_phi/overall": [], "all": ["Power"]})
     md = paths["report.md"].read_text()
     assert "| delta_mean |" in md and "| -0.050 |" in md and "| hex_phi/overall | none |" in md

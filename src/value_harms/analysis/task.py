@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from value_harms.runtime import runs
+from value_harms.store import files
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,16 @@ def auto_mitigation_file(auto: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def latest_audit(paths: list[str]) -> dict[str, Any] | None:
-    files: list[Path] = []
+    found: list[Path] = []
     for p in paths:
         q = Path(p).expanduser()
         if q.is_file() and q.name == "audit.json":
-            files.append(q)
+            found.append(q)
         elif q.is_dir():
-            files.extend(q.rglob("audit.json"))
-    if not files:
+            found.extend(q.rglob("audit.json"))
+    if not found:
         return None
-    newest = max(files, key=lambda f: f.stat().st_mtime)
+    newest = max(found, key=lambda f: f.stat().st_mtime)
     try:
         return files.read_json(newest)
     except (OSError, ValueError):
@@ -69,9 +70,9 @@ def latest_audit(paths: list[str]) -> dict[str, Any] | None:
         return None
 
 
-def provenance(df: pd.DataFrame, files: list[Path], audit: dict | None) -> dict[str, Any]:
+def provenance(df: pd.DataFrame, result_files: list[Path], audit: dict | None) -> dict[str, Any]:
     by_bench = df.groupby("benchmark") if not df.empty else []
-    prov: dict[str, Any] = {"results": [str(f) for f in files], "n_results": len(files), "scorers": {},
+    prov: dict[str, Any] = {"results": [str(f) for f in result_files], "n_results": len(result_files), "scorers": {},
                             "stand_in": {}, "benchmark_versions": {}, "failures": {}, "git": runs.git_hash()}
     for bench, g in by_bench:
         prov["scorers"][bench] = sorted(g["scorer"].dropna().unique().tolist())
@@ -88,18 +89,18 @@ def provenance(df: pd.DataFrame, files: list[Path], audit: dict | None) -> dict[
             int(pd.to_numeric(ov["filtered"], errors="coerce").fillna(0).sum()) if "filtered" in ov else 0)
         prov.setdefault("prompt_sets", {})[bench] = (
             sorted(ov["prompt_set"].dropna().astype(str).unique().tolist()) if "prompt_set" in ov else [])
-    prov["calibration"] = calibration_records(files)
+    prov["calibration"] = calibration_records(result_files)
     if audit:
         prov["audit"] = {k: audit.get(k) for k in ("texts", "scored", "flagged", "threshold", "missing")}
         prov["audit"]["scorer"] = audit.get("scorer")
     return prov
 
 
-def calibration_records(files: list[Path]) -> dict[str, dict[str, Any]]:
+def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
     """{benchmark: {backend: calibration summary}} of the results whose toxicity backends were
     calibrated to Perspective (issue 14): data sha256, held-out Spearman / AUROC / MAE / agreement."""
     out: dict[str, dict[str, Any]] = {}
-    for f in files:
+    for f in result_files:
         try:
             data = files.read_json(f)
         except (OSError, ValueError):
@@ -134,7 +135,7 @@ def run_analyze(cfg) -> dict[str, Any]:
     a = cfg.analysis
     run_dir = output_dir(cfg)
     inputs = [str(x) for x in a.inputs]
-    files = find_results(inputs)
+    result_files = find_results(inputs)
     df = load_results(inputs, max_missing_frac=float(a.max_missing_frac))
     if df.empty:
         raise FileNotFoundError(f"no results.json found under {inputs}; run evaluate.py first or set analysis.inputs")
@@ -144,7 +145,7 @@ def run_analyze(cfg) -> dict[str, Any]:
     aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])
     wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="analyze", name=f"analysis-{run_dir.name}",
                                    group=run_group(cfg), config=files.to_plain(cfg), tags=["analysis"])
-    with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(files)}, wandb_run):
+    with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(result_files)}, wandb_run):
         reg = value_regressions(df, baseline=str(a.regression_baseline), standardize=bool(a.standardize),
                                 higher_order=bool(a.higher_order), alpha=float(a.alpha))
         skipped = reg.attrs.get("skipped", [])
@@ -167,7 +168,7 @@ def run_analyze(cfg) -> dict[str, Any]:
         auto_file = Path(str(a.auto_mitigation_file)).expanduser()
         files.atomic_write_json(auto_file, auto_mitigation_file(auto))
         audit = latest_audit([str(x) for x in a.audit_inputs])
-        prov = provenance(df, files, audit)
+        prov = provenance(df, result_files, audit)
         findings = top_findings(reg, cmp, mit, k=int(a.top_k))
         aln = alignment_table(aln_tidy)
         fid = fidelity_table(fid_long)
@@ -182,7 +183,7 @@ def run_analyze(cfg) -> dict[str, Any]:
         figures = {k: v for k, v in paths.items() if str(v).endswith(".png")}
         log_report_to_wandb(wandb_run, figures, tables)
         summary = {"report_html": str(paths["report.html"]), "report_md": str(paths["report.md"]),
-                   "findings": findings, "n_results": len(files), "auto_mitigation_file": str(auto_file),
+                   "findings": findings, "n_results": len(result_files), "auto_mitigation_file": str(auto_file),
                    "stand_in": prov["stand_in"]}
         files.atomic_write_json(out / "analysis.json", summary)
     print(f"report: {paths['report.html']}")
