@@ -83,3 +83,27 @@ def test_kv_namespaces_are_separate_and_chunked(tmp_path):
     assert store.get_many(keys, namespace="b") == {}
     assert len(store) == len(keys)
     store.close()
+
+
+def test_one_config_getter_reads_every_config_shape():
+    """config.access.cfg_get is the getter of models, benchmark loaders and scorers alike."""
+    from dataclasses import dataclass
+
+    from omegaconf import OmegaConf
+
+    from value_harms.config.access import cfg_get
+    from value_harms.eval.benchmarks import loaders
+    from value_harms.models import loading
+    from value_harms.scoring import base
+
+    @dataclass
+    class Node:
+        qps: float | None = None
+        name: str = "x"
+
+    for node in ({"name": "x", "qps": None}, OmegaConf.structured(Node), Node()):
+        assert cfg_get(node, "name") == "x"
+        assert cfg_get(node, "qps", 2.0) == 2.0  # None means "use the default"
+        assert cfg_get(node, "absent", 3) == 3
+    assert cfg_get(None, "name", "d") == "d"
+    assert base.cfg_get is cfg_get and loaders._get is cfg_get and loading.cfg_get is cfg_get

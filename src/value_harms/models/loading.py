@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from value_harms.config.access import cfg_get
 from value_harms.errors import ModelError
 from value_harms.store import files
 
@@ -50,26 +51,10 @@ TINY_CONTEXT = 2048
 
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    try:  # OmegaConf DictConfig supports both; dataclasses only getattr
-        return getattr(cfg, key)
-    except (AttributeError, KeyError):
-        pass
-    try:
-        return cfg[key]
-    except Exception:
-        return default
-
-
-
 def _tiny_dict(model_cfg: Any) -> dict[str, int]:
-    tiny = _get(model_cfg, "tiny") or {}
+    tiny = cfg_get(model_cfg, "tiny") or {}
     defaults = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512, seed=0)
-    return {k: int(_get(tiny, k, v) if _get(tiny, k, v) is not None else v) for k, v in defaults.items()}
+    return {k: int(cfg_get(tiny, k, v) if cfg_get(tiny, k, v) is not None else v) for k, v in defaults.items()}
 
 
 
@@ -174,10 +159,10 @@ def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
 
 
 def _gguf_path(model_cfg: Any) -> Path:
-    pkg = _get(model_cfg, "pretrained")
-    fname = _get(model_cfg, "gguf_file")
+    pkg = cfg_get(model_cfg, "pretrained")
+    fname = cfg_get(model_cfg, "gguf_file")
     if not pkg or not fname:
-        raise ModelError(f"model {_get(model_cfg, 'name')!r}: source gguf needs 'pretrained' (package) and 'gguf_file'")
+        raise ModelError(f"model {cfg_get(model_cfg, 'name')!r}: source gguf needs 'pretrained' (package) and 'gguf_file'")
     spec = importlib.util.find_spec(pkg)  # never import the package: its own deps are absent
     if spec is None or spec.origin is None:
         dist = pkg.replace("_", "-")
@@ -207,10 +192,10 @@ def _build_gguf(out: Path, gguf: Path) -> None:
 def resolve_model_dir(model_cfg: Any, cache_dir: str | os.PathLike) -> str:
     """Return what ``from_pretrained`` gets: a hub id / local dir (hub) or the cached HF folder
     (gguf, tiny), building the latter once (atomic, lock-protected, reused afterwards)."""
-    source = _get(model_cfg, "source")
-    name = _get(model_cfg, "name") or "model"
+    source = cfg_get(model_cfg, "source")
+    name = cfg_get(model_cfg, "name") or "model"
     if source == "hub":
-        pretrained = _get(model_cfg, "pretrained")
+        pretrained = cfg_get(model_cfg, "pretrained")
         if not pretrained:
             raise ModelError(f"model {name!r}: source hub needs 'pretrained' (hub id or local dir)")
         p = Path(os.path.expanduser(str(pretrained)))
@@ -240,16 +225,16 @@ def load_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     ``model.config.pad_token_id`` is set to it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype_name = str(_get(model_cfg, "dtype") or "float32")
+    dtype_name = str(cfg_get(model_cfg, "dtype") or "float32")
     if dtype_name not in DTYPES:
         raise ModelError(f"unknown dtype {dtype_name!r}; expected one of {', '.join(DTYPES)}")
     path = resolve_model_dir(model_cfg, cache_dir)
-    revision = _get(model_cfg, "revision")
-    trust = bool(_get(model_cfg, "trust_remote_code") or False)
+    revision = cfg_get(model_cfg, "revision")
+    trust = bool(cfg_get(model_cfg, "trust_remote_code") or False)
     kw: dict[str, Any] = {"trust_remote_code": trust}
     if revision:
         kw["revision"] = str(revision)
-    if _get(model_cfg, "source") == "hub" and not Path(path).is_dir():
+    if cfg_get(model_cfg, "source") == "hub" and not Path(path).is_dir():
         _check_hub_reachable(path, revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
@@ -258,7 +243,7 @@ def load_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     except OSError as exc:  # unknown / gated / unreachable hub id: one line, not a traceback
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise ModelError(f"model.pretrained={path!r} cannot be loaded: {first}") from None
-    tokenizer.padding_side = str(_get(model_cfg, "padding_side") or "left")
+    tokenizer.padding_side = str(cfg_get(model_cfg, "padding_side") or "left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -322,14 +307,14 @@ def get_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     layers raises ModelError instead of being handed out.
     """
     path = resolve_model_dir(model_cfg, cache_dir)
-    key = (path, _get(model_cfg, "revision"), str(_get(model_cfg, "dtype") or "float32"),
-           bool(_get(model_cfg, "trust_remote_code") or False))
+    key = (path, cfg_get(model_cfg, "revision"), str(cfg_get(model_cfg, "dtype") or "float32"),
+           bool(cfg_get(model_cfg, "trust_remote_code") or False))
     if key not in _BASE_CACHE:
         _BASE_CACHE[key] = load_base_model(model_cfg, cache_dir)
     model, tokenizer = _BASE_CACHE[key]
     if _has_lora(model):
         raise ModelError(f"cached base model {path} still has LoRA layers: call detach_lora before returning it")
-    tokenizer.padding_side = str(_get(model_cfg, "padding_side") or "left")
+    tokenizer.padding_side = str(cfg_get(model_cfg, "padding_side") or "left")
     model.eval()
     return model, tokenizer
 

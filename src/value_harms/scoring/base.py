@@ -13,6 +13,9 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+# One config getter for the package; re-exported here because most scorers read their settings through it.
+from value_harms.config.access import cfg_get as cfg_get
+
 MEASURES = ("toxicity", "regard", "harmfulness", "flag")
 
 
@@ -119,16 +122,3 @@ class Scorer(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """Field of a dataclass / DictConfig / dict (fields added later to the schema keep a default)."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    try:
-        value = getattr(cfg, key)
-    except (AttributeError, KeyError):
-        return default
-    return default if value is None and default is not None else value

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from value_harms.config.access import cfg_get as _get  # the package's one config getter
 from value_harms.errors import BenchmarkError
 from value_harms.eval.benchmarks import Prompt
 
@@ -141,14 +142,6 @@ def _nonempty(values: Sequence[str], path: Path | str, column: str) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Config helpers
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    try:
-        value = cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)
-    except (KeyError, AttributeError):
-        return default
-    return default if value is None else value
 
 
 def _local_path(cfg: Any, data_dir: str | None) -> Path:
