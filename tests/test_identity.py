@@ -334,3 +334,25 @@ def test_adapter_identity_does_not_depend_on_the_base_models_cache_folder(tmp_pa
     assert adapter_fingerprint(tmp_path / "a") == adapter_fingerprint(tmp_path / "b")
     (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"r": 4, "base_model_name_or_path": "x"}))
     assert adapter_fingerprint(tmp_path / "a") != adapter_fingerprint(tmp_path / "b")
+
+
+def test_one_content_hash_keeps_the_persisted_keys(tmp_path):
+    """store.identity is the one content hash; the keys that used the retired `files.fingerprint` /
+    `file_fingerprint` / `loading._short_hash` keep their exact values (no store or cache is orphaned)."""
+    import hashlib
+
+    from value_harms.models import loading
+    from value_harms.store import files, identity
+
+    items = tmp_path / "items.csv"
+    items.write_bytes("id,text\n1,ünïcode item\n".encode())
+    old_file_fp = hashlib.sha256(items.read_bytes()).hexdigest()[:16]  # file_fingerprint of one file
+    assert identity.content_id(items) == old_file_fp == identity.content_sha256(items)[:16]
+    payload = {"items": old_file_fp, "bs": 8, "new": 32}  # the PVQ alignment cache key
+    old_fp = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert identity.digest(payload, 12) == old_fp
+    tiny = loading._tiny_dict({})  # the built tiny model's folder name
+    obj = {"tiny": tiny, "v": loading._TINY_BUILDER_VERSION, "corpus": list(loading.TINY_CORPUS)}
+    old_short = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+    assert Path(loading.resolve_model_dir({"source": "tiny", "name": "tiny"}, tmp_path)).name == f"tiny-{old_short}"
+    assert not hasattr(files, "fingerprint") and not hasattr(files, "file_fingerprint")

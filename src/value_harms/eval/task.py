@@ -187,7 +187,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         result = {
             "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,
             "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
-                          "n_prompts": len(items), "prompts_sha256": files.file_fingerprint(items_path),
+                          "n_prompts": len(items), "prompts_sha256": identity.content_id(items_path),
                           "items_source": items_source, "settings": files.to_plain(bench)},
             "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
                       "adapter_dir": str(adapter) if adapter else None, "adapter_sha256": adapter_sha},

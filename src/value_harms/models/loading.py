@@ -16,9 +16,7 @@ trust_remote_code, tiny{hidden_size, num_layers, num_heads, intermediate_size, v
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import torch
 
 from value_harms.config.access import cfg_get
 from value_harms.errors import ModelError
-from value_harms.store import files
+from value_harms.store import files, identity
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,11 +53,6 @@ def _tiny_dict(model_cfg: Any) -> dict[str, int]:
     tiny = cfg_get(model_cfg, "tiny") or {}
     defaults = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512, seed=0)
     return {k: int(cfg_get(tiny, k, v) if cfg_get(tiny, k, v) is not None else v) for k, v in defaults.items()}
-
-
-
-def _short_hash(obj: Any, n: int = 10) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
 
 
 
@@ -206,12 +199,12 @@ def resolve_model_dir(model_cfg: Any, cache_dir: str | os.PathLike) -> str:
     models_dir = Path(cache_dir) / "models"
     if source == "gguf":
         gguf = _gguf_path(model_cfg)
-        key = _short_hash({"file": gguf.name, "size": gguf.stat().st_size})
+        key = identity.digest({"file": gguf.name, "size": gguf.stat().st_size}, 10)
         models_dir.mkdir(parents=True, exist_ok=True)
         return _build_once(models_dir / f"{name}-{key}", lambda tmp: _build_gguf(tmp, gguf))
     if source == "tiny":
         tiny = _tiny_dict(model_cfg)
-        key = _short_hash({"tiny": tiny, "v": _TINY_BUILDER_VERSION, "corpus": list(TINY_CORPUS)})
+        key = identity.digest({"tiny": tiny, "v": _TINY_BUILDER_VERSION, "corpus": list(TINY_CORPUS)}, 10)
         models_dir.mkdir(parents=True, exist_ok=True)
         return _build_once(models_dir / f"tiny-{key}", lambda tmp: _build_tiny(tmp, tiny))
     raise ModelError(f"model {name!r}: unknown source {source!r}; expected one of {', '.join(SOURCES)}")

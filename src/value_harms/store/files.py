@@ -1,4 +1,5 @@
-"""Files of the store: atomic writes, folder locks, completion markers, content hashes."""
+"""Files of the store: atomic writes, folder locks, completion markers, file checksums (content
+identity hashes live in store.identity)."""
 from __future__ import annotations
 
 import contextlib
@@ -24,28 +25,6 @@ def to_plain(node: Any) -> Any:
     if isinstance(node, DictConfig) or OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
     return node
-
-
-
-def fingerprint(payload: Any, length: int = 12) -> str:
-    """A short stable hash of a JSON-able payload (keys sorted)."""
-    blob = json.dumps(to_plain(payload), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
-
-
-
-def file_fingerprint(path: str | os.PathLike, length: int = 16) -> str:
-    """sha256 of a file's bytes (or of a folder's files, sorted by relative name)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:length]
 
 
 

@@ -20,7 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from value_harms.store.files import atomic_write_json, to_plain
 
 # Bump when the meaning or layout of stored results changes: it enters every key, so results of an
 # older schema are never reused (they are rebuilt by rerunning the same commands).
@@ -41,12 +43,6 @@ _SCORER_KEYS = {
               "max_tokens", "constrained", "stand_in", "dtype"),
     "regard": ("model", "revision", "mask", "checkpoint"),
 }
-
-
-def to_plain(node: Any) -> Any:
-    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
-    return node
 
 
 def digest(payload: Any, length: int = 16) -> str:
@@ -105,6 +101,12 @@ def content_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None 
     return value
 
 
+def content_id(path: str | os.PathLike, length: int = 16) -> str:
+    """A short id of a file's content: the first `length` hex characters of `content_sha256` (for a
+    single file, the same value the former `files.file_fingerprint` gave, so keys built from it hold)."""
+    return content_sha256(path)[:length]
+
+
 def _load_persisted(cache_dir) -> dict[str, str]:
     if not cache_dir:
         return {}
@@ -117,8 +119,6 @@ def _load_persisted(cache_dir) -> dict[str, str]:
 def _save_persisted(cache_dir, key: str, value: str) -> None:
     if not cache_dir:
         return
-    from value_harms.store.files import atomic_write_json
-
     try:
         data = _load_persisted(cache_dir)
         data[key] = value

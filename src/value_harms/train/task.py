@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from value_harms.core.profiles import Profile
 from value_harms.runtime import runs
 from value_harms.runtime.runs import output_dir, run_group
-from value_harms.store import files
+from value_harms.store import files, identity
 from value_harms.train.fit import train_profile
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,8 @@ def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, Path]:
                 f"PVQ item file {items_path} not found; set alignment.items_path or paths.data_dir")
         log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
         items_path, source = Path(DEMO_ITEMS_PATH), "demo_items"
-    key = files.fingerprint({"items": files.file_fingerprint(items_path), "bs": cfg.alignment.batch_size,
-                            "new": cfg.alignment.max_new_tokens})
+    key = identity.digest({"items": identity.content_id(items_path), "bs": cfg.alignment.batch_size,
+                           "new": cfg.alignment.max_new_tokens}, 12)
     return items_path, source, store / f"alignment-{key}.json"
 
 

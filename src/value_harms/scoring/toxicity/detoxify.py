@@ -143,9 +143,9 @@ class DetoxifyScorer(Scorer):
     def cache_id(self) -> str:
         if self._checkpoint_id is None:
             if self.checkpoint:
-                from value_harms.store.files import file_fingerprint
+                from value_harms.store.identity import content_id
 
-                self._checkpoint_id = f"{self.name}:{file_fingerprint(self.checkpoint)}"
+                self._checkpoint_id = f"{self.name}:{content_id(self.checkpoint)}"
             else:
                 from detoxify.detoxify import MODEL_URLS
 
