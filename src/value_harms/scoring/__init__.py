@@ -1,8 +1,11 @@
 """Scoring: one `Scorer` interface for toxicity, regard and LLM-judge measures.
 
-`build_scorer(measure, scorer_cfg, cache_path)` picks the scorer a benchmark's `measure` needs;
-`probe(measure, scorer_cfg)`, called at the start of each job before any generation, resets the
-network circuit breakers and checks the network scorer that measure will use.
+`SCORERS` is the registry: scorer name (the `scorer` of a measure in value_harms.eval.measures) ->
+`ScorerKind` (how to build it, how to probe its endpoint, which config backends it accepts).
+`build_scorer(name, scorer_cfg, cache_path)` builds the one a benchmark's measure needs;
+`probe(name, scorer_cfg)`, called at the start of each job before any generation, resets the network
+circuit breakers and checks the network scorer that measure will use; `check_scorer_config(name,
+scorer_cfg)` checks its backend names at load. A new scorer = its module in scoring/ + one entry here.
 """
 
 from __future__ import annotations
@@ -10,51 +13,101 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
-from value_harms.scoring.base import MEASURES, Score, Scorer, cfg_get, text_key, unique_items
+from value_harms.errors import ConfigError, EndpointUnreachable, ScorerError, ScorerUnavailable
+from value_harms.scoring.base import Score, Scorer, cfg_get, text_key, unique_items
 from value_harms.scoring.cache import CachedScorer, ScoreCache
 
 __all__ = [
     "MEASURES",
+    "SCORERS",
     "CachedScorer",
     "EndpointUnreachable",
     "Score",
     "ScoreCache",
     "Scorer",
     "ScorerError",
+    "ScorerKind",
     "ScorerUnavailable",
     "build_scorer",
+    "check_scorer_config",
     "probe",
     "reset_breakers",
     "text_key",
     "unique_items",
 ]
 
-
-def build_scorer(measure: str, scorer_cfg: Any, cache_path: str | None = None) -> Scorer:
-    """The scorer for a benchmark's `measure` ("toxicity" | "regard" | "harmfulness" | "flag").
-
-    Backends are imported here, lazily, so importing the package costs nothing and a missing
-    optional dependency only matters for the measure that needs it.
-    """
-    if measure == "toxicity":
-        from value_harms.scoring.toxicity.chain import build_toxicity_scorer
-
-        return build_toxicity_scorer(scorer_cfg, cache_path=cache_path)
-    if measure == "regard":
-        from value_harms.scoring.regard import build_regard_scorer
-
-        return build_regard_scorer(scorer_cfg, cache_path=cache_path)
-    if measure in ("harmfulness", "flag"):
-        from value_harms.scoring.judge import build_judge_scorer
-
-        return build_judge_scorer(measure, scorer_cfg, cache_path)
-    raise ValueError(f"unknown measure {measure!r}: expected one of {', '.join(MEASURES)}")
-
-
 log = logging.getLogger(__name__)
+
+# Backends are imported inside the builders, lazily (a function-level import in this module always has
+# that reason): importing the package costs nothing and a missing optional dependency (torch,
+# transformers, detoxify, requests) only matters for the scorer that needs it.
+
+
+def _build_toxicity(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
+    from value_harms.scoring.toxicity.chain import build_toxicity_scorer
+
+    return build_toxicity_scorer(scorer_cfg, cache_path=cache_path)
+
+
+def _build_regard(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
+    from value_harms.scoring.regard import build_regard_scorer
+
+    return build_regard_scorer(scorer_cfg, cache_path=cache_path)
+
+
+def _build_judge(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
+    from value_harms.scoring.judge import build_judge_scorer
+
+    return build_judge_scorer(name, scorer_cfg, cache_path)
+
+
+def _toxicity_backends(scorer_cfg: Any) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    from value_harms.scoring.toxicity.chain import BACKENDS
+
+    names = [str(b) for b in [cfg_get(scorer_cfg, "toxicity", "perspective"), *list(cfg_get(scorer_cfg, "fallback", []))]]
+    return {"scorer.toxicity / scorer.fallback": (names, tuple(BACKENDS))}
+
+
+def _judge_backends(scorer_cfg: Any) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    from value_harms.scoring.judge.rubric import BACKENDS
+
+    return {"scorer.judge.backend": ([str(cfg_get(cfg_get(scorer_cfg, "judge"), "backend", "openai"))], BACKENDS)}
+
+
+@dataclass(frozen=True)
+class ScorerKind:
+    """One scorer. `build(name, scorer_cfg, cache_path)`: the Scorer; `probe(name, scorer_cfg, info,
+    timeout)`: check its network endpoint once before generation (None: nothing to reach);
+    `backends(scorer_cfg)`: {config key: (names configured, names known)} checked at load."""
+
+    build: Callable[[str, Any, "str | None"], Scorer]
+    probe: Callable[[str, Any, dict, float], None] | None = None
+    backends: Callable[[Any], dict[str, tuple[list[str], tuple[str, ...]]]] | None = None
+
+
+def build_scorer(name: str, scorer_cfg: Any, cache_path: str | None = None) -> Scorer:
+    """The registered scorer `name` (a measure's `scorer`: "toxicity" | "regard" | "harmfulness" | "flag")."""
+    return _kind(name).build(name, scorer_cfg, cache_path)
+
+
+def _kind(name: str) -> ScorerKind:
+    if name not in SCORERS:
+        raise ConfigError(f"unknown measure {name!r} for scoring: no scorer registered; expected one of "
+                          f"{', '.join(SCORERS)}")
+    return SCORERS[name]
+
+
+def check_scorer_config(name: str, scorer_cfg: Any) -> None:
+    """The backend names `scorer_cfg` gives scorer `name`, checked against the registries (one line)."""
+    kind = _kind(name)
+    for key, (names, known) in (kind.backends(scorer_cfg) if kind.backends and scorer_cfg is not None else {}).items():
+        bad = [b for b in names if b not in known]
+        if bad:
+            raise ConfigError(f"{key}: unknown backend {bad[0]!r}; expected one of {', '.join(known)}")
+
 
 
 def reset_breakers() -> None:
@@ -85,53 +138,76 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
     if not bool(cfg_get(scorer_cfg, "probe", True)):
         info["reason"] = "scorer.probe=false"
         return info
-    from value_harms.scoring.http import DEFAULT_PROBE_TIMEOUT_S, endpoint_id
+    from value_harms.scoring.http import DEFAULT_PROBE_TIMEOUT_S  # requests is imported with it
 
     timeout = float(cfg_get(scorer_cfg, "probe_timeout_s", DEFAULT_PROBE_TIMEOUT_S))
+    kind = SCORERS.get(measure)
     t0 = time.monotonic()
-    if measure == "toxicity":
-        order = [str(b) for b in [scorer_cfg.toxicity, *list(scorer_cfg.fallback or [])]]
-        if "perspective" not in order:
-            return info
-        pcfg = scorer_cfg.perspective
-        env = str(pcfg.api_key_env)
-        info.update(scorer="perspective", endpoint=endpoint_id(str(pcfg.endpoint)))
-        key = os.environ.get(env, "").strip()
-        if not key:
-            info["reason"] = f"{env} not set: Perspective is not used"
-            return info
-        from value_harms.scoring.toxicity.perspective import PerspectiveScorer
-
-        scorer = PerspectiveScorer(pcfg, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
-        try:
-            scorer.probe(timeout)
-        except EndpointUnreachable as exc:
-            rest = [b for b in order if b != "perspective"]
-            log.warning("Perspective at %s unreachable (%s): toxicity falls back to %s for this job, "
-                        "without a request per text", info["endpoint"], exc.reason,
-                        " > ".join(rest) if rest else "nothing (every score will be missing)")
-            info.update(ok=False, reason=exc.reason)
-        else:
-            info.update(ok=True, status="reachable", reason="answered")
-        finally:
-            scorer.close()
-    elif measure in ("harmfulness", "flag"):
-        judge_cfg = cfg_get(scorer_cfg, "judge")
-        backend = str(cfg_get(judge_cfg, "backend", "openai"))
-        info["scorer"] = f"judge:{backend}"
-        if backend != "openai":
-            info["reason"] = "local judge: nothing to reach"
-            return info
-        from value_harms.scoring.judge import build_judge_scorer
-
-        info["endpoint"] = endpoint_id(str(cfg_get(judge_cfg, "base_url")).rstrip("/") + "/chat/completions")
-        judge = build_judge_scorer(measure, scorer_cfg, None)  # no key / no rubric: ScorerUnavailable
-        try:
-            info.update(ok=True, status=judge.probe(timeout), reason="answered")  # type: ignore[attr-defined]
-        finally:
-            judge.close()
-    else:
+    if kind is None or kind.probe is None or not kind.probe(measure, scorer_cfg, info, timeout):
         return info
     info["seconds"] = round(time.monotonic() - t0, 3)
     log.info("scorer probe: %s", info)
     return info
+
+
+def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: float) -> bool:
+    """Perspective, when the chain has it and its key is set (else False: nothing was checked)."""
+    from value_harms.scoring.http import endpoint_id
+
+    order = [str(b) for b in [scorer_cfg.toxicity, *list(scorer_cfg.fallback or [])]]
+    if "perspective" not in order:
+        return False
+    pcfg = scorer_cfg.perspective
+    env = str(pcfg.api_key_env)
+    info.update(scorer="perspective", endpoint=endpoint_id(str(pcfg.endpoint)))
+    key = os.environ.get(env, "").strip()
+    if not key:
+        info["reason"] = f"{env} not set: Perspective is not used"
+        return False
+    from value_harms.scoring.toxicity.perspective import PerspectiveScorer
+
+    scorer = PerspectiveScorer(pcfg, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
+    try:
+        scorer.probe(timeout)
+    except EndpointUnreachable as exc:
+        rest = [b for b in order if b != "perspective"]
+        log.warning("Perspective at %s unreachable (%s): toxicity falls back to %s for this job, "
+                    "without a request per text", info["endpoint"], exc.reason,
+                    " > ".join(rest) if rest else "nothing (every score will be missing)")
+        info.update(ok=False, reason=exc.reason)
+    else:
+        info.update(ok=True, status="reachable", reason="answered")
+    finally:
+        scorer.close()
+    return True
+
+
+def _probe_judge(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: float) -> bool:
+    """The openai judge backend's endpoint, key, model and rubric (a local judge: False, nothing to reach)."""
+    from value_harms.scoring.http import endpoint_id
+
+    judge_cfg = cfg_get(scorer_cfg, "judge")
+    backend = str(cfg_get(judge_cfg, "backend", "openai"))
+    info["scorer"] = f"judge:{backend}"
+    if backend != "openai":
+        info["reason"] = "local judge: nothing to reach"
+        return False
+    from value_harms.scoring.judge import build_judge_scorer
+
+    info["endpoint"] = endpoint_id(str(cfg_get(judge_cfg, "base_url")).rstrip("/") + "/chat/completions")
+    judge = build_judge_scorer(name, scorer_cfg, None)  # no key / no rubric: ScorerUnavailable
+    try:
+        info.update(ok=True, status=judge.probe(timeout), reason="answered")  # type: ignore[attr-defined]
+    finally:
+        judge.close()
+    return True
+
+
+# The registry: a measure's `scorer` -> how to build, probe and check it.
+SCORERS: dict[str, ScorerKind] = {
+    "toxicity": ScorerKind(_build_toxicity, _probe_toxicity, _toxicity_backends),
+    "regard": ScorerKind(_build_regard),
+    "harmfulness": ScorerKind(_build_judge, _probe_judge, _judge_backends),
+    "flag": ScorerKind(_build_judge, _probe_judge, _judge_backends),
+}
+MEASURES = tuple(SCORERS)  # the measures a scorer exists for (kept for callers of the old name)

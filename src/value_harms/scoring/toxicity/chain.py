@@ -13,10 +13,12 @@ ones are built the first time a text needs them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from omegaconf import OmegaConf
@@ -27,7 +29,6 @@ from value_harms.scoring.cache import CachedScorer, ScoreCache
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("perspective", "detoxify", "profanity_check")
 CIRCUIT_OPEN = "circuit open"  # = perspective.CIRCUIT_OPEN (not imported: requests stays lazy)
 _LOGGED_ONCE: set[str] = set()
 
@@ -41,45 +42,89 @@ def _log_once(key: str, level: int, msg: str, *args: Any) -> None:
 _DETOXIFY_UNAVAILABLE: dict[str, str] = {}
 
 
+def _make_perspective(scorer_cfg: Any) -> Scorer:
+    # backends are imported when built: a missing optional dependency only matters to its backend
+    from value_harms.scoring.toxicity.perspective import PerspectiveScorer
+
+    env = scorer_cfg.perspective.api_key_env
+    key = os.environ.get(env, "").strip()
+    if not key:
+        raise ScorerUnavailable(f"{env} not set")
+    return PerspectiveScorer(scorer_cfg.perspective, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
+
+
+def _make_detoxify(scorer_cfg: Any) -> Scorer:
+    from value_harms.scoring.toxicity.detoxify import DetoxifyScorer  # optional heavy dependency (torch)
+
+    # Hub weights that failed to download once in this process will fail again: remember
+    # it, so a multirun does not retry (and log) the download for every job.
+    key = json.dumps(OmegaConf.to_container(scorer_cfg.detoxify, resolve=True)
+                     if OmegaConf.is_config(scorer_cfg.detoxify) else str(scorer_cfg.detoxify), sort_keys=True)
+    if key in _DETOXIFY_UNAVAILABLE:
+        raise ScorerUnavailable(_DETOXIFY_UNAVAILABLE[key])
+    try:
+        return DetoxifyScorer(scorer_cfg.detoxify)
+    except ScorerUnavailable as exc:
+        _DETOXIFY_UNAVAILABLE[key] = str(exc)
+        raise
+
+
+def _make_profanity_check(scorer_cfg: Any) -> Scorer:
+    from value_harms.scoring.toxicity.profanity import ProfanityCheckScorer  # optional dependency
+
+    return ProfanityCheckScorer()
+
+
+def _perspective_available(scorer_cfg: Any) -> bool:
+    return bool(os.environ.get(str(scorer_cfg.perspective.api_key_env), "").strip())
+
+
+def _detoxify_available(scorer_cfg: Any) -> bool:
+    ckpt = scorer_cfg.detoxify.get("checkpoint") if hasattr(scorer_cfg.detoxify, "get") else None
+    if ckpt:
+        return os.path.isfile(os.path.expanduser(str(ckpt)))
+    try:
+        import torch  # optional heavy dependency
+        from detoxify.detoxify import MODEL_URLS
+
+        url = MODEL_URLS.get(str(scorer_cfg.detoxify.variant), "")
+        return bool(url) and os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", url.split("/")[-1]))
+    except Exception:  # noqa: BLE001 - detoxify not installed or an unexpected layout: not available
+        return False
+
+
+def _profanity_check_available(scorer_cfg: Any) -> bool:
+    return importlib.util.find_spec("profanity_check") is not None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One toxicity backend: `make(scorer_cfg)` builds it (ScorerUnavailable when it cannot run here),
+    `available(scorer_cfg)` says cheaply whether it could, `hint(scorer_cfg)` what to do when it cannot."""
+
+    make: Callable[[Any], Scorer]
+    available: Callable[[Any], bool]
+    hint: Callable[[Any], str]
+
+
+# The toxicity backends `scorer.toxicity` / `scorer.fallback` may name. A new backend = its module in
+# scoring/toxicity/ + one entry here.
+BACKENDS: dict[str, Backend] = {
+    "perspective": Backend(_make_perspective, _perspective_available,
+                           lambda c: f"set {c.perspective.api_key_env}"),
+    "detoxify": Backend(_make_detoxify, _detoxify_available,
+                        lambda c: "put Detoxify weights in the torch hub cache or set "
+                                  "scorer.detoxify.checkpoint + huggingface_config_path"),
+    "profanity_check": Backend(_make_profanity_check, _profanity_check_available,
+                               lambda c: "pip install alt-profanity-check"),
+}
+
+
 def _factory(backend: str, scorer_cfg: Any) -> Callable[[], Scorer]:
-    if backend == "perspective":
-
-        def make() -> Scorer:
-            from value_harms.scoring.toxicity.perspective import PerspectiveScorer
-
-            env = scorer_cfg.perspective.api_key_env
-            key = os.environ.get(env, "").strip()
-            if not key:
-                raise ScorerUnavailable(f"{env} not set")
-            return PerspectiveScorer(scorer_cfg.perspective, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
-
-    elif backend == "detoxify":
-
-        def make() -> Scorer:
-            from value_harms.scoring.toxicity.detoxify import DetoxifyScorer
-
-            # Hub weights that failed to download once in this process will fail again: remember
-            # it, so a multirun does not retry (and log) the download for every job.
-            key = json.dumps(OmegaConf.to_container(scorer_cfg.detoxify, resolve=True)
-                             if OmegaConf.is_config(scorer_cfg.detoxify) else str(scorer_cfg.detoxify), sort_keys=True)
-            if key in _DETOXIFY_UNAVAILABLE:
-                raise ScorerUnavailable(_DETOXIFY_UNAVAILABLE[key])
-            try:
-                return DetoxifyScorer(scorer_cfg.detoxify)
-            except ScorerUnavailable as exc:
-                _DETOXIFY_UNAVAILABLE[key] = str(exc)
-                raise
-
-    elif backend == "profanity_check":
-
-        def make() -> Scorer:
-            from value_harms.scoring.toxicity.profanity import ProfanityCheckScorer
-
-            return ProfanityCheckScorer()
-
-    else:
+    if backend not in BACKENDS:
         raise ValueError(f"unknown toxicity backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    return make
+    make = BACKENDS[backend].make
+    return lambda: make(scorer_cfg)
 
 
 class ToxicityChain(Scorer):
@@ -233,17 +278,10 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
     if used is None:
         if cache is not None:
             cache.close()
-        env = scorer_cfg.perspective.api_key_env
-        hints = {
-            "perspective": f"set {env}",
-            "detoxify": "put Detoxify weights in the torch hub cache or set "
-                        "scorer.detoxify.checkpoint + huggingface_config_path",
-            "profanity_check": "pip install alt-profanity-check",
-        }
         raise ScorerError(
             "no toxicity backend available (" + "; ".join(
                 f"{b}: {chain.unavailable.get(b, '?')}" for b in order
-            ) + "): " + ", or ".join(hints[b] for b in order)
+            ) + "): " + ", or ".join(BACKENDS[b].hint(scorer_cfg) for b in order)
         )
     if order[0] == "perspective" and used != "perspective":
         env = scorer_cfg.perspective.api_key_env
@@ -263,22 +301,5 @@ def backend_available(backend: str, scorer_cfg: Any) -> bool:
     when its key variable is set; Detoxify when its checkpoint file (configured, or the variant's
     release asset in the torch hub cache) is on disk; profanity_check when installed. Used to tell
     whether a result scored by a fallback should be re-scored by the preferred backend."""
-    if backend == "perspective":
-        return bool(os.environ.get(str(scorer_cfg.perspective.api_key_env), "").strip())
-    if backend == "detoxify":
-        ckpt = scorer_cfg.detoxify.get("checkpoint") if hasattr(scorer_cfg.detoxify, "get") else None
-        if ckpt:
-            return os.path.isfile(os.path.expanduser(str(ckpt)))
-        try:
-            import torch
-            from detoxify.detoxify import MODEL_URLS
-
-            url = MODEL_URLS.get(str(scorer_cfg.detoxify.variant), "")
-            return bool(url) and os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", url.split("/")[-1]))
-        except Exception:  # noqa: BLE001 - detoxify not installed or an unexpected layout: not available
-            return False
-    if backend == "profanity_check":
-        import importlib.util
-
-        return importlib.util.find_spec("profanity_check") is not None
-    return False
+    entry = BACKENDS.get(backend)
+    return entry is not None and entry.available(scorer_cfg)
