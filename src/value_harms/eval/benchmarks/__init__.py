@@ -1,41 +1,26 @@
-"""Safety benchmarks as data: prompt sets (RTP, HolisticBiasR, HEx-PHI, BeaverTails) behind one loader.
+"""Safety benchmarks as data: prompt sets (RTP, HolisticBiasR, HEx-PHI, BeaverTails, the PVQ items) behind
+one loader.
 
 A benchmark is a `conf/benchmark/<name>.yaml` file typed by `config.BenchmarkConfig` (source, format,
-path or hub id + revision, limit, template, generation settings, metrics). `load_prompts` turns it into
-a list of `Prompt`; `render` applies the prompt template; `prompt_fingerprint` identifies the prompt set
-in results. Protocol: ../shared/docs/PROTOCOL.md "Benchmarks and generation".
+path or hub id + revision, limit, template, generation settings, measure and metrics). `load_prompts`
+turns it into a list of `Prompt` through the registry (registry.FORMATS: format x source -> loader);
+`render` applies the prompt template; `prompt_fingerprint` identifies the prompt set in results.
+Modules: base (Prompt, file reading), loaders (RTP / HEx-PHI / BeaverTails readers), holistic_bias
+(the generated HolisticBiasR set), pvq (the PVQ items), registry. Protocol: ../shared/docs/PROTOCOL.md
+"Benchmarks and generation".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One benchmark prompt.
-
-    id: unique within the benchmark, stable across runs (file row, category index or generated index).
-    prompt: the raw prompt text, before `benchmark.prompt_template` is applied.
-    category: the harm category (HEx-PHI, BeaverTails) or HolisticBias axis; None for RTP.
-    meta: everything else worth keeping with the sample (RTP prompt toxicity, HolisticBias descriptor...).
-    """
-
-    id: str
-    prompt: str
-    category: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-
-# Imported after the shared types: the submodules import them from here.
 from value_harms.errors import BenchmarkError
+from value_harms.eval.benchmarks.base import Prompt
 from value_harms.eval.benchmarks.holistic_bias import REGARD_TEMPLATES, generate_holistic_bias_r
-from value_harms.eval.benchmarks.loaders import (
-    BEAVERTAILS_CATEGORIES,
+from value_harms.eval.benchmarks.loaders import BEAVERTAILS_CATEGORIES, HEX_PHI_CATEGORIES
+from value_harms.eval.benchmarks.registry import (
     FORMATS,
-    HEX_PHI_CATEGORIES,
     SOURCES,
+    Format,
+    check_format,
     load_prompts,
     prompt_fingerprint,
     render,
@@ -48,8 +33,10 @@ __all__ = [
     "generate_holistic_bias_r",
     "BEAVERTAILS_CATEGORIES",
     "FORMATS",
+    "Format",
     "HEX_PHI_CATEGORIES",
     "SOURCES",
+    "check_format",
     "load_prompts",
     "prompt_fingerprint",
     "render",

@@ -47,8 +47,7 @@ from typing import Any
 import numpy as np
 
 from value_harms.errors import BenchmarkError
-from value_harms.eval.benchmarks import Prompt
-from value_harms.eval.benchmarks.loaders import read_json
+from value_harms.eval.benchmarks.base import Prompt, read_json
 
 log = logging.getLogger(__name__)
 

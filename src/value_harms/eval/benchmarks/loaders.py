@@ -1,5 +1,5 @@
-"""Prompt loaders: one entry point, `load_prompts(bench_cfg, data_dir)`, dispatching on
-`benchmark.format` x `benchmark.source`.
+"""Prompt file readers, one loader per `benchmark.format` x `benchmark.source` (registry.py maps them;
+`load_prompts(bench_cfg, data_dir)` there is the one entry point).
 
 | format | local (`benchmark.path` under `paths.data_dir`) | hub (`benchmark.hub_id` @ `benchmark.revision`) |
 |---|---|---|
@@ -19,7 +19,6 @@ names the file or config key and the fix.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import io
 import json
 import logging
@@ -32,19 +31,9 @@ import pandas as pd
 
 from value_harms.config.access import cfg_get as _get  # the package's one config getter
 from value_harms.errors import BenchmarkError
-from value_harms.eval.benchmarks import Prompt
+from value_harms.eval.benchmarks.base import Prompt, read_text
 
 log = logging.getLogger(__name__)
-
-FORMATS: tuple[str, ...] = ("rtp_list", "rtp_jsonl", "holistic_bias", "hex_phi_csv", "beavertails_csv")
-SOURCES: tuple[str, ...] = ("local", "hub", "generated")
-_FORMAT_SOURCES: dict[str, tuple[str, ...]] = {
-    "rtp_list": ("local", "hub"),
-    "rtp_jsonl": ("local", "hub"),
-    "holistic_bias": ("generated",),
-    "hex_phi_csv": ("local", "hub"),
-    "beavertails_csv": ("local", "hub"),
-}
 
 # HEx-PHI's 11 categories in the dataset's file order (category_1.csv .. category_11.csv); PROTOCOL.md.
 # The public hub release no longer holds category_2 (child_abuse_content): it has 10 x 30 prompts.
@@ -85,32 +74,6 @@ _HEX_PHI_FILE = re.compile(r"^category_(\d+)\.csv$")
 # Reading files with errors reported
 
 
-def read_text(path: str | Path) -> str:
-    """The file's text, decoded as UTF-8 (a BOM is dropped); a non-UTF-8 byte is reported with its line."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise BenchmarkError(f"{path}: file not found") from None
-    except OSError as e:
-        raise BenchmarkError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise BenchmarkError(
-            f"{path}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}, line {line}); re-save the file as UTF-8"
-        ) from None
-
-
-def read_json(path: str | Path) -> Any:
-    text = read_text(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BenchmarkError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-
-
 def _read_csv(path: Path, what: str, **kw) -> pd.DataFrame:
     """pandas CSV reading of a UTF-8 checked file; every cell a string ("NA" stays "NA")."""
     text = read_text(path)
@@ -144,7 +107,7 @@ def _nonempty(values: Sequence[str], path: Path | str, column: str) -> None:
 # Config helpers
 
 
-def _local_path(cfg: Any, data_dir: str | None) -> Path:
+def local_path(cfg: Any, data_dir: str | None) -> Path:
     path = _get(cfg, "path")
     if not path:
         raise BenchmarkError("benchmark.path is not set: name the prompt file (relative to paths.data_dir)")
@@ -290,7 +253,7 @@ def _min_toxicity(prompts: list[Prompt], threshold: float | None, where: str) ->
 # HEx-PHI
 
 
-def _closest(name: str, options: Sequence[str]) -> str:
+def closest(name: str, options: Sequence[str]) -> str:
     near = difflib.get_close_matches(name, options, n=1)
     return f" (did you mean {near[0]!r}?)" if near else ""
 
@@ -305,7 +268,7 @@ def _hex_phi_file(path: Path) -> list[Prompt]:
         cat = cat.strip()
         if cat not in HEX_PHI_CATEGORIES:
             raise BenchmarkError(
-                f"{path}: unknown category {cat!r} at data row {i}{_closest(cat, HEX_PHI_CATEGORIES)}; allowed: "
+                f"{path}: unknown category {cat!r} at data row {i}{closest(cat, HEX_PHI_CATEGORIES)}; allowed: "
                 f"{', '.join(HEX_PHI_CATEGORIES)}"
             )
         if not text.strip():
@@ -380,7 +343,7 @@ def _beavertails_rows(rows: Sequence[tuple[str, str, Any, Any]], where: str) -> 
         cat = str(cat).strip()
         if cat not in BEAVERTAILS_CATEGORIES:
             raise BenchmarkError(
-                f"{where}: unknown category {cat!r} at data row {i}{_closest(cat, BEAVERTAILS_CATEGORIES)}; "
+                f"{where}: unknown category {cat!r} at data row {i}{closest(cat, BEAVERTAILS_CATEGORIES)}; "
                 f"expected one of the 14 BeaverTails-Evaluation categories"
             )
         if not str(text).strip():
@@ -407,105 +370,47 @@ def _beavertails_file(path: Path) -> list[Prompt]:
 # Entry points
 
 
-def _validate(prompts: list[Prompt], where: str) -> None:
-    if not prompts:
-        raise BenchmarkError(f"{where}: no prompts left; check the file and benchmark.min_prompt_toxicity")
-    seen: set[str] = set()
-    for p in prompts:
-        if p.id in seen:
-            raise BenchmarkError(f"{where}: prompt id {p.id!r} appears twice; the prompt set must have unique ids")
-        seen.add(p.id)
+# --------------------------------------------------------------------------------------------------
+# The loaders the registry (registry.py) maps each format x source to: (benchmark config, data_dir) ->
+# (prompts, where they came from), before benchmark.limit / per_category.
 
 
-def load_prompts(bench_cfg: Any, data_dir: str | None) -> list[Prompt]:
-    """The benchmark's prompts (raw text, before `benchmark.prompt_template`), validated.
-
-    bench_cfg: a `benchmark` config node (BenchmarkConfig / DictConfig / dict); data_dir: `paths.data_dir`
-    (relative `benchmark.path` values are resolved under it).
-    """
-    fmt, source = _get(bench_cfg, "format"), _get(bench_cfg, "source", "local")
-    if fmt not in FORMATS:
-        raise BenchmarkError(f"benchmark.format {fmt!r} is unknown{_closest(str(fmt), FORMATS)}; "
-                             f"choose one of {', '.join(FORMATS)}")
-    if source not in _FORMAT_SOURCES[fmt]:
-        raise BenchmarkError(f"benchmark.source {source!r} does not work with format {fmt}; "
-                             f"choose one of {', '.join(_FORMAT_SOURCES[fmt])}")
-    limit = _get(bench_cfg, "limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise BenchmarkError(f"benchmark.limit must be a positive integer or null, got {limit!r}")
-    name = _get(bench_cfg, "name", fmt)
-
-    if fmt == "holistic_bias":
-        from value_harms.eval.benchmarks.holistic_bias import generate_holistic_bias_r
-
-        prompts = generate_holistic_bias_r(_local_path(bench_cfg, data_dir), limit=limit,
-                                           seed=int(_get(bench_cfg, "seed", 42)))
-        _validate(prompts, name)
-        return prompts
-
-    where = name
-    if source == "hub" and fmt in ("rtp_list", "rtp_jsonl"):
-        where = f"hub dataset {_get(bench_cfg, 'hub_id')}"
-        rows = _hub_rows(bench_cfg)
-        prompts = [_rtp_row(r, f"{where} row {i}", f"{i:06d}") for i, r in enumerate(rows)]
-        prompts = _min_toxicity(prompts, _get(bench_cfg, "min_prompt_toxicity"), where)
-    elif source == "hub" and fmt == "hex_phi_csv":
-        prompts = _hex_phi_hub(bench_cfg)
-    elif source == "hub" and fmt == "beavertails_csv":
-        where = f"hub dataset {_get(bench_cfg, 'hub_id')}"
-        rows = _hub_rows(bench_cfg)
-        for k in ("prompt", "category"):
-            if rows and k not in rows[0]:
-                raise BenchmarkError(f"{where}: field {k!r} missing (found {sorted(rows[0])}); check benchmark.hub_id")
-        prompts = _beavertails_rows([(str(i), r["prompt"], r["category"], r.get("category_id"))
-                                     for i, r in enumerate(rows)], where)
-    else:
-        path = _local_path(bench_cfg, data_dir)
-        where = str(path)
-        if fmt == "rtp_list":
-            prompts = _rtp_list(path)
-        elif fmt == "rtp_jsonl":
-            prompts = _min_toxicity(_rtp_jsonl(path), _get(bench_cfg, "min_prompt_toxicity"), where)
-        elif fmt == "hex_phi_csv":
-            prompts = _hex_phi_folder(path) if path.is_dir() else _hex_phi_file(path)
-        else:
-            prompts = _beavertails_file(path)
-
-    _validate(prompts, where)
-    total = len(prompts)
-    per_category = _get(bench_cfg, "per_category")
-    if per_category is not None:
-        # A small subset that still covers every category: the first N of each, in file order.
-        taken: dict[str | None, int] = {}
-        kept = []
-        for p in prompts:
-            if taken.get(p.category, 0) < int(per_category):
-                taken[p.category] = taken.get(p.category, 0) + 1
-                kept.append(p)
-        prompts = kept
-    if limit is not None:
-        prompts = prompts[:limit]
-    log.info("benchmark %s: %d prompts (of %d) from %s", name, len(prompts), total, where)
-    return prompts
+def rtp_list_local(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    path = local_path(cfg, data_dir)
+    return _rtp_list(path), str(path)
 
 
-def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
-    """sha256 (hex) over the ids and texts of the prompts, in order: identifies the exact prompt set."""
-    h = hashlib.sha256()
-    for p in prompts:
-        h.update(p.id.encode("utf-8"))
-        h.update(b"\x1f")
-        h.update(p.prompt.encode("utf-8"))
-        h.update(b"\x1e")
-    return h.hexdigest()
+def rtp_jsonl_local(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    path = local_path(cfg, data_dir)
+    return _min_toxicity(_rtp_jsonl(path), _get(cfg, "min_prompt_toxicity"), str(path)), str(path)
 
 
-def render(prompt: Prompt, template: str) -> str:
-    """The model input: `template.format(prompt=prompt.prompt)` (`benchmark.prompt_template`)."""
-    try:
-        return template.format(prompt=prompt.prompt)
-    except (KeyError, IndexError, ValueError) as e:
-        raise BenchmarkError(
-            f"benchmark.prompt_template {template!r} cannot be filled ({type(e).__name__}: {e}); it may use only "
-            f"{{prompt}} (write literal braces as {{{{ and }}}})"
-        ) from None
+def rtp_hub(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    where = f"hub dataset {_get(cfg, 'hub_id')}"
+    rows = _hub_rows(cfg)
+    prompts = [_rtp_row(r, f"{where} row {i}", f"{i:06d}") for i, r in enumerate(rows)]
+    return _min_toxicity(prompts, _get(cfg, "min_prompt_toxicity"), where), where
+
+
+def hex_phi_local(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    path = local_path(cfg, data_dir)
+    return (_hex_phi_folder(path) if path.is_dir() else _hex_phi_file(path)), str(path)
+
+
+def hex_phi_hub(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    return _hex_phi_hub(cfg), str(_get(cfg, "name", "hex_phi_csv"))
+
+
+def beavertails_local(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    path = local_path(cfg, data_dir)
+    return _beavertails_file(path), str(path)
+
+
+def beavertails_hub(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
+    where = f"hub dataset {_get(cfg, 'hub_id')}"
+    rows = _hub_rows(cfg)
+    for k in ("prompt", "category"):
+        if rows and k not in rows[0]:
+            raise BenchmarkError(f"{where}: field {k!r} missing (found {sorted(rows[0])}); check benchmark.hub_id")
+    return _beavertails_rows([(str(i), r["prompt"], r["category"], r.get("category_id"))
+                              for i, r in enumerate(rows)], where), where
