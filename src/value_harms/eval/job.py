@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
-from value_harms.eval.measures import compute_metrics
+from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
 from value_harms.eval.variants import _model_identity, store_folder
 from value_harms.runtime import runs
 from value_harms.store import files, identity, records
@@ -230,9 +232,10 @@ def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
 def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
     """The preferred scorer's name when `result` has texts scored by a fallback and that preferred
     scorer can run now (e.g. PERSPECTIVE_API_KEY was set after a stand-in run), else None."""
-    if result.get("benchmark", {}).get("measure") != "toxicity":
+    spec = MEASURES.get(str(result.get("benchmark", {}).get("measure")))
+    if spec is None or spec.primary_key is None:  # only a measure with a primary backend has fallbacks
         return None
-    preferred = str(cfg.scorer.toxicity)
+    preferred = str(OmegaConf.select(cfg.scorer, spec.primary_key))
     by = (result.get("scorer") or {}).get("by_scorer") or {}
     if not any(not str(name).startswith(preferred) for name, n in by.items() if n):
         return None
@@ -248,29 +251,25 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     from value_harms.scoring import build_scorer
 
     bench = cfg.benchmark
-    measure = bench.measure
+    spec = get_measure(bench.measure)  # the measure registry (eval.measures.MEASURES) says how to score
+    measure = spec.name
+    if spec.scoring_text is None or spec.scorer is None:
+        raise EvaluationError(f"benchmark.measure={measure!r} is not scored from generations")
     rows: list[dict[str, Any]] = []
     texts: list[str] = []
     contexts: list[str] = []
     for p, inp, outs in zip(prompts, inputs, outputs):
         for k, cont in enumerate(outs):
-            if measure == "toxicity":
-                text, ctx = M.rtp_scoring_text(p.prompt, cont), ""
-            elif measure == "regard":
-                from value_harms.scoring.regard import regard_text
-
-                text, ctx = regard_text(p.prompt, cont, p.meta.get("noun_phrase", "")), ""
-            else:
-                text, ctx = cont, p.prompt
+            text, ctx = spec.scoring_text(p, cont)
             texts.append(text)
             contexts.append(ctx)
             rows.append({"id": p.id, "category": p.category, "sample": k, "prompt": p.prompt,
                          "continuation": cont, "scored_text": text})
     cache_path = Path(os.path.expanduser(cfg.paths.cache_dir)) / "scores.sqlite" if cfg.scorer.cache else None
     log.info("scoring: %d text(s) for %s", len(texts), measure)
-    scorer = build_scorer(measure, _resolve_judge_model(cfg), cache_path=cache_path)
+    scorer = build_scorer(spec.scorer, _resolve_judge_model(cfg), cache_path=cache_path)
     try:
-        scores = scorer.score(texts, contexts if measure in ("harmfulness", "flag") else None)
+        scores = scorer.score(texts, contexts if spec.uses_context else None)
         provenance = scorer.provenance()
     finally:
         scorer.close()
@@ -286,15 +285,15 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     info = {"measure": measure, "provenance": provenance, "by_scorer": dict(by_scorer), "missing": missing,
             "n": len(scores),
             "stand_in": bool(isinstance(provenance, dict) and provenance.get("stand_in"))
-            or (measure in ("harmfulness", "flag") and bool(cfg.scorer.judge.stand_in))}
+            or (spec.stand_in_key is not None and bool(OmegaConf.select(cfg.scorer, spec.stand_in_key)))}
     # Per-text fallback inside one metric (issue 10 item 6): the share of scored texts per scorer, and
     # the share scored by a backend other than the configured primary (toxicity: scorer.toxicity).
-    primary = str(cfg.scorer.toxicity) if measure == "toxicity" else None
+    primary = str(OmegaConf.select(cfg.scorer, spec.primary_key)) if spec.primary_key else None
     shares = M.scorer_shares(by_scorer, primary)
     info.update(primary=primary, share_by_scorer=shares["shares"], fallback_share=shares["fallback_share"],
                 filtered=sum(1 for s in scores if s.label == M.FILTERED and s.value is None))
     bias_context = None
-    if measure == "regard" and job is not None:
+    if spec.bias_baseline and job is not None:
         bias_context = {"store_dir": cfg.paths.store_dir, "benchmark": bench.name, "version": str(bench.version),
                         "prompts_sha256": job.prompts_fp, "base": job.base_id, "revision": cfg.model.revision,
                         "dtype": cfg.model.dtype, "provenance": provenance,
@@ -308,8 +307,6 @@ def _resolve_judge_model(cfg):
     judge = cfg.scorer.judge
     if judge.backend != "transformers" or not str(judge.model).startswith("model:"):
         return cfg.scorer
-    from omegaconf import OmegaConf
-
     from value_harms.config.paths import conf_dir
     from value_harms.models.loading import resolve_model_dir
 

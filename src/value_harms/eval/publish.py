@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from value_harms.eval.measures import get_measure
 from value_harms.store import files, records
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, sa
 
 
 def _log_category_chart(wandb_run, bench: str, result) -> None:
-    main_metric = {"toxicity": "expected_max_toxicity", "regard": "negative_regard_rate",
-                   "harmfulness": "harmfulness_score", "flag": "flagged_rate",
-                   "alignment": "expected"}[result["benchmark"]["measure"]]
+    main_metric = get_measure(result["benchmark"]["measure"]).chart_metric
     rows = [[cat, vals.get(main_metric)] for cat, vals in result["metrics"].items()
             if cat != "overall" and vals.get(main_metric) is not None]
     if not rows:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
+from value_harms.eval.measures import check_benchmark_config
 from value_harms.store import files, identity
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,9 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
 
 
 def check_scorer_fits(cfg: DictConfig) -> None:
-    measure = cfg.benchmark.measure
-    if measure not in ("toxicity", "regard", "harmfulness", "flag", "alignment"):
-        raise EvaluationError(f"benchmark.measure={measure!r}; expected toxicity, regard, harmfulness, flag or alignment")
+    """benchmark.measure, benchmark.metrics and the scorer backends checked against the registries
+    (eval.measures.MEASURES, scoring.SCORERS): one-line error before any loading."""
+    check_benchmark_config(cfg.benchmark, cfg.scorer)
 
 
 
