@@ -21,7 +21,6 @@ from value_harms.scoring.base import Score, Scorer, cfg_get, text_key, unique_it
 from value_harms.scoring.cache import CachedScorer, ScoreCache
 
 __all__ = [
-    "MEASURES",
     "SCORERS",
     "CachedScorer",
     "EndpointUnreachable",
@@ -210,4 +209,3 @@ SCORERS: dict[str, ScorerKind] = {
     "harmfulness": ScorerKind(_build_judge, _probe_judge, _judge_backends),
     "flag": ScorerKind(_build_judge, _probe_judge, _judge_backends),
 }
-MEASURES = tuple(SCORERS)  # the measures a scorer exists for (kept for callers of the old name)

@@ -16,8 +16,6 @@ from typing import Any, Sequence
 # One config getter for the package; re-exported here because most scorers read their settings through it.
 from value_harms.config.access import cfg_get as cfg_get
 
-MEASURES = ("toxicity", "regard", "harmfulness", "flag")
-
 
 @dataclass
 class Score:
