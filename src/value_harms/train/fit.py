@@ -7,13 +7,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from value_harms.core.profiles import Profile
+from value_harms.data.instruct import load_instruction_examples
+from value_harms.data.resumable import ResumableDataLoader
+from value_harms.data.touche import load_arguments
+from value_harms.data.vim import SupervisedDataset, vim_datasets
+from value_harms.models.lora import adapter_problem, attach_lora, detach_lora, load_adapter
 from value_harms.runtime import runs
+from value_harms.runtime.tracking import lightning_logger, safe_log
 from value_harms.store import files
 from value_harms.train.callbacks import STATE_FILE, BestAdapterCallback, ResumeCheckpoint, ThroughputCallback
 from value_harms.train.module import AtomicCheckpointIO, LoRAModule, save_adapter
@@ -24,8 +31,6 @@ log = logging.getLogger(__name__)
 def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str | None):
     """(train, valid, counts) Examples of one sub-stage: 'ag', 'qa' or 'benign'."""
     if step == "benign":
-        from value_harms.data.instruct import load_instruction_examples
-
         ic = cfg.vim_stage.instruct
         if ic is None:
             raise ValueError(f"vim_stage={cfg.vim_stage.name} is a benign baseline but has no `instruct` data section")
@@ -46,9 +51,6 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
         train = [examples[i] for i in order[n_val:]]
         return train, valid, {"benign": {"train": len(train), "valid": len(valid)}}
 
-    from value_harms.data.touche import load_arguments
-    from value_harms.data.vim import vim_datasets
-
     args_df = load_arguments(
         cfg.data.source, cfg.data.path, data_dir=data_dir, hub_id=cfg.data.hub_id, revision=cfg.data.revision,
         path_key="data.path", data_dir_key="paths.data_dir",
@@ -58,6 +60,50 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
     )
     return split["train"], split["valid"], {step: counts}
 
+
+
+def _datasets(step: str, cfg: DictConfig, tokenizer, train_examples, valid_examples, wandb_run):
+    """Tokenised train / validation sets of one sub-stage, and how many answers truncation cut."""
+    stage = cfg.vim_stage
+    side = str(stage.get("truncation_side") or "end")
+    ds_train, ds_valid = (SupervisedDataset(ex, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to,
+                                            truncation_side=side) for ex in (train_examples, valid_examples))
+    truncation = {"truncation_side": side, "train_answer_lost": int(ds_train.n_answer_lost),
+                  "train_answer_lost_share": ds_train.answer_lost_share, "valid_answer_lost": int(ds_valid.n_answer_lost),
+                  "valid_answer_lost_share": ds_valid.answer_lost_share}
+    if wandb_run is not None:  # lost-answer share per run (issue 10 item 12)
+        safe_log(wandb_run, {f"{step}/{k}": v for k, v in truncation.items() if k != "truncation_side"}, summary=True)
+    return ds_train, ds_valid, truncation
+
+
+def _trainer(step: str, cfg: DictConfig, step_dir: Path, callbacks: list, wandb_run) -> L.Trainer:
+    """The Lightning trainer of one sub-stage: conf/trainer/ (its `_target_`) + the stage's epochs and
+    accumulation, LoRA-only atomic checkpoints, the W&B logger when a run is open."""
+    loggers = [lightning_logger(wandb_run, prefix=step)] if wandb_run is not None else []
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        max_epochs=int(cfg.vim_stage.epochs),
+        accumulate_grad_batches=int(cfg.vim_stage.accumulate_grad_batches),
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(step_dir),
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",
+    )
+
+
+def _resume_path(step: str, last: Path) -> str | None:
+    """`last` when it is a readable checkpoint; a damaged one is removed (it costs its progress, never the job)."""
+    if not last.is_file():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        log.warning("checkpoint %s is unreadable (%s): starting %s from scratch", last, exc, step)
+        last.unlink()
+        return None
+    log.info("resuming %s from %s", step, last)
+    return str(last)
 
 
 def fit_step(
@@ -72,29 +118,14 @@ def fit_step(
     wandb_run,
 ) -> dict[str, Any]:
     """Fit the PEFT `model` on one sub-stage, resuming from `step_dir/ckpt/last.ckpt` if present."""
-    from value_harms.data.resumable import ResumableDataLoader
-    from value_harms.data.vim import SupervisedDataset
-
     stage = cfg.vim_stage
-    side = str(stage.get("truncation_side") or "end")
-    ds_train = SupervisedDataset(train_examples, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to,
-                                 truncation_side=side)
-    ds_valid = SupervisedDataset(valid_examples, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to,
-                                 truncation_side=side)
-    truncation = {"truncation_side": side, "train_answer_lost": int(ds_train.n_answer_lost),
-                  "train_answer_lost_share": ds_train.answer_lost_share, "valid_answer_lost": int(ds_valid.n_answer_lost),
-                  "valid_answer_lost_share": ds_valid.answer_lost_share}
-    if wandb_run is not None:  # lost-answer share per run (issue 10 item 12)
-        from value_harms.runtime.tracking import safe_log
-
-        safe_log(wandb_run, {f"{step}/{k}": v for k, v in truncation.items() if k != "truncation_side"}, summary=True)
+    ds_train, ds_valid, truncation = _datasets(step, cfg, tokenizer, train_examples, valid_examples, wandb_run)
     # Epoch e's order depends on (train.seed, e) only and the position within the epoch is saved
     # in every checkpoint: a killed run resumes on the very next batch (data/resumable.py).
     dl_train = ResumableDataLoader(ds_train, batch_size=int(stage.batch_size), seed=int(cfg.train.seed),
                                    collate_fn=ds_train.collate)
     dl_valid = DataLoader(ds_valid, batch_size=int(stage.batch_size), shuffle=False, collate_fn=ds_valid.collate,
                           num_workers=0, generator=torch.Generator())  # never draws from the global RNG
-
     module = LoRAModule(model, lr=float(stage.lr), weight_decay=float(stage.weight_decay),
                         warmup_steps=int(stage.warmup_steps))
     ckpt_dir = step_dir / "ckpt"
@@ -102,32 +133,8 @@ def fit_step(
     tput = ThroughputCallback()
     ckpt_cb = ResumeCheckpoint(ckpt_dir / "last.ckpt", every_n_steps=int(cfg.train.checkpoint_every_n_steps),
                                loader=dl_train)
-    loggers = []
-    if wandb_run is not None:
-        from value_harms.runtime.tracking import lightning_logger
-
-        loggers.append(lightning_logger(wandb_run, prefix=step))
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_kwargs.pop("_target_", None)
-    trainer = L.Trainer(
-        **trainer_kwargs,
-        max_epochs=int(stage.epochs),
-        accumulate_grad_batches=int(stage.accumulate_grad_batches),
-        callbacks=[best_cb, ckpt_cb, tput],
-        logger=loggers or False,
-        default_root_dir=str(step_dir),
-        plugins=[AtomicCheckpointIO()],
-    )
-    last = ckpt_dir / "last.ckpt"
-    ckpt_path = None
-    if last.is_file():
-        try:
-            torch.load(last, map_location="cpu", weights_only=False)
-            ckpt_path = str(last)
-            log.info("resuming %s from %s", step, last)
-        except Exception as exc:  # a damaged checkpoint costs its progress, never the job
-            log.warning("checkpoint %s is unreadable (%s): starting %s from scratch", last, exc, step)
-            last.unlink()
+    trainer = _trainer(step, cfg, step_dir, [best_cb, ckpt_cb, tput], wandb_run)
+    ckpt_path = _resume_path(step, ckpt_dir / "last.ckpt")
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=dl_train, val_dataloaders=dl_valid if len(ds_valid) else None,
                 ckpt_path=ckpt_path)
@@ -155,11 +162,8 @@ def fit_step(
     }
 
 
-
 def train_profile(cfg: DictConfig, profile: Profile, base_model, tokenizer, store: Path, data_dir, wandb_run):
     """Run every sub-stage of cfg.vim_stage on one adapter; returns (final adapter dir, summary)."""
-    from value_harms.models.lora import attach_lora, detach_lora, load_adapter
-
     summary: dict[str, Any] = {"steps": {}, "data_counts": {}}
     prev_adapter: Path | None = None
     for step in cfg.vim_stage.steps:
@@ -203,8 +207,6 @@ def _damaged_step(step_dir: Path) -> bool:
     """True when a complete step's adapter (or its COMPLETE record) is damaged; the step's result,
     best-adapter state and checkpoint are then removed, with a warning naming the file, so that the
     step is retrained from scratch (resuming the final checkpoint would not write an adapter again)."""
-    from value_harms.models.lora import adapter_problem
-
     try:
         files.read_json(step_dir / files.COMPLETE)
         problem = adapter_problem(step_dir / "adapter")
