@@ -5,9 +5,10 @@ copy, and a copy in each run folder that adds `store_dir` / `run_dir`) and the `
 files of the train task (their `alignment` block: the PVQ value-alignment check).
 
 Copies of one stored result are counted once: a run folder's copy names its store folder in
-`store_dir`; a store copy lives in that folder. Two copies agree on the store folder's last eight path
-components (`eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<fingerprint>`), so a
-store moved to another machine still matches its run folders.
+`store_dir`; a store copy lives in that folder. Two copies agree on the facts the record itself holds
+(kind, model, variant, stage, profile, benchmark, mitigation and the content key; see
+store.records.EvalRecord.identity), never on where the files are, so a store moved to another machine
+or renamed still matches its run folders. Paths are never parsed (the layout is store.layout's own).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import pandas as pd
 
 from value_harms.core.values import KEY_TO_VALUE, VALUES
 from value_harms.errors import AnalysisError
+from value_harms.store import records as stored
+from value_harms.store.identity import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,6 @@ TIDY_COLUMNS: tuple[str, ...] = (
     "benchmark_version", "measure", "category", "mitigation", "disregard", "scorer", "stand_in", "metric",
     "value", "n", "missing", "source", "path", "fallback_share", "filtered", "prompt_set", "train_key",
 )
-
-_STORE_TAIL = 8  # eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<fingerprint>
-
 
 # --------------------------------------------------------------------------------------------------
 # Finding files
@@ -109,24 +109,15 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _store_key(store_dir: str | Path) -> str:
-    """A location-independent name of a store folder (its last path components)."""
-    parts = Path(str(store_dir)).expanduser().parts
-    if len(parts) >= _STORE_TAIL and parts[-_STORE_TAIL] == "eval":
-        return "/".join(parts[-_STORE_TAIL:])
-    if len(parts) >= 5 and parts[-5] == "train":  # train/<model>/<stage>/<profile>/<fingerprint>
-        return "/".join(parts[-5:])
-    return str(Path(str(store_dir)).expanduser().resolve())
-
-
 def _result_key(path: Path, data: Mapping[str, Any]) -> tuple[str, bool]:
-    """(key shared by all copies of one stored result, whether this file is the store copy)."""
+    """(key shared by all copies of one stored result, whether this file is the store copy). The key
+    comes from the record's own facts; a record without a content key (hand-made) is its own result."""
     sd = data.get("store_dir")
-    if sd:
-        in_store = Path(str(sd)).expanduser().resolve() == path.parent.resolve()
-        return _store_key(sd), in_store
-    # The store copy of an evaluation result has no store_dir: it lives in its store folder.
-    return _store_key(path.parent), True
+    in_store = sd is None or Path(str(sd)).expanduser().resolve() == path.parent.resolve()
+    ident = stored.record_identity(data)
+    if ident is None:
+        return str(Path(str(sd or path.parent)).expanduser().resolve()), in_store
+    return ident, in_store
 
 
 def _dedup(files: list[Path], *, require: str) -> list[tuple[Path, dict[str, Any], str]]:
@@ -262,21 +253,21 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def results_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Path]]) -> pd.DataFrame:
-    """Tidy rows from (results dict, result_id, path) triples; load_results reads the files for it."""
+def results_to_frame(triples: Iterable[tuple[Mapping[str, Any], str, str | Path]]) -> pd.DataFrame:
+    """Tidy rows from (results dict, result_id, path) triples, each read as a store.records.EvalRecord;
+    load_results reads the files for it."""
     rows: list[dict[str, Any]] = []
-    for data, result_id, path in records:
-        bench = data.get("benchmark") or {}
-        scorer = data.get("scorer") or {}
+    for data, result_id, path in triples:
+        rec = stored.EvalRecord.from_json(data, str(path))
         base = _base_row(data, result_id, Path(str(path)))
         base.update({
-            "benchmark": bench.get("name"), "benchmark_version": str(bench.get("version")),
-            "measure": bench.get("measure"), "scorer": scorer_label(scorer),
-            "stand_in": bool(scorer.get("stand_in", False)), "source": "evaluate",
-            "fallback_share": fallback_share(scorer), "prompt_set": prompt_set(data),
-            "train_key": data.get("train_key"),
+            "benchmark": rec.benchmark_name, "benchmark_version": str(rec.benchmark.get("version")),
+            "measure": rec.measure, "scorer": scorer_label(rec.scorer),
+            "stand_in": bool(rec.scorer.get("stand_in", False)), "source": "evaluate",
+            "fallback_share": fallback_share(rec.scorer), "prompt_set": prompt_set(data),
+            "train_key": rec.train_key,
         })
-        for category, metrics in (data.get("metrics") or {}).items():
+        for category, metrics in rec.metrics.items():
             if not isinstance(metrics, Mapping):
                 continue
             n, missing = _counts(metrics)
@@ -312,16 +303,14 @@ def accepted_results(kept: list[tuple[Path, dict[str, Any], str]], max_missing_f
     """The results analysis may use: of the current store schema, and complete or missing at most
     `max_missing_frac` of their scores (analysis.max_missing_frac). Each kind of rejection is said
     once, with its count and the command that fixes it."""
-    from value_harms.store.identity import SCHEMA_VERSION
-
     old, partial, out = [], [], []
     for f, data, key in kept:
-        if int(data.get("schema_version") or 1) < SCHEMA_VERSION:
+        rec = stored.EvalRecord.from_json(data, str(f))
+        if int(rec.schema_version or 1) < SCHEMA_VERSION:
             old.append(f)
             continue
-        sc = data.get("scorer") or {}
-        n, missing = _num(sc.get("n")) or 0.0, _num(sc.get("missing")) or 0.0
-        if data.get("status") == "partial" and (n <= 0 or missing / n > float(max_missing_frac) + 1e-12):
+        n, missing = _num(rec.scorer.get("n")) or 0.0, _num(rec.scorer.get("missing")) or 0.0
+        if rec.status == "partial" and (n <= 0 or missing / n > float(max_missing_frac) + 1e-12):
             partial.append(f)
             continue
         out.append((f, data, key))

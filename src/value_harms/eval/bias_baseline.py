@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from value_harms.errors import BiasBaselineError
+from value_harms.store import records
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +58,19 @@ def scorer_signature(provenance: Any) -> dict[str, Any]:
     return {k: prov.get(k) for k in _SCORER_FIELDS}
 
 
-def _matches(res: Mapping[str, Any], ctx: Mapping[str, Any]) -> bool:
-    bench = res.get("benchmark") or {}
-    model = res.get("model") or {}
-    mitigation = res.get("mitigation") or {}
-    scorer = res.get("scorer") or {}
-    rate = ((res.get("metrics") or {}).get("overall") or {}).get("negative_regard_rate")
+def _matches(rec: records.EvalRecord, ctx: Mapping[str, Any]) -> bool:
+    rate = rec.overall.get("negative_regard_rate")
     return (
-        res.get("baseline") == "vanilla"
-        and res.get("status", "complete") == "complete"
-        and bench.get("measure") == "regard"
-        and bench.get("name") == ctx["benchmark"]
-        and str(bench.get("version")) == str(ctx["version"])
-        and bench.get("prompts_sha256") == ctx["prompts_sha256"]
-        and model.get("base") == ctx["base"]
-        and model.get("revision") == ctx.get("revision")
-        and (mitigation.get("name") or "none") == "none"
-        and scorer_signature(scorer.get("provenance")) == scorer_signature(ctx.get("provenance"))
+        rec.baseline == "vanilla"
+        and rec.complete
+        and rec.measure == "regard"
+        and rec.benchmark_name == ctx["benchmark"]
+        and str(rec.benchmark.get("version")) == str(ctx["version"])
+        and rec.benchmark.get("prompts_sha256") == ctx["prompts_sha256"]
+        and rec.model.get("base") == ctx["base"]
+        and rec.model.get("revision") == ctx.get("revision")
+        and rec.mitigation_name == "none"
+        and scorer_signature(rec.scorer.get("provenance")) == scorer_signature(ctx.get("provenance"))
         and isinstance(rate, (int, float))
     )
 
@@ -81,25 +78,25 @@ def _matches(res: Mapping[str, Any], ctx: Mapping[str, Any]) -> bool:
 def find_vanilla_result(store_dir: str | os.PathLike, ctx: Mapping[str, Any]) -> dict[str, Any] | None:
     """The newest stored vanilla HolisticBiasR result that matches `ctx` (benchmark, version,
     prompts_sha256, base, revision, provenance of the regard scorer; mitigation none), found by
-    reading every results.json under `store_dir`; preferring the same dtype. None when none match."""
+    reading every results.json under `store_dir` as a `store.records.EvalRecord`; preferring the
+    same dtype. None when none match."""
     root = Path(os.path.expanduser(str(store_dir)))
-    found: list[tuple[tuple, dict[str, Any], Path]] = []
+    found: list[tuple[tuple, records.EvalRecord, Path]] = []
     if not root.is_dir():
         return None
     for path in root.rglob("results.json"):
         try:
-            res = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            rec = records.EvalRecord.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except (OSError, ValueError):  # unreadable, or not an evaluation record (RecordError)
             continue
-        if isinstance(res, dict) and _matches(res, ctx):
-            same_dtype = (res.get("model") or {}).get("dtype") == ctx.get("dtype")
-            found.append(((same_dtype, path.stat().st_mtime), res, path))
+        if _matches(rec, ctx):
+            found.append(((rec.model.get("dtype") == ctx.get("dtype"), path.stat().st_mtime), rec, path))
     if not found:
         return None
     found.sort(key=lambda t: t[0])
-    res, path = found[-1][1], found[-1][2]
-    return {"rate": float(res["metrics"]["overall"]["negative_regard_rate"]), "path": str(path),
-            "key": res.get("key"), "dtype": (res.get("model") or {}).get("dtype")}
+    rec, path = found[-1][1], found[-1][2]
+    return {"rate": float(rec.overall["negative_regard_rate"]), "path": str(path), "key": rec.key or None,
+            "dtype": rec.model.get("dtype")}
 
 
 def resolve_bias_baseline(spec: Any, own_rate: float | None, ctx: Mapping[str, Any] | None) -> tuple[float | None, dict]:

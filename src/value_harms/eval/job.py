@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
-from value_harms.eval.variants import _model_identity, store_folder
+from value_harms.eval.variants import _model_identity, eval_store_dir
 from value_harms.runtime import runs
 from value_harms.store import files, identity, records
 
@@ -102,7 +102,7 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
     key = identity.eval_key(model=json.loads(mk), inputs=inputs, prompts_sha=identity.prompts_sha256(prompts),
                             benchmark=bench, scorer=cfg.scorer, generation_seed=int(cfg.generation.seed),
                             measure=str(bench.measure))
-    store = store_folder(cfg, profile, baseline, key)
+    store = eval_store_dir(cfg, profile, baseline, key)
     return EvalJob(profile, baseline, adapter, adapter_sha, base_id, mk, store, train_key, prompts, prompts_fp,
                    inputs, prefix, settings)
 

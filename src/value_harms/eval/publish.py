@@ -29,37 +29,36 @@ def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, sa
     """Copy results into the run folder and send the summary, samples table and chart to W&B."""
     from value_harms.runtime import tracking
 
-    result = dict(result)
-    result["store_dir"] = str(store)
-    result["run_dir"] = str(run_dir)
-    result["skipped"] = skipped
+    record = result if isinstance(result, records.EvalRecord) else records.EvalRecord.from_json(result)
+    record.store_dir, record.run_dir, record.skipped = str(store), str(run_dir), skipped
+    result = record.to_json()
     files.atomic_write_json(run_dir / "results.json", result)
     if samples is None:
         samples = records.read_samples(store)  # checked against its checksum by read_result
     files.atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
     if wandb_run is None:
         return result
-    bench = result["benchmark"]["name"]
+    bench = record.benchmark_name
     flat = {}
-    for cat, vals in result["metrics"].items():
+    for cat, vals in record.metrics.items():
         for k, v in vals.items():
             if isinstance(v, (int, float)) or v is None:
                 flat[f"{bench}/{k}" if cat == "overall" else f"{bench}/{cat}/{k}"] = v
-    flat["generation/generated"] = result["generation"]["generated"]
-    flat["generation/cached"] = result["generation"]["cached"]
-    flat["scorer/missing"] = result["scorer"].get("missing")
+    flat["generation/generated"] = record.generation.get("generated")
+    flat["generation/cached"] = record.generation.get("cached")
+    flat["scorer/missing"] = record.scorer.get("missing")
     tracking.safe_log(wandb_run, flat, summary=True)
     tracking.log_table(wandb_run, f"{bench}/samples", [
         {k: s.get(k) for k in ("id", "category", "sample", "prompt", "continuation", "score", "label", "scorer", "error")}
         for s in samples[:2000]])
-    _log_category_chart(wandb_run, bench, result)
+    _log_category_chart(wandb_run, bench, record)
     return result
 
 
 
-def _log_category_chart(wandb_run, bench: str, result) -> None:
-    main_metric = get_measure(result["benchmark"]["measure"]).chart_metric
-    rows = [[cat, vals.get(main_metric)] for cat, vals in result["metrics"].items()
+def _log_category_chart(wandb_run, bench: str, record: records.EvalRecord) -> None:
+    main_metric = get_measure(record.measure).chart_metric
+    rows = [[cat, vals.get(main_metric)] for cat, vals in record.metrics.items()
             if cat != "overall" and vals.get(main_metric) is not None]
     if not rows:
         return

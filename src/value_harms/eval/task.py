@@ -25,7 +25,7 @@ from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval.job import _load_benchmark, _stored, finish_job, generate_jobs, prepare_job
 from value_harms.eval.publish import _publish, _record_store
-from value_harms.eval.variants import _model_identity, check_scorer_fits, resolve_baseline, store_folder
+from value_harms.eval.variants import _model_identity, check_scorer_fits, eval_store_dir, resolve_baseline
 from value_harms.runtime import runs
 from value_harms.scoring import probe as probe_scorer
 from value_harms.store import files, identity, records
@@ -162,7 +162,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
                            "target": target, "items": identity.content_sha256(items_path, cfg.paths.cache_dir),
                            "benchmark": {k: v for k, v in files.to_plain(bench).items() if k != "path"},
                            "batch_size": int(cfg.generation.batch_size)})
-    store = store_folder(cfg, profile, baseline, key)
+    store = eval_store_dir(cfg, profile, baseline, key)
     _record_store(run_dir, store)
     found = records.read_result(store) if not cfg.force else records.ResultState("absent")
     if found.complete:

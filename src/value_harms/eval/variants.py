@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval.measures import check_benchmark_config
-from value_harms.store import files, identity
+from value_harms.store import files, identity, layout
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
     inputs), so an ablation or another stage can never stand in for it. A damaged adapter is
     reported, never loaded."""
     from value_harms.models.lora import adapter_problem
-    from value_harms.train.task import store_folder as train_store_folder
+    from value_harms.train.task import train_store_dir
     from value_harms.train.task import train_command
 
     if cfg.adapter_dir:
@@ -57,7 +57,7 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
     from value_harms.core.profiles import load_profile
 
     train_profile = profile if baseline == "vim" else load_profile("vanilla")
-    folder = train_store_folder(cfg, train_profile)
+    folder = train_store_dir(cfg, train_profile)
     key = folder.name
     command = train_command(cfg, train_profile)
     adapter = None
@@ -85,14 +85,12 @@ def check_scorer_fits(cfg: DictConfig) -> None:
 
 
 
-def store_folder(cfg: DictConfig, profile: Profile, baseline: str, key: str) -> Path:
-    """<store>/eval/<model>/<baseline>/<stage>/<profile>/<benchmark>/<mitigation>/<key>: the names make
-    the store browsable; only the key (content) decides identity."""
-    from value_harms.store.layout import safe_name
-
+def eval_store_dir(cfg: DictConfig, profile: Profile, baseline: str, key: str) -> Path:
+    """Where this evaluation's result lives (store.layout.eval_dir): the names make the store
+    browsable; only the key (content) decides identity."""
     stage = cfg.vim_stage.name if baseline in ("vim", "benign") else "none"
-    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "eval" / safe_name(cfg.model.name) / baseline / stage
-            / safe_name(profile.name) / safe_name(cfg.benchmark.name) / safe_name(cfg.mitigation.name) / key)
+    return layout.eval_dir(cfg.paths.store_dir, model=cfg.model.name, variant=baseline, stage=stage,
+                           profile=profile.name, benchmark=cfg.benchmark.name, mitigation=cfg.mitigation.name, key=key)
 
 
 

@@ -3,8 +3,9 @@
 Every stored result (a trained adapter, an evaluation) lives in a folder addressed by a key that is
 a hash of the *content* that determines its numbers: base weights, tokenizer, data files, profile
 vector, prompt texts, generation settings, scorer identity and the results-schema version. Paths,
-logging and progress settings are never part of a key. `identity` computes the keys, `records`
-writes and reads result folders (complete / partial / damaged).
+logging and progress settings are never part of a key. `identity` computes the keys, `layout` says
+where a result lives, `records` writes and reads result folders (complete / partial / damaged) as
+typed `EvalRecord`s, `files` does atomic writes and locks, `kv` is the sqlite store of the caches.
 """
 
 from value_harms.store.identity import (
@@ -16,4 +17,13 @@ from value_harms.store.identity import (
     train_key,
     train_key_payload,
 )
-from value_harms.store.records import COMPLETE, PARTIAL, ResultState, read_result, result_state, write_result
+from value_harms.store.records import (
+    COMPLETE,
+    PARTIAL,
+    EvalRecord,
+    RecordError,
+    ResultState,
+    read_result,
+    result_state,
+    write_result,
+)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from value_harms.errors import ValueHarmsError
 from value_harms.store import files
+from value_harms.store.identity import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,120 @@ COMPLETE = "COMPLETE"
 PARTIAL = "PARTIAL"
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
+
+
+class RecordError(ValueHarmsError, ValueError):
+    """A results.json that is not an evaluation record of a schema this code reads."""
+
+
+# Keys of results.json that only some records carry (run-folder copies, records of older writers):
+# written back only when present, so a record round-trips to the same keys.
+_OPTIONAL = ("seeds", "status", "store_dir", "run_dir", "skipped")
+
+
+@dataclass
+class EvalRecord:
+    """One evaluation result as results.json holds it (the persisted keys, unchanged). The writers
+    (eval.job, eval.task) build it, `write_result` and eval.publish write it, and every reader (analysis.tidy,
+    eval.bias_baseline, tools.status through `read_result`) reads it here rather than by string keys.
+    Keys it does not name (e.g. the alignment block of a PVQ result) travel verbatim in `extra`."""
+
+    key: str
+    benchmark: dict[str, Any]
+    model: dict[str, Any]
+    profile: dict[str, Any]
+    baseline: str
+    stage: str
+    mitigation: dict[str, Any]
+    metrics: dict[str, Any]
+    scorer: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    train_key: str | None = None
+    prefix: Any = None
+    git: str | None = None
+    seconds: float | None = None
+    seeds: dict[str, Any] | None = None
+    status: str | None = None  # complete | partial, set by write_result
+    store_dir: str | None = None  # run-folder copies only: where the stored result is
+    run_dir: str | None = None
+    skipped: bool | None = None  # run-folder copies only: reused from the store, not recomputed
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str = "results.json") -> EvalRecord:
+        """The record of a results.json object; one-line RecordError when it is not one this code reads."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("metrics"), Mapping):
+            raise RecordError(f"{where}: no 'metrics' object; not an evaluation result")
+        schema = data.get("schema_version")
+        if isinstance(schema, int) and schema > SCHEMA_VERSION:
+            raise RecordError(f"{where}: results schema {schema} is newer than this code's {SCHEMA_VERSION}; "
+                              f"update value-harms to read it")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names and v is not None}
+        for k in ("benchmark", "model", "profile", "mitigation", "scorer", "generation"):
+            known[k] = dict(known.get(k) or {})
+        known.setdefault("key", "")
+        known.setdefault("baseline", "")
+        known.setdefault("stage", "none")
+        known.setdefault("schema_version", schema if schema is not None else 0)
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+    def to_json(self) -> dict[str, Any]:
+        """The results.json object (same keys as the writers always wrote)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        for k in _OPTIONAL:
+            if out[k] is None:
+                del out[k]
+        out.update(self.extra)
+        return out
+
+    @property
+    def benchmark_name(self) -> str:
+        return str(self.benchmark.get("name") or "")
+
+    @property
+    def measure(self) -> str | None:
+        return self.benchmark.get("measure")
+
+    @property
+    def profile_name(self) -> str:
+        return str(self.profile.get("name") or "")
+
+    @property
+    def mitigation_name(self) -> str:
+        return str(self.mitigation.get("name") or "none")
+
+    @property
+    def overall(self) -> dict[str, Any]:
+        return dict(self.metrics.get("overall") or {})
+
+    @property
+    def complete(self) -> bool:
+        return (self.status or "complete") == "complete"
+
+    def identity(self) -> str | None:
+        """What every copy of this stored result shares, from the record alone (never its path):
+        the facts the store layout files it under plus its content key. None without a key."""
+        if not self.key:
+            return None
+        return "/".join(["eval", str(self.model.get("name")), self.baseline, self.stage, self.profile_name,
+                         self.benchmark_name, self.mitigation_name, self.key])
+
+
+def record_identity(data: Mapping[str, Any]) -> str | None:
+    """`EvalRecord.identity` of a results.json object, or for a train_result.json object the same
+    from its own facts (model, stage, profile, training key); None when the object has no key."""
+    if isinstance(data.get("metrics"), Mapping):
+        try:
+            return EvalRecord.from_json(data).identity()
+        except RecordError:
+            return None
+    train_key = data.get("train_key")
+    if not train_key:
+        return None
+    profile = data.get("profile") if isinstance(data.get("profile"), Mapping) else {}
+    return "/".join(["train", str(data.get("model")), str(data.get("stage")), str(profile.get("name")), str(train_key)])
 
 
 @dataclass
@@ -42,15 +158,16 @@ class ResultState:
         return self.state == "complete"
 
 
-def write_result(folder: str | os.PathLike, result: dict[str, Any], samples: list[dict[str, Any]],
+def write_result(folder: str | os.PathLike, result: EvalRecord | dict[str, Any], samples: list[dict[str, Any]],
                  *, missing: int) -> str:
     """Write samples + results and the marker (COMPLETE when `missing` == 0, else PARTIAL). The
     marker is written last, so a kill in between leaves a folder that reads as absent or damaged,
     never as complete. Returns the state written."""
     folder = Path(folder)
     state = "complete" if missing == 0 else "partial"
-    result = dict(result)
-    result["status"] = state
+    record = result if isinstance(result, EvalRecord) else EvalRecord.from_json(result, str(folder / RESULTS))
+    record.status = state
+    result = record.to_json()
     for name in (COMPLETE, PARTIAL):  # an old marker must not survive the files it described
         try:
             (folder / name).unlink()

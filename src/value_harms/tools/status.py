@@ -141,9 +141,9 @@ def _expected_store(conf: Path, task: str, overrides: list[str]) -> str | None:
 
         profile = profile_from_cfg(cfg.value_profile)
         if task == "train":
-            from value_harms.train.task import store_folder
+            from value_harms.train.task import train_store_dir
 
-            return str(store_folder(cfg, profile))
+            return str(train_store_dir(cfg, profile))
         if task == "evaluate" and not cfg.batch_profiles and cfg.benchmark.measure != "alignment":
             from value_harms.eval.job import _load_benchmark, prepare_job
             from value_harms.eval.variants import resolve_baseline

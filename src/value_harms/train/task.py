@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from value_harms.core.profiles import Profile
 from value_harms.runtime import runs
 from value_harms.runtime.runs import output_dir, run_group
-from value_harms.store import files, identity
+from value_harms.store import files, identity, layout
 from value_harms.train.fit import train_profile
 
 log = logging.getLogger(__name__)
@@ -37,18 +37,13 @@ def stage_label(cfg: DictConfig, profile: Profile) -> str:
 
 
 
-def store_folder(cfg: DictConfig, profile: Profile) -> Path:
-    """Where the result of this job lives: <store>/train/<model>/<stage>/<profile>/<training key>. The
-    key (value_harms.store.identity.train_key) is the content identity; the names only make the
+def train_store_dir(cfg: DictConfig, profile: Profile) -> Path:
+    """Where the result of this job lives (store.layout.train_dir). The key
+    (value_harms.store.identity.train_key) is the content identity; the names only make the
     store browsable. Benign baselines ignore the profile and are filed under `vanilla`."""
-    from value_harms.store import identity
-    from value_harms.store.layout import safe_name
-
-    stage = stage_label(cfg, profile)
     label = "vanilla" if cfg.vim_stage.kind == "benign" else profile.name
-    key = identity.train_key(cfg, profile, cfg.paths.data_dir)
-    return (Path(os.path.expanduser(cfg.paths.store_dir)) / "train" / safe_name(cfg.model.name, "model.name") / stage
-            / safe_name(label, "value_profile.name") / key)
+    return layout.train_dir(cfg.paths.store_dir, model=cfg.model.name, stage=stage_label(cfg, profile), profile=label,
+                            key=identity.train_key(cfg, profile, cfg.paths.data_dir))
 
 
 
@@ -94,7 +89,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.train.num_threads:
         torch.set_num_threads(int(cfg.train.num_threads))
     run_dir = output_dir(cfg)
-    store = store_folder(cfg, profile)
+    store = train_store_dir(cfg, profile)
     data_dir = cfg.paths.data_dir
     resolved = files.to_plain(cfg)
     wb_config = {**resolved, **profile.flat("value/"), "profile/name": profile.name, "profile/kind": profile.kind,
