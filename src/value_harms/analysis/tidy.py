@@ -1,7 +1,7 @@
 """Results files -> one tidy table (one row per result, category and metric).
 
-Inputs are the `results.json` files the evaluate task writes (see evaluation._evaluate_job: the store
-copy, and a copy in each run folder that adds `store_dir` / `run_dir`) and the `train_result.json`
+Inputs are the `results.json` files the evaluate task writes (store.records.EvalRecord: the store
+copy, and a copy in each run folder that adds `store_dir` / `run_dir`, see eval.publish) and the `train_result.json`
 files of the train task (their `alignment` block: the PVQ value-alignment check).
 
 Copies of one stored result are counted once: a run folder's copy names its store folder in

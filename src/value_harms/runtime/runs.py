@@ -1,11 +1,11 @@
-"""Run folders, the content-addressed work store, fingerprints and atomic writes.
+"""Run folders: a job's status, the git commit, path resolution, the W&B group.
 
 Two kinds of folder:
-- the *run folder* (Hydra's output dir): one per job, unique (microseconds + pid), holds the log,
-  the composed config, W&B offline files and a copy of the job's results;
-- the *store folder*: one per distinct result, addressed by a fingerprint of everything that changes
-  that result. A rerun of the same config finds it, resumes an interrupted job from its last
-  checkpoint, or skips a complete one. Two models can never share a store folder.
+- the *run folder* (Hydra's output dir, this module): one per job, unique (microseconds + pid), holds
+  the log, the composed config, W&B offline files, status.json and a copy of the job's results;
+- the *store folder* (value_harms.store): one per distinct result, addressed by a content key of
+  everything that changes that result (store.identity), laid out by store.layout. A rerun of the
+  same config finds it, resumes an interrupted job from its last checkpoint, or skips a complete one.
 """
 from __future__ import annotations
 
