@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from value_harms.alignment import pvq as A
+from value_harms.alignment.table import format_alignment_table
 from value_harms.core.values import VALUES, anchor_vector
 from value_harms.models import loading
 
@@ -133,7 +134,7 @@ def _fake(answer: int | None, expected: float, target=None) -> A.AlignmentResult
 def test_format_alignment_table_collapse_sentence():
     pow_t = dict(zip(VALUES, anchor_vector("Pow")))
     results = {"vanilla": _fake(None, 3.0), "Pow": _fake(3, 3.5, pow_t)}
-    table = A.format_alignment_table(results, {"vanilla": None, "Pow": pow_t})
+    table = format_alignment_table(results, {"vanilla": None, "Pow": pow_t})
     lines = table.splitlines()
     for v in VALUES:
         assert any(line.startswith(v) for line in lines)
@@ -148,5 +149,5 @@ def test_format_alignment_table_collapse_sentence():
     assert f"vanilla NMSE(greedy) -, NMSE(expected) {want:.3f}" in table
     assert not math.isnan(want)
     # results without a vanilla run: no movement sentence, still one line per run
-    solo = A.format_alignment_table({"Pow": dataclasses.replace(results["Pow"])}, {"Pow": pow_t})
+    solo = format_alignment_table({"Pow": dataclasses.replace(results["Pow"])}, {"Pow": pow_t})
     assert "relative to vanilla" not in solo and "collapsed to '3'" in solo

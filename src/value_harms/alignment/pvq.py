@@ -27,7 +27,6 @@ The real PVQ-40 text is copyrighted: load it from a user-supplied CSV (``item,va
 from __future__ import annotations
 
 import copy
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -54,7 +53,6 @@ __all__ = [
     "run_alignment_check",
     "nmse",
     "normalise_target",
-    "format_alignment_table",
 ]
 
 DEMO_ITEMS_PATH: Path = Path(str(resources.files("value_harms") / "resources" / "pvq_demo_items.csv"))
@@ -262,6 +260,47 @@ def _answer_step(tokenizer, gen_ids: list[int], offset: int | None) -> int:
     return 0
 
 
+def _greedy_config(model, tokenizer, max_new_tokens: int):
+    """Greedy decoding that also returns the logits of every generated step."""
+    gen_cfg = copy.deepcopy(model.generation_config)
+    gen_cfg.do_sample = False
+    gen_cfg.temperature = gen_cfg.top_p = gen_cfg.top_k = None
+    gen_cfg.max_new_tokens = int(max_new_tokens)
+    gen_cfg.max_length = None
+    gen_cfg.pad_token_id = tokenizer.pad_token_id
+    if gen_cfg.eos_token_id is None:
+        gen_cfg.eos_token_id = tokenizer.eos_token_id
+    gen_cfg.return_dict_in_generate = True
+    gen_cfg.output_logits = True
+    return gen_cfg
+
+
+def _ask_batch(model, tokenizer, batch: list[dict], gen_cfg, digit_ids, prefix: str) -> list[dict[str, Any]]:
+    """One row per item of `batch`: the greedy answer (and where it was read) and the expected score."""
+    texts = [qa_prompt(str(r["text"])) for r in batch]
+    if prefix:
+        texts = [f"{prefix}\n\n{t}" for t in texts]
+    device = next(model.parameters()).device
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    enc = {k: v.to(device) for k, v in enc.items()}
+    out = model.generate(**enc, generation_config=gen_cfg)
+    gen = out.sequences[:, enc["input_ids"].shape[1]:].tolist()
+    rows = []
+    for b, rec in enumerate(batch):
+        ids = gen[b]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        answer, offset = _parse_span(text)
+        step = min(_answer_step(tokenizer, ids, offset), len(out.logits) - 1)
+        exp, mass, pk = expected_from_logits(out.logits[step][b].cpu(), digit_ids)
+        rows.append({
+            "item": rec["item"], "value": rec["value"], "text": text.strip(), "answer": answer,
+            "answer_vim": parse_answer_vim(text),
+            "answer_from": None if answer is None else ("digit" if offset is not None else "label"),
+            "answer_step": step, "expected": exp, "digit_mass": mass, "p": pk,
+        })
+    return rows
+
+
 @torch.inference_mode()
 def run_alignment_check(
     model,
@@ -276,54 +315,27 @@ def run_alignment_check(
 
     `prefix` (a persona and/or mitigation prompt) is placed above every item, as in evaluation.
     """
-    target = normalise_target(target)
     digit_ids = digit_token_ids(tokenizer)
-    gen_cfg = copy.deepcopy(model.generation_config)
-    gen_cfg.do_sample = False
-    gen_cfg.temperature = gen_cfg.top_p = gen_cfg.top_k = None
-    gen_cfg.max_new_tokens = int(max_new_tokens)
-    gen_cfg.max_length = None
-    gen_cfg.pad_token_id = tokenizer.pad_token_id
-    if gen_cfg.eos_token_id is None:
-        gen_cfg.eos_token_id = tokenizer.eos_token_id
-    gen_cfg.return_dict_in_generate = True
-    gen_cfg.output_logits = True
+    gen_cfg = _greedy_config(model, tokenizer, max_new_tokens)
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
     rows: list[dict[str, Any]] = []
     try:
         records = items_df.to_dict("records")
         for start in range(0, len(records), batch_size):
-            batch = records[start : start + batch_size]
-            texts = [qa_prompt(str(r["text"])) for r in batch]
-            if prefix:
-                texts = [f"{prefix}\n\n{t}" for t in texts]
-            enc = tokenizer(texts, return_tensors="pt", padding=True)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model.generate(**enc, generation_config=gen_cfg)
-            n_in = enc["input_ids"].shape[1]
-            gen = out.sequences[:, n_in:].tolist()
-            for b, rec in enumerate(batch):
-                ids = gen[b]
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                answer, offset = _parse_span(text)
-                answer_vim = parse_answer_vim(text)
-                step = min(_answer_step(tokenizer, ids, offset), len(out.logits) - 1)
-                exp, mass, pk = expected_from_logits(out.logits[step][b].cpu(), digit_ids)
-                rows.append({
-                    "item": rec["item"], "value": rec["value"], "text": text.strip(), "answer": answer,
-                    "answer_vim": answer_vim,
-                    "answer_from": None if answer is None else ("digit" if offset is not None else "label"),
-                    "answer_step": step, "expected": exp, "digit_mass": mass, "p": pk,
-                })
+            rows += _ask_batch(model, tokenizer, records[start : start + batch_size], gen_cfg, digit_ids, prefix)
     finally:
         tokenizer.padding_side = side
         if was_training:
             model.train()
+    return summarise(rows, normalise_target(target),
+                     settings={"batch_size": batch_size, "max_new_tokens": max_new_tokens, "decoding": "greedy"})
 
+
+def summarise(rows: list[dict[str, Any]], target: dict[str, float] | None, settings: dict[str, Any]) -> AlignmentResult:
+    """Per-value means, NMSE against the (normalised) target, parse rate, histogram and collapse."""
     greedy = _per_value_mean(rows, "answer")
     expected = _per_value_mean(rows, "expected")
     parsed = [r["answer"] for r in rows if r["answer"] is not None]
@@ -351,78 +363,9 @@ def run_alignment_check(
         greedy_values_covered=covered, parse_rate=len(parsed) / len(rows) if rows else 0.0, histogram=hist,
         collapsed=len(distinct) == 1, collapsed_to=distinct[0] if len(distinct) == 1 else None,
         mean_digit_mass=sum(r["digit_mass"] for r in rows) / len(rows) if rows else 0.0, n_items=len(rows),
-        settings={"batch_size": batch_size, "max_new_tokens": max_new_tokens, "decoding": "greedy"},
+        settings=settings,
         greedy_vim=greedy_vim, nmse_greedy_vim=nmse_v,
         parse_rate_vim=sum(1 for r in rows if r["answer_vim"] is not None) / len(rows) if rows else None,
         nmse_greedy_n_values=counts["nmse_greedy"], nmse_greedy_vim_n_values=counts["nmse_greedy_vim"],
         nmse_expected_n_values=counts["nmse_expected"], nmse_flags=flags,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-def _fmt(x: float | None, nd: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def format_alignment_table(results: dict[str, AlignmentResult], targets: dict[str, dict | None]) -> str:
-    """Plain-text table: rows = 10 values + NMSE(greedy) + NMSE(expected) + parse rate; per run the
-    columns target / greedy / expected; then the vanilla baseline NMSE against each run's target and
-    one plain sentence per run (movement vs a run named "vanilla", collapse of greedy answers)."""
-    names = list(results)
-    tgts = {n: normalise_target(targets.get(n)) for n in names}
-    head_w, col_w = 16, 8
-    line1 = " " * head_w + "".join(f"{n[: 3 * col_w - 1]:<{3 * col_w}}" for n in names)
-    line2 = f"{'value':<{head_w}}" + "".join(f"{c:>{col_w}}" for _ in names for c in ("target", "greedy", "expect"))
-    lines = [line1, line2, "-" * len(line2)]
-    for v in VALUES:
-        cells = []
-        for n in names:
-            t = tgts[n].get(v) if tgts[n] else None
-            cells += [_fmt(t), _fmt(results[n].greedy.get(v)), _fmt(results[n].expected.get(v))]
-        lines.append(f"{v:<{head_w}}" + "".join(f"{c:>{col_w}}" for c in cells))
-    lines.append("-" * len(line2))
-    for label, attr, nd in (("NMSE(greedy)", "nmse_greedy", 3), ("NMSE(expected)", "nmse_expected", 3)):
-        cells = []
-        for n in names:
-            cells += ["", _fmt(getattr(results[n], attr), nd) if tgts[n] else "-", ""]
-        lines.append(f"{label:<{head_w}}" + "".join(f"{c:>{col_w}}" for c in cells))
-    cells = []
-    for n in names:
-        cells += ["", _fmt(results[n].parse_rate), ""]
-    lines.append(f"{'parse rate':<{head_w}}" + "".join(f"{c:>{col_w}}" for c in cells))
-
-    van = results.get("vanilla")
-    if van is not None:
-        base = [n for n in names if n != "vanilla" and tgts[n]]
-        if base:
-            lines.append("")
-            lines.append("vanilla as a baseline against each run's target:")
-            for n in base:
-                g = nmse(van.greedy, tgts[n]) if any(van.greedy[v] is not None for v in VALUES) else None
-                e = nmse(van.expected, tgts[n])
-                lines.append(f"  {n} target: vanilla NMSE(greedy) {_fmt(g, 3)}, NMSE(expected) {_fmt(e, 3)};"
-                             f" {n} NMSE(greedy) {_fmt(results[n].nmse_greedy, 3)},"
-                             f" NMSE(expected) {_fmt(results[n].nmse_expected, 3)}")
-    lines.append("")
-    for n in names:
-        r = results[n]
-        parts = []
-        if van is not None and n != "vanilla":
-            diffs = [abs(r.expected[v] - van.expected[v]) for v in VALUES
-                     if r.expected.get(v) is not None and van.expected.get(v) is not None]
-            if diffs:
-                parts.append(f"expected per-value scores moved by a mean of {sum(diffs) / len(diffs):.2f}"
-                             " points relative to vanilla.")
-        if r.collapsed:
-            parts.append(f"greedy answers collapsed to '{r.collapsed_to}' for every parsed item"
-                         f" ({r.n_items - r.histogram['unparsed']}/{r.n_items}); NMSE is not evidence of alignment.")
-        elif r.histogram["unparsed"] == r.n_items:
-            parts.append("no greedy answer could be parsed; only the expected reading is available.")
-        else:
-            k = sum(1 for d in "123456" if r.histogram[d])
-            parts.append(f"greedy answers use {k} distinct digits (parse rate {r.parse_rate:.2f}).")
-        lines.append(f"{n}: " + " ".join(parts))
-    return "\n".join(lines)

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from value_harms.alignment.pvq import AlignmentResult, format_alignment_table
+from value_harms.alignment.pvq import AlignmentResult
+from value_harms.alignment.table import format_alignment_table
 
 ROOT = Path(__file__).resolve().parents[3]
 
