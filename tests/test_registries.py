@@ -146,7 +146,7 @@ def test_benchmark_modules_have_no_cycle_and_import_first_in_a_fresh_interpreter
     assert not [m for m in graph if reaches(m, m)]
     # the import that used to rely on the package defining Prompt before importing its submodules
     res = subprocess.run([sys.executable, "-c", "import value_harms.eval.benchmarks.holistic_bias"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-1000:]
 
 

@@ -66,7 +66,8 @@ def _build_judge(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
 def _toxicity_backends(scorer_cfg: Any) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     from value_harms.scoring.toxicity.chain import BACKENDS
 
-    names = [str(b) for b in [cfg_get(scorer_cfg, "toxicity", "perspective"), *list(cfg_get(scorer_cfg, "fallback", []))]]
+    primary, fallback = cfg_get(scorer_cfg, "toxicity", "perspective"), cfg_get(scorer_cfg, "fallback", [])
+    names = [str(b) for b in [primary, *list(fallback)]]
     return {"scorer.toxicity / scorer.fallback": (names, tuple(BACKENDS))}
 
 
@@ -82,7 +83,7 @@ class ScorerKind:
     timeout)`: check its network endpoint once before generation (None: nothing to reach);
     `backends(scorer_cfg)`: {config key: (names configured, names known)} checked at load."""
 
-    build: Callable[[str, Any, "str | None"], Scorer]
+    build: Callable[[str, Any, str | None], Scorer]
     probe: Callable[[str, Any, dict, float], None] | None = None
     backends: Callable[[Any], dict[str, tuple[list[str], tuple[str, ...]]]] | None = None
 

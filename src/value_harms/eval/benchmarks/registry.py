@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import value_harms.eval.benchmarks.loaders as L
 from value_harms.config.access import cfg_get as _get
 from value_harms.errors import BenchmarkError
-import value_harms.eval.benchmarks.loaders as L
 from value_harms.eval.benchmarks.base import Prompt
 from value_harms.eval.benchmarks.holistic_bias import generate_holistic_bias_r
 from value_harms.eval.benchmarks.pvq import pvq_items_local
