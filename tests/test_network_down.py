@@ -311,7 +311,7 @@ def test_cli_judge_unreachable_exits_nonzero_with_one_line(tmp_path, data_dir):
 _WANDB_JOB = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-from value_harms import tracking
+from value_harms.runtime import tracking
 cfg = {"kind": "wandb", "mode": "online", "project": "nd-test"}
 out = {}
 for job in ("a", "b"):

@@ -74,6 +74,12 @@ class EndpointUnreachable(ScorerUnavailable):
     its circuit breaker is open: no more requests to it in this job. A chain falls back; a scorer
     without fallback (the LLM judge) stops the run with this one-line message."""
 
+    def __init__(self, endpoint: str, reason: str, what: str = "endpoint"):
+        super().__init__(f"{what} {endpoint} unreachable: {reason}; not called again in this job "
+                         f"(scorer.breaker.* sets when a network scorer is given up)")
+        self.endpoint = endpoint
+        self.reason = reason
+
 
 class CalibrationError(ScorerError):
     """The calibration data cannot be found or read (a one-line reason naming the path)."""
