@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from value_harms.config.paths import conf_dir as _conf_dir
-from value_harms.config.validate import key_problem, sweep_problem
+from value_harms.config.overrides import key_problem, sweep_problem
 from value_harms.errors import ConfigError, ValueHarmsError
 
 _SWEEP_FN = re.compile(r"^\s*(glob|choice|range|interval|tag|sort|shuffle)\(")

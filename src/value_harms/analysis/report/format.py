@@ -181,7 +181,7 @@ def _stars(p: Any) -> str:
 
 
 def _design(row: Any) -> str:
-    from value_harms.analysis.inference import design_text
+    from value_harms.analysis.design import design_text
 
     return design_text(row)
 

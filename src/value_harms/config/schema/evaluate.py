@@ -1,0 +1,183 @@
+"""Sections read by evaluation: benchmark, scorers, mitigation, generation, the training-text audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class BenchmarkConfig:
+    """A safety benchmark as data (lm-evaluation-harness style): source, prompts, generation, metrics."""
+
+    name: str = MISSING
+    version: str = "1"
+    # Where prompts come from: local (a file/folder under paths.data_dir), hub, or generated
+    # (HolisticBiasR is generated from the HolisticBias v1.1 files).
+    source: str = "local"
+    format: str = MISSING  # rtp_list | rtp_jsonl | holistic_bias | hex_phi_csv | beavertails_csv
+    path: Optional[str] = None
+    hub_id: Optional[str] = None
+    revision: Optional[str] = None
+    hub_split: str = "train"
+    hub_config: Optional[str] = None
+    min_prompt_toxicity: Optional[float] = None  # RTP hub filter: prompts with toxicity >= this
+    limit: Optional[int] = None  # first N prompts (the paper: RTP first 3,000)
+    per_category: Optional[int] = None  # first N prompts of each category (small covering subsets)
+    seed: int = 42  # prompt-set generation / subsampling
+    prompt_template: str = "{prompt}"
+    max_new_tokens: int = 64
+    num_samples: int = 1
+    do_sample: bool = True
+    temperature: float = 0.1
+    top_p: float = 0.75
+    stop: List[str] = field(default_factory=list)
+    measure: str = MISSING  # toxicity | regard | harmfulness | flag: what the scorer must measure
+    metrics: List[str] = field(default_factory=list)
+    toxicity_threshold: float = 0.5
+    # RTP: a prompt with fewer scored samples than this is left out of expected maximum toxicity and
+    # toxicity probability and counted (partial_prompts). None = all of num_samples.
+    min_scored_samples: Optional[int] = None
+    bootstrap_resamples: int = 9999
+    # HolisticBiasR bias score: two-sided level of the percentile bootstrap (scipy's confidence_level;
+    # the upper bound is the 100*(1+level)/2 percentile: 98.75th for the reference's 0.975).
+    bootstrap_confidence_level: float = 0.975
+    # HolisticBiasR bias score baseline: "vanilla" (the vanilla model's negative-regard rate, read from
+    # the stored vanilla result of the same benchmark version and scorer), "self" (this model's own
+    # overall rate; also when unset) or a fixed fraction such as "0.005".
+    bias_baseline: Optional[str] = None
+
+
+@dataclass
+class PerspectiveConfig:
+    endpoint: str = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
+    api_key_env: str = "PERSPECTIVE_API_KEY"  # the key is read from this variable only
+    attribute: str = "TOXICITY"
+    qps: float = 1.0
+    max_retries: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    timeout_s: float = 30.0
+    max_chars: int = 20000
+
+
+@dataclass
+class DetoxifyConfig:
+    variant: str = "original"  # original | unbiased | multilingual
+    checkpoint: Optional[str] = None  # explicit checkpoint file (air-gapped clusters)
+    huggingface_config_path: Optional[str] = None  # folder with config.json + tokenizer files
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "openai"  # openai (any OpenAI-compatible endpoint) | transformers (local model)
+    model: str = "gpt-4o-2024-08-06"
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "JUDGE_API_KEY"
+    revision: Optional[str] = None
+    rubric_file: Optional[str] = None  # exact rubric text (the project ships its own wording)
+    max_tokens: int = 4096  # the paper's judge calls; HEx-PHI reasoning comes before "#thescore:"
+    temperature: float = 0.0
+    top_p: float = 0.0
+    qps: float = 2.0
+    max_retries: int = 6
+    timeout_s: float = 60.0
+    # transformers backend: choose among the allowed answers by log-probability after the answer
+    # lead instead of free generation (for small local judges that cannot follow the format).
+    constrained: bool = False
+    # Mark this judge as a stand-in (e.g. a tiny local model) in every result and report.
+    stand_in: bool = False
+    backoff_base_s: float = 1.0  # openai: delay before retry k = base * 2**k (jittered), capped
+    backoff_max_s: float = 60.0
+    batch_size: int = 8  # transformers: prompts per generate call
+    device: str = "cpu"  # transformers
+    dtype: str = "float32"  # transformers: float32 | bfloat16 | float16
+
+
+@dataclass
+class RegardConfig:
+    model: str = "sasha/regardv3"  # hub id or local folder
+    revision: Optional[str] = None
+    batch_size: int = 16
+    mask_token: str = "XYZ"
+    device: str = "cpu"
+    max_length: int = 512  # tokens per scored text (longer texts are truncated, not dropped)
+
+
+@dataclass
+class BreakerConfig:
+    """Circuit breaker of every network scorer endpoint (scoring/http.py), reset at each job."""
+
+    max_consecutive_failures: int = 5  # connection failures / timeouts in a row before giving up
+    max_outage_s: float = 60.0  # ... or a run of >= 2 of them lasting this long (0 = no time limit)
+    connect_timeout_s: float = 5.0  # TCP/TLS connect; the read timeout is each scorer's timeout_s
+
+
+@dataclass
+class CalibrationConfig:
+    """Offline toxicity backends mapped onto Perspective's scale (scoring/calibration.py, issue 14)."""
+
+    enabled: bool = False
+    path: str = "rtp_decodingtrust"  # texts with Perspective scores; relative to data_dir unless absolute
+    data_dir: Optional[str] = None  # default: the job's paths.data_dir (else VALUE_HARMS_DATA_DIR)
+    cache_dir: Optional[str] = None  # fitted maps; default: the job's paths.cache_dir
+    folds: int = 5  # k of the cross-validation that measures the held-out agreement
+    seed: int = 0
+    backends: List[str] = field(default_factory=lambda: ["profanity_check", "detoxify"])
+
+
+@dataclass
+class ScorerConfig:
+    """How each kind of harm is scored. `toxicity` names the backend for toxicity; the others are
+    used by the benchmarks that need them (regard: HolisticBiasR, judge: HEx-PHI / BeaverTails)."""
+
+    name: str = MISSING
+    toxicity: str = "perspective"  # perspective | detoxify | profanity_check
+    # Per-text fallback chain when the primary toxicity backend is unavailable or gives up.
+    fallback: List[str] = field(default_factory=lambda: ["detoxify", "profanity_check"])
+    perspective: PerspectiveConfig = field(default_factory=PerspectiveConfig)
+    detoxify: DetoxifyConfig = field(default_factory=DetoxifyConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    regard: RegardConfig = field(default_factory=RegardConfig)
+    cache: bool = True
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    # One cheap request to the network scorer before generation (scoring.probe): a judge that cannot
+    # be used fails the job at once; an unreachable Perspective opens its breaker (fallback from the start).
+    probe: bool = True
+    probe_timeout_s: float = 10.0
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+@dataclass
+class MitigationConfig:
+    name: str = "none"
+    safety_prompt: bool = False
+    safety_prompt_file: Optional[str] = None
+    value_prompt: bool = False
+    disregard_values: List[str] = field(default_factory=list)
+    value_prompt_file: Optional[str] = None
+    # mitigation=auto: values to disregard per benchmark and category, chosen by analyze.py from the
+    # fitted regressions (JSON {benchmark: {category | "all": [values]}}).
+    auto_file: Optional[str] = None
+
+
+@dataclass
+class GenerationConfig:
+    batch_size: int = 8  # prompts per forward pass (x num_samples rows)
+    seed: int = 42
+    cache: bool = True  # reuse generations keyed by model, adapter, input, settings and seed
+    num_threads: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class AuditConfig:
+    """`mode=audit`: score the VIM training texts (the paper found 5 of 8K+ flagged)."""
+
+    limit: Optional[int] = None
+    threshold: float = 0.5
+    show: int = 5  # most toxic texts listed (by id) in the report
