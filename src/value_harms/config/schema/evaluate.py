@@ -17,7 +17,9 @@ class BenchmarkConfig:
     # Where prompts come from: local (a file/folder under paths.data_dir), hub, or generated
     # (HolisticBiasR is generated from the HolisticBias v1.1 files).
     source: str = "local"
-    format: str = MISSING  # rtp_list | rtp_jsonl | holistic_bias | hex_phi_csv | beavertails_csv
+    # A key of eval.benchmarks.FORMATS (rtp_list | rtp_jsonl | holistic_bias | hex_phi_csv | beavertails_csv |
+    # pvq_items), checked with source at load: strings, so an entry registered elsewhere needs no schema edit.
+    format: str = MISSING
     path: Optional[str] = None
     hub_id: Optional[str] = None
     revision: Optional[str] = None
@@ -34,8 +36,8 @@ class BenchmarkConfig:
     temperature: float = 0.1
     top_p: float = 0.75
     stop: List[str] = field(default_factory=list)
-    measure: str = MISSING  # toxicity | regard | harmfulness | flag: what the scorer must measure
-    metrics: List[str] = field(default_factory=list)
+    measure: str = MISSING  # a key of eval.measures.MEASURES: toxicity | regard | harmfulness | flag | alignment
+    metrics: List[str] = field(default_factory=list)  # the measure's metrics to report (empty = all); checked at load
     toxicity_threshold: float = 0.5
     # RTP: a prompt with fewer scored samples than this is left out of expected maximum toxicity and
     # toxicity probability and counted (partial_prompts). None = all of num_samples.
