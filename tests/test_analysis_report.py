@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from value_harms.analysis import report as R
+from value_harms.analysis.report import figures
 from value_harms.core.values import VALUES
 
 NAN = float("nan")
@@ -125,7 +126,7 @@ def test_figures_and_empty_frames(tmp_path):
 
 
 def test_heatmap_split_per_metric(tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "MAX_HEATMAP_COLUMNS", 2)
+    monkeypatch.setattr(figures, "MAX_HEATMAP_COLUMNS", 2)
     figs = R.make_figures(_reg(), None, None, tmp_path)
     assert set(figs) == {"coef_heatmap__harmfulness_score", "coef_heatmap__toxicity_probability"}
 
