@@ -78,3 +78,6 @@ def test_tidy_counts_copies_once_after_the_store_is_moved_and_renamed(tmp_path):
     other = _result(profile={"name": "power", "values": {}})  # same key, another profile: another result
     records.write_result(tmp_path / "elsewhere" / "p2", other, [{"id": "1"}], missing=0)
     assert len(tidy.find_results([tmp_path / "elsewhere", tmp_path / "runs"])) == 2
+    copy = tmp_path / "second_store" / "x"  # the same stored result given twice (a copy of the store)
+    shutil.copytree(moved, copy)
+    assert len(tidy.find_results([tmp_path / "elsewhere", tmp_path / "runs", tmp_path / "second_store"])) == 2

@@ -120,6 +120,11 @@ def _result_key(path: Path, data: Mapping[str, Any]) -> tuple[str, bool]:
     return ident, in_store
 
 
+def _body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A record without the keys that say where a copy lives (two copies of one result agree on it)."""
+    return {k: v for k, v in data.items() if k not in ("store_dir", "run_dir", "skipped")}
+
+
 def _dedup(files: list[Path], *, require: str) -> list[tuple[Path, dict[str, Any], str]]:
     """Read each file once, keep one per stored result (the store copy when present)."""
     chosen: dict[str, tuple[Path, dict[str, Any], bool]] = {}
@@ -132,6 +137,10 @@ def _dedup(files: list[Path], *, require: str) -> list[tuple[Path, dict[str, Any
             log.warning("%s has no %r block: not a result of this kind, skipped", f, require)
             continue
         key, in_store = _result_key(f, data)
+        if key in chosen and in_store and chosen[key][2] and _body(chosen[key][1]) != _body(data):
+            # another stored result with the same facts but other contents (an edited or foreign
+            # copy): a result of its own, never silently merged into the first
+            key = f"{key}@{f.parent.resolve()}"
         if key not in chosen:
             chosen[key] = (f, data, in_store)
             order.append(key)
