@@ -169,3 +169,26 @@ def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir,
         assert r["prefix"] == s["prefix"]
         assert a == b, (r["profile"]["name"], r["generation"], s["generation"])
     assert len({json.dumps(r["metrics"]) for r in batch}) >= 2, "the adapters should change the outputs"
+
+
+def test_pvq_benchmark_honours_the_demo_items_switch(evaluate, tmp_path):
+    """benchmark=pvq reads alignment.fallback_to_demo_items like training does (issue 11: it used to fall back
+    to the demo items whatever the switch said)."""
+    missing = f"benchmark.path={tmp_path}/no_such_items.csv"
+    with pytest.raises(FileNotFoundError, match="no_such_items.csv"):
+        evaluate("benchmark=pvq", "benchmark.max_new_tokens=2", missing, "alignment.fallback_to_demo_items=false")
+    res = evaluate("benchmark=pvq", "benchmark.max_new_tokens=2", missing)
+    assert res["benchmark"]["items_source"] == "demo_items" and res["scorer"]["stand_in"] is True
+
+
+def test_batched_evaluation_logs_each_profiles_own_config(compose, tmp_path, cache_dir, data_dir):
+    """A batched job's W&B config names the evaluated profile and its values, not the composed default's."""
+    from value_harms.core.profiles import load_profile
+    from value_harms.eval.task import wandb_config
+
+    cfg = compose("evaluate", _base(tmp_path, cache_dir, data_dir, "batch_profiles=[Pow,Uni]", *RTP))
+    uni = load_profile("Uni")
+    wb = wandb_config(cfg, uni, "vim")
+    assert wb["value_profile"]["name"] == "Uni" and wb["run_label"] == "Uni" and wb["profile/name"] == "Uni"
+    assert wb["value_profile"]["values"] == uni.to_dict()["values"]
+    assert wb["value/Universalism"] == uni.values["Universalism"] and "batch_profiles" not in wb

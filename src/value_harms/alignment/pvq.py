@@ -27,6 +27,7 @@ The real PVQ-40 text is copyrighted: load it from a user-supplied CSV (``item,va
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -38,6 +39,8 @@ import torch
 
 from value_harms.core.values import IMPORTANCE_LABELS, KEY_TO_VALUE, VALUES
 from value_harms.data.vim import qa_prompt
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEMO_ITEMS_PATH",
@@ -79,6 +82,20 @@ _DIGIT_RE = re.compile(r"(?<![0-9])[1-6](?![0-9])")
 
 # ---------------------------------------------------------------------------------------------
 # items
+
+
+def resolve_items(items_path: str | Path | None, *, fallback: bool, key: str = "alignment.items_path") -> tuple[Path, str]:
+    """(the PVQ item file to read, "configured" | "demo_items"). A missing file falls back to the project's
+    own demo items when `fallback` (alignment.fallback_to_demo_items) allows it, with a warning; else it
+    is a one-line error. Training and benchmark=pvq both decide here."""
+    path = Path(items_path) if items_path else None
+    if path is not None and path.is_file():
+        return path, "configured"
+    if not fallback:
+        raise FileNotFoundError(f"PVQ item file {path} not found; set {key} or paths.data_dir "
+                                "(or alignment.fallback_to_demo_items=true for the project's demo items)")
+    log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", path)
+    return Path(DEMO_ITEMS_PATH), "demo_items"
 
 
 def load_items(path: str | Path = DEMO_ITEMS_PATH) -> pd.DataFrame:

@@ -21,12 +21,18 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from value_harms.core.profiles import Profile
+from value_harms.alignment.pvq import load_items, resolve_items, run_alignment_check
+from value_harms.config.validate import check_task
+from value_harms.core.profiles import Profile, load_profile, profile_from_cfg
 from value_harms.errors import EvaluationError
+from value_harms.eval import prompts as P
 from value_harms.eval.job import _load_benchmark, _stored, finish_job, generate_jobs, prepare_job
 from value_harms.eval.publish import _publish, _record_store
 from value_harms.eval.variants import _model_identity, check_scorer_fits, eval_store_dir, resolve_baseline
-from value_harms.runtime import runs
+from value_harms.models.loading import get_base_model
+from value_harms.models.lora import detach_lora, load_adapter
+from value_harms.runtime import runs, tracking
+from value_harms.runtime.runs import output_dir, run_group
 from value_harms.scoring import probe as probe_scorer
 from value_harms.store import files, identity, records
 
@@ -36,12 +42,27 @@ log = logging.getLogger(__name__)
 
 
 
+def wandb_config(cfg: DictConfig, profile: Profile, baseline: str) -> dict[str, Any]:
+    """The config a W&B evaluation run records: the job's config with ITS profile in `value_profile` (a batched
+    job's composed config holds the default profile, which is not the one evaluated), plus flat
+    value/<Value> scalars for filtering."""
+    plain = files.to_plain(cfg)
+    plain["value_profile"] = profile.to_dict()
+    plain["run_label"] = profile.name
+    plain.pop("batch_profiles", None)
+    return {**plain, **profile.flat("value/"), "profile/name": profile.name, "profile/kind": profile.kind,
+            "profile/anchor": profile.anchor, "baseline": baseline}
+
+
+def _start_wandb(cfg: DictConfig, profile: Profile, baseline: str, run_dir: Path):
+    name = f"{cfg.model.name}-{profile.name}-{baseline}-{cfg.benchmark.name}-{cfg.mitigation.name}-s{cfg.generation.seed}"
+    return tracking.start_run(cfg.logger, run_dir=run_dir, job_type="eval", name=name, group=run_group(cfg),
+                              config=wandb_config(cfg, profile, baseline),
+                              tags=[cfg.model.name, profile.name, baseline, cfg.benchmark.name, cfg.mitigation.name])
+
+
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The evaluate task (also the training-data audit with mode=audit)."""
-    from value_harms.config.validate import check_task
-    from value_harms.core.profiles import profile_from_cfg
-    from value_harms.runtime import tracking
-    from value_harms.runtime.runs import output_dir, run_group
 
     check_task(cfg)  # bad numbers, names and folders: one line, before any loading
     if cfg.mode == "audit":
@@ -61,12 +82,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
 
         torch.set_num_threads(int(cfg.generation.num_threads))
     run_dir = output_dir(cfg)
-    name = f"{cfg.model.name}-{profile.name}-{baseline}-{cfg.benchmark.name}-{cfg.mitigation.name}-s{cfg.generation.seed}"
-    wb_config = {**files.to_plain(cfg), **profile.flat("value/"), "profile/name": profile.name,
-                 "profile/kind": profile.kind, "profile/anchor": profile.anchor, "baseline": baseline}
-    wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="eval", name=name, group=run_group(cfg),
-                                   config=wb_config, tags=[cfg.model.name, profile.name, baseline,
-                                                           cfg.benchmark.name, cfg.mitigation.name])
+    wandb_run = _start_wandb(cfg, profile, baseline, run_dir)
     with runs.job_status(run_dir, {"profile": profile.name, "benchmark": cfg.benchmark.name}, wandb_run):
         return _evaluate_job(cfg, profile, baseline, run_dir, wandb_run)
 
@@ -98,9 +114,6 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
 
     Each profile's result is written exactly as a single job would write it (same store folder,
     results.json, samples.jsonl), plus a copy under the run folder's `<profile>/` sub-folder."""
-    from value_harms.core.profiles import load_profile
-    from value_harms.runtime import tracking
-    from value_harms.runtime.runs import output_dir, run_group
 
     if cfg.benchmark.measure == "alignment":
         raise EvaluationError("batch_profiles is for generation benchmarks; run benchmark=pvq as a multirun")
@@ -127,12 +140,7 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
         result, samples, skipped = results.get(id(j)) or (_stored(j, cfg), None, True)
         sub = run_dir / j.profile.name
         sub.mkdir(parents=True, exist_ok=True)
-        wb = tracking.start_run(cfg.logger, run_dir=sub, job_type="eval", group=run_group(cfg),
-                                name=f"{cfg.model.name}-{j.profile.name}-{j.baseline}-{cfg.benchmark.name}-"
-                                     f"{cfg.mitigation.name}-s{cfg.generation.seed}",
-                                config={**files.to_plain(cfg), **j.profile.flat("value/"), "profile/name": j.profile.name,
-                                        "baseline": j.baseline},
-                                tags=[cfg.model.name, j.profile.name, j.baseline, cfg.benchmark.name, cfg.mitigation.name])
+        wb = _start_wandb(cfg, j.profile, j.baseline, sub)
         with runs.job_status(sub, {"profile": j.profile.name, "benchmark": cfg.benchmark.name}, wb):
             published.append(_publish(result, j.store, sub, wb, skipped=skipped, samples=samples))
     return published
@@ -142,18 +150,12 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
 def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
     """`benchmark=pvq`: the PVQ value-alignment check under this job's persona / mitigation prefix,
     so the cost of a value prompt on persona fidelity is measured like any other result."""
-    from value_harms.alignment.pvq import DEMO_ITEMS_PATH, load_items, run_alignment_check
-    from value_harms.eval import prompts as P
-    from value_harms.models.loading import get_base_model
-    from value_harms.models.lora import detach_lora, load_adapter
 
     t_start = time.perf_counter()
     bench = cfg.benchmark
-    items_path = runs.resolve_path(bench.path, cfg.paths.data_dir) if bench.path else None
-    items_source = "configured"
-    if items_path is None or not items_path.is_file():
-        log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
-        items_path, items_source = Path(DEMO_ITEMS_PATH), "demo_items"
+    items_path, items_source = resolve_items(
+        runs.resolve_path(bench.path, cfg.paths.data_dir) if bench.path else None,
+        fallback=bool(cfg.alignment.fallback_to_demo_items), key="benchmark.path")
     items = load_items(items_path)
     adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
     prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
@@ -177,34 +179,46 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
             if adapter:
                 detach_lora(model)
         al = res.to_dict()
-        samples = [{"id": str(r.get("item")), "category": r.get("value"), "sample": 0, "prompt": r.get("value"),
-                    "continuation": r.get("text"), "score": r.get("expected"), "label": r.get("answer"),
-                    "scorer": "pvq", "error": None} for r in al["rows"]]
-        overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
-        # the VIM-literal reading and the partial-NMSE flags, as in training results (issue 10 item 13)
-        overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
-        overall["n"] = al["n_items"]
-        result = {
-            "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,
-            "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
-                          "n_prompts": len(items), "prompts_sha256": identity.content_id(items_path),
-                          "items_source": items_source, "settings": files.to_plain(bench)},
-            "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
-                      "adapter_dir": str(adapter) if adapter else None, "adapter_sha256": adapter_sha},
-            "profile": profile.to_dict(), "baseline": baseline,
-            "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
-            "mitigation": files.to_plain(cfg.mitigation), "prefix": prefix,
-            "generation": {"max_new_tokens": int(bench.max_new_tokens), "do_sample": False, "requested": len(items),
-                           "cached": 0, "generated": len(items)},
-            "scorer": {"measure": "alignment", "provenance": {"reader": "greedy digit + expected score"},
-                       "by_scorer": {"pvq": len(items)}, "missing": int(round((1 - al["parse_rate"]) * len(items))),
-                       "n": len(items), "stand_in": items_source == "demo_items"},
-            "metrics": {"overall": overall,
-                        **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]}},
-            "alignment": {k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
-            "seeds": {"generation": int(cfg.generation.seed)}, "git": runs.git_hash(),
-            "seconds": round(time.perf_counter() - t_start, 2),
-        }
+        samples, result = _alignment_record(cfg, profile, baseline, al, key=key, train_key=train_key, items=items,
+                                            items_path=items_path, items_source=items_source, prefix=prefix,
+                                            model_ident=(adapter, adapter_sha, base_id), t_start=t_start)
         # an unparsed PVQ answer is part of the measure (parse rate), not a missing score
         result["status"] = records.write_result(store, result, samples, missing=0)
     return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
+
+
+def _alignment_record(cfg, profile: Profile, baseline: str, al: dict[str, Any], *, key: str, train_key: str | None,
+                      items, items_path: Path, items_source: str, prefix: str, model_ident: tuple,
+                      t_start: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(samples, result) of a PVQ check, in the shape of every evaluation result."""
+    bench = cfg.benchmark
+    adapter, adapter_sha, base_id = model_ident
+    samples = [{"id": str(r.get("item")), "category": r.get("value"), "sample": 0, "prompt": r.get("value"),
+                "continuation": r.get("text"), "score": r.get("expected"), "label": r.get("answer"),
+                "scorer": "pvq", "error": None} for r in al["rows"]]
+    overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
+    # the VIM-literal reading and the partial-NMSE flags, as in training results (issue 10 item 13)
+    overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
+    overall["n"] = al["n_items"]
+    result = {
+        "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,
+        "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
+                      "n_prompts": len(items), "prompts_sha256": identity.content_id(items_path),
+                      "items_source": items_source, "settings": files.to_plain(bench)},
+        "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
+                  "adapter_dir": str(adapter) if adapter else None, "adapter_sha256": adapter_sha},
+        "profile": profile.to_dict(), "baseline": baseline,
+        "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
+        "mitigation": files.to_plain(cfg.mitigation), "prefix": prefix,
+        "generation": {"max_new_tokens": int(bench.max_new_tokens), "do_sample": False, "requested": len(items),
+                       "cached": 0, "generated": len(items)},
+        "scorer": {"measure": "alignment", "provenance": {"reader": "greedy digit + expected score"},
+                   "by_scorer": {"pvq": len(items)}, "missing": int(round((1 - al["parse_rate"]) * len(items))),
+                   "n": len(items), "stand_in": items_source == "demo_items"},
+        "metrics": {"overall": overall,
+                    **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]}},
+        "alignment": {k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
+        "seeds": {"generation": int(cfg.generation.seed)}, "git": runs.git_hash(),
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    return samples, result

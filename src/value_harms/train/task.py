@@ -16,8 +16,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from value_harms.core.profiles import Profile
-from value_harms.runtime import runs
+from value_harms.alignment.pvq import load_items, resolve_items, run_alignment_check
+from value_harms.config.validate import check_task
+from value_harms.core.profiles import Profile, profile_from_cfg
+from value_harms.models.loading import get_base_model
+from value_harms.models.lora import detach_lora, load_adapter
+from value_harms.runtime import runs, tracking
 from value_harms.runtime.runs import output_dir, run_group
 from value_harms.store import files, identity, layout
 from value_harms.train.fit import train_profile
@@ -80,9 +84,6 @@ def run_name(cfg: DictConfig, profile: Profile) -> str:
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """The `train` task: validate, train (or resume / skip), check value alignment, record."""
-    from value_harms.config.validate import check_task
-    from value_harms.core.profiles import profile_from_cfg
-    from value_harms.runtime import tracking
 
     check_task(cfg)  # bad numbers, names and folders: one line, before any loading
     profile = profile_from_cfg(cfg.value_profile)  # bad vectors fail here, before any loading
@@ -105,8 +106,6 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, Any]:
-    from value_harms.runtime import tracking
-    from value_harms.store import identity
 
     stored = _stored_result(cfg, store, data_dir)
     if stored is None:
@@ -124,9 +123,6 @@ def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, A
 def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identity) -> dict[str, Any]:
     """Train (resuming from the last checkpoint), check alignment and write the result; the caller
     holds the store folder's lock."""
-    from value_harms.models.loading import get_base_model
-    from value_harms.models.lora import detach_lora, load_adapter
-    from value_harms.runtime import tracking
 
     base_model, tokenizer = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
     result: dict[str, Any] = {
@@ -183,16 +179,9 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, Path]:
     """(PVQ item file, 'configured' | 'demo_items', the store file caching this check's result)."""
-    from value_harms.alignment.pvq import DEMO_ITEMS_PATH
-
-    items_path = runs.resolve_path(cfg.alignment.items_path, data_dir) if cfg.alignment.items_path else None
-    source = "configured"
-    if items_path is None or not items_path.is_file():
-        if not cfg.alignment.fallback_to_demo_items:
-            raise FileNotFoundError(
-                f"PVQ item file {items_path} not found; set alignment.items_path or paths.data_dir")
-        log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", items_path)
-        items_path, source = Path(DEMO_ITEMS_PATH), "demo_items"
+    items_path, source = resolve_items(
+        runs.resolve_path(cfg.alignment.items_path, data_dir) if cfg.alignment.items_path else None,
+        fallback=bool(cfg.alignment.fallback_to_demo_items))
     key = identity.digest({"items": identity.content_id(items_path), "bs": cfg.alignment.batch_size,
                            "new": cfg.alignment.max_new_tokens}, 12)
     return items_path, source, store / f"alignment-{key}.json"
@@ -233,7 +222,6 @@ def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
 
 def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -> dict[str, Any]:
     """PVQ value-alignment check, cached in the store next to the adapter it measured."""
-    from value_harms.alignment.pvq import load_items, run_alignment_check
 
     items_path, source, cache = _alignment_source(cfg, store, data_dir)
     if cache.is_file():
