@@ -85,6 +85,56 @@ def _per_profile(g: pd.DataFrame) -> pd.DataFrame:
     return g.groupby("profile", sort=True, dropna=False).agg(agg).reset_index()
 
 
+def _fit_one(g: pd.DataFrame, ident: dict[str, Any], *, higher_order: bool, standardize: bool,
+             alpha: float) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The OLS (HC3, t tests) of one (model, stage, benchmark, category, metric) group: (one row per term,
+    None), or ([], {"n", "reason"}) when it cannot be fitted."""
+    import statsmodels.api as sm  # heavy: only when regressions run
+
+    failures = float(np.nansum(g["missing"].to_numpy(dtype=float))) if len(g) else 0.0
+    g = _per_profile(g)  # issue 14: seeds / repeated results of a profile are one observation
+    X, terms = _design(g, higher_order)
+    ok = g["value"].notna().to_numpy() & X.notna().all(axis=1).to_numpy()
+    y = g["value"].to_numpy(dtype=float)[ok]
+    x = X.to_numpy(dtype=float)[ok]
+    n, k = len(y), len(terms) + 1
+    if n < k + 2:
+        return [], {"n": n, "reason": f"{n} observations < {k} parameters + 2"}
+    if np.ptp(y) == 0:
+        return [], {"n": n, "reason": "constant outcome"}
+    if standardize:
+        x, _ = _zscore(x)
+        y, _ = _zscore(y[:, None])
+        y = y[:, 0]
+    design = sm.add_constant(x, has_constant="add")
+    rank = int(np.linalg.matrix_rank(design))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HC3 on a leverage-1 point, divide-by-zero in t
+        res = sm.OLS(y, design).fit(cov_type="HC3", use_t=True)
+        ci = np.asarray(res.conf_int(alpha=alpha))
+    return [{**ident, "term": term, "coef": float(res.params[j]), "se": float(res.bse[j]),
+             "t": float(res.tvalues[j]), "p": float(res.pvalues[j]), "p_adj": math.nan,
+             "significant": False, "ci_low": float(ci[j, 0]), "ci_high": float(ci[j, 1]), "n": n,
+             "failures": failures, "r2": float(res.rsquared), "rank_deficient": rank < design.shape[1],
+             "standardized": bool(standardize)} for j, term in enumerate([INTERCEPT, *terms])], None
+
+
+def _bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Benjamini-Hochberg over every non-intercept coefficient of every fit; `significant` = p_adj < alpha."""
+    from statsmodels.stats.multitest import multipletests  # heavy: only when regressions run
+
+    if len(out):
+        family = (out["term"] != INTERCEPT) & np.isfinite(out["p"].to_numpy(dtype=float))
+        if family.any():
+            reject, p_adj, _, _ = multipletests(out.loc[family, "p"].to_numpy(dtype=float), alpha=alpha,
+                                                method="fdr_bh")
+            out.loc[family, "p_adj"] = p_adj
+            out.loc[family, "significant"] = p_adj < alpha
+        out["significant"] = out["significant"].astype(bool)
+        out["rank_deficient"] = out["rank_deficient"].astype(bool)
+    return out
+
+
 def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: str | None = "none",
                       standardize: bool = False, higher_order: bool = False, alpha: float = 0.05,
                       return_skipped: bool = False):
@@ -106,9 +156,6 @@ def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: st
     constant outcome) are listed in `out.attrs["skipped"]` (list of dicts: SKIPPED_COLUMNS), or returned
     as a second frame with return_skipped=True.
     """
-    import statsmodels.api as sm
-    from statsmodels.stats.multitest import multipletests
-
     sub = df[df["baseline"] == baseline]
     if mitigation is not None:
         sub = sub[sub["mitigation"] == mitigation]
@@ -118,45 +165,11 @@ def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: st
     skipped: list[dict[str, Any]] = []
     for key, g in sub.groupby(keys, sort=True, dropna=False):
         ident = dict(zip(keys, key))
-        failures = float(np.nansum(g["missing"].to_numpy(dtype=float))) if len(g) else 0.0
-        g = _per_profile(g)  # issue 14: seeds / repeated results of a profile are one observation
-        X, terms = _design(g, higher_order)
-        ok = g["value"].notna().to_numpy() & X.notna().all(axis=1).to_numpy()
-        y = g["value"].to_numpy(dtype=float)[ok]
-        x = X.to_numpy(dtype=float)[ok]
-        n, k = len(y), len(terms) + 1
-        if n < k + 2:
-            skipped.append({**ident, "n": n, "reason": f"{n} observations < {k} parameters + 2"})
-            continue
-        if np.ptp(y) == 0:
-            skipped.append({**ident, "n": n, "reason": "constant outcome"})
-            continue
-        if standardize:
-            x, _ = _zscore(x)
-            y, _ = _zscore(y[:, None])
-            y = y[:, 0]
-        design = sm.add_constant(x, has_constant="add")
-        rank = int(np.linalg.matrix_rank(design))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # HC3 on a leverage-1 point, divide-by-zero in t
-            res = sm.OLS(y, design).fit(cov_type="HC3", use_t=True)
-            ci = np.asarray(res.conf_int(alpha=alpha))
-        for j, term in enumerate([INTERCEPT, *terms]):
-            rows.append({**ident, "term": term, "coef": float(res.params[j]), "se": float(res.bse[j]),
-                         "t": float(res.tvalues[j]), "p": float(res.pvalues[j]), "p_adj": math.nan,
-                         "significant": False, "ci_low": float(ci[j, 0]), "ci_high": float(ci[j, 1]), "n": n,
-                         "failures": failures, "r2": float(res.rsquared), "rank_deficient": rank < design.shape[1],
-                         "standardized": bool(standardize)})
-    out = pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS))
-    if len(out):
-        family = (out["term"] != INTERCEPT) & np.isfinite(out["p"].to_numpy(dtype=float))
-        if family.any():
-            reject, p_adj, _, _ = multipletests(out.loc[family, "p"].to_numpy(dtype=float), alpha=alpha,
-                                                method="fdr_bh")
-            out.loc[family, "p_adj"] = p_adj
-            out.loc[family, "significant"] = p_adj < alpha
-        out["significant"] = out["significant"].astype(bool)
-        out["rank_deficient"] = out["rank_deficient"].astype(bool)
+        fitted, skip = _fit_one(g, ident, higher_order=higher_order, standardize=standardize, alpha=alpha)
+        rows += fitted
+        if skip is not None:
+            skipped.append({**ident, **skip})
+    out = _bh_adjust(pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS)), alpha)
     for s in skipped:
         log.debug("regression skipped for %s: %s", {k: s[k] for k in keys}, s["reason"])
     out.attrs["skipped"] = skipped
