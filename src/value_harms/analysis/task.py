@@ -11,7 +11,24 @@ from typing import Any
 
 import pandas as pd
 
-from value_harms.runtime import runs
+from value_harms.analysis import (
+    auto_mitigation,
+    check_comparable,
+    compare_baselines,
+    find_results,
+    inference,
+    load_alignment,
+    load_results,
+    mitigation_effects,
+    persona_fidelity,
+    value_regressions,
+)
+from value_harms.analysis.report.document import log_report_to_wandb, write_report
+from value_harms.analysis.report.findings import top_findings
+from value_harms.analysis.tidy import check_training_keys
+from value_harms.config.validate import check_task
+from value_harms.runtime import runs, tracking
+from value_harms.runtime.runs import output_dir, run_group
 from value_harms.store import files
 
 log = logging.getLogger(__name__)
@@ -112,24 +129,37 @@ def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _estimates(df: pd.DataFrame, a) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(value regressions, baseline comparisons, mitigation effects, mixed-model regressions or None)."""
+    reg = value_regressions(df, baseline=str(a.regression_baseline), standardize=bool(a.standardize),
+                            higher_order=bool(a.higher_order), alpha=float(a.alpha))
+    skipped = reg.attrs.get("skipped", [])
+    if skipped:
+        log.info("%d regression(s) not fitted (too few models); listed in the report", len(skipped))
+    cmp = compare_baselines(df, conf=float(a.conf))
+    mit = mitigation_effects(df, conf=float(a.conf))
+    # issue 14: intervals over models and prompts from the per-prompt values in samples.jsonl
+    pv = inference.prompt_values(df)
+    design = {"min_models": int(a.get("min_models", inference.MIN_MODELS)),
+              "min_prompts": int(a.get("min_prompts", inference.MIN_PROMPTS)), "alpha": float(a.alpha)}
+    cmp = inference.compare_prompt_level(cmp, pv, conf=float(a.conf), **design)
+    mit = inference.mitigation_prompt_level(mit, pv, conf=float(a.conf), **design)
+    mixed = (inference.value_regressions_mixed(df, pv, baseline=str(a.regression_baseline), alpha=float(a.alpha))
+             if bool(a.get("regression_mixed", False)) else None)
+    return reg, cmp, mit, mixed
+
+
+def _print_summary(paths: dict[str, Path], findings: list[str], prov: dict[str, Any], auto_file: Path) -> None:
+    print(f"report: {paths['report.html']}")
+    print("top findings:")
+    for f in findings:
+        print(f"  - {f}")
+    if any(prov["stand_in"].values()):
+        print("note: some scores come from a stand-in scorer; the report says which.")
+    print(f"automatic mitigation written to {auto_file} (use mitigation=auto)")
+
+
 def run_analyze(cfg) -> dict[str, Any]:
-    from value_harms.analysis import (
-        auto_mitigation,
-        check_comparable,
-        compare_baselines,
-        find_results,
-        load_alignment,
-        load_results,
-        mitigation_effects,
-        persona_fidelity,
-        value_regressions,
-    )
-    from value_harms.analysis.report.document import log_report_to_wandb, write_report
-    from value_harms.analysis.report.findings import top_findings
-    from value_harms.analysis.tidy import check_training_keys
-    from value_harms.config.validate import check_task
-    from value_harms.runtime import tracking
-    from value_harms.runtime.runs import output_dir, run_group
 
     check_task(cfg)  # bad names and folders: one line, before anything is read
     a = cfg.analysis
@@ -146,23 +176,7 @@ def run_analyze(cfg) -> dict[str, Any]:
     wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="analyze", name=f"analysis-{run_dir.name}",
                                    group=run_group(cfg), config=files.to_plain(cfg), tags=["analysis"])
     with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(result_files)}, wandb_run):
-        reg = value_regressions(df, baseline=str(a.regression_baseline), standardize=bool(a.standardize),
-                                higher_order=bool(a.higher_order), alpha=float(a.alpha))
-        skipped = reg.attrs.get("skipped", [])
-        if skipped:
-            log.info("%d regression(s) not fitted (too few models); listed in the report", len(skipped))
-        cmp = compare_baselines(df, conf=float(a.conf))
-        mit = mitigation_effects(df, conf=float(a.conf))
-        # issue 14: intervals over models and prompts from the per-prompt values in samples.jsonl
-        from value_harms.analysis import inference
-
-        pv = inference.prompt_values(df)
-        design = {"min_models": int(a.get("min_models", inference.MIN_MODELS)),
-                  "min_prompts": int(a.get("min_prompts", inference.MIN_PROMPTS)), "alpha": float(a.alpha)}
-        cmp = inference.compare_prompt_level(cmp, pv, conf=float(a.conf), **design)
-        mit = inference.mitigation_prompt_level(mit, pv, conf=float(a.conf), **design)
-        mixed = (inference.value_regressions_mixed(df, pv, baseline=str(a.regression_baseline), alpha=float(a.alpha))
-                 if bool(a.get("regression_mixed", False)) else None)
+        reg, cmp, mit, mixed = _estimates(df, a)
         fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
         auto = auto_mitigation(reg, alpha=float(a.alpha)) if not reg.empty else {"all": []}
         auto_file = Path(str(a.auto_mitigation_file)).expanduser()
@@ -186,13 +200,7 @@ def run_analyze(cfg) -> dict[str, Any]:
                    "findings": findings, "n_results": len(result_files), "auto_mitigation_file": str(auto_file),
                    "stand_in": prov["stand_in"]}
         files.atomic_write_json(out / "analysis.json", summary)
-    print(f"report: {paths['report.html']}")
-    print("top findings:")
-    for f in findings:
-        print(f"  - {f}")
-    if any(prov["stand_in"].values()):
-        print("note: some scores come from a stand-in scorer; the report says which.")
-    print(f"automatic mitigation written to {auto_file} (use mitigation=auto)")
+    _print_summary(paths, findings, prov, auto_file)
     return summary
 
 
