@@ -15,7 +15,7 @@ from helpers.tiny_detoxify import WORDS, build_tiny_detoxify
 
 from value_harms.config.schema import CalibrationConfig, DetoxifyConfig, ScorerConfig
 from value_harms.scoring import calibration as C
-from value_harms.store.identity import scorer_identity
+from value_harms.scoring.identity import scorer_identity
 
 DATA = Path(os.environ.get("VALUE_HARMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RTP = DATA / "rtp_decodingtrust"

@@ -89,21 +89,21 @@ def test_train_command_carries_the_training_overrides(cfgs, tmp_path, cache_dir,
 
 def test_train_key_follows_data_file_content(cfgs, tmp_path, data_dir):
     from value_harms.core.profiles import profile_from_cfg
-    from value_harms.store import identity
+    from value_harms.train import keys as train_keys
 
     copy = tmp_path / "data" / "vim" / "valueEval_10.csv"
     copy.parent.mkdir(parents=True)
     shutil.copy(data_dir / "vim" / "valueEval_10.csv", copy)
     cfg = cfgs("train", "value_profile=Pow", f"paths.data_dir={tmp_path}/data")
     prof = profile_from_cfg(cfg.value_profile)
-    before = identity.train_key(cfg, prof, cfg.paths.data_dir)
+    before = train_keys.train_key(cfg, prof, cfg.paths.data_dir)
     with open(copy, "a", encoding="utf-8") as fh:  # same path, one more argument
         fh.write(copy.read_text(encoding="utf-8").splitlines()[-1] + "\n")
-    assert identity.train_key(cfg, prof, cfg.paths.data_dir) != before
+    assert train_keys.train_key(cfg, prof, cfg.paths.data_dir) != before
     # paths, logging and progress do not change the key
     cfg2 = cfgs("train", "value_profile=Pow", f"paths.data_dir={tmp_path}/data", "trainer.enable_progress_bar=false",
                 "logger=wandb", f"paths.output_dir={tmp_path}/elsewhere", "train.num_threads=1")
-    assert identity.train_key(cfg2, prof, cfg2.paths.data_dir) == identity.train_key(cfg, prof, cfg.paths.data_dir)
+    assert train_keys.train_key(cfg2, prof, cfg2.paths.data_dir) == train_keys.train_key(cfg, prof, cfg.paths.data_dir)
 
 
 def test_icl_persona_values_are_part_of_the_key(evaluate):
@@ -123,22 +123,22 @@ def test_tiny_seed_changes_model_identity_and_generations(evaluate):
 
 
 def test_local_weights_are_keyed_by_content(tmp_path, cache_dir):
+    from value_harms.models import identity as model_identity
     from value_harms.models.loading import resolve_model_dir
-    from value_harms.store import identity
 
     built = resolve_model_dir({"name": "tiny", "source": "tiny"}, cache_dir)
     local = tmp_path / "my-model"
     shutil.copytree(built, local)
     cfg = {"name": "mine", "source": "hub", "pretrained": str(local), "dtype": "float32"}
-    before = identity.base_identity(cfg)
+    before = model_identity.base_identity(cfg)
     assert "local_sha256" in before and "hub_id" not in before
     renamed = dict(cfg, name="other-name")
-    assert identity.base_identity(renamed) == before, "the config name is not the weights' identity"
+    assert model_identity.base_identity(renamed) == before, "the config name is not the weights' identity"
     weights = next(local.glob("*.safetensors"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    assert identity.base_identity(cfg) != before
+    assert model_identity.base_identity(cfg) != before
 
 
 def test_perspective_endpoint_is_part_of_score_identity(evaluate, monkeypatch):

@@ -12,11 +12,22 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from value_harms import metrics as M
+from value_harms.config.paths import conf_dir
+from value_harms.config.validate import check_prompt_lengths
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
+from value_harms.eval import prompts as P
+from value_harms.eval.benchmarks import load_prompts, prompt_fingerprint, render
+from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
 from value_harms.eval.variants import _model_identity, eval_store_dir
+from value_harms.models.loading import get_base_model, resolve_model_dir
+from value_harms.models.lora import detach_lora, load_adapters
 from value_harms.runtime import runs
+from value_harms.scoring import build_scorer
+from value_harms.scoring.identity import scorer_identity
+from value_harms.scoring.toxicity.chain import backend_available
 from value_harms.store import files, identity, records
 
 log = logging.getLogger(__name__)
@@ -58,7 +69,6 @@ _PROMPT_CACHE: dict[str, tuple[list, str]] = {}
 def _load_benchmark(cfg):
     """Prompts of the configured benchmark, loaded once per process for identical settings and files
     (the jobs of an in-process multirun share them)."""
-    from value_harms.eval.benchmarks import load_prompts, prompt_fingerprint
 
     src = runs.resolve_path(cfg.benchmark.path, cfg.paths.data_dir) if cfg.benchmark.path else None
     stamp = None
@@ -78,9 +88,6 @@ def _load_benchmark(cfg):
 
 def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) -> EvalJob:
     """Resolve the model variant, its store folder and the exact input texts of one evaluation."""
-    from value_harms.eval import prompts as P
-    from value_harms.eval.benchmarks import render
-    from value_harms.eval.generation import GenSettings
 
     adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
     persona = profile.values if baseline == "icl" else None
@@ -100,8 +107,8 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
                            do_sample=bool(bench.do_sample), temperature=float(bench.temperature),
                            top_p=float(bench.top_p), stop=tuple(bench.stop), seed=int(cfg.generation.seed))
     key = identity.eval_key(model=json.loads(mk), inputs=inputs, prompts_sha=identity.prompts_sha256(prompts),
-                            benchmark=bench, scorer=cfg.scorer, generation_seed=int(cfg.generation.seed),
-                            measure=str(bench.measure))
+                            benchmark=bench, scorer=scorer_identity(cfg.scorer, str(bench.measure)),
+                            generation_seed=int(cfg.generation.seed))
     store = eval_store_dir(cfg, profile, baseline, key)
     return EvalJob(profile, baseline, adapter, adapter_sha, base_id, mk, store, train_key, prompts, prompts_fp,
                    inputs, prefix, settings)
@@ -114,9 +121,6 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
     Several adapters are loaded under their own names and rows of different jobs share batches
     (PEFT mixed-adapter batches); sampling is seeded per row, so each job gets the outputs it would
     get alone. Cached rows are not regenerated."""
-    from value_harms.eval.generation import GenerationCache, GenRequest, GenStats, generate
-    from value_harms.models.loading import get_base_model
-    from value_harms.models.lora import detach_lora, load_adapters
 
     cache_root = Path(os.path.expanduser(cfg.paths.cache_dir))
     settings = jobs[0].settings
@@ -167,7 +171,6 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
 def _check_length(settings, model, tok, texts: list[str]) -> None:
     """Every prompt + benchmark.max_new_tokens must fit in the model's context; an over-long prompt is
     refused, never cut (validate.check_prompt_lengths; docs/DECISIONS.md, issue 9)."""
-    from value_harms.config.validate import check_prompt_lengths
 
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), ctx)
@@ -239,7 +242,6 @@ def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
     by = (result.get("scorer") or {}).get("by_scorer") or {}
     if not any(not str(name).startswith(preferred) for name, n in by.items() if n):
         return None
-    from value_harms.scoring.toxicity.chain import backend_available
 
     return preferred if backend_available(preferred, cfg.scorer) else None
 
@@ -247,8 +249,6 @@ def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
 
 def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     """Score every continuation with the benchmark's measure; returns (samples, metrics, scorer info)."""
-    from value_harms import metrics as M
-    from value_harms.scoring import build_scorer
 
     bench = cfg.benchmark
     spec = get_measure(bench.measure)  # the measure registry (eval.measures.MEASURES) says how to score
@@ -307,8 +307,6 @@ def _resolve_judge_model(cfg):
     judge = cfg.scorer.judge
     if judge.backend != "transformers" or not str(judge.model).startswith("model:"):
         return cfg.scorer
-    from value_harms.config.paths import conf_dir
-    from value_harms.models.loading import resolve_model_dir
 
     option = str(judge.model).split(":", 1)[1]
     path = conf_dir() / "model" / f"{option}.yaml"

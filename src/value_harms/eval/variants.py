@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval.measures import check_benchmark_config
-from value_harms.store import files, identity, layout
+from value_harms.models.identity import base_identity
+from value_harms.store import files, layout
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
     inputs), so an ablation or another stage can never stand in for it. A damaged adapter is
     reported, never loaded."""
     from value_harms.models.lora import adapter_problem
-    from value_harms.train.task import train_store_dir
-    from value_harms.train.task import train_command
+    from value_harms.train.task import train_command, train_store_dir
 
     if cfg.adapter_dir:
         p = Path(os.path.expanduser(cfg.adapter_dir))
@@ -103,7 +103,7 @@ def _model_identity(cfg, profile: Profile, baseline: str):
 
     adapter, train_key = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else (None, None)
     adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
-    base = identity.base_identity(cfg.model, cfg.paths.cache_dir)
+    base = base_identity(cfg.model, cfg.paths.cache_dir)
     base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
     mk = json.dumps({"base": base, "adapter": adapter_sha}, sort_keys=True)
     return adapter, adapter_sha, base_id, mk, train_key

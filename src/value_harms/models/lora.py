@@ -146,7 +146,7 @@ def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
     """sha256 over the adapter files' names and bytes (files sorted by name). In adapter_config.json the
     base model's *location* (`base_model_name_or_path`: a cache folder for tiny / GGUF models) is left
     out, so one adapter has one identity wherever its base model is cached; the base's content is in
-    the evaluation key already (store.identity.base_identity)."""
+    the evaluation key already (models.identity.base_identity)."""
     d = Path(adapter_dir)
     files = sorted(p for p in d.iterdir() if p.is_file() and p.name.startswith("adapter_"))
     if not any(p.name in _ADAPTER_FILES for p in files):

@@ -3,19 +3,18 @@
 Every stored result (a trained adapter, an evaluation) lives in a folder addressed by a key that is
 a hash of the *content* that determines its numbers: base weights, tokenizer, data files, profile
 vector, prompt texts, generation settings, scorer identity and the results-schema version. Paths,
-logging and progress settings are never part of a key. `identity` computes the keys, `layout` says
+logging and progress settings are never part of a key. `identity` hashes content and composes the
+keys from parts the layers above compute (value_harms.models.identity, value_harms.train.keys,
+value_harms.scoring.identity), `layout` says
 where a result lives, `records` writes and reads result folders (complete / partial / damaged) as
 typed `EvalRecord`s, `files` does atomic writes and locks, `kv` is the sqlite store of the caches.
 """
 
 from value_harms.store.identity import (
     SCHEMA_VERSION,
-    base_identity,
     content_sha256,
     digest,
     eval_key,
-    train_key,
-    train_key_payload,
 )
 from value_harms.store.records import (
     COMPLETE,

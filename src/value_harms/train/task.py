@@ -24,6 +24,7 @@ from value_harms.models.lora import detach_lora, load_adapter
 from value_harms.runtime import runs, tracking
 from value_harms.runtime.runs import output_dir, run_group
 from value_harms.store import files, identity, layout
+from value_harms.train import keys
 from value_harms.train.fit import train_profile
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,11 @@ def stage_label(cfg: DictConfig, profile: Profile) -> str:
 
 def train_store_dir(cfg: DictConfig, profile: Profile) -> Path:
     """Where the result of this job lives (store.layout.train_dir). The key
-    (value_harms.store.identity.train_key) is the content identity; the names only make the
+    (value_harms.train.keys.train_key) is the content identity; the names only make the
     store browsable. Benign baselines ignore the profile and are filed under `vanilla`."""
     label = "vanilla" if cfg.vim_stage.kind == "benign" else profile.name
     return layout.train_dir(cfg.paths.store_dir, model=cfg.model.name, stage=stage_label(cfg, profile), profile=label,
-                            key=identity.train_key(cfg, profile, cfg.paths.data_dir))
+                            key=keys.train_key(cfg, profile, cfg.paths.data_dir))
 
 
 

@@ -13,9 +13,19 @@ from value_harms.metrics import FILTERED
 from value_harms.scoring.base import Score, Scorer, check_inputs, unique_items
 from value_harms.scoring.base import cfg_get as _get
 from value_harms.scoring.http import GaveUp, HttpClient, HttpSettings, Transient
-from value_harms.scoring.judge.rubric import (BACKENDS, CONTENT_FILTER, DEFAULT_MAX_TOKENS, DTYPES, UNPARSEABLE,
-                                               check_measure, content_filter_code, load_rubric, parse_flag,
-                                               parse_harmfulness, render_rubric)
+from value_harms.scoring.judge.rubric import (
+    BACKENDS,
+    CONTENT_FILTER,
+    DEFAULT_MAX_TOKENS,
+    DTYPES,
+    UNPARSEABLE,
+    check_measure,
+    content_filter_code,
+    load_rubric,
+    parse_flag,
+    parse_harmfulness,
+    render_rubric,
+)
 
 log = logging.getLogger(__name__)
 
