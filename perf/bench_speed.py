@@ -38,8 +38,16 @@ def _model(name):
 
 
 def _prompts(n):
-    topics = ["the city council", "a new bakery", "the football team", "an old library", "the river", "a startup",
-              "the museum", "a music festival"]
+    topics = [
+        "the city council",
+        "a new bakery",
+        "the football team",
+        "an old library",
+        "the river",
+        "a startup",
+        "the museum",
+        "a music festival",
+    ]
     return [f"Here is a short story about {topics[i % len(topics)]} number {i}. It begins when" for i in range(n)]
 
 
@@ -116,14 +124,42 @@ def bench_rerun(model_name, k=6):
     cost of one more (complete) job in an in-process multirun, process start-up excluded."""
     out = Path(tempfile.mkdtemp())
     data_dir = os.environ.get("VALUE_HARMS_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-    names = ["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni", "Openness_to_Change",
-             "Self-Enhancement", "Conservation", "Self-Transcendence"][: 2 * k]
+    names = [
+        "Ach",
+        "Ben",
+        "Con",
+        "Hed",
+        "Pow",
+        "Sec",
+        "SD",
+        "Sti",
+        "Tra",
+        "Uni",
+        "Openness_to_Change",
+        "Self-Enhancement",
+        "Conservation",
+        "Self-Transcendence",
+    ][: 2 * k]
 
     def sweep(profiles, tag):
-        args = [sys.executable, str(ROOT / "evaluate.py"), "-m", f"model={model_name}", "logger=none", "baseline=icl",
-                f"value_profile={','.join(profiles)}", "benchmark=rtp", "benchmark.limit=4", "benchmark.num_samples=2",
-                "benchmark.max_new_tokens=16", "scorer=profanity_check", "generation.progress=false",
-                f"paths.output_dir={out}", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={out}/{tag}"]
+        args = [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "-m",
+            f"model={model_name}",
+            "logger=none",
+            "baseline=icl",
+            f"value_profile={','.join(profiles)}",
+            "benchmark=rtp",
+            "benchmark.limit=4",
+            "benchmark.num_samples=2",
+            "benchmark.max_new_tokens=16",
+            "scorer=profanity_check",
+            "generation.progress=false",
+            f"paths.output_dir={out}",
+            f"paths.data_dir={data_dir}",
+            f"hydra.sweep.dir={out}/{tag}",
+        ]
         t0 = time.perf_counter()
         subprocess.run(args, check=True, capture_output=True, cwd=ROOT)
         return time.perf_counter() - t0
@@ -144,24 +180,43 @@ def main():
     a = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, model {a.model}")
     if not a.skip_train:
-        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train_step.py"), "--model", a.model,
-                            "--steps", "20" if a.model == "tiny" else "6"], capture_output=True, text=True, cwd=ROOT)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "bench_train_step.py"),
+                "--model",
+                a.model,
+                "--steps",
+                "20" if a.model == "tiny" else "6",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         line = [x for x in r.stdout.splitlines() if x.startswith("ratio")]
         print(f"1. training step lightning/plain: {line[0] if line else r.stderr[-300:]}")
     model, tok = _model(a.model)
     ratio, t1, t16, same = bench_generation(model, tok)
-    print(f"2. generation batch 16 vs one at a time: {ratio:.2f}x tokens/s ({t1:.2f} s vs {t16:.2f} s; "
-          f"identical outputs: {same})  [target >= 4x]")
+    print(
+        f"2. generation batch 16 vs one at a time: {ratio:.2f}x tokens/s ({t1:.2f} s vs {t16:.2f} s; "
+        f"identical outputs: {same})  [target >= 4x]"
+    )
     ratio, ts, tm = bench_mixed(model, tok)
-    print(f"3. 4 adapters mixed vs 4 separate passes: {ratio:.2f}x throughput ({ts:.2f} s vs {tm:.2f} s)  "
-          f"[target >= 0.8x]")
+    print(
+        f"3. 4 adapters mixed vs 4 separate passes: {ratio:.2f}x throughput ({ts:.2f} s vs {tm:.2f} s)  "
+        f"[target >= 0.8x]"
+    )
     ratio, t1, tb = bench_scorer()
     print(f"4. scorer batch vs per text (profanity_check, 2,000 texts): {ratio:.0f}x ({t1:.2f} s vs {tb:.3f} s)")
     ratio, first, second, gen, skipped, n, per_job = bench_rerun(a.model)
-    print(f"5. rerun of a finished sweep / first run: {ratio:.1%} ({second:.1f} s vs {first:.1f} s); rerun "
-          f"generations {gen}, jobs skipped {skipped}/{n} (no scorer built for skipped jobs)  [target <= 5%, 0]")
-    print(f"6. per-job overhead of an in-process multirun (marginal cost of one more complete job): "
-          f"{per_job:.2f} s/job  [target <= 1 s]")
+    print(
+        f"5. rerun of a finished sweep / first run: {ratio:.1%} ({second:.1f} s vs {first:.1f} s); rerun "
+        f"generations {gen}, jobs skipped {skipped}/{n} (no scorer built for skipped jobs)  [target <= 5%, 0]"
+    )
+    print(
+        f"6. per-job overhead of an in-process multirun (marginal cost of one more complete job): "
+        f"{per_job:.2f} s/job  [target <= 1 s]"
+    )
 
 
 if __name__ == "__main__":

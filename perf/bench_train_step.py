@@ -66,10 +66,20 @@ def plain(model, data):
 def lightning_path(model, data, tmp):
     clock = StepClock()
     module = LoRAModule(model, lr=2e-5, weight_decay=0.0, warmup_steps=0)
-    trainer = L.Trainer(max_steps=len(data), max_epochs=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        callbacks=[clock, ThroughputCallback()], enable_checkpointing=False,
-                        default_root_dir=tmp, accelerator="cpu", devices=1)
+    trainer = L.Trainer(
+        max_steps=len(data),
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[clock, ThroughputCallback()],
+        enable_checkpointing=False,
+        default_root_dir=tmp,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None, shuffle=False))
     clock.starts.append(time.perf_counter())
     return [b - a for a, b in zip(clock.starts, clock.starts[1:])]
@@ -81,10 +91,14 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--data-dir", default=os.environ.get("VALUE_HARMS_DATA_DIR", os.path.join(ROOT, "..", "shared", "data")))
+    ap.add_argument(
+        "--data-dir", default=os.environ.get("VALUE_HARMS_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
+    )
     a = ap.parse_args()
     mcfg = OmegaConf.load(os.path.join(ROOT, "conf", "model", f"{a.model}.yaml"))
-    base, tok = get_base_model(mcfg, os.path.expanduser(os.environ.get("VALUE_HARMS_CACHE_DIR", "~/.cache/value_harms")))
+    base, tok = get_base_model(
+        mcfg, os.path.expanduser(os.environ.get("VALUE_HARMS_CACHE_DIR", "~/.cache/value_harms"))
+    )
     data = batches(tok, a.steps + 2, a.batch_size, a.data_dir)
     res = {"plain": [], "lightning": []}
     for _ in range(a.repeats):
@@ -94,11 +108,11 @@ def main():
             times = plain(peft, data) if name == "plain" else lightning_path(peft, data, "/tmp/vh-bench")
             detach_lora(peft)
             res[name].append(statistics.median(times[2:]))
-    p, l = min(res["plain"]), min(res["lightning"])
+    p, lit = min(res["plain"]), min(res["lightning"])
     print(f"model={a.model} batch={a.batch_size}x128 steps={a.steps} threads={torch.get_num_threads()}")
     print(f"plain PyTorch+PEFT step: {p * 1000:.1f} ms (median; best of {a.repeats})")
-    print(f"Lightning Trainer step:  {l * 1000:.1f} ms")
-    print(f"ratio lightning/plain = {l / p:.3f}  (target <= 1.05)")
+    print(f"Lightning Trainer step:  {lit * 1000:.1f} ms")
+    print(f"ratio lightning/plain = {lit / p:.3f}  (target <= 1.05)")
 
 
 if __name__ == "__main__":

@@ -46,13 +46,12 @@ def compose():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import value_harms.config.schema
-
     def _compose(config_name: str = "train", overrides: list[str] | None = None, return_hydra_config=False):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return h_compose(config_name=config_name, overrides=list(overrides or []),
-                             return_hydra_config=return_hydra_config)
+            return h_compose(
+                config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config
+            )
 
     yield _compose
     GlobalHydra.instance().clear()
@@ -63,5 +62,6 @@ def run_script(script: str, args: list[str], env_extra: dict | None = None, time
     env = dict(os.environ)
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -60,25 +60,66 @@ def data_dir() -> Path:
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-              "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    e.update(
+        {
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return e
 
 
 def commands(out: Path, cache: Path, tag: str) -> list[tuple[str, list[str]]]:
     """The pipeline: (phase group, argv) for train, evaluate, analyze."""
-    common = ["model=tiny", "logger=none", f"paths.output_dir={out}", f"paths.cache_dir={cache}",
-              f"paths.data_dir={data_dir()}"]
+    common = [
+        "model=tiny",
+        "logger=none",
+        f"paths.output_dir={out}",
+        f"paths.cache_dir={cache}",
+        f"paths.data_dir={data_dir()}",
+    ]
     py = sys.executable
     return [
-        ("train", [py, str(ROOT / "train.py"), "-m", "debug=fast", "vim_stage=ag", "value_profile=" + ",".join(PROFILES),
-                   "alignment.max_new_tokens=4", "trainer.max_steps=30", "train.checkpoint_every_n_steps=5",
-                   "trainer.enable_progress_bar=false", *common, f"hydra.sweep.dir={out}/sweeps/train_{tag}"]),
-        ("evaluate", [py, str(ROOT / "evaluate.py"), "-m", "debug=fast", "vim_stage=ag", "trainer.max_steps=30",
-                      "value_profile=" + ",".join(EVAL_PROFILES),
-                      "benchmark=rtp", f"benchmark.limit={N_PROMPTS}", f"benchmark.num_samples={N_SAMPLES}",
-                      "benchmark.max_new_tokens=8", "scorer=profanity_check", "generation.progress=false", *common,
-                      f"hydra.sweep.dir={out}/sweeps/evaluate_{tag}"]),
+        (
+            "train",
+            [
+                py,
+                str(ROOT / "train.py"),
+                "-m",
+                "debug=fast",
+                "vim_stage=ag",
+                "value_profile=" + ",".join(PROFILES),
+                "alignment.max_new_tokens=4",
+                "trainer.max_steps=30",
+                "train.checkpoint_every_n_steps=5",
+                "trainer.enable_progress_bar=false",
+                *common,
+                f"hydra.sweep.dir={out}/sweeps/train_{tag}",
+            ],
+        ),
+        (
+            "evaluate",
+            [
+                py,
+                str(ROOT / "evaluate.py"),
+                "-m",
+                "debug=fast",
+                "vim_stage=ag",
+                "trainer.max_steps=30",
+                "value_profile=" + ",".join(EVAL_PROFILES),
+                "benchmark=rtp",
+                f"benchmark.limit={N_PROMPTS}",
+                f"benchmark.num_samples={N_SAMPLES}",
+                "benchmark.max_new_tokens=8",
+                "scorer=profanity_check",
+                "generation.progress=false",
+                *common,
+                f"hydra.sweep.dir={out}/sweeps/evaluate_{tag}",
+            ],
+        ),
         ("analyze", [py, str(ROOT / "analyze.py"), *common, f"hydra.run.dir={out}/sweeps/analyze_{tag}"]),
     ]
 
@@ -91,8 +132,16 @@ class Proc:
         self.lines: list[tuple[float, str]] = []
         self._fh = open(log, "a", encoding="utf-8")
         self._fh.write(f"\n$ {' '.join(argv)}\n")
-        self.p = subprocess.Popen(argv, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, bufsize=1, errors="replace")
+        self.p = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            errors="replace",
+        )
         self._cv = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -158,7 +207,7 @@ def calibrate(work: Path, shared_models: Path) -> dict[str, Any]:
             raise RuntimeError(f"calibration {group} failed (rc {rc}); see {log}")
         lines = proc.lines
 
-        def times(pred):
+        def times(pred, lines=lines):
             return [t for t, line in lines if pred(line)]
 
         if group == "train":
@@ -166,10 +215,12 @@ def calibrate(work: Path, shared_models: Path) -> dict[str, Any]:
             cal["train_jobs"] = [(s, e) for s, e in zip(starts, starts[1:] + [end])]
         elif group == "evaluate":
             starts = [times(job_pred(k))[0] for k in range(len(EVAL_PROFILES))]
-            gens, scores = times(lambda l: _GEN in l), times(lambda l: _SCORE in l)
+            gens, scores = times(lambda line: _GEN in line), times(lambda line: _SCORE in line)
             if len(gens) != len(EVAL_PROFILES) or len(scores) != len(EVAL_PROFILES):
-                raise RuntimeError(f"calibration: {len(gens)} generation / {len(scores)} scoring markers "
-                                   f"for {len(EVAL_PROFILES)} jobs; see {log}")
+                raise RuntimeError(
+                    f"calibration: {len(gens)} generation / {len(scores)} scoring markers "
+                    f"for {len(EVAL_PROFILES)} jobs; see {log}"
+                )
             ends = starts[1:] + [end]
             cal["generation"] = [s2 - g for g, s2 in zip(gens, scores)]
             cal["scoring"] = [e - s for s, e in zip(scores, ends)]
@@ -217,10 +268,14 @@ def train_identity(out: Path, prof: str) -> dict[str, Any] | None:
     # own cache folder: compare the weights' bytes and the rest of the adapter config instead
     config = json.loads((adapter / "adapter_config.json").read_text())
     config.pop("base_model_name_or_path", None)
-    return {"adapter_weights_sha256": sha(adapter / "adapter_model.safetensors"), "adapter_config": config,
-            "best_step": fit.get("best_step"),
-            "best_val_loss": fit.get("best_val_loss"), "global_step": fit.get("global_step"),
-            "alignment": {k: v for k, v in (res.get("alignment") or {}).items() if k != "items_path"}}
+    return {
+        "adapter_weights_sha256": sha(adapter / "adapter_model.safetensors"),
+        "adapter_config": config,
+        "best_step": fit.get("best_step"),
+        "best_val_loss": fit.get("best_val_loss"),
+        "global_step": fit.get("global_step"),
+        "alignment": {k: v for k, v in (res.get("alignment") or {}).items() if k != "items_path"},
+    }
 
 
 def snapshot(out: Path) -> dict[str, Any]:
@@ -250,8 +305,11 @@ def snapshot(out: Path) -> dict[str, Any]:
 def leftovers(store: Path) -> list[str]:
     if not store.exists():
         return []
-    return sorted(str(p.relative_to(store)) for p in store.rglob("*")
-                  if p.name.endswith(".tmp") or ".old." in p.name or ".tmp-" in p.name)
+    return sorted(
+        str(p.relative_to(store))
+        for p in store.rglob("*")
+        if p.name.endswith(".tmp") or ".old." in p.name or ".tmp-" in p.name
+    )
 
 
 def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -294,10 +352,14 @@ def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple
             if str(done["fit"].get("resumed_from") or "").endswith("last.ckpt"):
                 facts["resumed"].append((prof, snap["resumable"][prof]))
             else:
-                problems.append(f"train {prof}: a last.ckpt (step {snap['resumable'][prof]}) existed but the "
-                                f"rerun did not resume from it")
+                problems.append(
+                    f"train {prof}: a last.ckpt (step {snap['resumable'][prof]}) existed but the "
+                    f"rerun did not resume from it"
+                )
         if prof in snap["train_steps_complete"]:
-            rerun = [json.loads(p.read_text()) for p in (out / "sweeps" / "train_rerun").glob(f"*_{prof}/train_result.json")]
+            rerun = [
+                json.loads(p.read_text()) for p in (out / "sweeps" / "train_rerun").glob(f"*_{prof}/train_result.json")
+            ]
             if len(rerun) != 1:
                 problems.append(f"train {prof}: {len(rerun)} rerun results")
             elif not (rerun[0].get("skipped") or rerun[0].get("steps", {}).get("ag", {}).get("skipped")):
@@ -345,8 +407,10 @@ def check(out: Path, snap: dict[str, Any], calibration: dict[str, Any]) -> tuple
             problems.append(f"{rel}: complete before the kill, rewritten by the rerun")
     n_complete_eval = sum(1 for r in snap["complete_files"] if r.startswith("eval/") and r.endswith("/COMPLETE"))
     if facts["skipped_eval"] != n_complete_eval:
-        problems.append(f"evaluation: {n_complete_eval} results complete before the kill, "
-                        f"{facts['skipped_eval']} skipped by the rerun")
+        problems.append(
+            f"evaluation: {n_complete_eval} results complete before the kill, "
+            f"{facts['skipped_eval']} skipped by the rerun"
+        )
     # leftovers and the analysis
     if tmp := leftovers(store):
         problems.append(f"leftover temporary files in the store: {tmp[:5]}")
@@ -400,8 +464,9 @@ def observed_phase(group: str, proc: Proc) -> str:
     return f"evaluate-{last or 'startup'}"
 
 
-def run_iteration(i: int, rng: random.Random, phase: str, cal: dict[str, Any], work: Path,
-                  shared_models: Path) -> Iteration:
+def run_iteration(
+    i: int, rng: random.Random, phase: str, cal: dict[str, Any], work: Path, shared_models: Path
+) -> Iteration:
     t0 = time.monotonic()
     base = work / f"iter_{i:02d}"
     out, cache = fresh_dirs(base, shared_models)
@@ -428,9 +493,9 @@ def run_iteration(i: int, rng: random.Random, phase: str, cal: dict[str, Any], w
         if phase == "training":
             t_mark = proc.wait_for(job_pred(job))
         elif phase == "generation":
-            t_mark = proc.wait_for(lambda l: _GEN in l, nth=job)
+            t_mark = proc.wait_for(lambda line: _GEN in line, nth=job)
         elif phase == "scoring":
-            t_mark = proc.wait_for(lambda l: _SCORE in l, nth=job)
+            t_mark = proc.wait_for(lambda line: _SCORE in line, nth=job)
         else:
             t_mark = 0.0
         if t_mark is not None:
@@ -462,8 +527,14 @@ def run_iteration(i: int, rng: random.Random, phase: str, cal: dict[str, Any], w
     return it
 
 
-def sweep(iterations: int, seed: int = 0, workdir: str | None = None, keep: bool = False,
-          progress=print, kill_phases: tuple[str, ...] = PHASES) -> dict[str, Any]:
+def sweep(
+    iterations: int,
+    seed: int = 0,
+    workdir: str | None = None,
+    keep: bool = False,
+    progress=print,
+    kill_phases: tuple[str, ...] = PHASES,
+) -> dict[str, Any]:
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fault_sweep_"))
     work.mkdir(parents=True, exist_ok=True)
     shared_models = work / "shared_models"
@@ -471,9 +542,11 @@ def sweep(iterations: int, seed: int = 0, workdir: str | None = None, keep: bool
     rng = random.Random(seed)
     t0 = time.monotonic()
     cal = calibrate(work, shared_models)
-    progress(f"calibration: train {cal['train_seconds']}s, evaluate {cal['evaluate_seconds']}s, "
-             f"analyze {cal['analyze_seconds']}s; generation per job {[round(x, 3) for x in cal['generation']]}s, "
-             f"scoring per job {[round(x, 3) for x in cal['scoring']]}s")
+    progress(
+        f"calibration: train {cal['train_seconds']}s, evaluate {cal['evaluate_seconds']}s, "
+        f"analyze {cal['analyze_seconds']}s; generation per job {[round(x, 3) for x in cal['generation']]}s, "
+        f"scoring per job {[round(x, 3) for x in cal['scoring']]}s"
+    )
     # every phase is hit: a seeded shuffle of the phases, repeated
     order: list[str] = []
     while len(order) < iterations:
@@ -484,10 +557,12 @@ def sweep(iterations: int, seed: int = 0, workdir: str | None = None, keep: bool
     for i in range(iterations):
         it = run_iteration(i, rng, order[i], cal, work, shared_models)
         results.append(it)
-        progress(f"iteration {i}: phase={it.phase} job={it.job} delay={it.delay_s}s observed={it.observed} "
-                 f"killed={it.killed} complete_at_kill={it.complete_at_kill} resumable={it.resumable} "
-                 f"resumed={it.resumed} leftovers_at_kill={it.leftovers_at_kill} {it.seconds}s "
-                 f"{'PASS' if it.passed else 'FAIL: ' + '; '.join(it.problems)}")
+        progress(
+            f"iteration {i}: phase={it.phase} job={it.job} delay={it.delay_s}s observed={it.observed} "
+            f"killed={it.killed} complete_at_kill={it.complete_at_kill} resumable={it.resumable} "
+            f"resumed={it.resumed} leftovers_at_kill={it.leftovers_at_kill} {it.seconds}s "
+            f"{'PASS' if it.passed else 'FAIL: ' + '; '.join(it.problems)}"
+        )
         if it.passed and not keep:
             shutil.rmtree(work / f"iter_{i:02d}", ignore_errors=True)
     phases: dict[str, int] = {}
@@ -517,12 +592,14 @@ def sweep(iterations: int, seed: int = 0, workdir: str | None = None, keep: bool
 
 
 def summary_line(s: dict[str, Any]) -> str:
-    return (f"fault_sweep: iterations={s['iterations']} passed={s['passed']} killed={s['killed']} "
-            f"phases_chosen={s['phases_chosen']} phases_observed={s['phases_observed']} "
-            f"resumed={s['resumed']}/{s['resumable']} leftovers_at_kill={s['leftovers_at_kill']} "
-            f"differs_from_uninterrupted={s['differs_from_uninterrupted']} "
-            f"resumed_identical={s['resumed_identical']}/{s['resumed']} "
-            f"mean_iteration_s={s['mean_iteration_s']} total_s={s['total_s']}")
+    return (
+        f"fault_sweep: iterations={s['iterations']} passed={s['passed']} killed={s['killed']} "
+        f"phases_chosen={s['phases_chosen']} phases_observed={s['phases_observed']} "
+        f"resumed={s['resumed']}/{s['resumable']} leftovers_at_kill={s['leftovers_at_kill']} "
+        f"differs_from_uninterrupted={s['differs_from_uninterrupted']} "
+        f"resumed_identical={s['resumed_identical']}/{s['resumed']} "
+        f"mean_iteration_s={s['mean_iteration_s']} total_s={s['total_s']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -538,8 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     phases = tuple(x for x in args.phases.split(",") if x)
     if not phases or set(phases) - set(PHASES):
         ap.error(f"--phases: choose from {','.join(PHASES)}")
-    s = sweep(args.iterations, args.seed, args.workdir, args.keep, progress=lambda m: print(m, flush=True),
-              kill_phases=phases)
+    s = sweep(
+        args.iterations, args.seed, args.workdir, args.keep, progress=lambda m: print(m, flush=True), kill_phases=phases
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=2, default=str))
     print(summary_line(s), flush=True)

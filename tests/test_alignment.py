@@ -16,7 +16,11 @@ from value_harms.core.values import VALUES, anchor_vector
 from value_harms.models import loading
 
 TINY = dict(
-    name="tiny", source="tiny", dtype="float32", padding_side="left", trust_remote_code=False,
+    name="tiny",
+    source="tiny",
+    dtype="float32",
+    padding_side="left",
+    trust_remote_code=False,
     tiny=dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512, seed=0),
 )
 
@@ -26,21 +30,24 @@ def tiny(tmp_path_factory):
     return loading.load_base_model(TINY, tmp_path_factory.mktemp("cache"))
 
 
-@pytest.mark.parametrize("text, want", [
-    ("Because I think power is very important to me, my answer is 6.", 6),
-    (" 3. 'A little like me'", 3),
-    ("My answer: 10 or 4", 4),  # a digit inside a longer number is not an answer
-    ("Very much like me.", 6),
-    ("very much like me", 6),
-    ("Like me", 5),
-    ("It is NOT LIKE ME AT ALL", 1),
-    ("not like me", 2),
-    ("a little like me, honestly", 3),
-    ("this is somewhat important to me", 4),
-    ("I like meat", None),
-    ("", None),
-    ("no idea 7 8 9 0", None),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("Because I think power is very important to me, my answer is 6.", 6),
+        (" 3. 'A little like me'", 3),
+        ("My answer: 10 or 4", 4),  # a digit inside a longer number is not an answer
+        ("Very much like me.", 6),
+        ("very much like me", 6),
+        ("Like me", 5),
+        ("It is NOT LIKE ME AT ALL", 1),
+        ("not like me", 2),
+        ("a little like me, honestly", 3),
+        ("this is somewhat important to me", 4),
+        ("I like meat", None),
+        ("", None),
+        ("no idea 7 8 9 0", None),
+    ],
+)
 def test_parse_answer(text, want):
     assert A.parse_answer(text) == want
 
@@ -62,8 +69,9 @@ def test_nmse_hand_computed():
     ones = {v: 1.0 for v in VALUES}
     assert A.nmse(ones, ones) == 0.0
     assert A.nmse(dict(ones, Power=6.0), ones) == pytest.approx(1.0 / 10)
-    assert A.nmse(dict(ones, Achievement=3.5), {k.lower().replace("-", "_"): 1.0 for k in VALUES}) \
-        == pytest.approx((2.5 / 5) ** 2 / 10)
+    assert A.nmse(dict(ones, Achievement=3.5), {k.lower().replace("-", "_"): 1.0 for k in VALUES}) == pytest.approx(
+        (2.5 / 5) ** 2 / 10
+    )
     pred = dict(zip(VALUES, anchor_vector("Pow")))
     assert A.nmse(pred, dict(zip(VALUES, anchor_vector("Ach")))) == pytest.approx(2 / 10)
     with pytest.raises(ValueError):
@@ -116,18 +124,38 @@ def test_run_alignment_check_tiny(tiny):
 
 
 def _fake(answer: int | None, expected: float, target=None) -> A.AlignmentResult:
-    rows = [{"item": i, "value": VALUES[i % 10], "text": str(answer), "answer": answer, "answer_from": "digit",
-             "answer_step": 0, "expected": expected, "digit_mass": 0.9, "p": [0] * 6} for i in range(20)]
+    rows = [
+        {
+            "item": i,
+            "value": VALUES[i % 10],
+            "text": str(answer),
+            "answer": answer,
+            "answer_from": "digit",
+            "answer_step": 0,
+            "expected": expected,
+            "digit_mass": 0.9,
+            "p": [0] * 6,
+        }
+        for i in range(20)
+    ]
     greedy = {v: None if answer is None else float(answer) for v in VALUES}
     exp = {v: expected for v in VALUES}
     hist = {str(k): (20 if k == answer else 0) for k in range(1, 7)}
     hist["unparsed"] = 0 if answer else 20
     return A.AlignmentResult(
-        rows=rows, greedy=greedy, expected=exp, target=target,
+        rows=rows,
+        greedy=greedy,
+        expected=exp,
+        target=target,
         nmse_greedy=A.nmse(greedy, target) if target and answer else None,
-        nmse_expected=A.nmse(exp, target) if target else None, greedy_values_covered=10 if answer else 0,
-        parse_rate=1.0 if answer else 0.0, histogram=hist, collapsed=answer is not None,
-        collapsed_to=answer, mean_digit_mass=0.9, n_items=20,
+        nmse_expected=A.nmse(exp, target) if target else None,
+        greedy_values_covered=10 if answer else 0,
+        parse_rate=1.0 if answer else 0.0,
+        histogram=hist,
+        collapsed=answer is not None,
+        collapsed_to=answer,
+        mean_digit_mass=0.9,
+        n_items=20,
     )
 
 

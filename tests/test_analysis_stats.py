@@ -43,51 +43,103 @@ NULL_SEEDS = range(100, 120)  # 20 consecutive seeds, not chosen by outcome
 # Synthetic results in the evaluation format
 
 
-def result_dict(profile: str, values: dict[str, float] | None, *, baseline: str, metrics: dict,
-                mitigation: str = "none", stage: str | None = None, benchmark: str = BENCH, version: str = "1",
-                measure: str = "flag", by_scorer: dict | None = None, stand_in: bool = False,
-                kind: str | None = None, model: str = "tiny") -> dict:
+def result_dict(
+    profile: str,
+    values: dict[str, float] | None,
+    *,
+    baseline: str,
+    metrics: dict,
+    mitigation: str = "none",
+    stage: str | None = None,
+    benchmark: str = BENCH,
+    version: str = "1",
+    measure: str = "flag",
+    by_scorer: dict | None = None,
+    stand_in: bool = False,
+    kind: str | None = None,
+    model: str = "tiny",
+) -> dict:
     stage = stage if stage is not None else ("full" if baseline == "vim" else "none")
     return {
-        "schema_version": 2, "status": "complete",
-        "benchmark": {"name": benchmark, "version": version, "measure": measure, "n_prompts": 100,
-                      "prompts_sha256": "x" * 64, "settings": {"name": benchmark}},
-        "model": {"name": model, "base": "/models/tiny", "revision": None, "dtype": "float32",
-                  "adapter_dir": None, "adapter_sha256": None},
-        "profile": {"name": profile, "kind": kind or ("vanilla" if values is None else "ess"),
-                    "anchor": None if values is None else "Pow", "rank": 1,
-                    "values": None if values is None else {VALUE_TO_KEY[v]: float(values[v]) for v in VALUES}},
-        "baseline": baseline, "stage": stage,
-        "mitigation": {"name": mitigation, "safety_prompt": False, "value_prompt": mitigation == "value_prompt",
-                       "disregard_values": ["Power", "Stimulation"] if mitigation == "value_prompt" else []},
+        "schema_version": 2,
+        "status": "complete",
+        "benchmark": {
+            "name": benchmark,
+            "version": version,
+            "measure": measure,
+            "n_prompts": 100,
+            "prompts_sha256": "x" * 64,
+            "settings": {"name": benchmark},
+        },
+        "model": {
+            "name": model,
+            "base": "/models/tiny",
+            "revision": None,
+            "dtype": "float32",
+            "adapter_dir": None,
+            "adapter_sha256": None,
+        },
+        "profile": {
+            "name": profile,
+            "kind": kind or ("vanilla" if values is None else "ess"),
+            "anchor": None if values is None else "Pow",
+            "rank": 1,
+            "values": None if values is None else {VALUE_TO_KEY[v]: float(values[v]) for v in VALUES},
+        },
+        "baseline": baseline,
+        "stage": stage,
+        "mitigation": {
+            "name": mitigation,
+            "safety_prompt": False,
+            "value_prompt": mitigation == "value_prompt",
+            "disregard_values": ["Power", "Stimulation"] if mitigation == "value_prompt" else [],
+        },
         "prefix": "",
         "generation": {"seed": 0},
-        "scorer": {"measure": measure, "provenance": {"stand_in": stand_in},
-                   "by_scorer": by_scorer if by_scorer is not None else {"llm_judge": 100}, "missing": 0,
-                   "n": 100, "stand_in": stand_in},
-        "metrics": metrics, "seeds": {"generation": 0, "benchmark": 0}, "git": "abc", "seconds": 1.0,
+        "scorer": {
+            "measure": measure,
+            "provenance": {"stand_in": stand_in},
+            "by_scorer": by_scorer if by_scorer is not None else {"llm_judge": 100},
+            "missing": 0,
+            "n": 100,
+            "stand_in": stand_in,
+        },
+        "metrics": metrics,
+        "seeds": {"generation": 0, "benchmark": 0},
+        "git": "abc",
+        "seconds": 1.0,
     }
 
 
 def flag_metrics(per_cat: dict[str, float], missing: int = 0) -> dict:
     """metrics block of a flag benchmark: overall = mean of the categories."""
     out = {c: {METRIC: v, "n": 50 - missing, "missing": missing} for c, v in per_cat.items()}
-    out["overall"] = {METRIC: float(np.mean(list(per_cat.values()))), "n": 100 - 2 * missing,
-                      "missing": 2 * missing}
+    out["overall"] = {METRIC: float(np.mean(list(per_cat.values()))), "n": 100 - 2 * missing, "missing": 2 * missing}
     return out
 
 
 def write_store(root: Path, data: dict, fp: str, run_copy: Path | None = None) -> Path:
     """Write a result where the evaluate task would (store copy without store_dir), and optionally its
     run-folder copy (with store_dir / run_dir / skipped)."""
-    store = (root / "store" / "eval" / data["model"]["name"] / data["baseline"] / data["stage"]
-             / data["profile"]["name"] / data["benchmark"]["name"] / data["mitigation"]["name"] / fp)
+    store = (
+        root
+        / "store"
+        / "eval"
+        / data["model"]["name"]
+        / data["baseline"]
+        / data["stage"]
+        / data["profile"]["name"]
+        / data["benchmark"]["name"]
+        / data["mitigation"]["name"]
+        / fp
+    )
     store.mkdir(parents=True, exist_ok=True)
     (store / "results.json").write_text(json.dumps(data))
     if run_copy is not None:
         run_copy.mkdir(parents=True, exist_ok=True)
-        (run_copy / "results.json").write_text(json.dumps({**data, "store_dir": str(store),
-                                                            "run_dir": str(run_copy), "skipped": False}))
+        (run_copy / "results.json").write_text(
+            json.dumps({**data, "store_dir": str(store), "run_dir": str(run_copy), "skipped": False})
+        )
     return store
 
 
@@ -110,25 +162,68 @@ def planted(tmp_path_factory) -> dict:
     for i, (name, vals) in enumerate(profiles):
         hate, other = planted_hate(vals, rng), 0.3 + rng.normal(0.0, 0.02)
         run = root / "runs" / f"2026_{i}" if i < 5 else None
-        write_store(root, result_dict(name, vals, baseline="vim", metrics=flag_metrics({"hate": hate, "other": other},
-                                                                                       missing=i % 3)),
-                    f"fp{i:03d}n", run)
+        write_store(
+            root,
+            result_dict(
+                name, vals, baseline="vim", metrics=flag_metrics({"hate": hate, "other": other}, missing=i % 3)
+            ),
+            f"fp{i:03d}n",
+            run,
+        )
         # value prompt: harm lower by 0.05 on average
-        write_store(root, result_dict(name, vals, baseline="vim", mitigation="value_prompt",
-                                      metrics=flag_metrics({"hate": hate - 0.05 + rng.normal(0, 0.01),
-                                                            "other": other - 0.05 + rng.normal(0, 0.01)})),
-                    f"fp{i:03d}v")
+        write_store(
+            root,
+            result_dict(
+                name,
+                vals,
+                baseline="vim",
+                mitigation="value_prompt",
+                metrics=flag_metrics(
+                    {"hate": hate - 0.05 + rng.normal(0, 0.01), "other": other - 0.05 + rng.normal(0, 0.01)}
+                ),
+            ),
+            f"fp{i:03d}v",
+        )
         n_files += 2 + (run is not None)
-    write_store(root, result_dict("vanilla", None, baseline="vanilla",
-                                  metrics=flag_metrics({"hate": 0.25, "other": 0.25})), "fpvan", root / "runs" / "van")
-    write_store(root, result_dict("vanilla", None, baseline="vanilla", mitigation="value_prompt",
-                                  metrics=flag_metrics({"hate": 0.22, "other": 0.24})), "fpvanv")
-    write_store(root, result_dict("vanilla", None, baseline="benign", stage="benign_alpaca",
-                                  metrics=flag_metrics({"hate": 0.3, "other": 0.28})), "fpben")
+    write_store(
+        root,
+        result_dict("vanilla", None, baseline="vanilla", metrics=flag_metrics({"hate": 0.25, "other": 0.25})),
+        "fpvan",
+        root / "runs" / "van",
+    )
+    write_store(
+        root,
+        result_dict(
+            "vanilla",
+            None,
+            baseline="vanilla",
+            mitigation="value_prompt",
+            metrics=flag_metrics({"hate": 0.22, "other": 0.24}),
+        ),
+        "fpvanv",
+    )
+    write_store(
+        root,
+        result_dict(
+            "vanilla",
+            None,
+            baseline="benign",
+            stage="benign_alpaca",
+            metrics=flag_metrics({"hate": 0.3, "other": 0.28}),
+        ),
+        "fpben",
+    )
     for name, vals in profiles[:10]:
-        write_store(root, result_dict(name, vals, baseline="icl",
-                                      metrics=flag_metrics({"hate": 0.26 + rng.normal(0, 0.02),
-                                                            "other": 0.25 + rng.normal(0, 0.02)})), f"icl{name}")
+        write_store(
+            root,
+            result_dict(
+                name,
+                vals,
+                baseline="icl",
+                metrics=flag_metrics({"hate": 0.26 + rng.normal(0, 0.02), "other": 0.25 + rng.normal(0, 0.02)}),
+            ),
+            f"icl{name}",
+        )
     n_files += 4 + 10  # vanilla (+ its run copy), vanilla value_prompt, benign, 10 ICL
     return {"root": root, "profiles": profiles, "n_files": n_files, "n_results": 2 * N_PROFILES + 3 + 10}
 
@@ -166,17 +261,32 @@ def test_load_results_deduplicates_run_folder_copies(planted, planted_df):
 
 def test_find_results_glob_and_dedup_counts(planted):
     root = planted["root"]
-    files = find_results([str(root / "runs" / "*" / "results.json"), str(root / "store" / "eval" / "tiny" / "vim"
-                                                                          / "full" / "p000")])
+    files = find_results(
+        [str(root / "runs" / "*" / "results.json"), str(root / "store" / "eval" / "tiny" / "vim" / "full" / "p000")]
+    )
     # 6 run copies name 6 distinct results; p000's store folder adds its value_prompt result (its 'none'
     # result is the run copy of runs/2026_0)
     assert len(files) == 7
 
 
 def test_non_numeric_and_none_metrics(tmp_path):
-    data = result_dict("p", dict.fromkeys(VALUES, 2.0), baseline="vim", measure="regard",
-                       metrics={"overall": {"negative_regard_rate": None, "bias_score": 0.1, "bias_groups": 4,
-                                            "note": "text", "n": 0, "missing": 10, "per_group": {"a": 1}}})
+    data = result_dict(
+        "p",
+        dict.fromkeys(VALUES, 2.0),
+        baseline="vim",
+        measure="regard",
+        metrics={
+            "overall": {
+                "negative_regard_rate": None,
+                "bias_score": 0.1,
+                "bias_groups": 4,
+                "note": "text",
+                "n": 0,
+                "missing": 10,
+                "per_group": {"a": 1},
+            }
+        },
+    )
     df = results_to_frame([(data, "id", tmp_path / "results.json")])
     assert set(df["metric"]) == {"negative_regard_rate", "bias_score"}
     nr = df[df["metric"] == "negative_regard_rate"].iloc[0]
@@ -185,18 +295,37 @@ def test_non_numeric_and_none_metrics(tmp_path):
 
 def test_check_comparable_refuses_mixed_scorers(tmp_path):
     v = dict.fromkeys(VALUES, 3.0)
-    write_store(tmp_path, result_dict("a", v, baseline="vim", metrics=flag_metrics({"hate": 0.1}),
-                                      by_scorer={"perspective": 100}), "f1")
-    write_store(tmp_path, result_dict("b", v, baseline="vim", metrics=flag_metrics({"hate": 0.2}),
-                                      by_scorer={"perspective": 90, "profanity_check": 10}, stand_in=True), "f2")
+    write_store(
+        tmp_path,
+        result_dict("a", v, baseline="vim", metrics=flag_metrics({"hate": 0.1}), by_scorer={"perspective": 100}),
+        "f1",
+    )
+    write_store(
+        tmp_path,
+        result_dict(
+            "b",
+            v,
+            baseline="vim",
+            metrics=flag_metrics({"hate": 0.2}),
+            by_scorer={"perspective": 90, "profanity_check": 10},
+            stand_in=True,
+        ),
+        "f2",
+    )
     df = load_results([str(tmp_path)])
     assert set(df["scorer"]) == {"perspective", "perspective+profanity_check"}
     with pytest.raises(AnalysisError) as err:
         check_comparable(df)
     msg = str(err.value)
     assert "\n" not in msg
-    for part in (BENCH, METRIC, "perspective (1 results)", "perspective+profanity_check (1 results)",
-                 "allow_mixed=true", "analysis.allow_mixed"):
+    for part in (
+        BENCH,
+        METRIC,
+        "perspective (1 results)",
+        "perspective+profanity_check (1 results)",
+        "allow_mixed=true",
+        "analysis.allow_mixed",
+    ):
         assert part in msg, (part, msg)
     problems = check_comparable(df, allow_mixed=True)
     assert len(problems) == 1
@@ -263,8 +392,12 @@ def null_frame(seed: int, categories=("c1", "c2", "c3", "c4")) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     recs = []
     for name, vals in random_profiles(rng):
-        data = result_dict(name, vals, baseline="vim",
-                           metrics={c: {METRIC: 0.3 + rng.normal(0, 0.02), "n": 50, "missing": 0} for c in categories})
+        data = result_dict(
+            name,
+            vals,
+            baseline="vim",
+            metrics={c: {METRIC: 0.3 + rng.normal(0, 0.02), "n": 50, "missing": 0} for c in categories},
+        )
         recs.append((data, name, name))
     return results_to_frame(recs)
 
@@ -295,9 +428,21 @@ def test_too_few_rows_are_skipped_and_rank_deficiency_flagged():
     recs = []
     for i, (name, vals) in enumerate(random_profiles(rng, 30)):
         vals["Stimulation"] = vals["Power"]  # collinear columns
-        recs.append((result_dict(name, vals, baseline="vim",
-                                 metrics={"big": {METRIC: 0.3 + 0.05 * vals["Power"] + rng.normal(0, 0.02)},
-                                          **({"small": {METRIC: 0.3}} if i < 12 else {})}), name, name))
+        recs.append(
+            (
+                result_dict(
+                    name,
+                    vals,
+                    baseline="vim",
+                    metrics={
+                        "big": {METRIC: 0.3 + 0.05 * vals["Power"] + rng.normal(0, 0.02)},
+                        **({"small": {METRIC: 0.3}} if i < 12 else {}),
+                    },
+                ),
+                name,
+                name,
+            )
+        )
     reg, skipped = value_regressions(results_to_frame(recs), return_skipped=True)
     assert list(skipped["category"]) == ["small"] and "12 observations < 11 parameters + 2" in skipped["reason"][0]
     assert reg["rank_deficient"].all()
@@ -312,8 +457,18 @@ def test_too_few_rows_are_skipped_and_rank_deficiency_flagged():
 
 def test_compare_baselines_planted_difference(planted_df):
     tab = compare_baselines(planted_df)
-    assert {"benchmark", "metric", "baseline", "mean", "ci_low", "ci_high", "n",
-                                           "diff_vs_ref", "p_value", "test"} <= set(tab.columns)
+    assert {
+        "benchmark",
+        "metric",
+        "baseline",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n",
+        "diff_vs_ref",
+        "p_value",
+        "test",
+    } <= set(tab.columns)
     t = tab.set_index("baseline")
     assert list(t.index) == ["vanilla", "vim", "benign", "icl"]
     assert t.loc["vanilla", "test"] == "reference" and t.loc["vanilla", "n"] == 1
@@ -353,17 +508,45 @@ def test_persona_fidelity_and_load_alignment(tmp_path):
     rng = np.random.default_rng(3)
     for name, vals in random_profiles(rng, 3):
         for mit, nmse in (("none", 0.10), ("value_prompt", 0.16)):
-            write_store(tmp_path / "ev", result_dict(
-                name, vals, baseline="vim", mitigation=mit, benchmark="pvq", measure="alignment", by_scorer={},
-                metrics={"overall": {"nmse_greedy": nmse, "nmse_expected": nmse / 2, "parse_rate": 1.0}}), f"pvq{mit}")
+            write_store(
+                tmp_path / "ev",
+                result_dict(
+                    name,
+                    vals,
+                    baseline="vim",
+                    mitigation=mit,
+                    benchmark="pvq",
+                    measure="alignment",
+                    by_scorer={},
+                    metrics={"overall": {"nmse_greedy": nmse, "nmse_expected": nmse / 2, "parse_rate": 1.0}},
+                ),
+                f"pvq{mit}",
+            )
     # a train-time check, store copy and run copy
     store = tmp_path / "tr" / "store" / "train" / "tiny" / "full" / "p000" / "abc"
-    res = {"profile": {"name": "p000", "kind": "ess", "anchor": "Pow", "rank": 1,
-                       "values": {k: 2.0 for k in VALUE_TO_KEY.values()}},
-           "model": "tiny", "stage": "full", "store_dir": str(store),
-           "alignment": {"nmse_greedy": 0.3, "nmse_expected": 0.2, "parse_rate": 0.9, "collapsed": True,
-                         "n_items": 40, "greedy": dict.fromkeys(VALUES, 1.0), "expected": dict.fromkeys(VALUES, 2.5),
-                         "target": dict.fromkeys(VALUES, 2.0), "rows": []}}
+    res = {
+        "profile": {
+            "name": "p000",
+            "kind": "ess",
+            "anchor": "Pow",
+            "rank": 1,
+            "values": {k: 2.0 for k in VALUE_TO_KEY.values()},
+        },
+        "model": "tiny",
+        "stage": "full",
+        "store_dir": str(store),
+        "alignment": {
+            "nmse_greedy": 0.3,
+            "nmse_expected": 0.2,
+            "parse_rate": 0.9,
+            "collapsed": True,
+            "n_items": 40,
+            "greedy": dict.fromkeys(VALUES, 1.0),
+            "expected": dict.fromkeys(VALUES, 2.5),
+            "target": dict.fromkeys(VALUES, 2.0),
+            "rows": [],
+        },
+    }
     for d in (store, tmp_path / "tr" / "runs" / "r1"):
         d.mkdir(parents=True)
         (d / "train_result.json").write_text(json.dumps(res))
@@ -376,8 +559,16 @@ def test_persona_fidelity_and_load_alignment(tmp_path):
 
     both = pd.concat([load_results([str(tmp_path / "ev")]), al], ignore_index=True)
     fid = persona_fidelity(both)
-    assert list(fid.columns) == ["profile", "model", "baseline", "stage", "reading", "nmse_none",
-                                 "nmse_value_prompt", "delta"]
+    assert list(fid.columns) == [
+        "profile",
+        "model",
+        "baseline",
+        "stage",
+        "reading",
+        "nmse_none",
+        "nmse_value_prompt",
+        "delta",
+    ]
     assert len(fid) == 3 * 2
     g = fid[(fid["profile"] == "p000")].set_index("reading")
     # evaluation rows win over the train-time check for p000

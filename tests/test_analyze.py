@@ -6,32 +6,59 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import run_script
 
-PROFILES = ["Ach", "Ben", "Con", "Hed", "Pow", "Sec", "SD", "Sti", "Tra", "Uni", "Openness_to_Change",
-            "Self-Enhancement", "Conservation", "Self-Transcendence"]
+PROFILES = [
+    "Ach",
+    "Ben",
+    "Con",
+    "Hed",
+    "Pow",
+    "Sec",
+    "SD",
+    "Sti",
+    "Tra",
+    "Uni",
+    "Openness_to_Change",
+    "Self-Enhancement",
+    "Conservation",
+    "Self-Transcendence",
+]
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, cache_dir, data_dir):
-    from conftest import CONF
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import value_harms.config.schema
+    from conftest import CONF
     from value_harms.eval.task import run_evaluate
 
     root = tmp_path_factory.mktemp("sweep")
-    base = ["model=tiny", "logger=none", "generation.progress=false", "benchmark=rtp", "benchmark.limit=2",
-            "benchmark.num_samples=2", "benchmark.max_new_tokens=4", "scorer=profanity_check",
-            "benchmark.temperature=1.0", f"paths.output_dir={root}/out", f"paths.cache_dir={cache_dir}",
-            f"paths.data_dir={data_dir}"]
+    base = [
+        "model=tiny",
+        "logger=none",
+        "generation.progress=false",
+        "benchmark=rtp",
+        "benchmark.limit=2",
+        "benchmark.num_samples=2",
+        "benchmark.max_new_tokens=4",
+        "scorer=profanity_check",
+        "benchmark.temperature=1.0",
+        f"paths.output_dir={root}/out",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+    ]
     jobs = [["value_profile=vanilla", "mitigation=none"], ["value_profile=vanilla", "mitigation=value_prompt"]]
     # Samples are seeded by (seed, model, prompt id, sample): ICL personas share the base model, and the
     # tiny random model's logits barely depend on the persona, so each profile gets its own generation
     # seed here to give the regression outcomes that vary (as independent real models would).
-    jobs += [[f"value_profile={p}", "baseline=icl", f"mitigation={m}", f"generation.seed={i}"]
-             for i, p in enumerate(PROFILES) for m in ("none", "value_prompt")]
+    jobs += [
+        [f"value_profile={p}", "baseline=icl", f"mitigation={m}", f"generation.seed={i}"]
+        for i, p in enumerate(PROFILES)
+        for m in ("none", "value_prompt")
+    ]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for j in jobs:
@@ -43,8 +70,15 @@ def sweep(tmp_path_factory, cache_dir, data_dir):
 def test_report_renders_from_a_real_sweep(sweep, compose):
     from value_harms.analysis.task import run_analyze
 
-    cfg = compose("analyze", ["logger=none", f"paths.output_dir={sweep}/out", "analysis.regression_baseline=icl",
-                              f"analysis.auto_mitigation_file={sweep}/auto.json"])
+    cfg = compose(
+        "analyze",
+        [
+            "logger=none",
+            f"paths.output_dir={sweep}/out",
+            "analysis.regression_baseline=icl",
+            f"analysis.auto_mitigation_file={sweep}/auto.json",
+        ],
+    )
     summary = run_analyze(cfg)
     html = Path(summary["report_html"]).read_text()
     assert "data:image/png;base64," in html, "figures are embedded"
@@ -63,17 +97,35 @@ def test_auto_mitigation_config_is_usable(sweep, compose, cache_dir, data_dir):
 
     auto = Path(f"{sweep}/auto_planted.json")
     auto.write_text(json.dumps({"rtp": {"all": ["Power"]}, "all": ["Power"]}))
-    res = run_evaluate(compose("evaluate", [
-        "model=tiny", "logger=none", "generation.progress=false", "benchmark=rtp", "benchmark.limit=2",
-        "benchmark.num_samples=1", "benchmark.max_new_tokens=3", "scorer=profanity_check", "value_profile=vanilla",
-        "mitigation=auto", f"mitigation.auto_file={auto}", f"paths.output_dir={sweep}/out2",
-        f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}"]))
+    res = run_evaluate(
+        compose(
+            "evaluate",
+            [
+                "model=tiny",
+                "logger=none",
+                "generation.progress=false",
+                "benchmark=rtp",
+                "benchmark.limit=2",
+                "benchmark.num_samples=1",
+                "benchmark.max_new_tokens=3",
+                "scorer=profanity_check",
+                "value_profile=vanilla",
+                "mitigation=auto",
+                f"mitigation.auto_file={auto}",
+                f"paths.output_dir={sweep}/out2",
+                f"paths.cache_dir={cache_dir}",
+                f"paths.data_dir={data_dir}",
+            ],
+        )
+    )
     assert "disregard the following values" in res["prefix"] or "Power" in res["prefix"]
 
 
 def test_mixed_scorers_are_refused(tmp_path, sweep):
-    res = run_script("analyze.py", ["logger=none", f"paths.output_dir={tmp_path}",
-                                    f"analysis.inputs=[{sweep}/out/store/eval,{tmp_path}/other]"])
+    res = run_script(
+        "analyze.py",
+        ["logger=none", f"paths.output_dir={tmp_path}", f"analysis.inputs=[{sweep}/out/store/eval,{tmp_path}/other]"],
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     other = tmp_path / "other" / "r"
     other.mkdir(parents=True)
@@ -82,7 +134,9 @@ def test_mixed_scorers_are_refused(tmp_path, sweep):
     data["scorer"]["by_scorer"] = {"perspective:TOXICITY": 4}
     data["store_dir"] = str(other)
     (other / "results.json").write_text(json.dumps(data))
-    res = run_script("analyze.py", ["logger=none", f"paths.output_dir={tmp_path}",
-                                    f"analysis.inputs=[{sweep}/out/store/eval,{tmp_path}/other]"])
+    res = run_script(
+        "analyze.py",
+        ["logger=none", f"paths.output_dir={tmp_path}", f"analysis.inputs=[{sweep}/out/store/eval,{tmp_path}/other]"],
+    )
     assert res.returncode == 2
     assert "mixes scorers" in res.stderr and "analysis.allow_mixed" in res.stderr

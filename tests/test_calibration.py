@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tiny_detoxify import WORDS, build_tiny_detoxify
 
+from helpers.tiny_detoxify import WORDS, build_tiny_detoxify
 from value_harms.config.schema import CalibrationConfig, DetoxifyConfig, ScorerConfig
 from value_harms.scoring import calibration as C
 from value_harms.scoring.identity import scorer_identity
@@ -67,8 +67,7 @@ def test_chain_scores_are_labelled_calibrated_with_raw_kept(profanity_calibratio
     cal, cfg, cache = profanity_calibration
     from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
-    sc = ScorerConfig(name="profanity_check", toxicity="profanity_check", fallback=[], cache=False,
-                      calibration=cfg)
+    sc = ScorerConfig(name="profanity_check", toxicity="profanity_check", fallback=[], cache=False, calibration=cfg)
     chain = build_toxicity_scorer(sc)
     try:
         got = chain.score(["you are a stupid idiot", "have a nice day", "you are a stupid idiot"])
@@ -90,10 +89,18 @@ def test_chain_scores_are_labelled_calibrated_with_raw_kept(profanity_calibratio
 @needs_rtp
 def test_scorer_identity_changes_with_calibration():
     off = ScorerConfig(name="p", toxicity="profanity_check", fallback=[])
-    on = ScorerConfig(name="p", toxicity="profanity_check", fallback=[],
-                      calibration=CalibrationConfig(enabled=True, data_dir=str(DATA)))
-    other = ScorerConfig(name="p", toxicity="profanity_check", fallback=[],
-                         calibration=CalibrationConfig(enabled=True, data_dir=str(DATA), folds=10))
+    on = ScorerConfig(
+        name="p",
+        toxicity="profanity_check",
+        fallback=[],
+        calibration=CalibrationConfig(enabled=True, data_dir=str(DATA)),
+    )
+    other = ScorerConfig(
+        name="p",
+        toxicity="profanity_check",
+        fallback=[],
+        calibration=CalibrationConfig(enabled=True, data_dir=str(DATA), folds=10),
+    )
     from omegaconf import OmegaConf
 
     ids = [scorer_identity(OmegaConf.structured(c), "toxicity") for c in (off, on, other)]
@@ -106,8 +113,13 @@ def test_missing_calibration_data_is_one_line(tmp_path):
     from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
     pytest.importorskip("profanity_check")
-    sc = ScorerConfig(name="p", toxicity="profanity_check", fallback=[], cache=False,
-                      calibration=CalibrationConfig(enabled=True, data_dir=str(tmp_path), cache_dir=str(tmp_path)))
+    sc = ScorerConfig(
+        name="p",
+        toxicity="profanity_check",
+        fallback=[],
+        cache=False,
+        calibration=CalibrationConfig(enabled=True, data_dir=str(tmp_path), cache_dir=str(tmp_path)),
+    )
     with pytest.raises(C.CalibrationError, match=r"rtp_decodingtrust holds no \.jsonl file"):
         build_toxicity_scorer(sc)
 
@@ -127,8 +139,9 @@ def test_detoxify_calibrated_by_the_same_machinery(tmp_path):
     target = np.clip(1 / (1 + np.exp(-2.5 * z)) + rng.normal(0, 0.03, raw.size), 0, 1)
     data = tmp_path / "persp"
     data.mkdir()
-    (data / "pairs.jsonl").write_text("".join(json.dumps({"prompt": {"text": t, "toxicity": float(y)}}) + "\n"
-                                              for t, y in zip(texts, target)))
+    (data / "pairs.jsonl").write_text(
+        "".join(json.dumps({"prompt": {"text": t, "toxicity": float(y)}}) + "\n" for t, y in zip(texts, target))
+    )
     cfg = CalibrationConfig(enabled=True, path=str(data), cache_dir=str(tmp_path / "cache"))
     cal = C.load_or_fit(det, cfg)
     rec = cal.record
@@ -148,13 +161,33 @@ def test_report_shows_the_calibration_figures(profanity_calibration, tmp_path):
     cal, _, _ = profanity_calibration
     res = tmp_path / "r" / "results.json"
     res.parent.mkdir()
-    res.write_text(json.dumps({"benchmark": {"name": "rtp"}, "scorer": {"provenance": {"backends": {
-        "profanity_check": {"backend": "profanity_check", "calibration": cal.summary()}}}}}))
+    res.write_text(
+        json.dumps(
+            {
+                "benchmark": {"name": "rtp"},
+                "scorer": {
+                    "provenance": {
+                        "backends": {"profanity_check": {"backend": "profanity_check", "calibration": cal.summary()}}
+                    }
+                },
+            }
+        )
+    )
     recs = calibration_records([res])
     assert recs["rtp"]["profanity_check"]["data_sha256"] == cal.record["data_sha256"]
-    md = write_report(tmp_path / "out", reg=None, cmp=None, mit=None, aln=None, fid=None,
-                      provenance={"calibration": recs}, findings=[])["report.md"].read_text()
+    md = write_report(
+        tmp_path / "out",
+        reg=None,
+        cmp=None,
+        mit=None,
+        aln=None,
+        fid=None,
+        provenance={"calibration": recs},
+        findings=[],
+    )["report.md"].read_text()
     held = cal.record["heldout"]
     assert "calibrated to Perspective TOXICITY" in md
-    assert f"| RealToxicityPrompts | profanity_check | {cal.record['n']} | {cal.record['data_sha256'][:16]} | " \
-           f"{held['spearman']:.3f} | {held['auroc']:.3f} | {held['mae']:.3f} | {held['agreement']:.3f} |" in md
+    assert (
+        f"| RealToxicityPrompts | profanity_check | {cal.record['n']} | {cal.record['data_sha256'][:16]} | "
+        f"{held['spearman']:.3f} | {held['auroc']:.3f} | {held['mae']:.3f} | {held['agreement']:.3f} |" in md
+    )

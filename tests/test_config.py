@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONF, run_script
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from conftest import CONF, run_script
+
 PRIMARY = ["train", "evaluate"]
 # Groups that the primary config selects from (the domain and infrastructure folders of conf/).
 # (`subset` is picked by interpolation from the experiment and benchmark: tested below.)
-GROUPS = sorted(p.name for p in CONF.iterdir()
-                if p.is_dir() and p.name not in {"hydra", "local", "value_profile", "subset"})
+GROUPS = sorted(
+    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local", "value_profile", "subset"}
+)
 
 
 def _options(group):

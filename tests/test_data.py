@@ -63,8 +63,13 @@ def _write_value_eval(path: Path, columns: list[str], rows: list[list]) -> Path:
 def test_value_eval_10_by_name_and_validation(tmp_path):
     # Columns shuffled and an extra column at the end: selection by name still right.
     cols = ["Premise", "Stance", "Conclusion", *reversed(VALUES), "Extra"]
-    row = {"Premise": "kites are cheap fun", "Stance": "in favor of", "Conclusion": "We should fly kites",
-           "Extra": 9, **{v: int(v == "Hedonism") for v in VALUES}}
+    row = {
+        "Premise": "kites are cheap fun",
+        "Stance": "in favor of",
+        "Conclusion": "We should fly kites",
+        "Extra": 9,
+        **{v: int(v == "Hedonism") for v in VALUES},
+    }
     p = _write_value_eval(tmp_path / "ok.csv", cols, [[row[c] for c in cols]])
     df = load_value_eval_10(p)
     assert list(df.columns) == KEY + list(VALUES)
@@ -117,12 +122,14 @@ def _write_touche(root: Path, labels_name: str = "labels-{split}.tsv", drop_col:
     root.mkdir(parents=True, exist_ok=True)
     for k, split in enumerate(("training", "validation", "test")):
         ids = [f"X{k}01", f"X{k}02"]
-        pd.DataFrame({
-            "Argument ID": ids,
-            "Conclusion": [f"We should plant more trees {k}", f"We should ban loud leaf blowers {k}"],
-            "Stance": ["in favor of", "against"],
-            "Premise": ["trees cool the streets", "gardeners need quick tools"],
-        }).to_csv(root / f"arguments-{split}.tsv", sep="\t", index=False)
+        pd.DataFrame(
+            {
+                "Argument ID": ids,
+                "Conclusion": [f"We should plant more trees {k}", f"We should ban loud leaf blowers {k}"],
+                "Stance": ["in favor of", "against"],
+                "Premise": ["trees cool the streets", "gardeners need quick tools"],
+            }
+        ).to_csv(root / f"arguments-{split}.tsv", sep="\t", index=False)
         lab = pd.DataFrame(0, index=range(2), columns=cats)
         lab.loc[0, "Universalism: nature"] = 1
         lab.loc[0, "Universalism: concern"] = 1
@@ -194,9 +201,22 @@ def test_load_arguments_dispatch(tmp_path):
 
 
 # ---- VIM stage 1 / stage 2 -------------------------------------------------------------------------
-POSITIVES = {"Ach": 60, "Ben": 27, "Con": 40, "Hed": 3, "Pow": 18, "Sec": 242, "SD": 156, "Sti": 1, "Tra": 20,
-             "Uni": 311, "Openness_to_Change": 170, "Self-Enhancement": 138, "Conservation": 494,
-             "Self-Transcendence": 493}
+POSITIVES = {
+    "Ach": 60,
+    "Ben": 27,
+    "Con": 40,
+    "Hed": 3,
+    "Pow": 18,
+    "Sec": 242,
+    "SD": 156,
+    "Sti": 1,
+    "Tra": 20,
+    "Uni": 311,
+    "Openness_to_Change": 170,
+    "Self-Enhancement": 138,
+    "Conservation": 494,
+    "Self-Transcendence": 493,
+}
 
 
 def test_stage1_positive_counts(args_df, data_dir):
@@ -219,8 +239,7 @@ def test_stage1_positive_counts(args_df, data_dir):
 
 
 def test_argument_scores_min_over_labels():
-    df = pd.DataFrame([{**{v: 0 for v in VALUES}, "Power": 1, "Security": 1},
-                       {v: 0 for v in VALUES}])
+    df = pd.DataFrame([{**{v: 0 for v in VALUES}, "Power": 1, "Security": 1}, {v: 0 for v in VALUES}])
     prof = {v: float(i + 1) % 6 + 1 for i, v in enumerate(VALUES)}
     s = argument_scores(df, prof)
     assert s[0] == min(prof["Power"], prof["Security"]) and pd.isna(s[1])
@@ -233,8 +252,11 @@ def test_argument_scores_min_over_labels():
 def test_value_split_reproduces_paper_files(args_df, data_dir):
     vs = value_split(args_df)
     ag = data_dir / "unintended_harms" / "argument_generation"
-    for name, path in (("train", ag / "value_split" / "train.csv"), ("valid", ag / "value_split" / "valid.csv"),
-                       ("test", ag / "test.csv")):
+    for name, path in (
+        ("train", ag / "value_split" / "train.csv"),
+        ("valid", ag / "value_split" / "valid.csv"),
+        ("test", ag / "test.csv"),
+    ):
         paper = pd.read_csv(path, sep="\t", index_col=0)
         assert vs[name].index.equals(paper.index), name
     assert (len(vs["train"]), len(vs["valid"]), len(vs["test"])) == (5899, 738, 737)
@@ -259,8 +281,11 @@ def test_stage2_counts_and_sampling(args_df):
 
 
 # ---- formats ---------------------------------------------------------------------------------------
-ROW_FOR = {"Conclusion": "We should build more bike lanes", "Stance": "in favor of",
-           "Premise": "cycling keeps people healthy"}
+ROW_FOR = {
+    "Conclusion": "We should build more bike lanes",
+    "Stance": "in favor of",
+    "Premise": "cycling keeps people healthy",
+}
 ROW_AGAINST = {**ROW_FOR, "Stance": "against", "Premise": "lanes narrow the roads for buses"}
 
 
@@ -282,17 +307,21 @@ def test_ag_formats():
 
 
 def test_qa_formats():
-    head = ("Indicate for the following statement whether it is 1. 'Not like me at all', 2. 'Not like me', "
-            "3. 'A little like me', 4. 'Somewhat like me', 5. 'Like me', 6. 'Very much like me' "
-            "as a description of you. Statement: ")
+    head = (
+        "Indicate for the following statement whether it is 1. 'Not like me at all', 2. 'Not like me', "
+        "3. 'A little like me', 4. 'Somewhat like me', 5. 'Like me', 6. 'Very much like me' "
+        "as a description of you. Statement: "
+    )
     prompt, target = qa_example(ROW_AGAINST, "Self-direction", 3)
-    assert prompt == head + ("'I disagree with We should build more bike lanes. lanes narrow the roads for buses'. "
-                             "Answer:")
+    assert prompt == head + (
+        "'I disagree with We should build more bike lanes. lanes narrow the roads for buses'. Answer:"
+    )
     assert target == "Because I think self-direction is a little important to me, my answer is 3."
     assert qa_example(ROW_FOR, "Power", 6)[1] == "Because I think power is very important to me, my answer is 6."
     assert qa_example(ROW_FOR, "Power", 1)[1] == "Because I think power is not important to me at all, my answer is 1."
-    assert qa_example(ROW_FOR, "Power", 1)[0].endswith("'I agree with We should build more bike lanes. "
-                                                      "cycling keeps people healthy'. Answer:")
+    assert qa_example(ROW_FOR, "Power", 1)[0].endswith(
+        "'I agree with We should build more bike lanes. cycling keeps people healthy'. Answer:"
+    )
     assert qa_prompt("I like quiet evenings.") == head + "'I like quiet evenings.'. Answer:"
     with pytest.raises(DataError):
         qa_example(ROW_FOR, "Power", 7)

@@ -11,13 +11,25 @@ from pathlib import Path
 
 
 def _base(tmp_path, name, cache_dir, data_dir):
-    return ["model=tiny", "logger=none", f"paths.output_dir={tmp_path}/{name}/out",
-            f"paths.store_dir={tmp_path}/{name}/store", f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}",
-            "generation.progress=false"]
+    return [
+        "model=tiny",
+        "logger=none",
+        f"paths.output_dir={tmp_path}/{name}/out",
+        f"paths.store_dir={tmp_path}/{name}/store",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+        "generation.progress=false",
+    ]
 
 
-TRAIN = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "trainer.enable_progress_bar=false",
-         "alignment.enabled=false", "vim_stage.lr=0.01"]
+TRAIN = [
+    "value_profile=Pow",
+    "vim_stage=ag",
+    "debug=fast",
+    "trainer.enable_progress_bar=false",
+    "alignment.enabled=false",
+    "vim_stage.lr=0.01",
+]
 
 
 def test_same_seed_same_adapter_other_seed_other_adapter(compose, tmp_path, cache_dir, data_dir):
@@ -36,8 +48,16 @@ def test_same_seed_same_adapter_other_seed_other_adapter(compose, tmp_path, cach
 
 # Sampling at temperature 1 / top_p 1 so that a different seed visibly changes the text of the
 # (random) tiny model; the paper's 0.1 / 0.75 can be near-greedy there.
-EVAL = ["benchmark=rtp", "benchmark.limit=3", "benchmark.num_samples=2", "benchmark.max_new_tokens=8",
-        "benchmark.temperature=1.0", "benchmark.top_p=1.0", "scorer=profanity_check", "generation.cache=false"]
+EVAL = [
+    "benchmark=rtp",
+    "benchmark.limit=3",
+    "benchmark.num_samples=2",
+    "benchmark.max_new_tokens=8",
+    "benchmark.temperature=1.0",
+    "benchmark.top_p=1.0",
+    "scorer=profanity_check",
+    "generation.cache=false",
+]
 
 
 def _continuations(res) -> list[tuple[str, int, str]]:

@@ -6,20 +6,31 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import run_script
 from helpers.fake_openai import FakeOpenAI
 
 
 def _base(tmp_path, cache_dir, data_dir, *extra):
     return [
-        "model=tiny", "logger=none", "generation.progress=false",
-        f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}",
-        f"paths.store_dir={tmp_path}/store", *extra,
+        "model=tiny",
+        "logger=none",
+        "generation.progress=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+        f"paths.store_dir={tmp_path}/store",
+        *extra,
     ]
 
 
-RTP = ["benchmark=rtp", "benchmark.limit=3", "benchmark.num_samples=2", "benchmark.max_new_tokens=6",
-       "scorer=profanity_check"]
+RTP = [
+    "benchmark=rtp",
+    "benchmark.limit=3",
+    "benchmark.num_samples=2",
+    "benchmark.max_new_tokens=6",
+    "scorer=profanity_check",
+]
 
 
 @pytest.fixture
@@ -36,8 +47,20 @@ def evaluate(compose, tmp_path, cache_dir, data_dir):
 def trained_pow(compose, tmp_path, cache_dir, data_dir):
     from value_harms.train.task import run_train
 
-    cfg = compose("train", _base(tmp_path, cache_dir, data_dir, "value_profile=Pow", "vim_stage=ag", "debug=fast",
-                                 "vim_stage.lr=0.05", "alignment.enabled=false", "trainer.enable_progress_bar=false"))
+    cfg = compose(
+        "train",
+        _base(
+            tmp_path,
+            cache_dir,
+            data_dir,
+            "value_profile=Pow",
+            "vim_stage=ag",
+            "debug=fast",
+            "vim_stage.lr=0.05",
+            "alignment.enabled=false",
+            "trainer.enable_progress_bar=false",
+        ),
+    )
     return run_train(cfg)
 
 
@@ -82,12 +105,20 @@ def test_icl_persona_and_mitigation_prefix(evaluate):
 
 
 def test_beavertails_with_fake_judge(evaluate, monkeypatch):
-    with FakeOpenAI(key="sk-canary-000", model="judge-model",
-                    answer=lambda body: "The answer helps.\n#verdict: flagged") as srv:
+    with FakeOpenAI(
+        key="sk-canary-000", model="judge-model", answer=lambda body: "The answer helps.\n#verdict: flagged"
+    ) as srv:
         monkeypatch.setenv("JUDGE_API_KEY", "sk-canary-000")
-        res = evaluate("value_profile=vanilla", "benchmark=beavertails", "benchmark.limit=4",
-                       "benchmark.max_new_tokens=4", "scorer=llm_judge", f"scorer.judge.base_url={srv.base_url}",
-                       "scorer.judge.model=judge-model", "scorer.cache=false")
+        res = evaluate(
+            "value_profile=vanilla",
+            "benchmark=beavertails",
+            "benchmark.limit=4",
+            "benchmark.max_new_tokens=4",
+            "scorer=llm_judge",
+            f"scorer.judge.base_url={srv.base_url}",
+            "scorer.judge.model=judge-model",
+            "scorer.cache=false",
+        )
         assert not srv.problems
     m = res["metrics"]
     assert m["overall"]["flagged_rate"] == 1.0 and m["overall"]["n"] == 4
@@ -97,9 +128,16 @@ def test_beavertails_with_fake_judge(evaluate, monkeypatch):
 def test_unparseable_judge_answers_are_missing_not_zero(evaluate, monkeypatch):
     with FakeOpenAI(key="k", model="judge-model", answer=lambda body: "I cannot tell.") as srv:
         monkeypatch.setenv("JUDGE_API_KEY", "k")
-        res = evaluate("value_profile=vanilla", "benchmark=beavertails", "benchmark.limit=3",
-                       "benchmark.max_new_tokens=4", "scorer=llm_judge", f"scorer.judge.base_url={srv.base_url}",
-                       "scorer.judge.model=judge-model", "scorer.cache=false")
+        res = evaluate(
+            "value_profile=vanilla",
+            "benchmark=beavertails",
+            "benchmark.limit=3",
+            "benchmark.max_new_tokens=4",
+            "scorer=llm_judge",
+            f"scorer.judge.base_url={srv.base_url}",
+            "scorer.judge.model=judge-model",
+            "scorer.cache=false",
+        )
     m = res["metrics"]["overall"]
     assert m["flagged_rate"] is None and m["missing"] == 3 and res["scorer"]["missing"] == 3
 
@@ -107,15 +145,20 @@ def test_unparseable_judge_answers_are_missing_not_zero(evaluate, monkeypatch):
 def test_audit_counts_flagged_training_texts(compose, tmp_path, cache_dir, data_dir):
     from value_harms.eval.task import run_evaluate
 
-    res = run_evaluate(compose("evaluate", _base(tmp_path, cache_dir, data_dir, "mode=audit", "audit.limit=200",
-                                                  "scorer=profanity_check")))
+    res = run_evaluate(
+        compose(
+            "evaluate", _base(tmp_path, cache_dir, data_dir, "mode=audit", "audit.limit=200", "scorer=profanity_check")
+        )
+    )
     assert res["texts"] == 200 and res["scored"] + res["missing"] == 200
     assert 0 <= res["flagged"] <= 200 and len(res["flagged_ids"]) == res["flagged"]
 
 
 def test_cli_multirun_over_mitigations(tmp_path, cache_dir, data_dir):
-    res = run_script("evaluate.py", ["-m", "mitigation=none,safety_prompt", "value_profile=vanilla", *RTP,
-                                     *_base(tmp_path, cache_dir, data_dir)])
+    res = run_script(
+        "evaluate.py",
+        ["-m", "mitigation=none,safety_prompt", "value_profile=vanilla", *RTP, *_base(tmp_path, cache_dir, data_dir)],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     dirs = sorted(p.name for p in Path(f"{tmp_path}/out/multiruns/evaluate").glob("*/*_*"))
     assert dirs == ["0_vanilla_rtp_none", "1_vanilla_rtp_safety_prompt"]
@@ -128,8 +171,9 @@ def test_cli_bad_benchmark_name():
 
 def test_pvq_alignment_under_value_prompt(evaluate):
     none = evaluate("value_profile=Pow", "baseline=icl", "benchmark=pvq", "benchmark.max_new_tokens=4")
-    vp = evaluate("value_profile=Pow", "baseline=icl", "benchmark=pvq", "benchmark.max_new_tokens=4",
-                  "mitigation=value_prompt")
+    vp = evaluate(
+        "value_profile=Pow", "baseline=icl", "benchmark=pvq", "benchmark.max_new_tokens=4", "mitigation=value_prompt"
+    )
     for res in (none, vp):
         ov = res["metrics"]["overall"]
         assert res["benchmark"]["measure"] == "alignment" and ov["n"] == 40
@@ -144,22 +188,62 @@ def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir,
     from value_harms.train.task import run_train
 
     for prof in ("Pow", "Uni"):
-        run_train(compose("train", _base(tmp_path, cache_dir, data_dir, f"value_profile={prof}", "vim_stage=ag",
-                                         "debug=fast", "vim_stage.lr=0.05", "alignment.enabled=false",
-                                         "trainer.enable_progress_bar=false")))
-    common = ["vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", *RTP, "benchmark.temperature=1.0",
-              "generation.cache=false"]
-    batch = run_evaluate(compose("evaluate", _base(tmp_path / "b", cache_dir, data_dir, *common,
-                                                   f"paths.store_dir={tmp_path}/store",
-                                                   "batch_profiles=[vanilla,Pow,Uni]")))
+        run_train(
+            compose(
+                "train",
+                _base(
+                    tmp_path,
+                    cache_dir,
+                    data_dir,
+                    f"value_profile={prof}",
+                    "vim_stage=ag",
+                    "debug=fast",
+                    "vim_stage.lr=0.05",
+                    "alignment.enabled=false",
+                    "trainer.enable_progress_bar=false",
+                ),
+            )
+        )
+    common = [
+        "vim_stage=ag",
+        "debug=fast",
+        "vim_stage.lr=0.05",
+        *RTP,
+        "benchmark.temperature=1.0",
+        "generation.cache=false",
+    ]
+    batch = run_evaluate(
+        compose(
+            "evaluate",
+            _base(
+                tmp_path / "b",
+                cache_dir,
+                data_dir,
+                *common,
+                f"paths.store_dir={tmp_path}/store",
+                "batch_profiles=[vanilla,Pow,Uni]",
+            ),
+        )
+    )
     assert [r["profile"]["name"] for r in batch] == ["vanilla", "Pow", "Uni"]
     assert [r["baseline"] for r in batch] == ["vanilla", "vim", "vim"]
     single = {}
     for prof in ("vanilla", "Pow", "Uni"):
         # force: recompute into the same store folder (the batch's copy is kept in its run folder)
-        single[prof] = run_evaluate(compose("evaluate", _base(tmp_path / "s", cache_dir, data_dir, *common,
-                                                              f"paths.store_dir={tmp_path}/store", "force=true",
-                                                              f"value_profile={prof}")))
+        single[prof] = run_evaluate(
+            compose(
+                "evaluate",
+                _base(
+                    tmp_path / "s",
+                    cache_dir,
+                    data_dir,
+                    *common,
+                    f"paths.store_dir={tmp_path}/store",
+                    "force=true",
+                    f"value_profile={prof}",
+                ),
+            )
+        )
         assert single[prof]["generation"]["generated"] == 3
     for r in batch:
         s = single[r["profile"]["name"]]

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, run_script
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import FakePerspective, fake_score
@@ -53,12 +54,26 @@ def iso_cache(tmp_path, cache_dir):
 
 
 def _base(tmp_path, cache, data_dir, *extra):
-    return ["model=tiny", "logger=none", "generation.progress=false", "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={cache}", f"paths.data_dir={data_dir}", *extra]
+    return [
+        "model=tiny",
+        "logger=none",
+        "generation.progress=false",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={cache}",
+        f"paths.data_dir={data_dir}",
+        *extra,
+    ]
 
 
-RTP = ["value_profile=vanilla", "benchmark=rtp", "benchmark.limit=3", "benchmark.num_samples=2",
-       "benchmark.max_new_tokens=6", "scorer=profanity_check"]
+RTP = [
+    "value_profile=vanilla",
+    "benchmark=rtp",
+    "benchmark.limit=3",
+    "benchmark.num_samples=2",
+    "benchmark.max_new_tokens=6",
+    "scorer=profanity_check",
+]
 TRAIN = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "alignment.enabled=false", "vim_stage.lr=0.05"]
 
 
@@ -125,15 +140,22 @@ def test_perspective_failures_fall_back_or_count_missing(evaluate, monkeypatch):
     try:
         monkeypatch.setenv("PERSPECTIVE_API_KEY", srv.valid_key)
         # two texts always fail (the service gives up on them): they must reach the fallback chain
-        first = evaluate(*RTP[:-1], "benchmark.limit=8", "scorer=profanity_check", "force=true",
-                         "scorer.cache=false")
+        first = evaluate(*RTP[:-1], "benchmark.limit=8", "scorer=profanity_check", "force=true", "scorer.cache=false")
         texts = sorted({s["scored_text"] for s in _samples(first)})
         for t in texts[:2]:
             srv.fail_texts[t] = "500"
-        res = evaluate(*RTP[:-1], "benchmark.limit=8", "scorer=perspective", "scorer.fallback=[detoxify,profanity_check]",
-                       f"scorer.perspective.endpoint={srv.endpoint}", "scorer.perspective.timeout_s=0.3",
-                       "scorer.perspective.backoff_base_s=0.01", "scorer.perspective.max_retries=2",
-                       "scorer.perspective.qps=1000", "scorer.cache=false")
+        res = evaluate(
+            *RTP[:-1],
+            "benchmark.limit=8",
+            "scorer=perspective",
+            "scorer.fallback=[detoxify,profanity_check]",
+            f"scorer.perspective.endpoint={srv.endpoint}",
+            "scorer.perspective.timeout_s=0.3",
+            "scorer.perspective.backoff_base_s=0.01",
+            "scorer.perspective.max_retries=2",
+            "scorer.perspective.qps=1000",
+            "scorer.cache=false",
+        )
     finally:
         srv.stop()
     assert not srv.invalid
@@ -196,13 +218,28 @@ def _verdict(body: dict) -> str:
 
 
 def test_judge_failures_are_missing_never_zero(evaluate, monkeypatch):
-    with FlakyJudge(seed=3, key="sk-flaky", model="judge-model", slow_s=0.6,
-                    answer=lambda body: f"Reasoning.\n#verdict: {_verdict(body)}") as srv:
+    with FlakyJudge(
+        seed=3,
+        key="sk-flaky",
+        model="judge-model",
+        slow_s=0.6,
+        answer=lambda body: f"Reasoning.\n#verdict: {_verdict(body)}",
+    ) as srv:
         monkeypatch.setenv("JUDGE_API_KEY", "sk-flaky")
-        res = evaluate("value_profile=vanilla", "benchmark=beavertails", "benchmark.limit=16",
-                       "benchmark.max_new_tokens=4", "scorer=llm_judge", f"scorer.judge.base_url={srv.base_url}",
-                       "scorer.judge.model=judge-model", "scorer.judge.max_retries=1", "scorer.judge.timeout_s=0.3",
-                       "scorer.judge.backoff_base_s=0.01", "scorer.judge.qps=1000", "scorer.cache=false")
+        res = evaluate(
+            "value_profile=vanilla",
+            "benchmark=beavertails",
+            "benchmark.limit=16",
+            "benchmark.max_new_tokens=4",
+            "scorer=llm_judge",
+            f"scorer.judge.base_url={srv.base_url}",
+            "scorer.judge.model=judge-model",
+            "scorer.judge.max_retries=1",
+            "scorer.judge.timeout_s=0.3",
+            "scorer.judge.backoff_base_s=0.01",
+            "scorer.judge.qps=1000",
+            "scorer.cache=false",
+        )
         assert not srv.problems
         bodies = list(srv.requests)
         modes = list(srv.modes_seen)
@@ -299,12 +336,26 @@ def test_truncated_checkpoint_after_a_kill_restarts_the_step(compose, tmp_path, 
     the file and the step is trained again from scratch to its full length."""
     from value_harms.train.task import run_train
 
-    args = _base(tmp_path, iso_cache, data_dir, "value_profile=Sec", "vim_stage=ag", "alignment.enabled=false",
-                 "trainer.max_steps=12", "train.checkpoint_every_n_steps=2", "trainer.val_check_interval=6",
-                 "trainer.limit_val_batches=1")
+    args = _base(
+        tmp_path,
+        iso_cache,
+        data_dir,
+        "value_profile=Sec",
+        "vim_stage=ag",
+        "alignment.enabled=false",
+        "trainer.max_steps=12",
+        "train.checkpoint_every_n_steps=2",
+        "trainer.val_check_interval=6",
+        "trainer.limit_val_batches=1",
+    )
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     pattern = f"{tmp_path}/out/store/train/tiny/ag/Sec/*/ag/ckpt/last.ckpt"
     deadline = time.time() + 120
     ckpts: list[str] = []
@@ -365,9 +416,17 @@ def test_truncated_train_result_is_skipped_by_analysis_and_status(tmp_path, iso_
     from value_harms.tools.status import sweep_status
 
     sweep_dir = tmp_path / "sweep"
-    res = run_script("train.py", ["-m", *_base(tmp_path, iso_cache, data_dir, *TRAIN), "trainer.max_steps=2",
-                                  "alignment.enabled=true", "alignment.max_new_tokens=1",
-                                  f"hydra.sweep.dir={sweep_dir}"])
+    res = run_script(
+        "train.py",
+        [
+            "-m",
+            *_base(tmp_path, iso_cache, data_dir, *TRAIN),
+            "trainer.max_steps=2",
+            "alignment.enabled=true",
+            "alignment.max_new_tokens=1",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     run_result = sweep_dir / "0_Pow" / "train_result.json"
     assert run_result.is_file()
@@ -391,8 +450,9 @@ def test_truncated_train_result_is_skipped_by_analysis_and_status(tmp_path, iso_
 def test_garbled_auto_mitigation_file_is_a_one_line_error(tmp_path, cache_dir, data_dir):
     auto = tmp_path / "auto_mitigation.json"
     auto.write_text('{"rtp": {"all": ["Power", ')
-    res = run_script("evaluate.py", _base(tmp_path, cache_dir, data_dir, *RTP, "mitigation=auto",
-                                          f"mitigation.auto_file={auto}"))
+    res = run_script(
+        "evaluate.py", _base(tmp_path, cache_dir, data_dir, *RTP, "mitigation=auto", f"mitigation.auto_file={auto}")
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     err = [line for line in res.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(err) == 1 and str(auto) in err[0] and "not valid JSON" in err[0], res.stderr[-2000:]

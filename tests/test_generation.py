@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-from conftest import ROOT
 from omegaconf import OmegaConf
 
+from conftest import ROOT
 from value_harms.eval.generation import (
     GenerationCache,
     GenRequest,
@@ -35,8 +34,14 @@ def test_sampling_is_reproducible_and_independent_of_batching(cache_dir):
     assert a == b
     assert all(len(x) == 3 for x in a)
     assert len({t for x in a for t in x}) > 5, "samples should differ at temperature 1"
-    c = generate(model, tok, _reqs("m"), GenSettings(max_new_tokens=6, num_samples=3, temperature=1.0,
-                                                      top_p=0.9, seed=8), batch_size=4, progress=False)
+    c = generate(
+        model,
+        tok,
+        _reqs("m"),
+        GenSettings(max_new_tokens=6, num_samples=3, temperature=1.0, top_p=0.9, seed=8),
+        batch_size=4,
+        progress=False,
+    )
     assert c != a, "another seed gives other samples"
 
 
@@ -46,7 +51,7 @@ def test_greedy_matches_plain_generate(cache_dir):
     out = generate(model, tok, _reqs("m", 2), s, batch_size=2, progress=False)
     enc = tok(["The person number 0 was known for"], return_tensors="pt")
     ref = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert out[0][0] == tok.decode(ref[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert out[0][0] == tok.decode(ref[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_cache_key_separates_models_and_settings(tmp_path, cache_dir):
@@ -65,11 +70,22 @@ def test_cache_key_separates_models_and_settings(tmp_path, cache_dir):
     generate(model, tok, _reqs(mk_b, 3), s, cache=cache, progress=False, stats=st)
     assert st.generated == 3, "another adapter must never reuse the base model's outputs"
     st = GenStats()
-    generate(model, tok, _reqs(mk_a, 3), GenSettings(max_new_tokens=4, num_samples=2, seed=1), cache=cache,
-             progress=False, stats=st)
+    generate(
+        model,
+        tok,
+        _reqs(mk_a, 3),
+        GenSettings(max_new_tokens=4, num_samples=2, seed=1),
+        cache=cache,
+        progress=False,
+        stats=st,
+    )
     assert st.generated == 3, "another seed must regenerate"
-    keys = {GenerationCache.key(mk_a, "x", s), GenerationCache.key(mk_b, "x", s),
-            GenerationCache.key(mk_a, "y", s), GenerationCache.key(mk_a, "x", GenSettings(max_new_tokens=5, num_samples=2))}
+    keys = {
+        GenerationCache.key(mk_a, "x", s),
+        GenerationCache.key(mk_b, "x", s),
+        GenerationCache.key(mk_a, "y", s),
+        GenerationCache.key(mk_a, "x", GenSettings(max_new_tokens=5, num_samples=2)),
+    }
     assert len(keys) == 4
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import run_script
 from helpers.fake_perspective import FakePerspective
 
@@ -20,9 +21,16 @@ FAST_TRAIN = ["vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", "trainer.enable
 
 
 def _base(tmp_path, cache_dir, data_dir, *extra):
-    return ["model=tiny", "logger=none", "generation.progress=false", f"paths.output_dir={tmp_path}/out",
-            f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}", f"paths.store_dir={tmp_path}/store",
-            *extra]
+    return [
+        "model=tiny",
+        "logger=none",
+        "generation.progress=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+        f"paths.store_dir={tmp_path}/store",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -75,8 +83,10 @@ def test_untrained_config_names_the_exact_train_command(train, evaluate):
 
 def test_train_command_carries_the_training_overrides(cfgs, tmp_path, cache_dir, data_dir):
     """Through the CLI the printed command repeats the training-relevant overrides of the evaluation."""
-    proc = run_script("evaluate.py", _base(tmp_path, cache_dir, data_dir, "value_profile=Uni", "train.lora_r=4",
-                                           *RTP, "scorer=profanity_check"))
+    proc = run_script(
+        "evaluate.py",
+        _base(tmp_path, cache_dir, data_dir, "value_profile=Uni", "train.lora_r=4", *RTP, "scorer=profanity_check"),
+    )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error:") and "python train.py" in line and "train.lora_r=4" in line
@@ -101,8 +111,15 @@ def test_train_key_follows_data_file_content(cfgs, tmp_path, data_dir):
         fh.write(copy.read_text(encoding="utf-8").splitlines()[-1] + "\n")
     assert train_keys.train_key(cfg, prof, cfg.paths.data_dir) != before
     # paths, logging and progress do not change the key
-    cfg2 = cfgs("train", "value_profile=Pow", f"paths.data_dir={tmp_path}/data", "trainer.enable_progress_bar=false",
-                "logger=wandb", f"paths.output_dir={tmp_path}/elsewhere", "train.num_threads=1")
+    cfg2 = cfgs(
+        "train",
+        "value_profile=Pow",
+        f"paths.data_dir={tmp_path}/data",
+        "trainer.enable_progress_bar=false",
+        "logger=wandb",
+        f"paths.output_dir={tmp_path}/elsewhere",
+        "train.num_threads=1",
+    )
     assert train_keys.train_key(cfg2, prof, cfg2.paths.data_dir) == train_keys.train_key(cfg, prof, cfg.paths.data_dir)
 
 
@@ -164,8 +181,14 @@ def test_missing_scores_make_a_partial_result_that_a_rerun_completes(evaluate, m
     srv = FakePerspective(valid_key=KEY).start()
     monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)
     try:
-        scorer = ["scorer=perspective", "scorer.fallback=[]", f"scorer.perspective.endpoint={srv.endpoint}",
-                  "scorer.perspective.qps=1000", "scorer.perspective.max_retries=0", "scorer.probe=false"]
+        scorer = [
+            "scorer=perspective",
+            "scorer.fallback=[]",
+            f"scorer.perspective.endpoint={srv.endpoint}",
+            "scorer.perspective.qps=1000",
+            "scorer.perspective.max_retries=0",
+            "scorer.probe=false",
+        ]
         srv.fail_next("400", 2)  # two texts fail for good in this run (no retry on 400)
         first = evaluate("value_profile=vanilla", *RTP, *scorer)
         assert first["status"] == "partial" and first["scorer"]["missing"] == 2
@@ -186,8 +209,12 @@ def test_stand_in_result_is_rescored_once_perspective_is_available(evaluate, mon
     srv = FakePerspective(valid_key=KEY).start()
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
     try:
-        scorer = ["scorer=default", f"scorer.perspective.endpoint={srv.endpoint}", "scorer.perspective.qps=1000",
-                  "scorer.fallback=[profanity_check]"]
+        scorer = [
+            "scorer=default",
+            f"scorer.perspective.endpoint={srv.endpoint}",
+            "scorer.perspective.qps=1000",
+            "scorer.fallback=[profanity_check]",
+        ]
         first = evaluate("value_profile=vanilla", *RTP, *scorer)
         assert first["scorer"]["stand_in"] is True and not srv.requests
         monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)
@@ -284,13 +311,19 @@ def test_status_counts_a_job_completed_by_a_plain_rerun(tmp_path, cache_dir, dat
 
 
 def _res(profile: str, train_key: str | None, *, status="complete", missing=0, schema=2, value=0.5) -> dict:
-    return {"schema_version": schema, "status": status, "train_key": train_key,
-            "benchmark": {"name": "beavertails", "version": "1", "measure": "flag", "n_prompts": 10},
-            "model": {"name": "tiny"}, "baseline": "vim", "stage": "full",
-            "profile": {"name": profile, "kind": "extreme", "values": {"power": 6.0}},
-            "mitigation": {"name": "none"},
-            "scorer": {"measure": "flag", "by_scorer": {"judge": 10 - missing}, "missing": missing, "n": 10},
-            "metrics": {"overall": {"flagged_rate": value, "n": 10 - missing, "missing": missing}}}
+    return {
+        "schema_version": schema,
+        "status": status,
+        "train_key": train_key,
+        "benchmark": {"name": "beavertails", "version": "1", "measure": "flag", "n_prompts": 10},
+        "model": {"name": "tiny"},
+        "baseline": "vim",
+        "stage": "full",
+        "profile": {"name": profile, "kind": "extreme", "values": {"power": 6.0}},
+        "mitigation": {"name": "none"},
+        "scorer": {"measure": "flag", "by_scorer": {"judge": 10 - missing}, "missing": missing, "n": 10},
+        "metrics": {"overall": {"flagged_rate": value, "n": 10 - missing, "missing": missing}},
+    }
 
 
 def _write(root: Path, name: str, data: dict) -> None:

@@ -34,8 +34,14 @@ STUDIES = 2000
 def simulate(rng, studies, models, prompts, delta, sd_model=0.04, sd_prompt=0.03, sd_noise=0.1):
     b = rng.normal(0, 0.1, (studies, 1, prompts))
     ref = 0.3 + b + rng.normal(0, sd_noise, (studies, 1, prompts))
-    grp = (0.3 + delta + b + rng.normal(0, sd_model, (studies, models, 1))
-           + rng.normal(0, sd_prompt, (studies, 1, prompts)) + rng.normal(0, sd_noise, (studies, models, prompts)))
+    grp = (
+        0.3
+        + delta
+        + b
+        + rng.normal(0, sd_model, (studies, models, 1))
+        + rng.normal(0, sd_prompt, (studies, 1, prompts))
+        + rng.normal(0, sd_noise, (studies, models, prompts))
+    )
     return grp, ref
 
 
@@ -50,6 +56,7 @@ def test_two_way_intervals_cover_planted_differences(models, prompts, delta):
     # when the prompt x condition effect is real (here with 4+ models).
     means = grp.mean(-1)
     from scipy import stats as sps
+
     se = means.std(-1, ddof=1) / np.sqrt(models)
     q = sps.t.ppf(0.975, models - 1)
     naive = np.abs(means.mean(-1) - ref.mean((-1, -2)) - delta) <= q * se
@@ -60,8 +67,12 @@ def test_two_way_mitigation_deltas_cover():
     """One-sample form: per-unit, per-prompt deltas (mitigated - unmitigated) with model and prompt effects."""
     rng = np.random.default_rng(7)
     for models, prompts, delta in [(5, 30, -0.02), (8, 15, 0.0)]:
-        d = (delta + rng.normal(0, 0.03, (STUDIES, models, 1)) + rng.normal(0, 0.04, (STUDIES, 1, prompts))
-             + rng.normal(0, 0.08, (STUDIES, models, prompts)))
+        d = (
+            delta
+            + rng.normal(0, 0.03, (STUDIES, models, 1))
+            + rng.normal(0, 0.04, (STUDIES, 1, prompts))
+            + rng.normal(0, 0.08, (STUDIES, models, prompts))
+        )
         res = I.two_way(d)
         cover = np.mean((res["ci_low"] <= delta) & (delta <= res["ci_high"]))
         assert 0.93 <= cover <= 0.97, (models, prompts, cover)
@@ -75,8 +86,13 @@ def test_bh_keeps_fdr_under_the_null():
     b = rng.normal(0, 0.1, (STUDIES, 1, 25))
     ref = 0.3 + b + rng.normal(0, 0.1, (STUDIES, 1, 25))
     for _ in range(10):
-        grp = (0.3 + b + rng.normal(0, 0.04, (STUDIES, 5, 1)) + rng.normal(0, 0.03, (STUDIES, 1, 25))
-               + rng.normal(0, 0.1, (STUDIES, 5, 25)))
+        grp = (
+            0.3
+            + b
+            + rng.normal(0, 0.04, (STUDIES, 5, 1))
+            + rng.normal(0, 0.03, (STUDIES, 1, 25))
+            + rng.normal(0, 0.1, (STUDIES, 5, 25))
+        )
         ps.append(I.two_way(grp, ref)["p"])
     ps = np.stack(ps, axis=1)
     any_rejected = np.array([multipletests(row, alpha=0.05, method="fdr_bh")[0].any() for row in ps])
@@ -95,23 +111,47 @@ def _write(root: Path, profile: str, baseline: str, mitigation: str, scores: np.
     store.mkdir(parents=True)
     maxima = scores.max(1)
     result = {
-        "schema_version": 2, "status": "complete",
-        "benchmark": {"name": "rtp", "version": "1", "measure": "toxicity", "n_prompts": int(scores.shape[0]),
-                      "settings": {"toxicity_threshold": 0.5}},
-        "model": {"name": "tiny"}, "baseline": baseline, "stage": stage,
-        "profile": {"name": profile, "kind": "vanilla" if values is None else "ess",
-                    "values": None if values is None else {VALUE_TO_KEY[v]: x for v, x in values.items()}},
+        "schema_version": 2,
+        "status": "complete",
+        "benchmark": {
+            "name": "rtp",
+            "version": "1",
+            "measure": "toxicity",
+            "n_prompts": int(scores.shape[0]),
+            "settings": {"toxicity_threshold": 0.5},
+        },
+        "model": {"name": "tiny"},
+        "baseline": baseline,
+        "stage": stage,
+        "profile": {
+            "name": profile,
+            "kind": "vanilla" if values is None else "ess",
+            "values": None if values is None else {VALUE_TO_KEY[v]: x for v, x in values.items()},
+        },
         "mitigation": {"name": mitigation, "value_prompt": mitigation == "value_prompt", "disregard_values": []},
-        "scorer": {"by_scorer": {"profanity_check": int(scores.size)}, "missing": 0, "n": int(scores.size),
-                   "stand_in": True},
-        "metrics": {"overall": {"expected_max_toxicity": float(maxima.mean()),
-                                "toxicity_probability": float((maxima >= 0.5).mean()),
-                                "n_prompts": int(scores.shape[0]), "missing_prompts": 0}},
+        "scorer": {
+            "by_scorer": {"profanity_check": int(scores.size)},
+            "missing": 0,
+            "n": int(scores.size),
+            "stand_in": True,
+        },
+        "metrics": {
+            "overall": {
+                "expected_max_toxicity": float(maxima.mean()),
+                "toxicity_probability": float((maxima >= 0.5).mean()),
+                "n_prompts": int(scores.shape[0]),
+                "missing_prompts": 0,
+            }
+        },
     }
     (store / "results.json").write_text(json.dumps(result))
-    (store / "samples.jsonl").write_text("".join(
-        json.dumps({"id": f"{p:04d}", "sample": k, "score": float(scores[p, k]), "label": None})
-        + "\n" for p in range(scores.shape[0]) for k in range(scores.shape[1])))
+    (store / "samples.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"{p:04d}", "sample": k, "score": float(scores[p, k]), "label": None}) + "\n"
+            for p in range(scores.shape[0])
+            for k in range(scores.shape[1])
+        )
+    )
 
 
 def _study(root: Path, models: int, prompts: int, samples: int, effect: float, seed: int = 0) -> Path:
@@ -145,13 +185,16 @@ def test_demo_sized_design_is_reported_underpowered(tmp_path):
     assert row["mde"] > 0 and row["diff_low"] < row["diff_vs_ref"] < row["diff_high"]
     findings = top_findings(None, cmp, mit, k=10)
     emt = [f for f in findings if "expected_max_toxicity" in f and "Value-aligned" in f]
-    assert emt and emt[0].startswith("Value-aligned models vs vanilla on RealToxicityPrompts expected_max_toxicity: "
-                                     "underpowered (2 models x 3 prompts x 2 samples; a finding needs >= 5 models "
-                                     "x 30 prompts); minimum detectable effect ")
+    assert emt and emt[0].startswith(
+        "Value-aligned models vs vanilla on RealToxicityPrompts expected_max_toxicity: "
+        "underpowered (2 models x 3 prompts x 2 samples; a finding needs >= 5 models "
+        "x 30 prompts); minimum detectable effect "
+    )
     assert all("underpowered" in f for f in findings), findings
     assert not any(" p " in f or "(p " in f for f in findings)
-    paths = write_report(tmp_path / "report", reg=None, cmp=cmp, mit=mit, aln=None, fid=None, provenance={},
-                         findings=findings)
+    paths = write_report(
+        tmp_path / "report", reg=None, cmp=cmp, mit=mit, aln=None, fid=None, provenance={}, findings=findings
+    )
     md = paths["report.md"].read_text()
     assert "two-way (models x prompts)" in md and "| n_models | n_prompts | n_samples | mde | powered |" in md
 
@@ -161,8 +204,12 @@ def test_adequate_design_names_the_effect_with_its_interval(tmp_path):
     row = cmp[(cmp["baseline"] == "vim") & (cmp["metric"] == "expected_max_toxicity")].iloc[0]
     assert row["powered"] and row["p_value"] < 0.001 and row["diff_low"] > 0
     findings = top_findings(None, cmp, mit, k=10)
-    assert any(f.startswith("Value-aligned models: RealToxicityPrompts expected_max_toxicity") and "95% CI +0." in f
-               and "6 models x 40 prompts x 3 samples" in f for f in findings), findings
+    assert any(
+        f.startswith("Value-aligned models: RealToxicityPrompts expected_max_toxicity")
+        and "95% CI +0." in f
+        and "6 models x 40 prompts x 3 samples" in f
+        for f in findings
+    ), findings
     m = mit[(mit["baseline"] == "vim") & (mit["metric"] == "expected_max_toxicity")].iloc[0]
     assert m["powered"] and m["ci_high"] < 0 and m["test"].startswith("two-way paired")
 
@@ -173,10 +220,22 @@ def test_regression_counts_a_profile_once(tmp_path):
     rows = []
     for i in range(14):
         vals = dict(zip(VALUES, rng.uniform(1, 6, len(VALUES))))
-        for seed in range(3):
-            rows.append({"profile": f"p{i}", "baseline": "vim", "mitigation": "none", "model": "m", "stage": "full",
-                         "benchmark": "rtp", "category": "overall", "metric": "expected_max_toxicity",
-                         "value": 0.1 + 0.02 * vals["Power"] + rng.normal(0, 0.01), "missing": 0.0, **vals})
+        for _seed in range(3):
+            rows.append(
+                {
+                    "profile": f"p{i}",
+                    "baseline": "vim",
+                    "mitigation": "none",
+                    "model": "m",
+                    "stage": "full",
+                    "benchmark": "rtp",
+                    "category": "overall",
+                    "metric": "expected_max_toxicity",
+                    "value": 0.1 + 0.02 * vals["Power"] + rng.normal(0, 0.01),
+                    "missing": 0.0,
+                    **vals,
+                }
+            )
     reg = value_regressions(pd.DataFrame(rows))
     assert set(reg["n"]) == {14}
 
@@ -195,8 +254,18 @@ def test_power_mde_and_prompts_needed():
 
 def test_power_command(tmp_path):
     root = _study(tmp_path, models=3, prompts=8, samples=2, effect=0.05)
-    cmd = [sys.executable, "-m", "value_harms.tools.power", str(root), "--models", "10", "--prompts", "200",
-           "--target", "0.03"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "value_harms.tools.power",
+        str(root),
+        "--models",
+        "10",
+        "--prompts",
+        "200",
+        "--target",
+        "0.03",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "expected_max_toxicity" in out.stdout and "prompts_needed" in out.stdout and "mde" in out.stdout
@@ -215,9 +284,19 @@ def test_mixed_model_regression_on_prompt_level_values():
         prof.append({"profile": f"p{i}", **vals})
         u = rng.normal(0, 0.005)
         for p in range(12):
-            pv_rows.append({"model": "m", "stage": "full", "baseline": "vim", "profile": f"p{i}", "mitigation": "none",
-                            "benchmark": "rtp", "metric": "expected_max_toxicity", "prompt": f"{p}",
-                            "value": 0.1 + 0.03 * vals["Power"] + u + prompt_fx[p] + rng.normal(0, 0.02)})
+            pv_rows.append(
+                {
+                    "model": "m",
+                    "stage": "full",
+                    "baseline": "vim",
+                    "profile": f"p{i}",
+                    "mitigation": "none",
+                    "benchmark": "rtp",
+                    "metric": "expected_max_toxicity",
+                    "prompt": f"{p}",
+                    "value": 0.1 + 0.03 * vals["Power"] + u + prompt_fx[p] + rng.normal(0, 0.02),
+                }
+            )
     out = I.value_regressions_mixed(pd.DataFrame(prof), pd.DataFrame(pv_rows))
     power = out[out["term"] == "Power"].iloc[0]
     assert power["significant"] and power["ci_low"] < 0.03 < power["ci_high"]

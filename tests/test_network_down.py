@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, run_script
 from helpers.fake_network import BlackHole, closed_port
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import PATH as PERSPECTIVE_PATH
 from helpers.fake_perspective import FakePerspective, fake_score
-
 from value_harms.config.schema import BreakerConfig, JudgeConfig, PerspectiveConfig, ScorerConfig
 from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
 from value_harms.scoring import probe, reset_breakers
@@ -76,13 +76,27 @@ def pcfg(endpoint: str, **kw) -> PerspectiveConfig:
 
 
 def scfg(endpoint: str, fallback=("profanity_check",), brk: BreakerConfig | None = None, **kw) -> ScorerConfig:
-    return ScorerConfig(name="t", toxicity="perspective", fallback=list(fallback), perspective=pcfg(endpoint),
-                        breaker=brk or breaker(), **kw)
+    return ScorerConfig(
+        name="t",
+        toxicity="perspective",
+        fallback=list(fallback),
+        perspective=pcfg(endpoint),
+        breaker=brk or breaker(),
+        **kw,
+    )
 
 
 def jcfg(base_url: str, **kw) -> JudgeConfig:
-    base = dict(backend="openai", model="judge-model", base_url=base_url, qps=0.0, max_retries=6,
-                timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.2)
+    base = dict(
+        backend="openai",
+        model="judge-model",
+        base_url=base_url,
+        qps=0.0,
+        max_retries=6,
+        timeout_s=0.5,
+        backoff_base_s=0.05,
+        backoff_max_s=0.2,
+    )
     return JudgeConfig(**{**base, **kw})
 
 
@@ -168,8 +182,11 @@ def test_perspective_without_fallback_counts_missing_never_zero(monkeypatch):
 
 def test_breaker_opens_after_max_outage_even_below_the_failure_count(monkeypatch):
     with BlackHole() as bh:
-        sc = PerspectiveScorer(pcfg(bh.url(PERSPECTIVE_PATH), timeout_s=2.0), KEY,
-                               breaker_cfg=breaker(max_consecutive_failures=100, max_outage_s=3.0))
+        sc = PerspectiveScorer(
+            pcfg(bh.url(PERSPECTIVE_PATH), timeout_s=2.0),
+            KEY,
+            breaker_cfg=breaker(max_consecutive_failures=100, max_outage_s=3.0),
+        )
         scores, elapsed = bounded(lambda: sc.score(TEXTS[:10]), 60)
         state = sc.provenance()["breaker"]
         sc.close()
@@ -226,8 +243,9 @@ def test_perspective_probe_answers(monkeypatch):
 def test_judge_black_hole_stops_with_one_line_error():
     with BlackHole() as bh:
         judge = JudgeScorer("harmfulness", jcfg(bh.url("/v1")), api_key=JUDGE_KEY, breaker_cfg=breaker())
-        err, elapsed = bounded(lambda: judge.score([f"answer {i}" for i in range(20)],
-                                                   [f"question {i}" for i in range(20)]), 60)
+        err, elapsed = bounded(
+            lambda: judge.score([f"answer {i}" for i in range(20)], [f"question {i}" for i in range(20)]), 60
+        )
         judge.close()
         requests = bh.requests
     print(f"judge black hole, 20 pairs, no probe: {elapsed:.2f} s, {requests} requests")
@@ -240,8 +258,7 @@ def test_judge_black_hole_stops_with_one_line_error():
 
 def test_judge_probe_closed_port_fails_fast(monkeypatch):
     monkeypatch.setenv("JUDGE_API_KEY", JUDGE_KEY)
-    cfg = ScorerConfig(name="j", judge=jcfg(f"http://127.0.0.1:{closed_port()}/v1", timeout_s=60.0),
-                       breaker=breaker())
+    cfg = ScorerConfig(name="j", judge=jcfg(f"http://127.0.0.1:{closed_port()}/v1", timeout_s=60.0), breaker=breaker())
     err, elapsed = bounded(lambda: probe("harmfulness", cfg), 30)
     print(f"judge probe, closed port: {elapsed:.2f} s")
     assert isinstance(err, EndpointUnreachable), err
@@ -252,8 +269,7 @@ def test_judge_probe_closed_port_fails_fast(monkeypatch):
 def test_judge_probe_black_hole_is_bounded(monkeypatch):
     monkeypatch.setenv("JUDGE_API_KEY", JUDGE_KEY)
     with BlackHole() as bh:
-        cfg = ScorerConfig(name="j", judge=jcfg(bh.url("/v1"), timeout_s=60.0), breaker=breaker(),
-                           probe_timeout_s=1.0)
+        cfg = ScorerConfig(name="j", judge=jcfg(bh.url("/v1"), timeout_s=60.0), breaker=breaker(), probe_timeout_s=1.0)
         err, elapsed = bounded(lambda: probe("flag", cfg), 30)
         requests = bh.requests
     print(f"judge probe, black hole: {elapsed:.2f} s, {requests} requests")
@@ -286,14 +302,30 @@ def test_cli_judge_unreachable_exits_nonzero_with_one_line(tmp_path, data_dir):
     complete (the old code: exit 0 with every score missing)."""
     with BlackHole() as bh:
         t0 = time.monotonic()
-        res = run_script("evaluate.py", [
-            "model=tiny", f"paths.output_dir={tmp_path}/out", f"paths.store_dir={tmp_path}/out/store",
-            f"paths.cache_dir={tmp_path}/cache", f"paths.data_dir={data_dir}", "generation.progress=false",
-            "benchmark=beavertails", "benchmark.limit=3", "benchmark.max_new_tokens=4", "scorer=llm_judge",
-            f"scorer.judge.base_url={bh.url('/v1')}", "scorer.judge.model=judge-model",
-            "scorer.judge.timeout_s=0.5", "scorer.judge.backoff_base_s=0.05", "scorer.judge.backoff_max_s=0.2",
-            "scorer.breaker.connect_timeout_s=1", "scorer.probe_timeout_s=1"],
-            env_extra={"JUDGE_API_KEY": JUDGE_KEY, "NO_PROXY": "127.0.0.1"}, timeout=300)
+        res = run_script(
+            "evaluate.py",
+            [
+                "model=tiny",
+                f"paths.output_dir={tmp_path}/out",
+                f"paths.store_dir={tmp_path}/out/store",
+                f"paths.cache_dir={tmp_path}/cache",
+                f"paths.data_dir={data_dir}",
+                "generation.progress=false",
+                "benchmark=beavertails",
+                "benchmark.limit=3",
+                "benchmark.max_new_tokens=4",
+                "scorer=llm_judge",
+                f"scorer.judge.base_url={bh.url('/v1')}",
+                "scorer.judge.model=judge-model",
+                "scorer.judge.timeout_s=0.5",
+                "scorer.judge.backoff_base_s=0.05",
+                "scorer.judge.backoff_max_s=0.2",
+                "scorer.breaker.connect_timeout_s=1",
+                "scorer.probe_timeout_s=1",
+            ],
+            env_extra={"JUDGE_API_KEY": JUDGE_KEY, "NO_PROXY": "127.0.0.1"},
+            timeout=300,
+        )
         elapsed = time.monotonic() - t0
         requests = bh.requests
     print(f"evaluate.py, judge on a black hole: {elapsed:.1f} s, exit {res.returncode}, {requests} requests")
@@ -331,23 +363,39 @@ print("RESULT " + json.dumps(out))
 def test_wandb_online_without_network_goes_offline_fast(tmp_path, server):
     with BlackHole() as bh:
         url = f"http://127.0.0.1:{closed_port()}" if server == "closed_port" else bh.url()
-        env = {**os.environ, "WANDB_MODE": "online", "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": url,
-               "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path / "wb"), "WANDB_CONFIG_DIR": str(tmp_path / "cfg"),
-               "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_DATA_DIR": str(tmp_path / "data"),
-               "NO_PROXY": "127.0.0.1"}
+        env = {
+            **os.environ,
+            "WANDB_MODE": "online",
+            "WANDB_API_KEY": "a" * 40,
+            "WANDB_BASE_URL": url,
+            "WANDB_SILENT": "true",
+            "WANDB_DIR": str(tmp_path / "wb"),
+            "WANDB_CONFIG_DIR": str(tmp_path / "cfg"),
+            "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+            "WANDB_DATA_DIR": str(tmp_path / "data"),
+            "NO_PROXY": "127.0.0.1",
+        }
         env.pop("WANDB_INIT_TIMEOUT", None)
         t0 = time.monotonic()
         try:
-            res = subprocess.run([sys.executable, "-c", _WANDB_JOB, str(tmp_path / "runs")], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, timeout=60)
+            res = subprocess.run(
+                [sys.executable, "-c", _WANDB_JOB, str(tmp_path / "runs")],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail("W&B online without a network still stalls (> 60 s for two jobs)")
         total = time.monotonic() - t0
         contacts = bh.requests
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.split("RESULT ", 1)[1])
-    print(f"W&B online, {server}: job a {out['a']['start_s']:.1f} s, job b {out['b']['start_s']:.1f} s, "
-          f"process {total:.1f} s")
+    print(
+        f"W&B online, {server}: job a {out['a']['start_s']:.1f} s, job b {out['b']['start_s']:.1f} s, "
+        f"process {total:.1f} s"
+    )
     assert out["a"]["start_s"] <= 10 and out["b"]["start_s"] <= 3
     assert out["a"]["run"] and out["a"]["offline"] and out["b"]["offline"]
     warned = [ln for ln in res.stderr.splitlines() if ln.startswith("WARNING") and "offline" in ln]

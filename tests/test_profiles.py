@@ -15,9 +15,7 @@ from omegaconf import MISSING, OmegaConf
 from value_harms.core import ess, profiles
 from value_harms.core.values import ANCHORS, VALUE_KEYS, VALUES, anchor_vector
 
-DATA_DIR = Path(
-    os.environ.get("VALUE_HARMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+DATA_DIR = Path(os.environ.get("VALUE_HARMS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ESS_CSV = DATA_DIR / "unintended_harms" / "ess_distribution.csv"
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -157,22 +155,19 @@ def test_full_names_accepted_and_ordered() -> None:
 
 
 def test_profile_from_cfg_missing_and_vanilla() -> None:
-    cfg = OmegaConf.create({"name": "mine", "kind": "custom", "anchor": None, "rank": 0,
-                            "values": {k: MISSING for k in VALUE_KEYS}})
+    cfg = OmegaConf.create(
+        {"name": "mine", "kind": "custom", "anchor": None, "rank": 0, "values": {k: MISSING for k in VALUE_KEYS}}
+    )
     with pytest.raises(profiles.ProfileError, match="value 'Achievement' is not set"):
         profiles.profile_from_cfg(cfg)
-    cfg = OmegaConf.create({"name": "mine", "kind": "custom", "anchor": None, "rank": 0,
-                            "values": MISSING})
+    cfg = OmegaConf.create({"name": "mine", "kind": "custom", "anchor": None, "rank": 0, "values": MISSING})
     with pytest.raises(profiles.ProfileError, match="values are missing"):
         profiles.profile_from_cfg(cfg)
     with pytest.raises(profiles.ProfileError, match="kind 'vanilla' must have values: null"):
-        profiles.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0,
-                            "values": _good()})
+        profiles.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0, "values": _good()})
     with pytest.raises(profiles.ProfileError, match="unknown anchor 'Powr'; did you mean 'Pow'"):
-        profiles.profile_from_cfg({"name": "v", "kind": "custom", "anchor": "Powr", "rank": 0,
-                            "values": _good()})
-    v = profiles.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0,
-                            "values": None})
+        profiles.profile_from_cfg({"name": "v", "kind": "custom", "anchor": "Powr", "rank": 0, "values": _good()})
+    v = profiles.profile_from_cfg({"name": "v", "kind": "vanilla", "anchor": None, "rank": 0, "values": None})
     assert v.is_vanilla
 
 
@@ -236,9 +231,19 @@ def test_cli_rebuild(data_dir: Path) -> None:
     if not ESS_CSV.is_file():
         pytest.skip(f"{ESS_CSV} not found")
     r = subprocess.run(
-        [sys.executable, "-m", "value_harms.core.profiles", "rebuild", "--ess", str(ESS_CSV),
-         "--shipped-data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "value_harms.core.profiles",
+            "rebuild",
+            "--ess",
+            str(ESS_CSV),
+            "--shipped-data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     assert "rebuilt 140 ESS profiles; 137/140 match the shipped vectors" in r.stdout

@@ -31,8 +31,9 @@ def test_unknown_measure_and_metric_are_one_line_errors_naming_them():
         check_benchmark_config(OmegaConf.create({"name": "rtp", "format": "rtp_list", "measure": "toxic"}))
     assert "'toxic'" in _one_line(e) and "toxicity, regard, harmfulness, flag, alignment" in str(e.value)
     # benchmark.metrics was declared and never read: a typo in it now stops the job at load
-    bench = OmegaConf.create({"name": "rtp", "format": "rtp_list", "measure": "toxicity",
-                              "metrics": ["expected_max_tox"]})
+    bench = OmegaConf.create(
+        {"name": "rtp", "format": "rtp_list", "measure": "toxicity", "metrics": ["expected_max_tox"]}
+    )
     with pytest.raises(EvaluationError) as e:
         check_benchmark_config(bench)
     assert "'expected_max_tox'" in _one_line(e) and "expected_max_toxicity, toxicity_probability" in str(e.value)
@@ -51,33 +52,53 @@ def test_every_shipped_benchmark_names_a_registered_measure_and_its_metrics():
 def test_a_measure_registered_in_a_test_computes_through_the_same_path(monkeypatch):
     def group(bench, name, rows, primary):
         vals = [r["score"] for r in rows if r["score"] is not None]
-        return {"mean_length": sum(vals) / len(vals) if vals else None, "n": len(vals),
-                "missing": sum(r["score"] is None for r in rows)}
+        return {
+            "mean_length": sum(vals) / len(vals) if vals else None,
+            "n": len(vals),
+            "missing": sum(r["score"] is None for r in rows),
+        }
 
-    monkeypatch.setitem(MEASURES, "length", Measure("length", "Length", scorer=None, metrics=("mean_length",),
-                                                    group=group))
+    monkeypatch.setitem(
+        MEASURES, "length", Measure("length", "Length", scorer=None, metrics=("mean_length",), group=group)
+    )
     prompts = [Prompt("a", "x", "c1"), Prompt("b", "y", "c2")]
-    rows = [{"id": "a", "category": "c1", "score": 2.0}, {"id": "b", "category": "c2", "score": 4.0},
-            {"id": "b", "category": "c2", "score": None}]
-    out = compute_metrics(OmegaConf.create({"name": "t", "measure": "length", "metrics": ["mean_length"]}),
-                          prompts, rows)
-    assert out == {"overall": {"mean_length": 3.0, "n": 2, "missing": 1},
-                   "c1": {"mean_length": 2.0, "n": 1, "missing": 0},
-                   "c2": {"mean_length": 4.0, "n": 1, "missing": 1}}
+    rows = [
+        {"id": "a", "category": "c1", "score": 2.0},
+        {"id": "b", "category": "c2", "score": 4.0},
+        {"id": "b", "category": "c2", "score": None},
+    ]
+    out = compute_metrics(
+        OmegaConf.create({"name": "t", "measure": "length", "metrics": ["mean_length"]}), prompts, rows
+    )
+    assert out == {
+        "overall": {"mean_length": 3.0, "n": 2, "missing": 1},
+        "c1": {"mean_length": 2.0, "n": 1, "missing": 0},
+        "c2": {"mean_length": 4.0, "n": 1, "missing": 1},
+    }
 
 
 def test_benchmark_metrics_chooses_what_is_computed():
     prompts = [Prompt("p1", "a", None), Prompt("p2", "b", None)]
-    rows = [{"id": p, "category": None, "score": s, "scorer": "x"} for p, s in
-            (("p1", 0.9), ("p1", 0.1), ("p2", 0.2), ("p2", None))]
+    rows = [
+        {"id": p, "category": None, "score": s, "scorer": "x"}
+        for p, s in (("p1", 0.9), ("p1", 0.1), ("p2", 0.2), ("p2", None))
+    ]
     base = {"name": "rtp", "measure": "toxicity", "num_samples": 2, "toxicity_threshold": 0.5}
     full = compute_metrics(OmegaConf.create(base), prompts, rows)["overall"]
     assert full["expected_max_toxicity"] == 0.9 and full["toxicity_probability"] == 1.0  # p2 is partial
     only = compute_metrics(OmegaConf.create({**base, "metrics": ["toxicity_probability"]}), prompts, rows)["overall"]
     assert only == {k: v for k, v in full.items() if not k.startswith("expected_max_toxicity")}
     # regard without bias_score: no bootstrap, no baseline lookup
-    reg = OmegaConf.create({"name": "hb", "measure": "regard", "metrics": ["negative_regard_rate"],
-                            "bias_baseline": "vanilla", "bootstrap_resamples": 99, "seed": 1})
+    reg = OmegaConf.create(
+        {
+            "name": "hb",
+            "measure": "regard",
+            "metrics": ["negative_regard_rate"],
+            "bias_baseline": "vanilla",
+            "bootstrap_resamples": 99,
+            "seed": 1,
+        }
+    )
     rr = [{"id": "p1", "category": "ax", "score": 1.0, "label": "negative"}]
     out = compute_metrics(reg, [Prompt("p1", "The x", "ax")], rr)["overall"]
     assert out == {"negative_regard_rate": 1.0, "n": 1, "missing": 0}
@@ -145,8 +166,12 @@ def test_benchmark_modules_have_no_cycle_and_import_first_in_a_fresh_interpreter
 
     assert not [m for m in graph if reaches(m, m)]
     # the import that used to rely on the package defining Prompt before importing its submodules
-    res = subprocess.run([sys.executable, "-c", "import value_harms.eval.benchmarks.holistic_bias"],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", "import value_harms.eval.benchmarks.holistic_bias"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr[-1000:]
 
 
@@ -201,10 +226,21 @@ def test_a_scorer_registered_in_a_test_is_built_and_probed_through_the_registry(
 def test_cli_reports_a_registry_miss_in_one_line_before_loading(tmp_path):
     from conftest import run_script
 
-    res = run_script("evaluate.py", ["model=tiny", "logger=none", f"paths.output_dir={tmp_path}",
-                                     f"paths.store_dir={tmp_path}/store", "benchmark=rtp", "benchmark.metrics=[emt]"])
+    res = run_script(
+        "evaluate.py",
+        [
+            "model=tiny",
+            "logger=none",
+            f"paths.output_dir={tmp_path}",
+            f"paths.store_dir={tmp_path}/store",
+            "benchmark=rtp",
+            "benchmark.metrics=[emt]",
+        ],
+    )
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
-    assert last == ("error: benchmark.metrics: 'emt' is not a metric of measure 'toxicity'; expected some of "
-                    "expected_max_toxicity, toxicity_probability")
+    assert last == (
+        "error: benchmark.metrics: 'emt' is not a metric of measure 'toxicity'; expected some of "
+        "expected_max_toxicity, toxicity_probability"
+    )
     assert not (tmp_path / "store").exists()  # nothing loaded, generated or stored

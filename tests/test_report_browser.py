@@ -24,22 +24,36 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (run scripts/browser/ensure_chromium.sh: Debian package "
-                             "'chromium'; it cannot be installed without apt-get and root)")
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-         "--no-first-run", "--mute-audio", "--window-size=1280,800"]
+    CHROMIUM is None,
+    reason="no chromium on PATH (run scripts/browser/ensure_chromium.sh: Debian package "
+    "'chromium'; it cannot be installed without apt-get and root)",
+)
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--mute-audio",
+    "--window-size=1280,800",
+]
 
 # Injected first in <head> of a copy of the page: records page errors and console.error calls.
-PROBE_HEAD = ("<script>window.__errs=[];addEventListener('error',function(e){__errs.push(String(e.message||"
-              "(e.target&&(e.target.src||e.target.href))||'error'))},true);(function(){var c=console.error;"
-              "console.error=function(){__errs.push([].join.call(arguments,' '));c.apply(console,arguments)}})();"
-              "</script>")
+PROBE_HEAD = (
+    "<script>window.__errs=[];addEventListener('error',function(e){__errs.push(String(e.message||"
+    "(e.target&&(e.target.src||e.target.href))||'error'))},true);(function(){var c=console.error;"
+    "console.error=function(){__errs.push([].join.call(arguments,' '));c.apply(console,arguments)}})();"
+    "</script>"
+)
 # Injected at the end of <body>: the checks, written into the DOM for --dump-dom.
-PROBE_TAIL = ("<script>addEventListener('load',function(){var imgs=[].slice.call(document.images);"
-              "var r={inner:innerWidth,doc:document.documentElement.scrollWidth,body:document.body.scrollWidth,"
-              "bodyClient:document.body.clientWidth,images:imgs.length,broken:imgs.filter(function(i){"
-              "return !(i.complete&&i.naturalWidth>0)}).length,errors:__errs};var p=document.createElement('pre');"
-              "p.id='probe';p.textContent=JSON.stringify(r);document.body.appendChild(p)})</script>")
+PROBE_TAIL = (
+    "<script>addEventListener('load',function(){var imgs=[].slice.call(document.images);"
+    "var r={inner:innerWidth,doc:document.documentElement.scrollWidth,body:document.body.scrollWidth,"
+    "bodyClient:document.body.clientWidth,images:imgs.length,broken:imgs.filter(function(i){"
+    "return !(i.complete&&i.naturalWidth>0)}).length,errors:__errs};var p=document.createElement('pre');"
+    "p.id='probe';p.textContent=JSON.stringify(r);document.body.appendChild(p)})</script>"
+)
 
 
 def _probe(page: Path, extra_body: str = "") -> dict:
@@ -48,8 +62,12 @@ def _probe(page: Path, extra_body: str = "") -> dict:
     copy = page.with_name(f".probe_{page.name}")
     copy.write_text(html, encoding="utf-8")
     try:
-        out = subprocess.run([CHROMIUM, *FLAGS, "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [CHROMIUM, *FLAGS, "--virtual-time-budget=5000", "--dump-dom", copy.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         copy.unlink()
     m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
@@ -63,9 +81,16 @@ def report(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("browser")
     df, pv, cmp, mit = _analyse(_study(root / "results", models=2, prompts=3, samples=2, effect=0.1))
-    paths = write_report(root / "report", reg=None, cmp=cmp, mit=mit, aln=None, fid=None,
-                         provenance={"stand_in": {"rtp": True}, "scorers": {"rtp": ["profanity_check"]}},
-                         findings=top_findings(None, cmp, mit))
+    paths = write_report(
+        root / "report",
+        reg=None,
+        cmp=cmp,
+        mit=mit,
+        aln=None,
+        fid=None,
+        provenance={"stand_in": {"rtp": True}, "scorers": {"rtp": ["profanity_check"]}},
+        findings=top_findings(None, cmp, mit),
+    )
     return paths["report.html"]
 
 
@@ -82,8 +107,9 @@ def test_report_renders_in_chromium(report):
     assert r["images"] >= 2 and r["broken"] == 0, r
     assert r["errors"] == [], r["errors"]
     shot = report.with_name("report_first_screen.png")
-    out = subprocess.run([CHROMIUM, *FLAGS, f"--screenshot={shot}", report.as_uri()], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--screenshot={shot}", report.as_uri()], capture_output=True, text=True, timeout=120
+    )
     assert shot.is_file(), out.stderr[-500:]
     head = shot.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1280, 800)
@@ -92,8 +118,11 @@ def test_report_renders_in_chromium(report):
 @needs_chromium
 def test_the_probe_sees_overflow_broken_images_and_errors(report):
     """The checks are real: a too-wide element, a broken image and a script error are each caught."""
-    r = _probe(report, '<div style="width:3000px">wide</div><img alt="x" src="data:image/png;base64,AAAA">'
-                       '<script>undefined_function()</script>')
+    r = _probe(
+        report,
+        '<div style="width:3000px">wide</div><img alt="x" src="data:image/png;base64,AAAA">'
+        "<script>undefined_function()</script>",
+    )
     assert r["doc"] > r["inner"]
     assert r["broken"] == 1
     assert any("undefined_function" in e for e in r["errors"])

@@ -24,27 +24,50 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ROOT
 
 MAX_STEPS = 16
 # 5 batches an epoch (16 steps cross 3 epoch ends), validation every 2 batches, a checkpoint every
 # 3 steps; lr 3.0 makes the validation loss go down then up: the best adapter is saved mid-run, so
 # some kills come after it and the rerun must keep it.
-TRAIN = ["model=tiny", "logger=none", "value_profile=Pow", "vim_stage=ag", "trainer.enable_progress_bar=false",
-         f"trainer.max_steps={MAX_STEPS}", "trainer.limit_train_batches=5", "trainer.val_check_interval=2",
-         "trainer.limit_val_batches=2", "vim_stage.lr=3.0",
-         "data.pad_to=longest", "alignment.max_new_tokens=4", "train.num_threads=1"]
+TRAIN = [
+    "model=tiny",
+    "logger=none",
+    "value_profile=Pow",
+    "vim_stage=ag",
+    "trainer.enable_progress_bar=false",
+    f"trainer.max_steps={MAX_STEPS}",
+    "trainer.limit_train_batches=5",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=2",
+    "vim_stage.lr=3.0",
+    "data.pad_to=longest",
+    "alignment.max_new_tokens=4",
+    "train.num_threads=1",
+]
 SEED = int(os.environ.get("RESUME_TEST_SEED", "0"))
 
 
 def _args(tmp_path, name, cache_dir, data_dir, every_n_steps: int = 3):
-    return [*TRAIN, f"paths.output_dir={tmp_path}/{name}", f"paths.cache_dir={cache_dir}",
-            f"paths.data_dir={data_dir}", f"train.checkpoint_every_n_steps={every_n_steps}"]
+    return [
+        *TRAIN,
+        f"paths.output_dir={tmp_path}/{name}",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+        f"train.checkpoint_every_n_steps={every_n_steps}",
+    ]
 
 
 def _env():
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _ckpt(out: Path) -> Path | None:
@@ -64,8 +87,9 @@ def run_and_kill(args: list[str], out: Path, writes: int, fraction: float, log: 
     """Start train.py, SIGKILL it `fraction` of a checkpoint interval after its `writes`-th
     checkpoint write; returns where it stopped (the checkpoint's global_step) and the timing."""
     with open(log, "a") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=_env(),
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=_env(), stdout=fh, stderr=subprocess.STDOUT
+        )
         seen: list[float] = []
         last = _stamp(_ckpt(out))
         deadline = time.monotonic() + 600
@@ -91,8 +115,14 @@ def run_and_kill(args: list[str], out: Path, writes: int, fraction: float, log: 
 
 def run_to_end(args: list[str], out: Path, log: Path) -> dict:
     with open(log, "a") as fh:
-        rc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=_env(), stdout=fh,
-                            stderr=subprocess.STDOUT, timeout=900).returncode
+        rc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args],
+            cwd=ROOT,
+            env=_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        ).returncode
     assert rc == 0, f"train.py failed (rc {rc}); see {log}"
     return _result(out)
 
@@ -107,8 +137,13 @@ def _identity(res: dict) -> dict:
     """What must not depend on interruptions: adapter bytes, best step / loss, steps, PVQ check."""
     fit = res["steps"]["ag"]
     alignment = {k: v for k, v in res["alignment"].items() if k != "items_path"}
-    return {"adapter_sha256": res["adapter_sha256"], "best_step": fit["best_step"],
-            "best_val_loss": fit["best_val_loss"], "global_step": fit["global_step"], "alignment": alignment}
+    return {
+        "adapter_sha256": res["adapter_sha256"],
+        "best_step": fit["best_step"],
+        "best_val_loss": fit["best_val_loss"],
+        "global_step": fit["global_step"],
+        "alignment": alignment,
+    }
 
 
 @pytest.fixture
@@ -226,8 +261,9 @@ def test_sigkill_at_random_points_all_identical(tmp_path, cache_dir, data_dir):
     """Four more jobs, each SIGKILLed once at a random point and rerun, all through train.py
     (reference included, with a checkpoint every 7 steps): every rerun equals the uninterrupted run."""
     rng = random.Random(SEED + 1)
-    ref = run_to_end(_args(tmp_path, "ref", cache_dir, data_dir, every_n_steps=7), tmp_path / "ref",
-                     tmp_path / "ref.log")
+    ref = run_to_end(
+        _args(tmp_path, "ref", cache_dir, data_dir, every_n_steps=7), tmp_path / "ref", tmp_path / "ref.log"
+    )
     points = []
     for i in range(4):
         args = _args(tmp_path, f"kill{i}", cache_dir, data_dir)

@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers.fake_openai import FakeOpenAI
 
+from helpers.fake_openai import FakeOpenAI
 from value_harms.config.schema import JudgeConfig, RegardConfig, ScorerConfig
 from value_harms.errors import ScorerError, ScorerUnavailable
 from value_harms.scoring.base import Score
@@ -40,8 +40,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def judge_cfg(srv: FakeOpenAI | None = None, **kw) -> JudgeConfig:
     """Fast settings: small timeout and backoff, no rate limit unless asked."""
-    base = dict(backend="openai", model=MODEL, base_url=srv.base_url if srv else "http://127.0.0.1:9/v1",
-                timeout_s=0.2, backoff_base_s=0.01, backoff_max_s=0.05, max_retries=6, qps=0.0)
+    base = dict(
+        backend="openai",
+        model=MODEL,
+        base_url=srv.base_url if srv else "http://127.0.0.1:9/v1",
+        timeout_s=0.2,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        max_retries=6,
+        qps=0.0,
+    )
     base.update(kw)
     return JudgeConfig(**base)
 
@@ -59,36 +67,42 @@ def _rating_from_request(body: dict) -> str:
 # ---- answer parsing ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("Reasoning...\n#score: 4", 4),
-    ("#thescore: 5", 5),
-    ("**#score:** 3", 3),
-    ("#score: 2\nlater text\n#score: 3", 3),  # the last tag wins
-    ("3", 3),  # a lone digit
-    ("My rating: 2/5", 2),
-    ("<think>#score: 1</think>#score: 5", 5),  # hidden reasoning ignored
-    ("#score: 7", None),  # out of range
-    ("#score: 4.5", None),
-    ("I rate it 4 out of 5", None),  # two numbers: ambiguous
-    ("a score of 2, or rather a score of 4", None),
-    ("I cannot evaluate this.", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("Reasoning...\n#score: 4", 4),
+        ("#thescore: 5", 5),
+        ("**#score:** 3", 3),
+        ("#score: 2\nlater text\n#score: 3", 3),  # the last tag wins
+        ("3", 3),  # a lone digit
+        ("My rating: 2/5", 2),
+        ("<think>#score: 1</think>#score: 5", 5),  # hidden reasoning ignored
+        ("#score: 7", None),  # out of range
+        ("#score: 4.5", None),
+        ("I rate it 4 out of 5", None),  # two numbers: ambiguous
+        ("a score of 2, or rather a score of 4", None),
+        ("I cannot evaluate this.", None),
+        ("", None),
+    ],
+)
 def test_parse_harmfulness(answer, expected):
     assert parse_harmfulness(answer) == expected
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("Harmful.\n#verdict: flagged", True),
-    ("#verdict: unflagged", False),
-    ("#Verdict: **Flagged**", True),
-    ("#verdict: not flagged", False),
-    ("Flagged.", True),
-    ("This answer is not flagged.", False),
-    ("unflagged", False),
-    ("flagged or unflagged, hard to say", None),
-    ("It is fine.", None),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("Harmful.\n#verdict: flagged", True),
+        ("#verdict: unflagged", False),
+        ("#Verdict: **Flagged**", True),
+        ("#verdict: not flagged", False),
+        ("Flagged.", True),
+        ("This answer is not flagged.", False),
+        ("unflagged", False),
+        ("flagged or unflagged, hard to say", None),
+        ("It is fine.", None),
+    ],
+)
 def test_parse_flag(answer, expected):
     assert parse_flag(answer) is expected
 
@@ -202,7 +216,8 @@ def test_rubric_file_override(tmp_path):
         [s] = judge.score(["the reply"], ["the ask"])
         assert s.value == 3.0
         assert _user_content(srv.requests[0]) == (
-            "CUSTOM-RUBRIC-7731 {braces} stay.\nQ: the ask\nA: the reply\nEnd with #score: N\n")
+            "CUSTOM-RUBRIC-7731 {braces} stay.\nQ: the ask\nA: the reply\nEnd with #score: N\n"
+        )
         assert judge.provenance()["rubric_sha256"] == hashlib.sha256(rubric.read_bytes()).hexdigest()
         # The rubric enters the cache identity: another rubric never reuses these scores.
         default = JudgeScorer("harmfulness", judge_cfg(srv), api_key=KEY)
@@ -241,7 +256,9 @@ def test_scorer_dispatch_and_conf_files():
 
     from value_harms.scoring import build_scorer
 
-    judge_yaml = OmegaConf.merge(OmegaConf.structured(ScorerConfig), OmegaConf.load(ROOT / "conf/scorer/llm_judge.yaml"))
+    judge_yaml = OmegaConf.merge(
+        OmegaConf.structured(ScorerConfig), OmegaConf.load(ROOT / "conf/scorer/llm_judge.yaml")
+    )
     assert judge_yaml.name == "llm_judge" and judge_yaml.judge.temperature == 0 and judge_yaml.judge.top_p == 0
     regard_yaml = OmegaConf.merge(OmegaConf.structured(ScorerConfig), OmegaConf.load(ROOT / "conf/scorer/regard.yaml"))
     assert regard_yaml.regard.model == "sasha/regardv3"
@@ -258,8 +275,20 @@ def tiny_lm_dir(tmp_path_factory) -> str:
 
     from value_harms.models.loading import resolve_model_dir
 
-    cfg = OmegaConf.create({"name": "tiny", "source": "tiny", "tiny": {
-        "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 512, "seed": 0}})
+    cfg = OmegaConf.create(
+        {
+            "name": "tiny",
+            "source": "tiny",
+            "tiny": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "intermediate_size": 64,
+                "vocab_size": 512,
+                "seed": 0,
+            },
+        }
+    )
     return resolve_model_dir(cfg, tmp_path_factory.mktemp("judge_cache"))
 
 
@@ -281,8 +310,9 @@ def test_transformers_backend_constrained_always_answers(tiny_lm_dir):
     import re
 
     for measure, allowed in (("flag", {0.0, 1.0}), ("harmfulness", {1.0, 2.0, 3.0, 4.0, 5.0})):
-        judge = JudgeScorer(measure, JudgeConfig(backend="transformers", model=tiny_lm_dir, batch_size=2,
-                                                 constrained=True))
+        judge = JudgeScorer(
+            measure, JudgeConfig(backend="transformers", model=tiny_lm_dir, batch_size=2, constrained=True)
+        )
         scores = judge.score(["Sure.", "No.", "Maybe."], ["ask one", "ask two", "ask three"])
         assert all(s.value in allowed for s in scores), [s.raw for s in scores]
         probs = [float(x) for x in re.findall(r"=([0-9.]+)", scores[0].raw)]
@@ -296,8 +326,10 @@ def test_transformers_backend_uses_chat_template(tiny_lm_dir, tmp_path):
     d = tmp_path / "tiny_chat"
     shutil.copytree(tiny_lm_dir, d)
     tok = AutoTokenizer.from_pretrained(d)
-    tok.chat_template = ("{% for m in messages %}<s>[{{ m['role'] }}] {{ m['content'] }}</s>{% endfor %}"
-                         "{% if add_generation_prompt %}[assistant]{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<s>[{{ m['role'] }}] {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
     tok.save_pretrained(d)
     judge = JudgeScorer("flag", JudgeConfig(backend="transformers", model=str(d), max_tokens=2))
     [prompt] = judge.build_prompts([("the reply", "the ask")])
@@ -310,11 +342,12 @@ def test_transformers_backend_uses_chat_template(tiny_lm_dir, tmp_path):
 
 
 def test_mask_noun_phrase():
-    assert mask_noun_phrase("The blind person was known for kindness.", "the blind person") == \
-        "XYZ was known for kindness."
+    assert (
+        mask_noun_phrase("The blind person was known for kindness.", "the blind person")
+        == "XYZ was known for kindness."
+    )
     # every occurrence, any case, whitespace-tolerant; whole words only
-    assert mask_noun_phrase("A Deaf  man met a deaf man; deaf manners.", "deaf man") == \
-        "A XYZ met a XYZ; deaf manners."
+    assert mask_noun_phrase("A Deaf  man met a deaf man; deaf manners.", "deaf man") == "A XYZ met a XYZ; deaf manners."
     assert mask_noun_phrase("Regex chars (a.b) stay (a.b)", "(a.b)", mask="<M>") == "Regex chars <M> stay <M>"
     assert mask_noun_phrase("unchanged", "") == "unchanged"
     assert regard_text("The tall guy worked as", " a nurse", "the tall guy") == "XYZ worked as a nurse."
@@ -329,9 +362,17 @@ def _make_regard_model(folder: Path, planted: int, labels: dict[int, str]) -> st
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tok = BertTokenizer(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64, num_labels=len(labels),
-                        id2label=labels, label2id={v: k for k, v in labels.items()})
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
     with torch.no_grad():  # plant the decision: the classifier ignores its input
@@ -353,8 +394,12 @@ def regard_negative_dir(tmp_path_factory) -> str:
 
 def test_regard_negative(regard_negative_dir, tmp_path):
     scorer = RegardScorer(RegardConfig(model=regard_negative_dir, batch_size=2))
-    texts = [regard_text("The tall guy was known for", " being cruel", "the tall guy"),
-             "XYZ worked as a nurse.", "XYZ was known for being kind.", "XYZ worked as a nurse."]
+    texts = [
+        regard_text("The tall guy was known for", " being cruel", "the tall guy"),
+        "XYZ worked as a nurse.",
+        "XYZ was known for being kind.",
+        "XYZ worked as a nurse.",
+    ]
     scores = scorer.score(texts)
     assert [s.label for s in scores] == ["negative"] * 4
     assert [s.value for s in scores] == [1.0] * 4

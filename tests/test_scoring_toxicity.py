@@ -12,10 +12,10 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from helpers.fake_perspective import FakePerspective, fake_score
-from helpers.tiny_detoxify import build_tiny_detoxify
 from omegaconf import OmegaConf
 
+from helpers.fake_perspective import FakePerspective, fake_score
+from helpers.tiny_detoxify import build_tiny_detoxify
 from value_harms.config.schema import DetoxifyConfig, PerspectiveConfig, ScorerConfig
 from value_harms.errors import ScorerError, ScorerUnavailable
 from value_harms.scoring import CachedScorer, Score, ScoreCache, build_scorer
@@ -43,8 +43,9 @@ def server(monkeypatch):
 
 
 def pcfg(server: FakePerspective, **kw) -> PerspectiveConfig:
-    base = dict(endpoint=server.endpoint, qps=0.0, max_retries=3, backoff_base_s=0.01,
-                backoff_max_s=0.05, timeout_s=0.2)
+    base = dict(
+        endpoint=server.endpoint, qps=0.0, max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=0.2
+    )
     base.update(kw)
     return PerspectiveConfig(**base)
 
@@ -141,8 +142,7 @@ def test_perspective_403_raises_at_once_without_leaking_key(server, caplog):
     sc.close()
     msg = str(info.value)
     assert "403" in msg and "PERSPECTIVE_API_KEY" in msg
-    for where in (msg, repr(info.value), repr(sc), prov, caplog.text,
-                  " ".join(r.getMessage() for r in caplog.records)):
+    for where in (msg, repr(info.value), repr(sc), prov, caplog.text, " ".join(r.getMessage() for r in caplog.records)):
         assert KEY not in where
     assert any("127.0.0.1" in r.getMessage() for r in caplog.records)  # urllib3 did log the URL
 
@@ -185,8 +185,7 @@ def test_backoff_is_capped(server, monkeypatch):
 def test_chain_retries_exhausted_fall_back_per_text(server, monkeypatch):
     monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)
     server.fail_texts["server hates this one"] = "500"
-    cfg = scfg(toxicity="perspective", fallback=["profanity_check"],
-               perspective=pcfg(server, max_retries=2))
+    cfg = scfg(toxicity="perspective", fallback=["profanity_check"], perspective=pcfg(server, max_retries=2))
     chain = build_toxicity_scorer(cfg)
     texts = ["hello", "server hates this one", "good morning"]
     scores = chain.score(texts)
@@ -206,8 +205,9 @@ def test_chain_400_falls_back_to_detoxify_or_counts_missing(server, monkeypatch,
     ckpt, hf = tiny_detox
     server.fail_texts["unsupported"] = "400"
     det = DetoxifyConfig(checkpoint=str(ckpt), huggingface_config_path=str(hf))
-    chain = build_toxicity_scorer(scfg(toxicity="perspective", fallback=["detoxify"],
-                                       perspective=pcfg(server), detoxify=det))
+    chain = build_toxicity_scorer(
+        scfg(toxicity="perspective", fallback=["detoxify"], perspective=pcfg(server), detoxify=det)
+    )
     ok, fb = chain.score(["fine", "unsupported"])
     assert ok.scorer == "perspective:TOXICITY"
     assert fb.scorer == "detoxify:original" and fb.value == pytest.approx(1 / (1 + math.exp(-2)), abs=1e-5)
@@ -278,8 +278,7 @@ def test_cached_scorer_wraps_any_scorer(tmp_path):
 
 def test_detoxify_real_class_planted_scores(tiny_detox):
     ckpt, hf = tiny_detox
-    sc = DetoxifyScorer(DetoxifyConfig(checkpoint=str(ckpt), huggingface_config_path=str(hf),
-                                       batch_size=4))
+    sc = DetoxifyScorer(DetoxifyConfig(checkpoint=str(ckpt), huggingface_config_path=str(hf), batch_size=4))
     texts = ["hello world", "you are a stupid idiot", "", "idiot " * 500] + [f"w{i}" for i in range(9)]
     scores = sc.score(texts)
     assert len(scores) == len(texts)
@@ -293,10 +292,21 @@ def test_detoxify_real_class_planted_scores(tiny_detox):
 
 def test_detoxify_batching_matches_per_text(random_detox):
     ckpt, hf = random_detox
-    texts = ["hello world", "you are a stupid idiot", "the people have a good day", "bad",
-             "thank you friend", "hello"] * 2
-    mk = lambda bs: DetoxifyScorer(DetoxifyConfig(checkpoint=str(ckpt),  # noqa: E731
-                                                  huggingface_config_path=str(hf), batch_size=bs))
+    texts = [
+        "hello world",
+        "you are a stupid idiot",
+        "the people have a good day",
+        "bad",
+        "thank you friend",
+        "hello",
+    ] * 2
+    mk = lambda bs: DetoxifyScorer(
+        DetoxifyConfig(
+            checkpoint=str(ckpt),  # noqa: E731
+            huggingface_config_path=str(hf),
+            batch_size=bs,
+        )
+    )
     batched = [s.value for s in mk(16).score(texts)]
     single = [s.value for s in mk(1).score(texts)]
     assert batched == pytest.approx(single, abs=1e-5)
@@ -384,12 +394,15 @@ def test_unknown_backend_and_measure():
         build_scorer("toxic", scfg())
 
 
-@pytest.mark.parametrize("preset,primary,fallback", [
-    ("default", "perspective", ["detoxify", "profanity_check"]),
-    ("perspective", "perspective", ["detoxify"]),
-    ("detoxify", "detoxify", []),
-    ("profanity_check", "profanity_check", []),
-])
+@pytest.mark.parametrize(
+    "preset,primary,fallback",
+    [
+        ("default", "perspective", ["detoxify", "profanity_check"]),
+        ("perspective", "perspective", ["detoxify"]),
+        ("detoxify", "detoxify", []),
+        ("profanity_check", "profanity_check", []),
+    ],
+)
 def test_conf_presets_typed(preset, primary, fallback):
     path = ROOT / "conf" / "scorer" / f"{preset}.yaml"
     assert path.read_text().startswith("#")
@@ -399,8 +412,9 @@ def test_conf_presets_typed(preset, primary, fallback):
 
 
 def test_profanity_preset_builds_from_omegaconf(monkeypatch):
-    cfg = OmegaConf.merge(OmegaConf.structured(ScorerConfig),
-                          OmegaConf.load(ROOT / "conf" / "scorer" / "profanity_check.yaml"))
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(ScorerConfig), OmegaConf.load(ROOT / "conf" / "scorer" / "profanity_check.yaml")
+    )
     chain = build_scorer("toxicity", cfg)
     [s] = chain.score(["hello"])
     assert s.value is not None and chain.provenance()["stand_in"]

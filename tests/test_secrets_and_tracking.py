@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from conftest import run_script
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import FakePerspective
@@ -45,15 +46,28 @@ def _scan(roots: list[Path]) -> tuple[int, list[str]]:
 def secret_env(tmp_path):
     """Environment for the subprocesses: canaries set, W&B offline with all its folders under tmp."""
     wb = tmp_path / "wandb_home"
-    env = {**CANARIES, "WANDB_MODE": "offline", "WANDB_DIR": str(wb / "dir"), "WANDB_CACHE_DIR": str(wb / "cache"),
-           "WANDB_CONFIG_DIR": str(wb / "config"), "WANDB_DATA_DIR": str(wb / "data"),
-           "WANDB_ARTIFACT_DIR": str(wb / "artifacts")}
+    env = {
+        **CANARIES,
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(wb / "dir"),
+        "WANDB_CACHE_DIR": str(wb / "cache"),
+        "WANDB_CONFIG_DIR": str(wb / "config"),
+        "WANDB_DATA_DIR": str(wb / "data"),
+        "WANDB_ARTIFACT_DIR": str(wb / "artifacts"),
+    }
     return env, wb
 
 
 def _base(tmp_path, data_dir):
-    return ["model=tiny", "logger=wandb", f"paths.output_dir={tmp_path}/out", f"paths.store_dir={tmp_path}/out/store",
-            f"paths.cache_dir={tmp_path}/cache", f"paths.data_dir={data_dir}", "generation.progress=false"]
+    return [
+        "model=tiny",
+        "logger=wandb",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.store_dir={tmp_path}/out/store",
+        f"paths.cache_dir={tmp_path}/cache",
+        f"paths.data_dir={data_dir}",
+        "generation.progress=false",
+    ]
 
 
 def test_canary_keys_never_written(tmp_path, data_dir, secret_env):
@@ -62,22 +76,45 @@ def test_canary_keys_never_written(tmp_path, data_dir, secret_env):
 
     persp = FakePerspective(valid_key=CANARIES["PERSPECTIVE_API_KEY"]).start()
     try:
-        res = run_script("evaluate.py", [*base, "benchmark=rtp", "benchmark.limit=2", "benchmark.num_samples=2",
-                                         "benchmark.max_new_tokens=4", "scorer=perspective",
-                                         f"scorer.perspective.endpoint={persp.endpoint}",
-                                         "scorer.perspective.qps=100"], env_extra=env, timeout=300)
+        res = run_script(
+            "evaluate.py",
+            [
+                *base,
+                "benchmark=rtp",
+                "benchmark.limit=2",
+                "benchmark.num_samples=2",
+                "benchmark.max_new_tokens=4",
+                "scorer=perspective",
+                f"scorer.perspective.endpoint={persp.endpoint}",
+                "scorer.perspective.qps=100",
+            ],
+            env_extra=env,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         assert persp.requests and not persp.invalid
         assert all(key == CANARIES["PERSPECTIVE_API_KEY"] for _, key, _ in persp.requests)
     finally:
         persp.stop()
 
-    with FakeOpenAI(key=CANARIES["JUDGE_API_KEY"], model="judge-model",
-                    answer=lambda body: "Harmless.\n#verdict: unflagged") as judge:
-        res = run_script("evaluate.py", [*base, "benchmark=beavertails", "benchmark.limit=2",
-                                         "benchmark.max_new_tokens=4", "scorer=llm_judge",
-                                         f"scorer.judge.base_url={judge.base_url}", "scorer.judge.model=judge-model",
-                                         "scorer.judge.qps=100"], env_extra=env, timeout=300)
+    with FakeOpenAI(
+        key=CANARIES["JUDGE_API_KEY"], model="judge-model", answer=lambda body: "Harmless.\n#verdict: unflagged"
+    ) as judge:
+        res = run_script(
+            "evaluate.py",
+            [
+                *base,
+                "benchmark=beavertails",
+                "benchmark.limit=2",
+                "benchmark.max_new_tokens=4",
+                "scorer=llm_judge",
+                f"scorer.judge.base_url={judge.base_url}",
+                "scorer.judge.model=judge-model",
+                "scorer.judge.qps=100",
+            ],
+            env_extra=env,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         assert judge.requests and not judge.problems
 
@@ -95,8 +132,12 @@ def test_canary_keys_never_written(tmp_path, data_dir, secret_env):
     assert not any(v in res.stdout + res.stderr for v in CANARIES.values())
 
     # training with W&B (adapter artifact, config, summary) and the canaries set
-    res = run_script("train.py", [*base, "value_profile=Pow", "vim_stage=ag", "debug=fast",
-                                  "trainer.enable_progress_bar=false"], env_extra=env, timeout=300)
+    res = run_script(
+        "train.py",
+        [*base, "value_profile=Pow", "vim_stage=ag", "debug=fast", "trainer.enable_progress_bar=false"],
+        env_extra=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert list((tmp_path / "out" / "runs" / "train").glob("*/train_result.json"))
     n2, hits = _scan([tmp_path / "out", tmp_path / "cache", wb_home])
@@ -109,15 +150,35 @@ def test_canary_keys_never_written(tmp_path, data_dir, secret_env):
 
 
 def _cfg(compose, name, tmp_path, cache_dir, data_dir, *extra):
-    return compose(name, ["model=tiny", "logger=wandb", f"paths.output_dir={tmp_path}/out",
-                          f"paths.store_dir={tmp_path}/store", f"paths.cache_dir={cache_dir}",
-                          f"paths.data_dir={data_dir}", "generation.progress=false", *extra])
+    return compose(
+        name,
+        [
+            "model=tiny",
+            "logger=wandb",
+            f"paths.output_dir={tmp_path}/out",
+            f"paths.store_dir={tmp_path}/store",
+            f"paths.cache_dir={cache_dir}",
+            f"paths.data_dir={data_dir}",
+            "generation.progress=false",
+            *extra,
+        ],
+    )
 
 
-TRAIN = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "trainer.enable_progress_bar=false",
-         "alignment.max_new_tokens=2"]
-EVAL = ["benchmark=rtp", "benchmark.limit=2", "benchmark.num_samples=1", "benchmark.max_new_tokens=3",
-        "scorer=profanity_check"]
+TRAIN = [
+    "value_profile=Pow",
+    "vim_stage=ag",
+    "debug=fast",
+    "trainer.enable_progress_bar=false",
+    "alignment.max_new_tokens=2",
+]
+EVAL = [
+    "benchmark=rtp",
+    "benchmark.limit=2",
+    "benchmark.num_samples=1",
+    "benchmark.max_new_tokens=3",
+    "scorer=profanity_check",
+]
 
 
 def test_wandb_init_failure_keeps_results(compose, tmp_path, cache_dir, data_dir, monkeypatch, caplog):

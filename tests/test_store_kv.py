@@ -68,8 +68,10 @@ def test_cache_files_written_before_the_shared_store_stay_readable(tmp_path):
         conn.execute("CREATE TABLE gen (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         conn.execute("INSERT INTO gen VALUES ('k', '[\"old text\"]')")
     with sqlite3.connect(scores) as conn:
-        conn.execute("CREATE TABLE scores (scorer_id TEXT NOT NULL, key TEXT NOT NULL, score TEXT NOT NULL,"
-                     " created REAL NOT NULL, PRIMARY KEY (scorer_id, key))")
+        conn.execute(
+            "CREATE TABLE scores (scorer_id TEXT NOT NULL, key TEXT NOT NULL, score TEXT NOT NULL,"
+            " created REAL NOT NULL, PRIMARY KEY (scorer_id, key))"
+        )
         conn.execute("INSERT INTO scores VALUES ('s', 'k', ?, 0)", [json.dumps(Score(0.25, "s").to_dict())])
     assert GenerationCache(gen).get_many(["k"]) == {"k": ["old text"]}
     assert ScoreCache(scores).get_many("s", ["k"]) == {"k": Score(0.25, "s")}

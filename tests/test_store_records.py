@@ -15,16 +15,36 @@ from value_harms.store.identity import SCHEMA_VERSION
 def _result(**over):
     """A results.json object with every key the evaluate writers put in it."""
     res = {
-        "schema_version": SCHEMA_VERSION, "key": "0123456789abcdef", "train_key": None,
-        "benchmark": {"name": "rtp", "version": "1", "measure": "toxicity", "n_prompts": 2,
-                      "prompts_sha256": "ab" * 32, "settings": {"name": "rtp"}},
-        "model": {"name": "tiny", "base": "tiny:tiny", "revision": None, "dtype": "float32", "adapter_dir": None,
-                  "adapter_sha256": None},
-        "profile": {"name": "vanilla", "values": {}}, "baseline": "vanilla", "stage": "none",
-        "mitigation": {"name": "none"}, "prefix": "", "generation": {"generated": 2, "cached": 0},
+        "schema_version": SCHEMA_VERSION,
+        "key": "0123456789abcdef",
+        "train_key": None,
+        "benchmark": {
+            "name": "rtp",
+            "version": "1",
+            "measure": "toxicity",
+            "n_prompts": 2,
+            "prompts_sha256": "ab" * 32,
+            "settings": {"name": "rtp"},
+        },
+        "model": {
+            "name": "tiny",
+            "base": "tiny:tiny",
+            "revision": None,
+            "dtype": "float32",
+            "adapter_dir": None,
+            "adapter_sha256": None,
+        },
+        "profile": {"name": "vanilla", "values": {}},
+        "baseline": "vanilla",
+        "stage": "none",
+        "mitigation": {"name": "none"},
+        "prefix": "",
+        "generation": {"generated": 2, "cached": 0},
         "scorer": {"measure": "toxicity", "by_scorer": {"profanity_check": 2}, "missing": 0},
         "metrics": {"overall": {"expected_max_toxicity": 0.25, "n": 2}},
-        "seeds": {"generation": 42, "benchmark": 0}, "git": None, "seconds": 1.5,
+        "seeds": {"generation": 42, "benchmark": 0},
+        "git": None,
+        "seconds": 1.5,
     }
     res.update(over)
     return res
@@ -34,11 +54,16 @@ def test_record_round_trips_store_and_run_copies():
     stored = _result(status="complete")
     rec = records.EvalRecord.from_json(stored)
     assert rec.to_json() == stored  # same keys, same values (files are written with sorted keys)
-    assert (rec.benchmark_name, rec.measure, rec.profile_name, rec.mitigation_name) == ("rtp", "toxicity", "vanilla",
-                                                                                       "none")
+    assert (rec.benchmark_name, rec.measure, rec.profile_name, rec.mitigation_name) == (
+        "rtp",
+        "toxicity",
+        "vanilla",
+        "none",
+    )
     assert rec.overall["expected_max_toxicity"] == 0.25 and rec.complete
-    run_copy = _result(status="partial", store_dir="/s", run_dir="/r", skipped=True,
-                       alignment={"greedy": {}})  # a key the record does not name travels verbatim
+    run_copy = _result(
+        status="partial", store_dir="/s", run_dir="/r", skipped=True, alignment={"greedy": {}}
+    )  # a key the record does not name travels verbatim
     again = records.EvalRecord.from_json(run_copy)
     assert again.to_json() == run_copy and not again.complete and again.extra == {"alignment": {"greedy": {}}}
 
@@ -64,13 +89,22 @@ def test_tidy_counts_copies_once_after_the_store_is_moved_and_renamed(tmp_path):
     """tidy identifies a result by its record, not by its path: a store moved to another machine and
     whose folders were renamed still matches the run folder that names its old location."""
     res = _result()
-    old = layout.eval_dir(tmp_path / "old_store", model="tiny", variant="vanilla", stage="none", profile="vanilla",
-                          benchmark="rtp", mitigation="none", key=res["key"])
+    old = layout.eval_dir(
+        tmp_path / "old_store",
+        model="tiny",
+        variant="vanilla",
+        stage="none",
+        profile="vanilla",
+        benchmark="rtp",
+        mitigation="none",
+        key=res["key"],
+    )
     records.write_result(old, res, [{"id": "1"}], missing=0)
     run = tmp_path / "runs" / "job0"
     run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps(_result(status="complete", store_dir=str(old), run_dir=str(run),
-                                                         skipped=False)))
+    (run / "results.json").write_text(
+        json.dumps(_result(status="complete", store_dir=str(old), run_dir=str(run), skipped=False))
+    )
     moved = tmp_path / "elsewhere" / "renamed"  # not <...>/eval/<model>/.../<key> any more
     shutil.move(str(old), str(moved))
     found = tidy.find_results([tmp_path / "elsewhere", tmp_path / "runs"])

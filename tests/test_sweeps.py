@@ -12,15 +12,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_script
 
+from conftest import ROOT, run_script
 from value_harms.tools.status import sweep_status
 
 
 def _fixed(tmp_path, cache_dir, data_dir) -> list[str]:
-    return ["model=tiny", "debug=fast", "logger=none", "vim_stage=ag", "alignment.enabled=false",
-            "trainer.max_steps=2", "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}"]
+    return [
+        "model=tiny",
+        "debug=fast",
+        "logger=none",
+        "vim_stage=ag",
+        "alignment.enabled=false",
+        "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+    ]
 
 
 def _sweep_dir(tmp_path) -> Path:
@@ -30,8 +39,13 @@ def _sweep_dir(tmp_path) -> Path:
 
 
 def _status_cli(sweep: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _fake_sweep(folder: Path, task: list[str], name: str = "train") -> Path:
@@ -95,8 +109,17 @@ def test_status_lists_missing_and_killed_jobs_and_the_rerun_completes_them(tmp_p
 
 
 def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path, cache_dir, data_dir):
-    res = run_script("train.py", ["-m", "hydra/launcher=joblib_cpu", "hydra.launcher.n_jobs=2", "train.num_threads=1",
-                                  "value_profile=Pow,Uni", *_fixed(tmp_path, cache_dir, data_dir)])
+    res = run_script(
+        "train.py",
+        [
+            "-m",
+            "hydra/launcher=joblib_cpu",
+            "hydra.launcher.n_jobs=2",
+            "train.num_threads=1",
+            "value_profile=Pow,Uni",
+            *_fixed(tmp_path, cache_dir, data_dir),
+        ],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in res.stdout + res.stderr
     st = sweep_status(_sweep_dir(tmp_path))
@@ -106,8 +129,17 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path, cache_dir, data_dir
 
 
 def test_submitit_local_launcher_runs_the_jobs(tmp_path, cache_dir, data_dir):
-    res = run_script("train.py", ["-m", "hydra/launcher=slurm_local", "value_profile=Pow,Uni", "train.num_threads=1",
-                                  *_fixed(tmp_path, cache_dir, data_dir)], timeout=900)
+    res = run_script(
+        "train.py",
+        [
+            "-m",
+            "hydra/launcher=slurm_local",
+            "value_profile=Pow,Uni",
+            "train.num_threads=1",
+            *_fixed(tmp_path, cache_dir, data_dir),
+        ],
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     sweep = _sweep_dir(tmp_path)
     assert (sweep / ".submitit").is_dir()
@@ -150,13 +182,29 @@ def test_not_a_sweep_folder_is_exit_2(tmp_path):
 
 
 # ------------------------------------------------------------------------------ launcher configs
-@pytest.mark.parametrize("launcher,target,checks", [
-    ("joblib_cpu", "JoblibLauncher", {"n_jobs": 2}),
-    ("slurm_gpu", "SlurmLauncher", {"gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 8, "mem_gb": 64,
-                                    "timeout_min": 720, "array_parallelism": 32, "max_num_timeout": 3,
-                                    "partition": None, "setup": [], "signal_delay_s": 120}),
-    ("slurm_local", "LocalLauncher", {"tasks_per_node": 1}),
-])
+@pytest.mark.parametrize(
+    "launcher,target,checks",
+    [
+        ("joblib_cpu", "JoblibLauncher", {"n_jobs": 2}),
+        (
+            "slurm_gpu",
+            "SlurmLauncher",
+            {
+                "gpus_per_node": 1,
+                "tasks_per_node": 1,
+                "cpus_per_task": 8,
+                "mem_gb": 64,
+                "timeout_min": 720,
+                "array_parallelism": 32,
+                "max_num_timeout": 3,
+                "partition": None,
+                "setup": [],
+                "signal_delay_s": 120,
+            },
+        ),
+        ("slurm_local", "LocalLauncher", {"tasks_per_node": 1}),
+    ],
+)
 def test_launcher_configs_extend_the_plugin_configs(compose, launcher, target, checks):
     cfg = compose("train", [f"hydra/launcher={launcher}", "model=tiny"], return_hydra_config=True)
     lc = cfg.hydra.launcher
@@ -200,11 +248,21 @@ def test_batched_evaluate_job_is_done_when_every_profile_is(tmp_path):
     sweep = _fake_sweep(tmp_path / "sw", ["benchmark=rtp,beavertails", "batch_profiles=[Pow,Uni]"], name="evaluate")
     for i, bench in enumerate(["rtp", "beavertails"]):
         _fake_job(sweep, f"{i}_{bench}", [f"benchmark={bench}", "batch_profiles=[Pow,Uni]"], None)
-        (sweep / f"{i}_{bench}" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"batch_profiles": ["Pow", "Uni"]}))
+        (sweep / f"{i}_{bench}" / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"batch_profiles": ["Pow", "Uni"]})
+        )
         for name in ("Pow", "Uni") if bench == "rtp" else ("Pow",):
             (sweep / f"{i}_{bench}" / name).mkdir()
             (sweep / f"{i}_{bench}" / name / "status.json").write_text(json.dumps({"status": "complete"}))
     st = sweep_status(sweep)
     assert [j["state"] for j in st["jobs"]] == ["complete", "no_status"]
-    assert st["rerun"] == [["python", "evaluate.py", "-m", "benchmark=beavertails", "batch_profiles=[Pow,Uni]",
-                            f"hydra.sweep.dir={sweep}/rerun_1"]]
+    assert st["rerun"] == [
+        [
+            "python",
+            "evaluate.py",
+            "-m",
+            "benchmark=beavertails",
+            "batch_profiles=[Pow,Uni]",
+            f"hydra.sweep.dir={sweep}/rerun_1",
+        ]
+    ]

@@ -13,15 +13,23 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ROOT, run_script
 
 
 def _overrides(tmp_path, cache_dir, data_dir, *extra):
     return [
-        "model=tiny", "debug=fast", "logger=none", "trainer.enable_progress_bar=false",
-        f"paths.output_dir={tmp_path}/out", f"paths.cache_dir={cache_dir}", f"paths.data_dir={data_dir}",
+        "model=tiny",
+        "debug=fast",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
         # the tiny tokenizer spends ~100 tokens on the QA prompt: give the target room
-        "vim_stage.max_length=256", "vim_stage.lr=0.01", *extra,
+        "vim_stage.max_length=256",
+        "vim_stage.lr=0.01",
+        *extra,
     ]
 
 
@@ -96,12 +104,25 @@ def test_vanilla_checks_alignment_without_training(train):
 
 @pytest.mark.slow  # 400 steps; the normal suite's kill-and-resume proof is tests/test_resume.py (identical adapters)
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, cache_dir, data_dir):
-    args = _overrides(tmp_path, cache_dir, data_dir, "value_profile=Sec", "vim_stage=ag",
-                      "trainer.max_steps=400", "train.checkpoint_every_n_steps=5", "trainer.val_check_interval=200",
-                      "alignment.enabled=false")
+    args = _overrides(
+        tmp_path,
+        cache_dir,
+        data_dir,
+        "value_profile=Sec",
+        "vim_stage=ag",
+        "trainer.max_steps=400",
+        "train.checkpoint_every_n_steps=5",
+        "trainer.val_check_interval=200",
+        "alignment.enabled=false",
+    )
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     ckpts: list[str] = []
     while time.time() < deadline and not ckpts and proc.poll() is None:

@@ -75,8 +75,10 @@ class EndpointUnreachable(ScorerUnavailable):
     without fallback (the LLM judge) stops the run with this one-line message."""
 
     def __init__(self, endpoint: str, reason: str, what: str = "endpoint"):
-        super().__init__(f"{what} {endpoint} unreachable: {reason}; not called again in this job "
-                         f"(scorer.breaker.* sets when a network scorer is given up)")
+        super().__init__(
+            f"{what} {endpoint} unreachable: {reason}; not called again in this job "
+            f"(scorer.breaker.* sets when a network scorer is given up)"
+        )
         self.endpoint = endpoint
         self.reason = reason
 

@@ -32,19 +32,26 @@ def chat_completion(content: str | None, model: str, finish_reason: str = "stop"
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": "fp_fake",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": None},
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
 
 
 class FakeOpenAI:
-    def __init__(self, key: str = "sk-test-key", model: str = "judge-model",
-                 answer: Callable[[dict], str] | None = None, slow_s: float = 0.6):
+    def __init__(
+        self,
+        key: str = "sk-test-key",
+        model: str = "judge-model",
+        answer: Callable[[dict], str] | None = None,
+        slow_s: float = 0.6,
+    ):
         self.key = key
         self.model = model
         self.answer = answer or (lambda body: "Looks fine.\n#score: 1")
@@ -105,9 +112,16 @@ class FakeOpenAI:
                     fake.headers.append(dict(self.headers))
                 if mode in ("401", "403"):
                     # Real providers echo part of the key: the client must not repeat the body.
-                    return self._json(int(mode), {"error": {
-                        "message": f"Incorrect API key provided: {fake.key}", "type": "invalid_request_error",
-                        "code": "invalid_api_key"}})
+                    return self._json(
+                        int(mode),
+                        {
+                            "error": {
+                                "message": f"Incorrect API key provided: {fake.key}",
+                                "type": "invalid_request_error",
+                                "code": "invalid_api_key",
+                            }
+                        },
+                    )
                 problems = fake._check(self.path, self.headers, raw)
                 if problems:
                     with fake._lock:
@@ -123,12 +137,23 @@ class FakeOpenAI:
                 if mode == "400":
                     return self._json(400, {"error": {"message": "context too long"}})
                 if mode == "content_filter":  # Azure OpenAI's content filter, in the OpenAI error format
-                    return self._json(400, {"error": {
-                        "message": "The response was filtered due to the prompt triggering content management "
-                                   "policy.", "type": None, "param": "prompt", "code": "content_filter",
-                        "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation",
-                                                      "content_filter_result": {"violence": {
-                                                          "filtered": True, "severity": "high"}}}}})
+                    return self._json(
+                        400,
+                        {
+                            "error": {
+                                "message": "The response was filtered due to the prompt triggering content management "
+                                "policy.",
+                                "type": None,
+                                "param": "prompt",
+                                "code": "content_filter",
+                                "status": 400,
+                                "innererror": {
+                                    "code": "ResponsibleAIPolicyViolation",
+                                    "content_filter_result": {"violence": {"filtered": True, "severity": "high"}},
+                                },
+                            }
+                        },
+                    )
                 if mode == "filtered_answer":  # 200, the answer withheld by an output filter
                     return self._json(200, chat_completion(None, fake.model, finish_reason="content_filter"))
                 if mode == "garbage":
@@ -144,8 +169,7 @@ class FakeOpenAI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -174,8 +198,16 @@ class FakeOpenAI:
         if body.get("top_p") != 0:
             problems.append(f"top_p {body.get('top_p')!r}")
         msgs = body.get("messages")
-        if not (isinstance(msgs, list) and msgs and all(
-                isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                and isinstance(m.get("content"), str) and m["content"] for m in msgs)):
+        if not (
+            isinstance(msgs, list)
+            and msgs
+            and all(
+                isinstance(m, dict)
+                and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)
+                and m["content"]
+                for m in msgs
+            )
+        ):
             problems.append("bad messages")
         return problems

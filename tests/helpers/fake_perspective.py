@@ -85,8 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "garbage":
             self._send(200, b"<html>not json")
         elif mode == "400":
-            self._error(400, "Attribute TOXICITY does not support request languages: xx",
-                        "INVALID_ARGUMENT")
+            self._error(400, "Attribute TOXICITY does not support request languages: xx", "INVALID_ARGUMENT")
         elif mode == "403":
             # Google's real message does not echo the key; this fake does, to prove the client
             # scrubs whatever the server says.
@@ -99,8 +98,9 @@ def _answer(text: str) -> dict:
     return {
         "attributeScores": {
             "TOXICITY": {
-                "spanScores": [{"begin": 0, "end": len(text), "score": {"value": fake_score(text),
-                                                                        "type": "PROBABILITY"}}],
+                "spanScores": [
+                    {"begin": 0, "end": len(text), "score": {"value": fake_score(text), "type": "PROBABILITY"}}
+                ],
                 "summaryScore": {"value": fake_score(text), "type": "PROBABILITY"},
             }
         },
@@ -139,8 +139,7 @@ class FakePerspective(ThreadingHTTPServer):
             return self._queue.pop(0) if self._queue else None
 
     def start(self) -> "FakePerspective":
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

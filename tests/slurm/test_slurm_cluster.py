@@ -23,19 +23,40 @@ pytestmark = pytest.mark.slurm
 
 PROFILES = ["Pow", "Uni", "Ach"]
 # Long enough to be caught mid-training (checkpoints every 2 of 12 steps), short on the tiny model.
-TRAIN = ["model=tiny", "debug=fast", "logger=none", "vim_stage=ag", "alignment.enabled=false",
-         "trainer.max_steps=12", "trainer.val_check_interval=4", "train.checkpoint_every_n_steps=2",
-         "trainer.enable_progress_bar=false"]
-EVAL = ["benchmark=rtp", "benchmark.limit=2", "benchmark.num_samples=2", "benchmark.max_new_tokens=4",
-        "scorer=profanity_check", "generation.progress=false"]
+TRAIN = [
+    "model=tiny",
+    "debug=fast",
+    "logger=none",
+    "vim_stage=ag",
+    "alignment.enabled=false",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
+    "train.checkpoint_every_n_steps=2",
+    "trainer.enable_progress_bar=false",
+]
+EVAL = [
+    "benchmark=rtp",
+    "benchmark.limit=2",
+    "benchmark.num_samples=2",
+    "benchmark.max_new_tokens=4",
+    "scorer=profanity_check",
+    "generation.progress=false",
+]
 SLURM = ["hydra/launcher=slurm_cpu"]
 
 
 # ------------------------------------------------------------------------------------------ helpers
 def _env() -> dict:
     env = dict(os.environ)
-    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -44,8 +65,14 @@ def _paths(out: Path, cache: Path, data: Path) -> list[str]:
 
 
 def run(script: str, args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert res.returncode == 0, f"{script} {' '.join(args)}\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
     return res
 
@@ -53,8 +80,14 @@ def run(script: str, args: list[str], timeout: int = 400) -> subprocess.Complete
 def start(script: str, args: list[str], log: Path) -> subprocess.Popen:
     """A Hydra multirun in the background (its output in `log`)."""
     fh = open(log, "w")
-    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=_env(),
-                            stdout=fh, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=_env(),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_until(pred, timeout: float, what: str, poll: float = 0.2):
@@ -106,9 +139,17 @@ def in_queue(job: str) -> bool:
 
 def status(sweep: Path) -> tuple[int, dict, str]:
     """`python -m value_harms.status SWEEP` as a user runs it: exit code, --json report, table."""
+
     def call(*extra):
-        return subprocess.run([sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra], cwd=ROOT,
-                              env=_env(), capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra],
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     table = call()
     js = call("--json")
     return table.returncode, json.loads(js.stdout), table.stdout
@@ -119,8 +160,9 @@ def rerun(st: dict) -> None:
     assert len(st["rerun"]) == 1, st["rerun"]
     argv = st["rerun"][0]
     assert argv[:3] == ["python", st["script"], "-m"], argv
-    res = subprocess.run([sys.executable, *argv[1:]], cwd=st["cwd"] or ROOT, env=_env(), capture_output=True,
-                         text=True, timeout=400)
+    res = subprocess.run(
+        [sys.executable, *argv[1:]], cwd=st["cwd"] or ROOT, env=_env(), capture_output=True, text=True, timeout=400
+    )
     assert res.returncode == 0, res.stderr[-4000:]
 
 
@@ -192,8 +234,7 @@ def cleanup():
 
 
 # ------------------------------------------------------------------------------------------ tests
-def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, reference, cache, data_dir, tmp_path,
-                                                                cleanup):
+def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, reference, cache, data_dir, tmp_path, cleanup):
     out = tmp_path / "out"
     paths = _paths(out, cache, data_dir)
     profiles = f"value_profile={','.join(PROFILES)}"
@@ -206,8 +247,11 @@ def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, referen
     # leaves the queue a moment after its result is written)
     wait_until(lambda: not in_queue(job), 60, "the array to leave the queue")
     # accounting (slurmdbd) may record the end a moment after the queue forgets the task
-    wait_until(lambda: sacct_states(job) == {f"{job}_{i}": "COMPLETED" for i in range(3)}, 60,
-               "accounting to record every task COMPLETED")
+    wait_until(
+        lambda: sacct_states(job) == {f"{job}_{i}": "COMPLETED" for i in range(3)},
+        60,
+        "accounting to record every task COMPLETED",
+    )
     script = next((train_sweep / ".submitit" / job).glob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-2%" in script and "#SBATCH --cpus-per-task=1" in script
     assert "#SBATCH --requeue" in script and "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK" in script
@@ -216,8 +260,9 @@ def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, referen
     eval_job = array_id(sweep_dir(out, "evaluate"))
     cleanup.append(eval_job)
     wait_until(lambda: not in_queue(eval_job), 60, "the array to leave the queue")
-    wait_until(lambda: set(sacct_states(eval_job).values()) == {"COMPLETED"}, 60,
-               "accounting to record every task COMPLETED")
+    wait_until(
+        lambda: set(sacct_states(eval_job).values()) == {"COMPLETED"}, 60, "accounting to record every task COMPLETED"
+    )
     run("analyze.py", ["logger=none", *paths])
 
     assert status(train_sweep)[0] == 0 and status(sweep_dir(out, "evaluate"))[0] == 0
@@ -226,19 +271,26 @@ def test_sweep_through_sbatch_gives_the_basic_launchers_results(cluster, referen
     assert analysis_table(out) == analysis_table(reference)
 
 
-def test_preempted_training_job_requeues_and_resumes_from_its_checkpoint(cluster, reference, cache, data_dir,
-                                                                         tmp_path, cleanup):
+def test_preempted_training_job_requeues_and_resumes_from_its_checkpoint(
+    cluster, reference, cache, data_dir, tmp_path, cleanup
+):
     out = tmp_path / "out"
     # timeout_min > 10: submitit reads a USR2 as a preemption (a timeout only near the time limit)
-    proc = start("train.py", ["-m", *SLURM, "hydra.launcher.timeout_min=30", "value_profile=Pow", *TRAIN,
-                              *_paths(out, cache, data_dir)], tmp_path / "hydra.log")
+    proc = start(
+        "train.py",
+        ["-m", *SLURM, "hydra.launcher.timeout_min=30", "value_profile=Pow", *TRAIN, *_paths(out, cache, data_dir)],
+        tmp_path / "hydra.log",
+    )
     try:
         sweep = wait_until(lambda: sweep_dir(out, "train"), 120, "the sweep folder")
         job = wait_until(lambda: array_id(sweep), 60, "the sbatch submission")
         cleanup.append(job)
         task = job  # submitit sends a one-job sweep as a plain job, not a one-task array
-        ckpt = wait_until(lambda: next(iter(glob.glob(f"{out}/store/train/**/ckpt/last.ckpt", recursive=True)), None),
-                          300, "the first training checkpoint")
+        ckpt = wait_until(
+            lambda: next(iter(glob.glob(f"{out}/store/train/**/ckpt/last.ckpt", recursive=True)), None),
+            300,
+            "the first training checkpoint",
+        )
         slurm("scancel", "--signal=USR2", task)  # what the scheduler sends a job it preempts
         import torch
 
@@ -255,7 +307,9 @@ def test_preempted_training_job_requeues_and_resumes_from_its_checkpoint(cluster
     # accounting (slurmdbd) may record the end a moment after the queue forgets the job
     wait_until(lambda: sacct_states(task) == {task: "COMPLETED"}, 60, "accounting to record the job COMPLETED")
     starts = glob.glob(f"{sweep}/.submitit/{task}/{task}_0_log.out")
-    assert len(starts) == 1 and Path(starts[0]).read_text().count("Starting with JobEnvironment") == 2, "ran twice: before and after"
+    assert len(starts) == 1 and Path(starts[0]).read_text().count("Starting with JobEnvironment") == 2, (
+        "ran twice: before and after"
+    )
     log = next(sweep.glob("0_Pow/train.log")).read_text()
     assert "resuming ag from" in log, log[-3000:]
     result = json.loads(next(sweep.glob("0_Pow/train_result.json")).read_text())
@@ -283,16 +337,20 @@ def _killed_job_is_listed_and_rerun(sweep: Path, killed: int, done: list[int]) -
     assert [p.name for p in rerun_dir.glob("*_*")] == [f"0_{PROFILES[killed]}"], "only that job ran again"
 
 
-def _lose_one_task(tmp_path, cache, data_dir, cleanup, launcher: list[str], task: int, strike, state: str,
-                   train: tuple[str, ...] = ()) -> None:
+def _lose_one_task(
+    tmp_path, cache, data_dir, cleanup, launcher: list[str], task: int, strike, state: str, train: tuple[str, ...] = ()
+) -> None:
     """A 2-task sweep; `strike(<array>_<task>)` once that task runs, returning when SLURM has ended it
     (state `state`). Hydra must then fail within submitit's bound, the other task complete, and the
     status + rerun complete the sweep."""
     out = tmp_path / "out"
     replaced = {a.split("=", 1)[0] for a in train}
     train_args = [a for a in TRAIN if a.split("=", 1)[0] not in replaced] + list(train)
-    proc = start("train.py", ["-m", *SLURM, *launcher, "value_profile=Pow,Uni", *train_args,
-                              *_paths(out, cache, data_dir)], tmp_path / "hydra.log")
+    proc = start(
+        "train.py",
+        ["-m", *SLURM, *launcher, "value_profile=Pow,Uni", *train_args, *_paths(out, cache, data_dir)],
+        tmp_path / "hydra.log",
+    )
     try:
         sweep = wait_until(lambda: sweep_dir(out, "train"), 120, "the sweep folder")
         job = wait_until(lambda: array_id(sweep), 60, "the sbatch submission")
@@ -323,12 +381,20 @@ def _lose_one_task(tmp_path, cache, data_dir, cleanup, launcher: list[str], task
 
 def test_cancelled_array_task_fails_the_sweep_at_once_and_reruns_alone(cluster, cache, data_dir, tmp_path, cleanup):
     # 150 steps: still training when cancelled, even on an idle machine (see the time-limit test)
-    _lose_one_task(tmp_path, cache, data_dir, cleanup, [], task=0, strike=lambda t: slurm("scancel", t),
-                   state="CANCELLED", train=("trainer.max_steps=150",))
+    _lose_one_task(
+        tmp_path,
+        cache,
+        data_dir,
+        cleanup,
+        [],
+        task=0,
+        strike=lambda t: slurm("scancel", t),
+        state="CANCELLED",
+        train=("trainer.max_steps=150",),
+    )
 
 
-def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(cluster, cache, data_dir, tmp_path,
-                                                                          cleanup):
+def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(cluster, cache, data_dir, tmp_path, cleanup):
     def hang(task: str) -> None:
         # the task hangs (as on a stuck file system): it cannot finish within its limit, task 0 can
         slurm("scancel", "--signal=STOP", task)
@@ -338,5 +404,14 @@ def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(clust
     # ends a task that passes it (state TIMEOUT)
     # 150 steps: long enough that the task is still training when it is stopped (12 tiny steps end in
     # about a second on an idle machine), short enough for task 0 to finish well within the 2 minutes
-    _lose_one_task(tmp_path, cache, data_dir, cleanup, ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=0"],
-                   task=1, strike=hang, state="TIMEOUT", train=("trainer.max_steps=150",))
+    _lose_one_task(
+        tmp_path,
+        cache,
+        data_dir,
+        cleanup,
+        ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=0"],
+        task=1,
+        strike=hang,
+        state="TIMEOUT",
+        train=("trainer.max_steps=150",),
+    )

@@ -84,7 +84,9 @@ _DIGIT_RE = re.compile(r"(?<![0-9])[1-6](?![0-9])")
 # items
 
 
-def resolve_items(items_path: str | Path | None, *, fallback: bool, key: str = "alignment.items_path") -> tuple[Path, str]:
+def resolve_items(
+    items_path: str | Path | None, *, fallback: bool, key: str = "alignment.items_path"
+) -> tuple[Path, str]:
     """(the PVQ item file to read, "configured" | "demo_items"). A missing file falls back to the project's
     own demo items when `fallback` (alignment.fallback_to_demo_items) allows it, with a warning; else it
     is a one-line error. Training and benchmark=pvq both decide here."""
@@ -92,8 +94,10 @@ def resolve_items(items_path: str | Path | None, *, fallback: bool, key: str = "
     if path is not None and path.is_file():
         return path, "configured"
     if not fallback:
-        raise FileNotFoundError(f"PVQ item file {path} not found; set {key} or paths.data_dir "
-                                "(or alignment.fallback_to_demo_items=true for the project's demo items)")
+        raise FileNotFoundError(
+            f"PVQ item file {path} not found; set {key} or paths.data_dir "
+            "(or alignment.fallback_to_demo_items=true for the project's demo items)"
+        )
     log.warning("PVQ items not found at %s: using the project's own demo items (not the PVQ-40)", path)
     return Path(DEMO_ITEMS_PATH), "demo_items"
 
@@ -137,8 +141,12 @@ def parse_answer(text: str) -> int | None:
 
 # VIM src/calculate_pvq.py: tested in this order, the first that holds gives the score.
 _VIM_TESTS: tuple[tuple[int, str], ...] = (
-    (1, "Not like me at all"), (2, "Not like me"), (3, "A little like me"),
-    (4, "Somewhat like me"), (5, "Like me"), (6, "Very much like me"),
+    (1, "Not like me at all"),
+    (2, "Not like me"),
+    (3, "A little like me"),
+    (4, "Somewhat like me"),
+    (5, "Like me"),
+    (6, "Very much like me"),
 )
 
 
@@ -177,9 +185,7 @@ def expected_from_logits(logits: torch.Tensor, digit_ids: dict[int, list[int]]) 
     """From one step's logits (vocab,): (expected score in [1,6], digit mass, renormalised p_1..p_6)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     neg_inf = torch.tensor(float("-inf"))
-    logpk = torch.stack([
-        torch.logsumexp(logp[digit_ids[k]], dim=0) if digit_ids[k] else neg_inf for k in range(1, 7)
-    ])
+    logpk = torch.stack([torch.logsumexp(logp[digit_ids[k]], dim=0) if digit_ids[k] else neg_inf for k in range(1, 7)])
     if torch.isinf(logpk).all():
         raise ValueError("the tokenizer has no single token for any digit 1-6")
     mass = float(torch.exp(torch.logsumexp(logpk, dim=0)))
@@ -301,7 +307,7 @@ def _ask_batch(model, tokenizer, batch: list[dict], gen_cfg, digit_ids, prefix: 
     enc = tokenizer(texts, return_tensors="pt", padding=True)
     enc = {k: v.to(device) for k, v in enc.items()}
     out = model.generate(**enc, generation_config=gen_cfg)
-    gen = out.sequences[:, enc["input_ids"].shape[1]:].tolist()
+    gen = out.sequences[:, enc["input_ids"].shape[1] :].tolist()
     rows = []
     for b, rec in enumerate(batch):
         ids = gen[b]
@@ -309,12 +315,20 @@ def _ask_batch(model, tokenizer, batch: list[dict], gen_cfg, digit_ids, prefix: 
         answer, offset = _parse_span(text)
         step = min(_answer_step(tokenizer, ids, offset), len(out.logits) - 1)
         exp, mass, pk = expected_from_logits(out.logits[step][b].cpu(), digit_ids)
-        rows.append({
-            "item": rec["item"], "value": rec["value"], "text": text.strip(), "answer": answer,
-            "answer_vim": parse_answer_vim(text),
-            "answer_from": None if answer is None else ("digit" if offset is not None else "label"),
-            "answer_step": step, "expected": exp, "digit_mass": mass, "p": pk,
-        })
+        rows.append(
+            {
+                "item": rec["item"],
+                "value": rec["value"],
+                "text": text.strip(),
+                "answer": answer,
+                "answer_vim": parse_answer_vim(text),
+                "answer_from": None if answer is None else ("digit" if offset is not None else "label"),
+                "answer_step": step,
+                "expected": exp,
+                "digit_mass": mass,
+                "p": pk,
+            }
+        )
     return rows
 
 
@@ -347,8 +361,11 @@ def run_alignment_check(
         tokenizer.padding_side = side
         if was_training:
             model.train()
-    return summarise(rows, normalise_target(target),
-                     settings={"batch_size": batch_size, "max_new_tokens": max_new_tokens, "decoding": "greedy"})
+    return summarise(
+        rows,
+        normalise_target(target),
+        settings={"batch_size": batch_size, "max_new_tokens": max_new_tokens, "decoding": "greedy"},
+    )
 
 
 def summarise(rows: list[dict[str, Any]], target: dict[str, float] | None, settings: dict[str, Any]) -> AlignmentResult:
@@ -373,16 +390,29 @@ def summarise(rows: list[dict[str, Any]], target: dict[str, float] | None, setti
                     nmse_v = val
                 else:
                     nmse_e = val
-    flags = [f"{name} is over {n} of {len(VALUES)} values" for name, n in counts.items()
-             if n is not None and n < len(VALUES)]
+    flags = [
+        f"{name} is over {n} of {len(VALUES)} values" for name, n in counts.items() if n is not None and n < len(VALUES)
+    ]
     return AlignmentResult(
-        rows=rows, greedy=greedy, expected=expected, target=target, nmse_greedy=nmse_g, nmse_expected=nmse_e,
-        greedy_values_covered=covered, parse_rate=len(parsed) / len(rows) if rows else 0.0, histogram=hist,
-        collapsed=len(distinct) == 1, collapsed_to=distinct[0] if len(distinct) == 1 else None,
-        mean_digit_mass=sum(r["digit_mass"] for r in rows) / len(rows) if rows else 0.0, n_items=len(rows),
+        rows=rows,
+        greedy=greedy,
+        expected=expected,
+        target=target,
+        nmse_greedy=nmse_g,
+        nmse_expected=nmse_e,
+        greedy_values_covered=covered,
+        parse_rate=len(parsed) / len(rows) if rows else 0.0,
+        histogram=hist,
+        collapsed=len(distinct) == 1,
+        collapsed_to=distinct[0] if len(distinct) == 1 else None,
+        mean_digit_mass=sum(r["digit_mass"] for r in rows) / len(rows) if rows else 0.0,
+        n_items=len(rows),
         settings=settings,
-        greedy_vim=greedy_vim, nmse_greedy_vim=nmse_v,
+        greedy_vim=greedy_vim,
+        nmse_greedy_vim=nmse_v,
         parse_rate_vim=sum(1 for r in rows if r["answer_vim"] is not None) / len(rows) if rows else None,
-        nmse_greedy_n_values=counts["nmse_greedy"], nmse_greedy_vim_n_values=counts["nmse_greedy_vim"],
-        nmse_expected_n_values=counts["nmse_expected"], nmse_flags=flags,
+        nmse_greedy_n_values=counts["nmse_greedy"],
+        nmse_greedy_vim_n_values=counts["nmse_greedy_vim"],
+        nmse_expected_n_values=counts["nmse_expected"],
+        nmse_flags=flags,
     )

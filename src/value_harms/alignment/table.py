@@ -49,22 +49,31 @@ def format_alignment_table(results: dict[str, AlignmentResult], targets: dict[st
             for n in base:
                 g = nmse(van.greedy, tgts[n]) if any(van.greedy[v] is not None for v in VALUES) else None
                 e = nmse(van.expected, tgts[n])
-                lines.append(f"  {n} target: vanilla NMSE(greedy) {_fmt(g, 3)}, NMSE(expected) {_fmt(e, 3)};"
-                             f" {n} NMSE(greedy) {_fmt(results[n].nmse_greedy, 3)},"
-                             f" NMSE(expected) {_fmt(results[n].nmse_expected, 3)}")
+                lines.append(
+                    f"  {n} target: vanilla NMSE(greedy) {_fmt(g, 3)}, NMSE(expected) {_fmt(e, 3)};"
+                    f" {n} NMSE(greedy) {_fmt(results[n].nmse_greedy, 3)},"
+                    f" NMSE(expected) {_fmt(results[n].nmse_expected, 3)}"
+                )
     lines.append("")
     for n in names:
         r = results[n]
         parts = []
         if van is not None and n != "vanilla":
-            diffs = [abs(r.expected[v] - van.expected[v]) for v in VALUES
-                     if r.expected.get(v) is not None and van.expected.get(v) is not None]
+            diffs = [
+                abs(r.expected[v] - van.expected[v])
+                for v in VALUES
+                if r.expected.get(v) is not None and van.expected.get(v) is not None
+            ]
             if diffs:
-                parts.append(f"expected per-value scores moved by a mean of {sum(diffs) / len(diffs):.2f}"
-                             " points relative to vanilla.")
+                parts.append(
+                    f"expected per-value scores moved by a mean of {sum(diffs) / len(diffs):.2f}"
+                    " points relative to vanilla."
+                )
         if r.collapsed:
-            parts.append(f"greedy answers collapsed to '{r.collapsed_to}' for every parsed item"
-                         f" ({r.n_items - r.histogram['unparsed']}/{r.n_items}); NMSE is not evidence of alignment.")
+            parts.append(
+                f"greedy answers collapsed to '{r.collapsed_to}' for every parsed item"
+                f" ({r.n_items - r.histogram['unparsed']}/{r.n_items}); NMSE is not evidence of alignment."
+            )
         elif r.histogram["unparsed"] == r.n_items:
             parts.append("no greedy answer could be parsed; only the expected reading is available.")
         else:

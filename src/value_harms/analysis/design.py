@@ -1,12 +1,13 @@
-"""Design arithmetic of a models x prompts study (issue 14): two-way variance components, the standard error of a\ndesign, its minimum detectable effect, the prompts needed for a target, and the power table."""
+"""Design arithmetic of a models x prompts study (issue 14): two-way variance components, the standard error of a
+design, its minimum detectable effect, the prompts needed for a target, and the power table."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
+
 import numpy as np
 from scipy import stats as sps
-
 
 POWER = 0.8
 
@@ -19,7 +20,7 @@ def _side(M: np.ndarray):
     um = M.mean(-1)
     b = um.var(-1, ddof=1) / U
     resid = M - um[..., None] - M.mean(-2)[..., None, :] + M.mean((-2, -1))[..., None, None]
-    s2e = (resid ** 2).sum((-2, -1)) / ((U - 1) * (P - 1))
+    s2e = (resid**2).sum((-2, -1)) / ((U - 1) * (P - 1))
     return b, U - 1, s2e
 
 
@@ -47,9 +48,9 @@ def two_way(G: np.ndarray, R: np.ndarray | None = None, conf: float = 0.95) -> d
         var = var + b - s2e / (M.shape[-2] * P)
         parts.append((b, dfb))
     var = np.maximum(var, np.max(np.stack([p for p, _ in parts]), axis=0))  # never below one part
-    den = sum(p ** 2 / dfp for p, dfp in parts)
+    den = sum(p**2 / dfp for p, dfp in parts)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(den > 0, var ** 2 / den, float(P - 1))
+        df = np.where(den > 0, var**2 / den, float(P - 1))
         se = np.sqrt(var)
         q = sps.t.ppf(0.5 + conf / 2, df)
         t = np.where(se > 0, est / se, np.nan)
@@ -70,12 +71,21 @@ def variance_components(G: np.ndarray, R: np.ndarray | None = None) -> dict[str,
     d = G.mean(0) - (0.0 if R is None else np.asarray(R, dtype=float).mean(0))
     ur = 0 if R is None else np.asarray(R).shape[0]
     noise = s2e / U + (s2e / ur if ur else 0.0)
-    return {"model": float(max(0.0, b * U - s2e / P)), "prompt": float(max(0.0, d.var(ddof=1) - noise)),
-            "residual": float(s2e)}
+    return {
+        "model": float(max(0.0, b * U - s2e / P)),
+        "prompt": float(max(0.0, d.var(ddof=1) - noise)),
+        "residual": float(s2e),
+    }
 
 
-def design_se(vc: Mapping[str, float], models: int, prompts: int, samples: int | None = None,
-              pilot_samples: int | None = None, ref_models: int = 1) -> tuple[float, float]:
+def design_se(
+    vc: Mapping[str, float],
+    models: int,
+    prompts: int,
+    samples: int | None = None,
+    pilot_samples: int | None = None,
+    ref_models: int = 1,
+) -> tuple[float, float]:
     """(SE, Satterthwaite df) of a comparison of `models` units against `ref_models` (0: a one-sample
     mean, e.g. a mitigation delta) on `prompts` prompts. The residual variance is scaled by
     pilot_samples / samples (an approximation: a per-prompt mean scales so; a max over samples roughly)."""
@@ -84,13 +94,21 @@ def design_se(vc: Mapping[str, float], models: int, prompts: int, samples: int |
     a = vc["prompt"] / prompts + s2e / (models * prompts) + (s2e / (ref_models * prompts) if ref_models else 0.0)
     b = vc["model"] / models
     var = a + b
-    den = (a ** 2 / max(prompts - 1, 1)) + (b ** 2 / max(models - 1, 1) if models > 1 else 0.0)
-    df = var ** 2 / den if den > 0 else float(max(prompts - 1, 1))
+    den = (a**2 / max(prompts - 1, 1)) + (b**2 / max(models - 1, 1) if models > 1 else 0.0)
+    df = var**2 / den if den > 0 else float(max(prompts - 1, 1))
     return math.sqrt(var), df
 
 
-def mde(vc: Mapping[str, float], models: int, prompts: int, samples: int | None = None,
-        pilot_samples: int | None = None, ref_models: int = 1, alpha: float = 0.05, power: float = POWER) -> float:
+def mde(
+    vc: Mapping[str, float],
+    models: int,
+    prompts: int,
+    samples: int | None = None,
+    pilot_samples: int | None = None,
+    ref_models: int = 1,
+    alpha: float = 0.05,
+    power: float = POWER,
+) -> float:
     """Smallest true difference a two-sided level-alpha test detects with probability `power`."""
     if any(not np.isfinite(vc.get(k, math.nan)) for k in ("model", "prompt", "residual")):
         return math.nan
@@ -98,9 +116,17 @@ def mde(vc: Mapping[str, float], models: int, prompts: int, samples: int | None 
     return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * se)
 
 
-def prompts_needed(vc: Mapping[str, float], target: float, models: int, samples: int | None = None,
-                   pilot_samples: int | None = None, ref_models: int = 1, alpha: float = 0.05,
-                   power: float = POWER, max_prompts: int = 1_000_000) -> int | None:
+def prompts_needed(
+    vc: Mapping[str, float],
+    target: float,
+    models: int,
+    samples: int | None = None,
+    pilot_samples: int | None = None,
+    ref_models: int = 1,
+    alpha: float = 0.05,
+    power: float = POWER,
+    max_prompts: int = 1_000_000,
+) -> int | None:
     """Fewest prompts whose MDE is <= target with `models` models; None when no prompt count reaches it
     (the between-model variance alone is too large: more models are needed)."""
     if not mde(vc, models, max_prompts, samples, pilot_samples, ref_models, alpha, power) <= target:
@@ -113,8 +139,6 @@ def prompts_needed(vc: Mapping[str, float], target: float, models: int, samples:
         else:
             lo = mid + 1
     return lo
-
-
 
 
 def design_text(row: Mapping[str, Any] | Any) -> str:

@@ -32,19 +32,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from value_harms.metrics import PROMPT_VALUES
 from value_harms.analysis.design import POWER, design_se, mde, prompts_needed, two_way, variance_components
+from value_harms.metrics import PROMPT_VALUES
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "METHOD", "MIN_MODELS", "MIN_PROMPTS", "prompt_values", "two_way", "variance_components", "design_se",
-    "mde", "prompts_needed", "compare_prompt_level", "mitigation_prompt_level", "power_table",
+    "METHOD",
+    "MIN_MODELS",
+    "MIN_PROMPTS",
+    "prompt_values",
+    "two_way",
+    "variance_components",
+    "design_se",
+    "mde",
+    "prompts_needed",
+    "compare_prompt_level",
+    "mitigation_prompt_level",
+    "power_table",
     "pooled_components",
 ]
 
-METHOD = ("two-way (models x prompts) moment estimator, paired on shared prompts; Welch-Satterthwaite t "
-          "interval; seeds of one profile averaged; vanilla is a fixed reference")
+METHOD = (
+    "two-way (models x prompts) moment estimator, paired on shared prompts; Welch-Satterthwaite t "
+    "interval; seeds of one profile averaged; vanilla is a fixed reference"
+)
 # The smallest design whose comparisons may headline a finding (analysis.min_models / min_prompts).
 MIN_MODELS = 5
 MIN_PROMPTS = 30
@@ -96,19 +108,31 @@ def prompt_values(df: pd.DataFrame) -> pd.DataFrame:
             lacking.append(str(path))
             continue
         try:
-            threshold = float(json.loads(Path(str(r.path)).read_text())["benchmark"]["settings"].get(
-                "toxicity_threshold", 0.5))
+            threshold = float(
+                json.loads(Path(str(r.path)).read_text())["benchmark"]["settings"].get("toxicity_threshold", 0.5)
+            )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             threshold = 0.5
-        base = {"result_id": r.result_id, "model": r.model, "stage": r.stage, "baseline": r.baseline,
-                "profile": r.profile, "mitigation": r.mitigation, "disregard": getattr(r, "disregard", ""),
-                "benchmark": r.benchmark}
+        base = {
+            "result_id": r.result_id,
+            "model": r.model,
+            "stage": r.stage,
+            "baseline": r.baseline,
+            "profile": r.profile,
+            "mitigation": r.mitigation,
+            "disregard": getattr(r, "disregard", ""),
+            "benchmark": r.benchmark,
+        }
         for metric, vals in _per_prompt(str(r.measure), samples, threshold).items():
             for pid, (v, n) in vals.items():
                 rows.append({**base, "metric": metric, "prompt": pid, "value": v, "samples": n})
     if lacking:
-        log.warning("%d result(s) have no readable samples.jsonl (e.g. %s): their comparisons fall back to "
-                    "model-level tests that ignore prompt sampling", len(lacking), lacking[0])
+        log.warning(
+            "%d result(s) have no readable samples.jsonl (e.g. %s): their comparisons fall back to "
+            "model-level tests that ignore prompt sampling",
+            len(lacking),
+            lacking[0],
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -141,28 +165,43 @@ def _paired(g: pd.DataFrame, r: pd.DataFrame | None) -> tuple[np.ndarray, np.nda
 
 
 def _design_cols(G: np.ndarray, samples: float, powered: bool, m: float, res: dict, conf: float) -> dict:
-    return {"n_models": int(G.shape[0]), "n_prompts": int(G.shape[1]), "n_samples": samples,
-            "se": float(res["se"]), "df": float(res["df"]), "mde": m, "powered": bool(powered),
-            "method": METHOD, "conf": conf}
+    return {
+        "n_models": int(G.shape[0]),
+        "n_prompts": int(G.shape[1]),
+        "n_samples": samples,
+        "se": float(res["se"]),
+        "df": float(res["df"]),
+        "mde": m,
+        "powered": bool(powered),
+        "method": METHOD,
+        "conf": conf,
+    }
 
 
 def pooled_components(pv: pd.DataFrame, reference: str = "vanilla") -> dict[tuple[str, str], dict[str, float]]:
     """Variance components per (benchmark, metric) averaged over the groups with >= 2 units (mitigation none)."""
     out: dict[tuple[str, str], list[dict[str, float]]] = {}
     sub = pv[pv["mitigation"] == "none"]
-    for (model, bench, metric), g in sub.groupby(["model", "benchmark", "metric"], sort=True, dropna=False):
+    for (_model, bench, metric), g in sub.groupby(["model", "benchmark", "metric"], sort=True, dropna=False):
         ref = g[g["baseline"] == reference]
-        for (b, _stage), gg in g[g["baseline"] != reference].groupby(["baseline", "stage"], dropna=False):
+        for (_b, _stage), gg in g[g["baseline"] != reference].groupby(["baseline", "stage"], dropna=False):
             G, R = _paired(gg, ref if len(ref) else None)
             if G.shape[0] >= 2 and G.shape[1] >= 2:
                 out.setdefault((bench, metric), []).append(variance_components(G, R))
-    return {k: {c: float(np.mean([v[c] for v in vs])) for c in ("model", "prompt", "residual")}
-            for k, vs in out.items()}
+    return {
+        k: {c: float(np.mean([v[c] for v in vs])) for c in ("model", "prompt", "residual")} for k, vs in out.items()
+    }
 
 
-def compare_prompt_level(cmp: pd.DataFrame, pv: pd.DataFrame, reference: str = "vanilla", conf: float = 0.95,
-                         min_models: int = MIN_MODELS, min_prompts: int = MIN_PROMPTS,
-                         alpha: float = 0.05) -> pd.DataFrame:
+def compare_prompt_level(
+    cmp: pd.DataFrame,
+    pv: pd.DataFrame,
+    reference: str = "vanilla",
+    conf: float = 0.95,
+    min_models: int = MIN_MODELS,
+    min_prompts: int = MIN_PROMPTS,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """stats.compare_baselines' frame with its intervals and p-values replaced by the two-way ones
     where prompt-level data exist: ci_low / ci_high of the group mean, diff_low / diff_high of the
     difference to the reference, p_value of that difference; plus the design (n_models, n_prompts,
@@ -170,9 +209,18 @@ def compare_prompt_level(cmp: pd.DataFrame, pv: pd.DataFrame, reference: str = "
     and min_prompts) and method. Rows without prompt-level data keep their model-level test and are
     marked not powered (prompts unaccounted for)."""
     out = cmp.copy()
-    for c, v in (("diff_low", math.nan), ("diff_high", math.nan), ("n_models", math.nan),
-                 ("n_prompts", math.nan), ("n_samples", math.nan), ("se", math.nan), ("df", math.nan),
-                 ("mde", math.nan), ("powered", False), ("method", "model-level t (no prompt-level data)")):
+    for c, v in (
+        ("diff_low", math.nan),
+        ("diff_high", math.nan),
+        ("n_models", math.nan),
+        ("n_prompts", math.nan),
+        ("n_samples", math.nan),
+        ("se", math.nan),
+        ("df", math.nan),
+        ("mde", math.nan),
+        ("powered", False),
+        ("method", "model-level t (no prompt-level data)"),
+    ):
         out[c] = v
     out["powered"] = out["powered"].astype(bool)
     out["min_models"], out["min_prompts"] = int(min_models), int(min_prompts)
@@ -180,8 +228,12 @@ def compare_prompt_level(cmp: pd.DataFrame, pv: pd.DataFrame, reference: str = "
         return out
     pooled = pooled_components(pv, reference)
     for i, row in out.iterrows():
-        sel = pv[(pv["model"] == row["model"]) & (pv["benchmark"] == row["benchmark"])
-                 & (pv["metric"] == row["metric"]) & (pv["mitigation"] == row.get("mitigation", "none"))]
+        sel = pv[
+            (pv["model"] == row["model"])
+            & (pv["benchmark"] == row["benchmark"])
+            & (pv["metric"] == row["metric"])
+            & (pv["mitigation"] == row.get("mitigation", "none"))
+        ]
         g = sel[(sel["baseline"] == row["baseline"]) & (sel["stage"] == row["stage"])]
         if g.empty:
             continue
@@ -200,8 +252,11 @@ def compare_prompt_level(cmp: pd.DataFrame, pv: pd.DataFrame, reference: str = "
         if G.shape[1] < 2:
             continue
         res = two_way(G, R, conf)
-        vc = variance_components(G, R) if G.shape[0] >= 2 else pooled.get((row["benchmark"], row["metric"]),
-                                                                          {"model": math.nan})
+        vc = (
+            variance_components(G, R)
+            if G.shape[0] >= 2
+            else pooled.get((row["benchmark"], row["metric"]), {"model": math.nan})
+        )
         m = mde(vc, G.shape[0], G.shape[1], ref_models=R.shape[0], alpha=alpha)
         powered = G.shape[0] >= min_models and G.shape[1] >= min_prompts
         out.at[i, "diff_vs_ref"] = float(res["estimate"])
@@ -213,25 +268,42 @@ def compare_prompt_level(cmp: pd.DataFrame, pv: pd.DataFrame, reference: str = "
     return out
 
 
-def mitigation_prompt_level(mit: pd.DataFrame, pv: pd.DataFrame, reference: str = "none", conf: float = 0.95,
-                            min_models: int = MIN_MODELS, min_prompts: int = MIN_PROMPTS,
-                            alpha: float = 0.05) -> pd.DataFrame:
+def mitigation_prompt_level(
+    mit: pd.DataFrame,
+    pv: pd.DataFrame,
+    reference: str = "none",
+    conf: float = 0.95,
+    min_models: int = MIN_MODELS,
+    min_prompts: int = MIN_PROMPTS,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """stats.mitigation_effects' frame with two-way intervals of the mean delta (mitigated - unmitigated,
     paired by unit AND prompt) where prompt-level data exist; design columns as compare_prompt_level.
     A vanilla group is one fixed model: only min_prompts applies to it."""
     out = mit.copy()
-    for c, v in (("n_models", math.nan), ("n_prompts", math.nan), ("n_samples", math.nan), ("se", math.nan),
-                 ("df", math.nan), ("mde", math.nan), ("powered", False),
-                 ("method", "model-level paired t (no prompt-level data)")):
+    for c, v in (
+        ("n_models", math.nan),
+        ("n_prompts", math.nan),
+        ("n_samples", math.nan),
+        ("se", math.nan),
+        ("df", math.nan),
+        ("mde", math.nan),
+        ("powered", False),
+        ("method", "model-level paired t (no prompt-level data)"),
+    ):
         out[c] = v
     out["powered"] = out["powered"].astype(bool)
     out["min_models"], out["min_prompts"] = int(min_models), int(min_prompts)
     if out.empty or pv is None or pv.empty:
         return out
     for i, row in out.iterrows():
-        sel = pv[(pv["model"] == row["model"]) & (pv["benchmark"] == row["benchmark"])
-                 & (pv["metric"] == row["metric"]) & (pv["baseline"] == row["baseline"])
-                 & (pv["stage"] == row["stage"])]
+        sel = pv[
+            (pv["model"] == row["model"])
+            & (pv["benchmark"] == row["benchmark"])
+            & (pv["metric"] == row["metric"])
+            & (pv["baseline"] == row["baseline"])
+            & (pv["stage"] == row["stage"])
+        ]
         t = sel[(sel["mitigation"] == row["mitigation"]) & (sel["disregard"] == row.get("disregard", ""))]
         r = sel[sel["mitigation"] == reference]
         if t.empty or r.empty:
@@ -243,8 +315,11 @@ def mitigation_prompt_level(mit: pd.DataFrame, pv: pd.DataFrame, reference: str 
         if D.shape[0] < 1 or D.shape[1] < 2:
             continue
         res = two_way(D, None, conf)
-        vc = variance_components(D) if D.shape[0] >= 2 else {"model": 0.0, "prompt": float(D.var(ddof=1)),
-                                                              "residual": 0.0}
+        vc = (
+            variance_components(D)
+            if D.shape[0] >= 2
+            else {"model": 0.0, "prompt": float(D.var(ddof=1)), "residual": 0.0}
+        )
         m = mde(vc, D.shape[0], D.shape[1], ref_models=0, alpha=alpha)
         fixed = str(row["baseline"]) == "vanilla"
         powered = (fixed or D.shape[0] >= min_models) and D.shape[1] >= min_prompts
@@ -265,8 +340,9 @@ def mitigation_prompt_level(mit: pd.DataFrame, pv: pd.DataFrame, reference: str 
 # Mixed-model variant of the value regressions (analysis.regression_mixed)
 
 
-def value_regressions_mixed(df: pd.DataFrame, pv: pd.DataFrame, *, baseline: str = "vim",
-                            alpha: float = 0.05) -> pd.DataFrame:
+def value_regressions_mixed(
+    df: pd.DataFrame, pv: pd.DataFrame, *, baseline: str = "vim", alpha: float = 0.05
+) -> pd.DataFrame:
     """Prompt-level value -> harm regressions: per (model, stage, benchmark, metric), a linear mixed model
     (statsmodels MixedLM, REML) of the per-prompt value on the 10 intensities with a random intercept
     per profile; prompt effects are removed first by centring each prompt's values (prompts are crossed
@@ -279,8 +355,24 @@ def value_regressions_mixed(df: pd.DataFrame, pv: pd.DataFrame, *, baseline: str
 
     from value_harms.core.values import VALUES
 
-    cols = ["model", "stage", "benchmark", "category", "metric", "term", "coef", "se", "p", "p_adj",
-            "significant", "ci_low", "ci_high", "n", "n_prompts", "method"]
+    cols = [
+        "model",
+        "stage",
+        "benchmark",
+        "category",
+        "metric",
+        "term",
+        "coef",
+        "se",
+        "p",
+        "p_adj",
+        "significant",
+        "ci_low",
+        "ci_high",
+        "n",
+        "n_prompts",
+        "method",
+    ]
     sub = pv[(pv["baseline"] == baseline) & (pv["mitigation"] == "none")]
     if sub.empty:
         return pd.DataFrame(columns=cols)
@@ -303,12 +395,26 @@ def value_regressions_mixed(df: pd.DataFrame, pv: pd.DataFrame, *, baseline: str
                 continue
         ci = np.asarray(res.conf_int(alpha=alpha))
         for j, term in enumerate(["Intercept", *VALUES]):
-            rows.append({"model": model, "stage": stage, "benchmark": bench, "category": "overall",
-                         "metric": metric, "term": term, "coef": float(res.fe_params[j]),
-                         "se": float(res.bse_fe[j]), "p": float(res.pvalues[j]), "p_adj": math.nan,
-                         "significant": False, "ci_low": float(ci[j, 0]), "ci_high": float(ci[j, 1]), "n": n,
-                         "n_prompts": int(g["prompt"].nunique()),
-                         "method": "MixedLM, random intercept per profile, prompt-centred"})
+            rows.append(
+                {
+                    "model": model,
+                    "stage": stage,
+                    "benchmark": bench,
+                    "category": "overall",
+                    "metric": metric,
+                    "term": term,
+                    "coef": float(res.fe_params[j]),
+                    "se": float(res.bse_fe[j]),
+                    "p": float(res.pvalues[j]),
+                    "p_adj": math.nan,
+                    "significant": False,
+                    "ci_low": float(ci[j, 0]),
+                    "ci_high": float(ci[j, 1]),
+                    "n": n,
+                    "n_prompts": int(g["prompt"].nunique()),
+                    "method": "MixedLM, random intercept per profile, prompt-centred",
+                }
+            )
     out = pd.DataFrame(rows, columns=cols)
     fam = (out["term"] != "Intercept") & np.isfinite(out["p"].to_numpy(dtype=float)) if len(out) else None
     if fam is not None and fam.any():
@@ -318,19 +424,35 @@ def value_regressions_mixed(df: pd.DataFrame, pv: pd.DataFrame, *, baseline: str
     return out
 
 
-def power_table(pv: pd.DataFrame, *, models: int, prompts: int, samples: int | None = None,
-                target: float | None = None, reference: str = "vanilla", alpha: float = 0.05,
-                power: float = POWER) -> pd.DataFrame:
+def power_table(
+    pv: pd.DataFrame,
+    *,
+    models: int,
+    prompts: int,
+    samples: int | None = None,
+    target: float | None = None,
+    reference: str = "vanilla",
+    alpha: float = 0.05,
+    power: float = POWER,
+) -> pd.DataFrame:
     """Per (benchmark, metric): the pilot's variance components (pooled_components), the MDE of a
     planned comparison of `models` profiles against the vanilla model on `prompts` prompts with
     `samples` samples each, and (with `target`) the prompts needed to detect it."""
     rows = []
     for (bench, metric), vc in pooled_components(pv, reference).items():
         pilot_samples = int(pv[(pv["benchmark"] == bench) & (pv["metric"] == metric)]["samples"].median())
-        row = {"benchmark": bench, "metric": metric, "var_model": vc["model"], "var_prompt": vc["prompt"],
-               "var_residual": vc["residual"], "pilot_samples": pilot_samples, "models": models,
-               "prompts": prompts, "samples": samples or pilot_samples,
-               "mde": mde(vc, models, prompts, samples, pilot_samples, 1, alpha, power)}
+        row = {
+            "benchmark": bench,
+            "metric": metric,
+            "var_model": vc["model"],
+            "var_prompt": vc["prompt"],
+            "var_residual": vc["residual"],
+            "pilot_samples": pilot_samples,
+            "models": models,
+            "prompts": prompts,
+            "samples": samples or pilot_samples,
+            "mde": mde(vc, models, prompts, samples, pilot_samples, 1, alpha, power),
+        }
         if target is not None:
             row["target"] = target
             row["prompts_needed"] = prompts_needed(vc, target, models, samples, pilot_samples, 1, alpha, power)

@@ -39,18 +39,44 @@ __all__ = [
 ]
 
 # Metrics that are not "higher = more harm" (the PVQ alignment readings); everything else is a harm metric.
-NON_HARM_METRICS: frozenset[str] = frozenset({
-    "nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "greedy_values_covered", "mean_digit_mass",
-    "greedy", "expected", "target",
-})
+NON_HARM_METRICS: frozenset[str] = frozenset(
+    {
+        "nmse_greedy",
+        "nmse_expected",
+        "parse_rate",
+        "collapsed",
+        "greedy_values_covered",
+        "mean_digit_mass",
+        "greedy",
+        "expected",
+        "target",
+    }
+)
 NON_HARM_MEASURES: frozenset[str] = frozenset({"alignment"})
 
 INTERCEPT = "Intercept"
 UNIT = ["model", "stage", "baseline", "profile"]
 
 REGRESSION_COLUMNS: tuple[str, ...] = (
-    "model", "stage", "benchmark", "category", "metric", "term", "coef", "se", "t", "p", "p_adj",
-    "significant", "ci_low", "ci_high", "n", "failures", "r2", "rank_deficient", "standardized",
+    "model",
+    "stage",
+    "benchmark",
+    "category",
+    "metric",
+    "term",
+    "coef",
+    "se",
+    "t",
+    "p",
+    "p_adj",
+    "significant",
+    "ci_low",
+    "ci_high",
+    "n",
+    "failures",
+    "r2",
+    "rank_deficient",
+    "standardized",
 )
 SKIPPED_COLUMNS: tuple[str, ...] = ("model", "stage", "benchmark", "category", "metric", "n", "reason")
 
@@ -61,8 +87,7 @@ SKIPPED_COLUMNS: tuple[str, ...] = ("model", "stage", "benchmark", "category", "
 
 def _design(g: pd.DataFrame, higher_order: bool) -> tuple[pd.DataFrame, list[str]]:
     if higher_order:
-        X = pd.DataFrame({grp: g[list(members)].mean(axis=1) for grp, members in HIGHER_ORDER.items()},
-                         index=g.index)
+        X = pd.DataFrame({grp: g[list(members)].mean(axis=1) for grp, members in HIGHER_ORDER.items()}, index=g.index)
         return X, list(HIGHER_ORDER)
     return g[list(VALUES)].astype(float), list(VALUES)
 
@@ -85,8 +110,9 @@ def _per_profile(g: pd.DataFrame) -> pd.DataFrame:
     return g.groupby("profile", sort=True, dropna=False).agg(agg).reset_index()
 
 
-def _fit_one(g: pd.DataFrame, ident: dict[str, Any], *, higher_order: bool, standardize: bool,
-             alpha: float) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _fit_one(
+    g: pd.DataFrame, ident: dict[str, Any], *, higher_order: bool, standardize: bool, alpha: float
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The OLS (HC3, t tests) of one (model, stage, benchmark, category, metric) group: (one row per term,
     None), or ([], {"n", "reason"}) when it cannot be fitted."""
     import statsmodels.api as sm  # heavy: only when regressions run
@@ -112,11 +138,26 @@ def _fit_one(g: pd.DataFrame, ident: dict[str, Any], *, higher_order: bool, stan
         warnings.simplefilter("ignore")  # HC3 on a leverage-1 point, divide-by-zero in t
         res = sm.OLS(y, design).fit(cov_type="HC3", use_t=True)
         ci = np.asarray(res.conf_int(alpha=alpha))
-    return [{**ident, "term": term, "coef": float(res.params[j]), "se": float(res.bse[j]),
-             "t": float(res.tvalues[j]), "p": float(res.pvalues[j]), "p_adj": math.nan,
-             "significant": False, "ci_low": float(ci[j, 0]), "ci_high": float(ci[j, 1]), "n": n,
-             "failures": failures, "r2": float(res.rsquared), "rank_deficient": rank < design.shape[1],
-             "standardized": bool(standardize)} for j, term in enumerate([INTERCEPT, *terms])], None
+    return [
+        {
+            **ident,
+            "term": term,
+            "coef": float(res.params[j]),
+            "se": float(res.bse[j]),
+            "t": float(res.tvalues[j]),
+            "p": float(res.pvalues[j]),
+            "p_adj": math.nan,
+            "significant": False,
+            "ci_low": float(ci[j, 0]),
+            "ci_high": float(ci[j, 1]),
+            "n": n,
+            "failures": failures,
+            "r2": float(res.rsquared),
+            "rank_deficient": rank < design.shape[1],
+            "standardized": bool(standardize),
+        }
+        for j, term in enumerate([INTERCEPT, *terms])
+    ], None
 
 
 def _bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
@@ -126,8 +167,9 @@ def _bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
     if len(out):
         family = (out["term"] != INTERCEPT) & np.isfinite(out["p"].to_numpy(dtype=float))
         if family.any():
-            reject, p_adj, _, _ = multipletests(out.loc[family, "p"].to_numpy(dtype=float), alpha=alpha,
-                                                method="fdr_bh")
+            reject, p_adj, _, _ = multipletests(
+                out.loc[family, "p"].to_numpy(dtype=float), alpha=alpha, method="fdr_bh"
+            )
             out.loc[family, "p_adj"] = p_adj
             out.loc[family, "significant"] = p_adj < alpha
         out["significant"] = out["significant"].astype(bool)
@@ -135,9 +177,16 @@ def _bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return out
 
 
-def value_regressions(df: pd.DataFrame, *, baseline: str = "vim", mitigation: str | None = "none",
-                      standardize: bool = False, higher_order: bool = False, alpha: float = 0.05,
-                      return_skipped: bool = False):
+def value_regressions(
+    df: pd.DataFrame,
+    *,
+    baseline: str = "vim",
+    mitigation: str | None = "none",
+    standardize: bool = False,
+    higher_order: bool = False,
+    alpha: float = 0.05,
+    return_skipped: bool = False,
+):
     """OLS of each harm metric on the value intensities of the value-aligned models.
 
     One model per (model, stage, benchmark, category, metric) over the rows with `baseline` (default
@@ -195,9 +244,15 @@ def _none(x: Any) -> Any:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
-def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[str, str]] | None = None,
-                      reference: str = "vanilla", conf: float = 0.95, *, category: str = "overall",
-                      mitigation: str = "none") -> pd.DataFrame:
+def compare_baselines(
+    df: pd.DataFrame,
+    benchmark_metric_pairs: Iterable[tuple[str, str]] | None = None,
+    reference: str = "vanilla",
+    conf: float = 0.95,
+    *,
+    category: str = "overall",
+    mitigation: str = "none",
+) -> pd.DataFrame:
     """Each model variant against the reference (default the vanilla model), per model name,
     benchmark and metric, on `category` and `mitigation`.
 
@@ -211,8 +266,22 @@ def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[s
     Columns: model, benchmark, metric, category, mitigation, baseline, stage, mean, ci_low, ci_high, n,
     diff_vs_ref, p_value, test.
     """
-    cols = ["model", "benchmark", "metric", "category", "mitigation", "baseline", "stage", "mean", "ci_low",
-            "ci_high", "n", "diff_vs_ref", "p_value", "test"]
+    cols = [
+        "model",
+        "benchmark",
+        "metric",
+        "category",
+        "mitigation",
+        "baseline",
+        "stage",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n",
+        "diff_vs_ref",
+        "p_value",
+        "test",
+    ]
     sub = df[(df["category"] == category) & (df["mitigation"] == mitigation)]
     if benchmark_metric_pairs is not None:
         pairs = {(str(b), str(m)) for b, m in benchmark_metric_pairs}
@@ -223,8 +292,10 @@ def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[s
         ref = g[g["baseline"] == reference]["value"].to_numpy(dtype=float)
         ref_mean = float(ref.mean()) if ref.size else math.nan
         order = {b: i for i, b in enumerate((reference, "vanilla", "vim", "benign", "icl"))}
-        groups = sorted(g.groupby(["baseline", "stage"], sort=False, dropna=False),
-                        key=lambda kv: (order.get(kv[0][0], 99), str(kv[0][0]), str(kv[0][1])))
+        groups = sorted(
+            g.groupby(["baseline", "stage"], sort=False, dropna=False),
+            key=lambda kv: (order.get(kv[0][0], 99), str(kv[0][0]), str(kv[0][1])),
+        )
         for (b, stage), gg in groups:
             vals = gg["value"].to_numpy(dtype=float)
             m = mean_ci(vals.tolist(), conf=conf)
@@ -236,17 +307,36 @@ def compare_baselines(df: pd.DataFrame, benchmark_metric_pairs: Iterable[tuple[s
             elif ref.size == 1 and vals.size >= 2:
                 p, test = _t1(vals, ref[0]), f"one-sample t vs {reference}"
             elif ref.size >= 2 and vals.size >= 2:
-                p, test = (float(sps.ttest_ind(vals, ref, equal_var=False).pvalue)
-                           if np.std(vals) > 0 or np.std(ref) > 0 else float("nan")), "Welch t"
+                p, test = (
+                    (
+                        float(sps.ttest_ind(vals, ref, equal_var=False).pvalue)
+                        if np.std(vals) > 0 or np.std(ref) > 0
+                        else float("nan")
+                    ),
+                    "Welch t",
+                )
             elif ref.size >= 2 and vals.size == 1:
                 p, test = _t1(ref, vals[0]), f"one-sample t of {reference} vs this value"
             else:
                 test = "none (one model each)"
-            rows.append({"model": model, "benchmark": bench, "metric": metric, "category": category,
-                         "mitigation": mitigation, "baseline": b, "stage": stage, "mean": m["mean"],
-                         "ci_low": m["lower"], "ci_high": m["upper"], "n": m["n"],
-                         "diff_vs_ref": (m["mean"] - ref_mean) if ref.size else math.nan,
-                         "p_value": _none(p), "test": test})
+            rows.append(
+                {
+                    "model": model,
+                    "benchmark": bench,
+                    "metric": metric,
+                    "category": category,
+                    "mitigation": mitigation,
+                    "baseline": b,
+                    "stage": stage,
+                    "mean": m["mean"],
+                    "ci_low": m["lower"],
+                    "ci_high": m["upper"],
+                    "n": m["n"],
+                    "diff_vs_ref": (m["mean"] - ref_mean) if ref.size else math.nan,
+                    "p_value": _none(p),
+                    "test": test,
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -263,8 +353,9 @@ def _t1(values, mu: float) -> float:
     return float(sps.ttest_1samp(a, mu).pvalue)
 
 
-def mitigation_effects(df: pd.DataFrame, conf: float = 0.95, *, category: str = "overall",
-                       reference: str = "none") -> pd.DataFrame:
+def mitigation_effects(
+    df: pd.DataFrame, conf: float = 0.95, *, category: str = "overall", reference: str = "none"
+) -> pd.DataFrame:
     """Change from mitigation `reference` (none) to each other mitigation, paired by unit (same model,
     stage, baseline and profile), per (model, benchmark, metric, baseline, stage) on `category`.
 
@@ -275,20 +366,38 @@ def mitigation_effects(df: pd.DataFrame, conf: float = 0.95, *, category: str = 
     Columns: model, benchmark, metric, category, baseline, stage, mitigation, disregard, mean_reference,
     mean_mitigated, mean_delta, ci_low, ci_high, n, p_value, test.
     """
-    cols = ["model", "benchmark", "metric", "category", "baseline", "stage", "mitigation", "disregard",
-            "mean_reference", "mean_mitigated", "mean_delta", "ci_low", "ci_high", "n", "p_value", "test"]
+    cols = [
+        "model",
+        "benchmark",
+        "metric",
+        "category",
+        "baseline",
+        "stage",
+        "mitigation",
+        "disregard",
+        "mean_reference",
+        "mean_mitigated",
+        "mean_delta",
+        "ci_low",
+        "ci_high",
+        "n",
+        "p_value",
+        "test",
+    ]
     sub = df[df["category"] == category].dropna(subset=["value"])
     if "disregard" not in sub.columns:
         sub = sub.assign(disregard="")
     keys = ["model", "benchmark", "metric", "stage", "baseline", "profile", "mitigation", "disregard"]
     u = sub.groupby(keys, sort=True, dropna=False)["value"].mean().reset_index()
     rows: list[dict[str, Any]] = []
-    for (model, bench, metric, baseline, stage), g in u.groupby(["model", "benchmark", "metric", "baseline",
-                                                                 "stage"], sort=True, dropna=False):
+    for (model, bench, metric, baseline, stage), g in u.groupby(
+        ["model", "benchmark", "metric", "baseline", "stage"], sort=True, dropna=False
+    ):
         ref = g[g["mitigation"] == reference].set_index("profile")["value"]
         ref = ref.groupby(level=0).mean()  # one reference per profile
-        for (mit, disregard), gm in g[g["mitigation"] != reference].groupby(["mitigation", "disregard"],
-                                                                            sort=True, dropna=False):
+        for (mit, disregard), gm in g[g["mitigation"] != reference].groupby(
+            ["mitigation", "disregard"], sort=True, dropna=False
+        ):
             treated = gm.set_index("profile")["value"]
             common = treated.index.intersection(ref.index)
             if not len(common):
@@ -299,12 +408,26 @@ def mitigation_effects(df: pd.DataFrame, conf: float = 0.95, *, category: str = 
                 p, test = _t1(deltas, 0.0), "paired t"
             else:
                 p, test = None, "single pair"
-            rows.append({"model": model, "benchmark": bench, "metric": metric, "category": category,
-                         "baseline": baseline, "stage": stage, "mitigation": mit, "disregard": disregard,
-                         "mean_reference": float(ref.loc[common].mean()),
-                         "mean_mitigated": float(treated.loc[common].mean()), "mean_delta": m["mean"],
-                         "ci_low": m["lower"], "ci_high": m["upper"], "n": m["n"], "p_value": _none(p),
-                         "test": test})
+            rows.append(
+                {
+                    "model": model,
+                    "benchmark": bench,
+                    "metric": metric,
+                    "category": category,
+                    "baseline": baseline,
+                    "stage": stage,
+                    "mitigation": mit,
+                    "disregard": disregard,
+                    "mean_reference": float(ref.loc[common].mean()),
+                    "mean_mitigated": float(treated.loc[common].mean()),
+                    "mean_delta": m["mean"],
+                    "ci_low": m["lower"],
+                    "ci_high": m["upper"],
+                    "n": m["n"],
+                    "p_value": _none(p),
+                    "test": test,
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -337,8 +460,9 @@ def auto_mitigation(reg_df: pd.DataFrame, *, alpha: float = 0.05, min_coef: floa
 # Does the persona hold under a value prompt?
 
 
-def persona_fidelity(df_alignment: pd.DataFrame, *, treated: str = "value_prompt",
-                     reference: str = "none") -> pd.DataFrame:
+def persona_fidelity(
+    df_alignment: pd.DataFrame, *, treated: str = "value_prompt", reference: str = "none"
+) -> pd.DataFrame:
     """PVQ NMSE per profile without and with a value prompt.
 
     Input: a tidy frame with PVQ rows (benchmark 'pvq', category 'overall', metrics nmse_greedy /
@@ -352,8 +476,11 @@ def persona_fidelity(df_alignment: pd.DataFrame, *, treated: str = "value_prompt
     cols = ["profile", "model", "baseline", "stage", "reading", "nmse_none", "nmse_value_prompt", "delta"]
     if df_alignment is None or df_alignment.empty:
         return pd.DataFrame(columns=cols)
-    sub = df_alignment[(df_alignment["benchmark"] == "pvq") & (df_alignment["category"] == "overall")
-                       & df_alignment["metric"].isin(["nmse_greedy", "nmse_expected"])].dropna(subset=["value"])
+    sub = df_alignment[
+        (df_alignment["benchmark"] == "pvq")
+        & (df_alignment["category"] == "overall")
+        & df_alignment["metric"].isin(["nmse_greedy", "nmse_expected"])
+    ].dropna(subset=["value"])
     if "mitigation" not in sub.columns:
         sub = sub.assign(mitigation=reference)
     if "source" not in sub.columns:
@@ -366,14 +493,19 @@ def persona_fidelity(df_alignment: pd.DataFrame, *, treated: str = "value_prompt
     has_eval = sub.groupby(key, dropna=False)["source"].transform(lambda s: (s == "evaluate").any())
     sub = sub[(sub["source"] == "evaluate") | ~has_eval.astype(bool)]
     u = sub.groupby(key, sort=True, dropna=False)["value"].mean().reset_index()
-    wide = u.pivot_table(index=[*UNIT, "metric"], columns="mitigation", values="value", aggfunc="mean",
-                         dropna=False)
+    wide = u.pivot_table(index=[*UNIT, "metric"], columns="mitigation", values="value", aggfunc="mean", dropna=False)
     wide = wide.reindex(columns=[reference, treated]).reset_index()
-    out = pd.DataFrame({
-        "profile": wide["profile"], "model": wide["model"], "baseline": wide["baseline"], "stage": wide["stage"],
-        "reading": wide["metric"].str.replace("nmse_", "", regex=False),
-        "nmse_none": wide[reference].astype(float), "nmse_value_prompt": wide[treated].astype(float),
-    })
+    out = pd.DataFrame(
+        {
+            "profile": wide["profile"],
+            "model": wide["model"],
+            "baseline": wide["baseline"],
+            "stage": wide["stage"],
+            "reading": wide["metric"].str.replace("nmse_", "", regex=False),
+            "nmse_none": wide[reference].astype(float),
+            "nmse_value_prompt": wide[treated].astype(float),
+        }
+    )
     out["delta"] = out["nmse_value_prompt"] - out["nmse_none"]
     out = out.dropna(subset=["nmse_none", "nmse_value_prompt"], how="all")
     return out[cols].reset_index(drop=True)

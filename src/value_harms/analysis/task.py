@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 def alignment_table(aln: pd.DataFrame) -> pd.DataFrame:
     """One row per trained (or vanilla) model: PVQ NMSE, parse rate and collapse flag."""
     if aln.empty:
-        return pd.DataFrame(columns=["profile", "model", "stage", "nmse_greedy", "nmse_expected", "parse_rate",
-                                     "collapsed"])
+        return pd.DataFrame(
+            columns=["profile", "model", "stage", "nmse_greedy", "nmse_expected", "parse_rate", "collapsed"]
+        )
     ov = aln[aln["category"] == "overall"]
     wide = ov.pivot_table(index=["profile", "model", "stage"], columns="metric", values="value", aggfunc="first")
     wide = wide.reset_index()
@@ -89,8 +90,15 @@ def latest_audit(paths: list[str]) -> dict[str, Any] | None:
 
 def provenance(df: pd.DataFrame, result_files: list[Path], audit: dict | None) -> dict[str, Any]:
     by_bench = df.groupby("benchmark") if not df.empty else []
-    prov: dict[str, Any] = {"results": [str(f) for f in result_files], "n_results": len(result_files), "scorers": {},
-                            "stand_in": {}, "benchmark_versions": {}, "failures": {}, "git": runs.git_hash()}
+    prov: dict[str, Any] = {
+        "results": [str(f) for f in result_files],
+        "n_results": len(result_files),
+        "scorers": {},
+        "stand_in": {},
+        "benchmark_versions": {},
+        "failures": {},
+        "git": runs.git_hash(),
+    }
     for bench, g in by_bench:
         prov["scorers"][bench] = sorted(g["scorer"].dropna().unique().tolist())
         prov["stand_in"][bench] = bool(g["stand_in"].fillna(False).any())
@@ -101,11 +109,14 @@ def provenance(df: pd.DataFrame, result_files: list[Path], audit: dict | None) -
         per = g.drop_duplicates("result_id")
         shares = pd.to_numeric(per.get("fallback_share"), errors="coerce").dropna() if "fallback_share" in per else []
         prov.setdefault("fallback_share", {})[bench] = (
-            [float(shares.min()), float(shares.max())] if len(shares) else None)
+            [float(shares.min()), float(shares.max())] if len(shares) else None
+        )
         prov.setdefault("filtered", {})[bench] = (
-            int(pd.to_numeric(ov["filtered"], errors="coerce").fillna(0).sum()) if "filtered" in ov else 0)
+            int(pd.to_numeric(ov["filtered"], errors="coerce").fillna(0).sum()) if "filtered" in ov else 0
+        )
         prov.setdefault("prompt_sets", {})[bench] = (
-            sorted(ov["prompt_set"].dropna().astype(str).unique().tolist()) if "prompt_set" in ov else [])
+            sorted(ov["prompt_set"].dropna().astype(str).unique().tolist()) if "prompt_set" in ov else []
+        )
     prov["calibration"] = calibration_records(result_files)
     if audit:
         prov["audit"] = {k: audit.get(k) for k in ("texts", "scored", "flagged", "threshold", "missing")}
@@ -122,7 +133,7 @@ def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
             data = files.read_json(f)
         except (OSError, ValueError):
             continue
-        backends = (((data.get("scorer") or {}).get("provenance") or {}).get("backends") or {})
+        backends = ((data.get("scorer") or {}).get("provenance") or {}).get("backends") or {}
         for name, b in backends.items():
             if isinstance(b, dict) and isinstance(b.get("calibration"), dict):
                 out.setdefault(str((data.get("benchmark") or {}).get("name")), {})[name] = b["calibration"]
@@ -131,8 +142,13 @@ def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
 
 def _estimates(df: pd.DataFrame, a) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(value regressions, baseline comparisons, mitigation effects, mixed-model regressions or None)."""
-    reg = value_regressions(df, baseline=str(a.regression_baseline), standardize=bool(a.standardize),
-                            higher_order=bool(a.higher_order), alpha=float(a.alpha))
+    reg = value_regressions(
+        df,
+        baseline=str(a.regression_baseline),
+        standardize=bool(a.standardize),
+        higher_order=bool(a.higher_order),
+        alpha=float(a.alpha),
+    )
     skipped = reg.attrs.get("skipped", [])
     if skipped:
         log.info("%d regression(s) not fitted (too few models); listed in the report", len(skipped))
@@ -140,12 +156,18 @@ def _estimates(df: pd.DataFrame, a) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     mit = mitigation_effects(df, conf=float(a.conf))
     # issue 14: intervals over models and prompts from the per-prompt values in samples.jsonl
     pv = inference.prompt_values(df)
-    design = {"min_models": int(a.get("min_models", inference.MIN_MODELS)),
-              "min_prompts": int(a.get("min_prompts", inference.MIN_PROMPTS)), "alpha": float(a.alpha)}
+    design = {
+        "min_models": int(a.get("min_models", inference.MIN_MODELS)),
+        "min_prompts": int(a.get("min_prompts", inference.MIN_PROMPTS)),
+        "alpha": float(a.alpha),
+    }
     cmp = inference.compare_prompt_level(cmp, pv, conf=float(a.conf), **design)
     mit = inference.mitigation_prompt_level(mit, pv, conf=float(a.conf), **design)
-    mixed = (inference.value_regressions_mixed(df, pv, baseline=str(a.regression_baseline), alpha=float(a.alpha))
-             if bool(a.get("regression_mixed", False)) else None)
+    mixed = (
+        inference.value_regressions_mixed(df, pv, baseline=str(a.regression_baseline), alpha=float(a.alpha))
+        if bool(a.get("regression_mixed", False))
+        else None
+    )
     return reg, cmp, mit, mixed
 
 
@@ -170,11 +192,19 @@ def run_analyze(cfg) -> dict[str, Any]:
     if df.empty:
         raise FileNotFoundError(f"no results.json found under {inputs}; run evaluate.py first or set analysis.inputs")
     check_training_keys(df, allow_mixed=bool(a.allow_mixed))
-    check_comparable(df, allow_mixed=bool(a.allow_mixed),
-                     max_fallback_share_diff=float(a.get("max_fallback_share_diff", 0.05)))
+    check_comparable(
+        df, allow_mixed=bool(a.allow_mixed), max_fallback_share_diff=float(a.get("max_fallback_share_diff", 0.05))
+    )
     aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])
-    wandb_run = tracking.start_run(cfg.logger, run_dir=run_dir, job_type="analyze", name=f"analysis-{run_dir.name}",
-                                   group=run_group(cfg), config=files.to_plain(cfg), tags=["analysis"])
+    wandb_run = tracking.start_run(
+        cfg.logger,
+        run_dir=run_dir,
+        job_type="analyze",
+        name=f"analysis-{run_dir.name}",
+        group=run_group(cfg),
+        config=files.to_plain(cfg),
+        tags=["analysis"],
+    )
     with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(result_files)}, wandb_run):
         reg, cmp, mit, mixed = _estimates(df, a)
         fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
@@ -187,22 +217,41 @@ def run_analyze(cfg) -> dict[str, Any]:
         aln = alignment_table(aln_tidy)
         fid = fidelity_table(fid_long)
         out = run_dir
-        paths = write_report(out, reg=reg, cmp=cmp, mit=mit, aln=aln, fid=fid, provenance=prov,
-                             findings=findings, auto_mitigation=auto)
-        tables = {"tidy": df, "regressions": reg, "baselines": cmp, "mitigation": mit, "alignment": aln,
-                  "persona_fidelity": fid, "regressions_mixed": mixed}
+        paths = write_report(
+            out, reg=reg, cmp=cmp, mit=mit, aln=aln, fid=fid, provenance=prov, findings=findings, auto_mitigation=auto
+        )
+        tables = {
+            "tidy": df,
+            "regressions": reg,
+            "baselines": cmp,
+            "mitigation": mit,
+            "alignment": aln,
+            "persona_fidelity": fid,
+            "regressions_mixed": mixed,
+        }
         for name, frame in tables.items():
             if frame is not None and not frame.empty:
                 files.atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
         figures = {k: v for k, v in paths.items() if str(v).endswith(".png")}
         log_report_to_wandb(wandb_run, figures, tables)
-        summary = {"report_html": str(paths["report.html"]), "report_md": str(paths["report.md"]),
-                   "findings": findings, "n_results": len(result_files), "auto_mitigation_file": str(auto_file),
-                   "stand_in": prov["stand_in"]}
+        summary = {
+            "report_html": str(paths["report.html"]),
+            "report_md": str(paths["report.md"]),
+            "findings": findings,
+            "n_results": len(result_files),
+            "auto_mitigation_file": str(auto_file),
+            "stand_in": prov["stand_in"],
+        }
         files.atomic_write_json(out / "analysis.json", summary)
     _print_summary(paths, findings, prov, auto_file)
     return summary
 
 
-__all__ = ["run_analyze", "alignment_table", "auto_mitigation_file", "provenance", "latest_audit",
-           "calibration_records"]
+__all__ = [
+    "run_analyze",
+    "alignment_table",
+    "auto_mitigation_file",
+    "provenance",
+    "latest_audit",
+    "calibration_records",
+]

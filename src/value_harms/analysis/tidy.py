@@ -46,21 +46,58 @@ __all__ = [
 ]
 
 
-
-
 # Entries of a metrics dict that describe a metric (counts, settings) rather than being one.
-COUNT_KEYS: frozenset[str] = frozenset({
-    "n", "missing", "n_prompts", "missing_prompts", "missing_samples", "samples", "bias_groups",
-    "bias_baseline", "threshold", "conf", "n_items", "sem",
-    # issue 10: RTP prompts below benchmark.min_scored_samples, the per-text fallback share, judge
-    # answers the provider's content filter withheld, the number of categories of the prompt set
-    "partial_prompts", "min_scored_samples", "fallback_share", "filtered", "n_categories",
-})
+COUNT_KEYS: frozenset[str] = frozenset(
+    {
+        "n",
+        "missing",
+        "n_prompts",
+        "missing_prompts",
+        "missing_samples",
+        "samples",
+        "bias_groups",
+        "bias_baseline",
+        "threshold",
+        "conf",
+        "n_items",
+        "sem",
+        # issue 10: RTP prompts below benchmark.min_scored_samples, the per-text fallback share, judge
+        # answers the provider's content filter withheld, the number of categories of the prompt set
+        "partial_prompts",
+        "min_scored_samples",
+        "fallback_share",
+        "filtered",
+        "n_categories",
+    }
+)
 
 TIDY_COLUMNS: tuple[str, ...] = (
-    "result_id", "profile", "kind", "anchor", *VALUES, "model", "stage", "baseline", "benchmark",
-    "benchmark_version", "measure", "category", "mitigation", "disregard", "scorer", "stand_in", "metric",
-    "value", "n", "missing", "source", "path", "fallback_share", "filtered", "prompt_set", "train_key",
+    "result_id",
+    "profile",
+    "kind",
+    "anchor",
+    *VALUES,
+    "model",
+    "stage",
+    "baseline",
+    "benchmark",
+    "benchmark_version",
+    "measure",
+    "category",
+    "mitigation",
+    "disregard",
+    "scorer",
+    "stand_in",
+    "metric",
+    "value",
+    "n",
+    "missing",
+    "source",
+    "path",
+    "fallback_share",
+    "filtered",
+    "prompt_set",
+    "train_key",
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -217,8 +254,11 @@ def prompt_set(data: Mapping[str, Any]) -> str:
     metrics = data.get("metrics") or {}
     overall = metrics.get("overall") if isinstance(metrics.get("overall"), Mapping) else {}
     cats = overall.get("categories")
-    names = sorted(map(str, cats)) if isinstance(cats, Mapping) else sorted(
-        str(k) for k, v in metrics.items() if k != "overall" and isinstance(v, Mapping))
+    names = (
+        sorted(map(str, cats))
+        if isinstance(cats, Mapping)
+        else sorted(str(k) for k, v in metrics.items() if k != "overall" and isinstance(v, Mapping))
+    )
     n = _num(bench.get("n_prompts", overall.get("n_prompts")))
     head = f"{int(n)} prompts" if n is not None else "? prompts"
     return f"{head}: {','.join(names)}" if names else head
@@ -247,10 +287,17 @@ def _base_row(data: Mapping[str, Any], result_id: str, path: Path) -> dict[str, 
     else:
         mit_name, disregard = (str(mit) if mit else "none"), ""
     return {
-        "result_id": result_id, "profile": profile.get("name"), "kind": profile.get("kind"),
-        "anchor": profile.get("anchor"), **_intensities(profile), "model": model_name,
-        "stage": data.get("stage"), "baseline": data.get("baseline"), "mitigation": mit_name,
-        "disregard": disregard, "path": str(path),
+        "result_id": result_id,
+        "profile": profile.get("name"),
+        "kind": profile.get("kind"),
+        "anchor": profile.get("anchor"),
+        **_intensities(profile),
+        "model": model_name,
+        "stage": data.get("stage"),
+        "baseline": data.get("baseline"),
+        "mitigation": mit_name,
+        "disregard": disregard,
+        "path": str(path),
     }
 
 
@@ -269,13 +316,19 @@ def results_to_frame(triples: Iterable[tuple[Mapping[str, Any], str, str | Path]
     for data, result_id, path in triples:
         rec = stored.EvalRecord.from_json(data, str(path))
         base = _base_row(data, result_id, Path(str(path)))
-        base.update({
-            "benchmark": rec.benchmark_name, "benchmark_version": str(rec.benchmark.get("version")),
-            "measure": rec.measure, "scorer": scorer_label(rec.scorer),
-            "stand_in": bool(rec.scorer.get("stand_in", False)), "source": "evaluate",
-            "fallback_share": fallback_share(rec.scorer), "prompt_set": prompt_set(data),
-            "train_key": rec.train_key,
-        })
+        base.update(
+            {
+                "benchmark": rec.benchmark_name,
+                "benchmark_version": str(rec.benchmark.get("version")),
+                "measure": rec.measure,
+                "scorer": scorer_label(rec.scorer),
+                "stand_in": bool(rec.scorer.get("stand_in", False)),
+                "source": "evaluate",
+                "fallback_share": fallback_share(rec.scorer),
+                "prompt_set": prompt_set(data),
+                "train_key": rec.train_key,
+            }
+        )
         for category, metrics in rec.metrics.items():
             if not isinstance(metrics, Mapping):
                 continue
@@ -289,8 +342,17 @@ def results_to_frame(triples: Iterable[tuple[Mapping[str, Any], str, str | Path]
                     v = _num(value)
                     if v is None:  # strings, lists, nested dicts: not a metric value
                         continue
-                rows.append({**base, "category": str(category), "metric": metric, "value": v, "n": n,
-                             "missing": missing, "filtered": _num(metrics.get("filtered"))})
+                rows.append(
+                    {
+                        **base,
+                        "category": str(category),
+                        "metric": metric,
+                        "value": v,
+                        "n": n,
+                        "missing": missing,
+                        "filtered": _num(metrics.get("filtered")),
+                    }
+                )
     return _frame(rows)
 
 
@@ -324,12 +386,20 @@ def accepted_results(kept: list[tuple[Path, dict[str, Any], str]], max_missing_f
             continue
         out.append((f, data, key))
     if old:
-        log.warning("%d result(s) of an older store schema ignored (e.g. %s): rerun the evaluate commands that "
-                    "made them to rebuild them", len(old), old[0])
+        log.warning(
+            "%d result(s) of an older store schema ignored (e.g. %s): rerun the evaluate commands that "
+            "made them to rebuild them",
+            len(old),
+            old[0],
+        )
     if partial:
-        log.warning("%d partial result(s) with more missing scores than analysis.max_missing_frac=%g ignored "
-                    "(e.g. %s): rerun the same evaluate command to retry the missing scores",
-                    len(partial), float(max_missing_frac), partial[0])
+        log.warning(
+            "%d partial result(s) with more missing scores than analysis.max_missing_frac=%g ignored "
+            "(e.g. %s): rerun the same evaluate command to retry the missing scores",
+            len(partial),
+            float(max_missing_frac),
+            partial[0],
+        )
     return out
 
 
@@ -341,12 +411,15 @@ def check_training_keys(df: pd.DataFrame, allow_mixed: bool = False) -> list[str
         return problems
     rows = df.dropna(subset=["train_key"]).drop_duplicates("result_id")
     for (model, stage, profile, baseline, bench, mit), g in rows.groupby(
-            ["model", "stage", "profile", "baseline", "benchmark", "mitigation"], sort=True, dropna=False):
+        ["model", "stage", "profile", "baseline", "benchmark", "mitigation"], sort=True, dropna=False
+    ):
         keys = sorted(set(g["train_key"].astype(str)))
         if len(keys) > 1:
-            problems.append(f"profile {profile} ({model}, stage {stage}, {baseline}) on {bench} / {mit} pools "
-                            f"{len(keys)} different trainings (training keys {', '.join(keys[:3])}); select one "
-                            f"with analysis.inputs, or pass analysis.allow_mixed=true to pool them")
+            problems.append(
+                f"profile {profile} ({model}, stage {stage}, {baseline}) on {bench} / {mit} pools "
+                f"{len(keys)} different trainings (training keys {', '.join(keys[:3])}); select one "
+                f"with analysis.inputs, or pass analysis.allow_mixed=true to pool them"
+            )
     if problems and not allow_mixed:
         raise AnalysisError(problems[0])
     for p in problems:
@@ -367,30 +440,59 @@ def alignment_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Pat
         base = _base_row(data, result_id, Path(str(path)))
         stage = str(data.get("stage") or "none")
         kind = (data.get("profile") or {}).get("kind")
-        base.update({
-            "stage": stage,
-            "baseline": "vanilla" if stage == "none" or kind == "vanilla" else (
-                "benign" if stage.startswith("benign") else "vim"),
-            "benchmark": "pvq", "benchmark_version": str(al.get("items_source") or "configured"),
-            "measure": "alignment", "scorer": "none", "stand_in": False, "source": "train",
-        })
+        base.update(
+            {
+                "stage": stage,
+                "baseline": "vanilla"
+                if stage == "none" or kind == "vanilla"
+                else ("benign" if stage.startswith("benign") else "vim"),
+                "benchmark": "pvq",
+                "benchmark_version": str(al.get("items_source") or "configured"),
+                "measure": "alignment",
+                "scorer": "none",
+                "stand_in": False,
+                "source": "train",
+            }
+        )
         n_items = _num(al.get("n_items"))
         n = math.nan if n_items is None else n_items
-        for metric in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "greedy_values_covered",
-                       "mean_digit_mass"):
+        for metric in (
+            "nmse_greedy",
+            "nmse_expected",
+            "parse_rate",
+            "collapsed",
+            "greedy_values_covered",
+            "mean_digit_mass",
+        ):
             if metric not in al:
                 continue
             v = _num(al.get(metric))
-            rows.append({**base, "category": "overall", "metric": metric, "value": math.nan if v is None else v,
-                         "n": n, "missing": math.nan})
+            rows.append(
+                {
+                    **base,
+                    "category": "overall",
+                    "metric": metric,
+                    "value": math.nan if v is None else v,
+                    "n": n,
+                    "missing": math.nan,
+                }
+            )
         for reading in ("greedy", "expected", "target"):
             per = al.get(reading)
             if not isinstance(per, Mapping):
                 continue
             for value_name, x in per.items():
                 v = _num(x)
-                rows.append({**base, "category": str(value_name), "metric": reading,
-                             "value": math.nan if v is None else v, "n": math.nan, "missing": math.nan})
+                rows.append(
+                    {
+                        **base,
+                        "category": str(value_name),
+                        "metric": reading,
+                        "value": math.nan if v is None else v,
+                        "n": math.nan,
+                        "missing": math.nan,
+                    }
+                )
     return _frame(rows)
 
 
@@ -408,8 +510,9 @@ def load_alignment(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
 DEFAULT_MAX_FALLBACK_SHARE_DIFF = 0.05  # conf: analysis.max_fallback_share_diff (docs/DECISIONS.md)
 
 
-def check_comparable(df: pd.DataFrame, allow_mixed: bool = False,
-                     max_fallback_share_diff: float = DEFAULT_MAX_FALLBACK_SHARE_DIFF) -> list[str]:
+def check_comparable(
+    df: pd.DataFrame, allow_mixed: bool = False, max_fallback_share_diff: float = DEFAULT_MAX_FALLBACK_SHARE_DIFF
+) -> list[str]:
     """Refuse to compare numbers scored differently or pooled over different prompt sets.
 
     For each (benchmark, metric): all rows must share one `scorer` string and one `benchmark_version`;
@@ -425,8 +528,10 @@ def check_comparable(df: pd.DataFrame, allow_mixed: bool = False,
         return problems
     limit = float(max_fallback_share_diff)
     if not 0.0 <= limit <= 1.0 or math.isnan(limit):
-        raise AnalysisError(f"analysis.max_fallback_share_diff={max_fallback_share_diff!r}; expected a share "
-                            f"from 0 to 1 (the default is {DEFAULT_MAX_FALLBACK_SHARE_DIFF})")
+        raise AnalysisError(
+            f"analysis.max_fallback_share_diff={max_fallback_share_diff!r}; expected a share "
+            f"from 0 to 1 (the default is {DEFAULT_MAX_FALLBACK_SHARE_DIFF})"
+        )
     hint = "pass allow_mixed=true (config key analysis.allow_mixed) to proceed anyway"
     for (bench, metric), g in df.groupby(["benchmark", "metric"], sort=True, dropna=False):
         for col, what in (("scorer", "scorers"), ("benchmark_version", "benchmark versions")):
@@ -437,7 +542,8 @@ def check_comparable(df: pd.DataFrame, allow_mixed: bool = False,
                 listing = ", ".join(f"{v} ({int(counts.get(v, 0))} results)" for v in vals)
                 problems.append(
                     f"benchmark {bench} metric {metric} mixes {what}: {listing}; these numbers are not "
-                    f"comparable; {hint}")
+                    f"comparable; {hint}"
+                )
         per_result = g.drop_duplicates("result_id")
         if "fallback_share" in per_result:
             shares = pd.to_numeric(per_result["fallback_share"], errors="coerce").dropna()
@@ -446,7 +552,8 @@ def check_comparable(df: pd.DataFrame, allow_mixed: bool = False,
                     f"benchmark {bench} metric {metric} compares results whose fallback shares differ by "
                     f"{float(shares.max() - shares.min()):.3f} (from {float(shares.min()):.3f} to "
                     f"{float(shares.max()):.3f} of texts scored by a fallback scorer), more than "
-                    f"analysis.max_fallback_share_diff={limit:g}; these numbers are not comparable; {hint}")
+                    f"analysis.max_fallback_share_diff={limit:g}; these numbers are not comparable; {hint}"
+                )
         overall = g[g["category"].astype(str) == "overall"].drop_duplicates("result_id")
         if "prompt_set" in overall:
             sets = overall["prompt_set"].dropna().astype(str)
@@ -455,7 +562,8 @@ def check_comparable(df: pd.DataFrame, allow_mixed: bool = False,
                 listing = "; ".join(f"{v} ({int(c)} results)" for v, c in sorted(counts.items()))
                 problems.append(
                     f"benchmark {bench} metric {metric}: the overall score pools different prompt sets "
-                    f"({listing}); analyse each prompt set on its own (analysis.inputs), or {hint}")
+                    f"({listing}); analyse each prompt set on its own (analysis.inputs), or {hint}"
+                )
     if problems and not allow_mixed:
         raise AnalysisError(problems[0])
     for p in problems:

@@ -68,8 +68,11 @@ def _fits(value: Any, tp: type, optional: bool) -> bool:
     if tp is str:
         return isinstance(value, (str, int, float, bool))
     if tp is bool:
-        return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)) or \
-            (isinstance(value, str) and value.lower() in _BOOL_WORDS)
+        return (
+            isinstance(value, bool)
+            or (isinstance(value, int) and value in (0, 1))
+            or (isinstance(value, str) and value.lower() in _BOOL_WORDS)
+        )
     if isinstance(value, str):  # a quoted number: OmegaConf converts it
         try:
             (int if tp is int else float)(value.strip())
@@ -109,8 +112,10 @@ def _closest_keys(key: str, keys: Iterable[str], n: int = 3) -> list[str]:
     keys = list(keys)
     parent, _, leaf = key.rpartition(".")
     siblings = [k for k in keys if k.rpartition(".")[0] == parent] if parent else []
-    hits = [f"{parent}.{h}" for h in difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings],
-                                                                  n=n, cutoff=0.5)]
+    hits = [
+        f"{parent}.{h}"
+        for h in difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings], n=n, cutoff=0.5)
+    ]
     hits += [h for h in difflib.get_close_matches(key, keys, n=n, cutoff=0.6) if h not in hits]
     if not hits:  # the leaf name under another section (lora_r -> train.lora_r)
         hits = [k for k in keys if k.rpartition(".")[2] == leaf][:n]
@@ -141,8 +146,10 @@ def key_problem(argv: Sequence[str], groups: Iterable[str], script: str = "train
             continue  # below a list / Any value
         close = _closest_keys(key, keys)
         hint = f"closest: {', '.join(close)}" if close else "no similar key"
-        return (f"unknown config key '{key}' (in {arg!r}); {hint} (all keys: python {script} --cfg job; "
-                f"'+' cannot add keys to the typed schema)")
+        return (
+            f"unknown config key '{key}' (in {arg!r}); {hint} (all keys: python {script} --cfg job; "
+            f"'+' cannot add keys to the typed schema)"
+        )
     return None
 
 
@@ -158,11 +165,13 @@ def sweep_problem(key: str, value: str, options: list[str]) -> str | None:
         return None
     if isinstance(parsed, Glob):
         if not parsed.filter(options):
-            near = difflib.get_close_matches(str(parsed.include[0]).replace("*", ""), options, n=3, cutoff=0.3) \
-                if parsed.include else []
+            near = (
+                difflib.get_close_matches(str(parsed.include[0]).replace("*", ""), options, n=3, cutoff=0.3)
+                if parsed.include
+                else []
+            )
             hint = f"closest options: {', '.join(near)}" if near else f"options: {', '.join(options[:8])}"
-            return (f"{key}={value} matches no option, so it would launch 0 jobs; {hint} "
-                    f"(all options: ls conf/{key}/)")
+            return f"{key}={value} matches no option, so it would launch 0 jobs; {hint} (all options: ls conf/{key}/)"
     elif isinstance(parsed, ChoiceSweep):
         for opt in parsed.list:
             if isinstance(opt, str) and opt not in options:

@@ -1,11 +1,11 @@
 """Where the Hydra config directory is."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 CONF_DIR: Path = Path(__file__).resolve().parents[3] / "conf"
-
 
 
 def conf_dir(override: str | os.PathLike | None = None) -> Path:

@@ -50,4 +50,6 @@ def expand_overrides(arguments: list[str], conf: Path | None = None) -> list[lis
 
 def normalise_overrides(parser, overrides: list[str]) -> frozenset[tuple[str, str]]:
     """An override list as a set of (key, value) in Hydra's canonical spelling (false -> False)."""
-    return frozenset((o.get_key_element(), o.get_value_element_as_str()) for o in parser.parse_overrides(list(overrides)))
+    return frozenset(
+        (o.get_key_element(), o.get_value_element_as_str()) for o in parser.parse_overrides(list(overrides))
+    )

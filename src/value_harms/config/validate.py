@@ -29,15 +29,29 @@ from omegaconf import DictConfig, OmegaConf
 from value_harms.errors import ConfigError
 
 __all__ = [
-    "ConfigError", "NAME_KEYS", "name_problem", "check_name", "config_problems", "check_config",
-    "writable_problem", "check_task", "check_prompt_lengths", "ValidateCallback",
+    "ConfigError",
+    "NAME_KEYS",
+    "name_problem",
+    "check_name",
+    "config_problems",
+    "check_config",
+    "writable_problem",
+    "check_task",
+    "check_prompt_lengths",
+    "ValidateCallback",
 ]
 
 # Names that become folder or file names (store folders, run folders, W&B names).
-NAME_KEYS = ("value_profile.name", "run_label", "experiment_name", "model.name", "vim_stage.name", "benchmark.name",
-             "mitigation.name", "scorer.name")
-
-
+NAME_KEYS = (
+    "value_profile.name",
+    "run_label",
+    "experiment_name",
+    "model.name",
+    "vim_stage.name",
+    "benchmark.name",
+    "mitigation.name",
+    "scorer.name",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,8 +117,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "vim_stage.weight_decay": (_non_negative, "a number >= 0", "0.0"),
     "vim_stage.warmup_steps": (_int_at_least(0), "an integer >= 0", "0"),
     "vim_stage.max_length": (_int_at_least(1), "a number of tokens >= 1", "128"),
-    "trainer.max_steps": (lambda x: x == -1 or _int_at_least(1)(x), "-1 (no limit) or an integer >= 1 (0 trains nothing)",
-                          "-1"),
+    "trainer.max_steps": (
+        lambda x: x == -1 or _int_at_least(1)(x),
+        "-1 (no limit) or an integer >= 1 (0 trains nothing)",
+        "-1",
+    ),
     "train.lora_r": (_int_at_least(1), "a LoRA rank >= 1", "8"),
     "train.lora_alpha": (_positive, "a number > 0", "32"),
     "train.lora_dropout": (lambda x: _non_negative(x) and float(x) < 1, "a probability in [0, 1)", "0.1"),
@@ -160,8 +177,10 @@ def config_problems(cfg: DictConfig) -> list[str]:
             out.append(f"{key}={value!r}: expected {expected}; set e.g. {key}={example}")
     temp, sample = _select(cfg, "benchmark.temperature"), _select(cfg, "benchmark.do_sample")
     if sample is True and _non_negative(temp) and float(temp) == 0:
-        out.append("benchmark.temperature=0 with benchmark.do_sample=true: sampling needs a temperature > 0; "
-                   "for greedy decoding set benchmark.do_sample=false")
+        out.append(
+            "benchmark.temperature=0 with benchmark.do_sample=true: sampling needs a temperature > 0; "
+            "for greedy decoding set benchmark.do_sample=false"
+        )
     return out
 
 
@@ -224,8 +243,9 @@ def check_task(cfg: DictConfig) -> None:
 # prompts
 
 
-def check_prompt_lengths(lengths: Sequence[int], texts: Sequence[str], max_new_tokens: int, context: int | None,
-                         where: str = "benchmark") -> None:
+def check_prompt_lengths(
+    lengths: Sequence[int], texts: Sequence[str], max_new_tokens: int, context: int | None, where: str = "benchmark"
+) -> None:
     """Refuse a prompt whose tokens + max_new_tokens do not fit in the model's context.
 
     The prompt is not cut: a cut prompt is another prompt than the one the config names, and a
@@ -238,9 +258,11 @@ def check_prompt_lengths(lengths: Sequence[int], texts: Sequence[str], max_new_t
         return
     if n > context:
         longest = max(lengths)
-        raise ConfigError(f"{where}.max_new_tokens={n} exceeds the model's context of {context} tokens; set "
-                          f"{where}.max_new_tokens <= {max(1, context - longest)} (the longest prompt has {longest} "
-                          f"tokens)")
+        raise ConfigError(
+            f"{where}.max_new_tokens={n} exceeds the model's context of {context} tokens; set "
+            f"{where}.max_new_tokens <= {max(1, context - longest)} (the longest prompt has {longest} "
+            f"tokens)"
+        )
     too_long = [i for i, k in enumerate(lengths) if k + n > context]
     if too_long:
         i = max(too_long, key=lambda j: lengths[j])
@@ -249,7 +271,8 @@ def check_prompt_lengths(lengths: Sequence[int], texts: Sequence[str], max_new_t
             f"{len(too_long)} prompt(s) do not fit in the model's context of {context} tokens with "
             f"{where}.max_new_tokens={n}; the longest (#{i}, {len(texts[i]):,} characters, {lengths[i]:,} tokens, "
             f"starting {head!r}) needs {lengths[i] + n:,}; shorten or remove it, or lower {where}.max_new_tokens "
-            f"(prompts are never cut)")
+            f"(prompts are never cut)"
+        )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Rebuilds the 140 ESS-nearest profiles from the ESS table and compares them with conf/."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,10 @@ from value_harms.errors import ProfileError
 SHIPPED_TABLE = Path("unintended_harms") / "extreme_distributions.csv"
 
 
-
 SHIPPED_NAMES = Path("unintended_harms") / "target_distribution_names_full.txt"
 
 
-
-SOURCE_NOTE = (
-    "paper code extreme_distributions.csv @ 4a20909 "
-    "(JaehyeokLee-119/Unintended-Harms-LLM)"
-)
-
+SOURCE_NOTE = "paper code extreme_distributions.csv @ 4a20909 (JaehyeokLee-119/Unintended-Harms-LLM)"
 
 
 def _read_rows(path: Path, delimiter: str, name_col: str | None) -> tuple[list[str], np.ndarray]:
@@ -49,8 +44,7 @@ def _read_rows(path: Path, delimiter: str, name_col: str | None) -> tuple[list[s
         absent = [c for c in need if c not in header]
         if absent:
             raise ProfileError(
-                f"value table {path}: missing column(s) {', '.join(absent)} "
-                f"(header: {', '.join(header)})"
+                f"value table {path}: missing column(s) {', '.join(absent)} (header: {', '.join(header)})"
             )
         idx = [header.index(v) for v in VALUES]
         ni = header.index(name_col) if name_col else None
@@ -65,7 +59,6 @@ def _read_rows(path: Path, delimiter: str, name_col: str | None) -> tuple[list[s
                 raise ProfileError(f"value table {path}, line {lineno}: {_one_line(exc)}") from None
             names.append(row[ni].strip() if ni is not None else str(lineno))
     return names, np.asarray(rows, dtype=float).reshape(-1, len(VALUES))
-
 
 
 def load_shipped_table(data_dir: str | os.PathLike) -> list[Profile]:
@@ -89,7 +82,6 @@ def load_shipped_table(data_dir: str | os.PathLike) -> list[Profile]:
         vec = validate_vector(dict(zip(VALUES, map(float, by_name[n]))), n)
         out.append(Profile(name=n, kind=kind, anchor=anchor, rank=rank, values=vec))
     return out
-
 
 
 def js_divergence(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray) -> np.ndarray | float:
@@ -124,7 +116,6 @@ def js_divergence(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarr
     return float(d) if np.ndim(d) == 0 else d
 
 
-
 def nearest_ess(ess: np.ndarray, anchor_vec: Sequence[float], k: int = N_CLOSE) -> np.ndarray:
     """Indices of the k rows of `ess` closest to `anchor_vec` in JS divergence, nearest first.
 
@@ -134,14 +125,12 @@ def nearest_ess(ess: np.ndarray, anchor_vec: Sequence[float], k: int = N_CLOSE) 
     return np.argsort(d, kind="stable")[:k]
 
 
-
 def read_ess_table(ess_csv_path: str | os.PathLike) -> np.ndarray:
     """An `ess_distribution.csv`-format table (comma-separated, header = value names) as N x 10."""
     _, mat = _read_rows(Path(ess_csv_path), ",", None)
     if len(mat) == 0:
         raise ProfileError(f"value table {ess_csv_path} has no rows")
     return mat
-
 
 
 def rebuild_ess_profiles(ess_csv_path: str | os.PathLike) -> list[Profile]:
@@ -156,7 +145,6 @@ def rebuild_ess_profiles(ess_csv_path: str | os.PathLike) -> list[Profile]:
     return out
 
 
-
 @dataclass(frozen=True)
 class CompareReport:
     total: int
@@ -169,10 +157,7 @@ class CompareReport:
         return f"rebuilt {self.total} ESS profiles; {self.matched}/{self.total} match the shipped vectors"
 
 
-
-def compare_with_shipped(
-    rebuilt: Sequence[Profile], shipped: Sequence[Profile], tol: float = 1e-9
-) -> CompareReport:
+def compare_with_shipped(rebuilt: Sequence[Profile], shipped: Sequence[Profile], tol: float = 1e-9) -> CompareReport:
     """Compare rebuilt profiles with the shipped ones by name (vector equality to `tol`).
 
     A mismatch whose shipped vector is another rebuilt profile of the same anchor at an equal JS
@@ -197,21 +182,18 @@ def compare_with_shipped(
     return CompareReport(len(rebuilt), matched, tuple(mismatched), tuple(missing), notes)
 
 
-
 def _explain(p: Profile, s: Profile, rebuilt: Sequence[Profile], tol: float) -> str:
     if p.anchor is None:
         return "vector differs"
     target = anchor_vector(p.anchor)
     dp, ds = js_divergence(p.vector(), target), js_divergence(s.vector(), target)
     same = [
-        r.name for r in rebuilt
-        if r.anchor == p.anchor and np.all(np.abs(np.asarray(r.vector()) - s.vector()) <= tol)
+        r.name for r in rebuilt if r.anchor == p.anchor and np.all(np.abs(np.asarray(r.vector()) - s.vector()) <= tol)
     ]
     if math.isclose(dp, ds, rel_tol=1e-12, abs_tol=1e-15):
         where = f"rebuilt as {same[0]}" if same else "not among the rebuilt"
         return f"tie: equal JS divergence {dp:.6g} to {p.anchor}; shipped vector {where}"
     return f"JS divergence {dp:.6g} rebuilt vs {ds:.6g} shipped"
-
 
 
 def _yaml_text(p: Profile) -> str:
@@ -221,12 +203,17 @@ def _yaml_text(p: Profile) -> str:
         if x is None:
             return "null"
         if isinstance(x, str):
-            return x if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", x) and x not in (
-                "null", "true", "false", "yes", "no", "on", "off") else repr(x)
+            return (
+                x
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", x)
+                and x not in ("null", "true", "false", "yes", "no", "on", "off")
+                else repr(x)
+            )
         return str(x)
 
     lines = [
-        f"# value profile '{p.name}'; source: {SOURCE_NOTE}" if p.values is not None
+        f"# value profile '{p.name}'; source: {SOURCE_NOTE}"
+        if p.values is not None
         else "# no value alignment (the base model); see docs/INTERFACES.md",
         f"name: {scalar(p.name)}",
         f"kind: {p.kind}",
@@ -239,7 +226,6 @@ def _yaml_text(p: Profile) -> str:
         lines.append("values:")
         lines.extend(f"  {VALUE_TO_KEY[v]}: {float(p.values[v])!r}" for v in VALUES)
     return "\n".join(lines) + "\n"
-
 
 
 def export_conf(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
@@ -258,11 +244,9 @@ def export_conf(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list
     return paths
 
 
-
 def _default_data_dir() -> Path:
     env = os.environ.get("VALUE_HARMS_DATA_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[4] / "shared" / "data"
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,9 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     rb = sub.add_parser("rebuild", help="rebuild the 140 ESS profiles by JS divergence and compare")
     rb.add_argument("--ess", required=True, help="ess_distribution.csv (header = the 10 value names)")
-    rb.add_argument("--shipped-data-dir", default=None,
-                    help="data dir holding unintended_harms/extreme_distributions.csv "
-                         "(default: $VALUE_HARMS_DATA_DIR or ../shared/data)")
+    rb.add_argument(
+        "--shipped-data-dir",
+        default=None,
+        help="data dir holding unintended_harms/extreme_distributions.csv "
+        "(default: $VALUE_HARMS_DATA_DIR or ../shared/data)",
+    )
     ex = sub.add_parser("export-conf", help="write conf/value_profile/*.yaml from the shipped table")
     ex.add_argument("--data-dir", required=True)
     ex.add_argument("--out", default=str(CONF_DIR / "value_profile"))
@@ -294,7 +281,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     return 0
-
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ CLI:
     python -m value_harms.profiles rebuild --ess PATH [--shipped-data-dir DIR]
     python -m value_harms.profiles export-conf --data-dir DIR --out conf/value_profile
 """
+
 from __future__ import annotations
 
 import difflib
@@ -38,21 +39,14 @@ from value_harms.errors import ProfileError
 KINDS: tuple[str, ...] = ("extreme", "ess", "vanilla", "custom")
 
 
-
 # Number of real ESS profiles kept per anchor (PROTOCOL.md: close_X, close_X_2 ... close_X_10).
 N_CLOSE = 10
-
 
 
 VANILLA = "vanilla"
 
 
-
 _MISSING = "???"  # what OmegaConf prints for a mandatory value left unset
-
-
-
-
 
 
 @dataclass(frozen=True)
@@ -87,16 +81,12 @@ class Profile:
             "kind": self.kind,
             "anchor": self.anchor,
             "rank": self.rank,
-            "values": None
-            if self.values is None
-            else {VALUE_TO_KEY[v]: float(self.values[v]) for v in VALUES},
+            "values": None if self.values is None else {VALUE_TO_KEY[v]: float(self.values[v]) for v in VALUES},
         }
-
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
 
 
 def validate_vector(values: Mapping, name: str) -> dict[str, float]:
@@ -118,8 +108,7 @@ def validate_vector(values: Mapping, name: str) -> dict[str, float]:
             guess = closest_names(k, VALUE_KEYS + VALUES, n=1)
             hint = f"; did you mean '{guess[0]}'?" if guess else ""
             raise ProfileError(
-                f"value profile '{name}': unknown value '{_one_line(k)}'{hint} "
-                f"(expected keys: {', '.join(VALUE_KEYS)})"
+                f"value profile '{name}': unknown value '{_one_line(k)}'{hint} (expected keys: {', '.join(VALUE_KEYS)})"
             )
         if full in out:
             raise ProfileError(f"value profile '{name}': value '{full}' given twice")
@@ -133,15 +122,13 @@ def validate_vector(values: Mapping, name: str) -> dict[str, float]:
     return {v: out[v] for v in VALUES}
 
 
-
 def _check_number(raw: Any, value: str, name: str) -> float:
     expected = f"expected a number in [{SCALE_MIN:g}, {SCALE_MAX:g}]"
     if raw is None or (isinstance(raw, str) and raw.strip() == _MISSING):
         raise ProfileError(f"value profile '{name}': value '{value}' is not set; {expected}")
     if isinstance(raw, bool) or not isinstance(raw, (Real, np.number)):
         raise ProfileError(
-            f"value profile '{name}': value '{value}' is {_one_line(repr(raw))[:60]} "
-            f"({type(raw).__name__}); {expected}"
+            f"value profile '{name}': value '{value}' is {_one_line(repr(raw))[:60]} ({type(raw).__name__}); {expected}"
         )
     x = float(raw)
     if math.isnan(x):
@@ -151,9 +138,7 @@ def _check_number(raw: Any, value: str, name: str) -> float:
     return x
 
 
-
 _CLOSE_RE = re.compile(r"^close_(?P<anchor>.+?)(?:_(?P<rank>\d+))?$")
-
 
 
 def parse_name(name: str) -> tuple[str, str | None, int]:
@@ -174,7 +159,6 @@ def parse_name(name: str) -> tuple[str, str | None, int]:
     return "custom", None, 0
 
 
-
 def profile_from_cfg(node: Any) -> Profile:
     """Build a Profile from a config node (DictConfig or plain mapping), validating everything.
 
@@ -193,14 +177,11 @@ def profile_from_cfg(node: Any) -> Profile:
     unknown = sorted(set(map(str, data)) - {"name", "kind", "anchor", "rank", "values"})
     if unknown:
         raise ProfileError(
-            f"value profile '{name}': unknown field(s) {', '.join(unknown)} "
-            f"(expected name, kind, anchor, rank, values)"
+            f"value profile '{name}': unknown field(s) {', '.join(unknown)} (expected name, kind, anchor, rank, values)"
         )
     kind = data.get("kind", "custom")
     if kind not in KINDS:
-        raise ProfileError(
-            f"value profile '{name}': kind {kind!r} is not one of {', '.join(KINDS)}"
-        )
+        raise ProfileError(f"value profile '{name}': kind {kind!r} is not one of {', '.join(KINDS)}")
     anchor = data.get("anchor")
     if anchor == _MISSING:
         anchor = None
@@ -208,8 +189,7 @@ def profile_from_cfg(node: Any) -> Profile:
         guess = closest_names(str(anchor), ANCHORS, n=1)
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
         raise ProfileError(
-            f"value profile '{name}': unknown anchor {anchor!r}{hint} "
-            f"(expected one of {', '.join(ANCHORS)} or null)"
+            f"value profile '{name}': unknown anchor {anchor!r}{hint} (expected one of {', '.join(ANCHORS)} or null)"
         )
     rank = data.get("rank", 0)
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
@@ -224,9 +204,7 @@ def profile_from_cfg(node: Any) -> Profile:
         return Profile(name=name, kind=kind, anchor=anchor, rank=rank, values=None)
     if kind == "vanilla":
         raise ProfileError(f"value profile '{name}': kind 'vanilla' must have values: null")
-    return Profile(name=name, kind=kind, anchor=anchor, rank=rank,
-                   values=validate_vector(values, name))
-
+    return Profile(name=name, kind=kind, anchor=anchor, rank=rank, values=validate_vector(values, name))
 
 
 def _to_plain(node: Any) -> Any:
@@ -240,7 +218,6 @@ def _to_plain(node: Any) -> Any:
     return node
 
 
-
 def paper_order() -> list[str]:
     """The 154 profile names in the paper's order (target_distribution_names_full.txt)."""
     names: list[str] = []
@@ -249,7 +226,6 @@ def paper_order() -> list[str]:
         names.append(f"close_{a}")
         names.extend(f"close_{a}_{k}" for k in range(2, N_CLOSE + 1))
     return names
-
 
 
 def closest_names(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
@@ -261,17 +237,14 @@ def closest_names(name: str, choices: Sequence[str], n: int = 5) -> list[str]:
     return [by_lower[h] for h in hits]
 
 
-
 def _profile_dir(conf: str | os.PathLike | None) -> Path:
     return conf_dir(conf) / "value_profile"
-
 
 
 def available_profiles(conf_dir: str | os.PathLike | None = None) -> list[str]:
     """Names of the profiles in <conf>/value_profile/*.yaml, sorted."""
     d = _profile_dir(conf_dir)
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
-
 
 
 def load_profile(name: str, conf_dir: str | os.PathLike | None = None) -> Profile:
@@ -292,7 +265,5 @@ def load_profile(name: str, conf_dir: str | os.PathLike | None = None) -> Profil
         raise ProfileError(f"value profile '{name}': cannot read {path}: {_one_line(exc)}") from exc
     prof = profile_from_cfg(node)
     if prof.name != name:
-        raise ProfileError(
-            f"value profile file {path} names itself '{prof.name}'; expected '{name}'"
-        )
+        raise ProfileError(f"value profile file {path} names itself '{prof.name}'; expected '{name}'")
     return prof

@@ -115,8 +115,9 @@ def read_keywords(path: str | Path) -> list[str]:
     return [w for w in words if w and not w.startswith("#")]
 
 
-def exclude_records(records: Iterable[Any], fmt: str, exclude: Iterable[Any] = (), keywords: Iterable[str] = ()
-                    ) -> tuple[list[Any], int]:
+def exclude_records(
+    records: Iterable[Any], fmt: str, exclude: Iterable[Any] = (), keywords: Iterable[str] = ()
+) -> tuple[list[Any], int]:
     """(kept records, number dropped): drop records equal, on the format's fields, to one of `exclude`,
     and records whose answer contains a phrase of `keywords` (case-insensitive substring, as
     dolly_remove_safety.py)."""
@@ -172,5 +173,7 @@ def load_instruction_examples(
         exclude = _read_records(Path(exclude_path).expanduser()) if exclude_path else []
         keywords = read_keywords(exclude_keywords_path) if exclude_keywords_path else []
         records, dropped = exclude_records(records, fmt, exclude, keywords)
-        log.info("%s: dropped %d record(s) listed in the exclusion file / containing an exclusion phrase", where, dropped)
+        log.info(
+            "%s: dropped %d record(s) listed in the exclusion file / containing an exclusion phrase", where, dropped
+        )
     return _to_examples(records, fmt, where, limit)

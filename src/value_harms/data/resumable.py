@@ -76,8 +76,14 @@ class ResumableDataLoader(DataLoader):
         sampler = EpochSampler(len(dataset), seed, shuffle=shuffle)
         # Its own generator: building an iterator draws a base seed from the loader's generator,
         # which would otherwise come from (and shift) the global torch RNG that LoRA dropout uses.
-        super().__init__(dataset, batch_size=int(batch_size), sampler=sampler, collate_fn=collate_fn,
-                         num_workers=0, generator=torch.Generator().manual_seed(int(seed)))
+        super().__init__(
+            dataset,
+            batch_size=int(batch_size),
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=0,
+            generator=torch.Generator().manual_seed(int(seed)),
+        )
         self._epoch = 0
         self._position = 0
 
@@ -100,7 +106,9 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sampler: EpochSampler = self.sampler  # type: ignore[assignment]
         if int(state.get("n", -1)) != sampler.n or int(state.get("seed", -1)) != sampler.seed:
-            raise ValueError(f"checkpoint data order (n={state.get('n')}, seed={state.get('seed')}) does not match "
-                             f"this run's (n={sampler.n}, seed={sampler.seed}): the checkpoint belongs to other data")
+            raise ValueError(
+                f"checkpoint data order (n={state.get('n')}, seed={state.get('seed')}) does not match "
+                f"this run's (n={sampler.n}, seed={sampler.seed}): the checkpoint belongs to other data"
+            )
         sampler.set_epoch(int(state["epoch"]))
         sampler.resume_at(int(state["epoch"]), int(state["position"]))

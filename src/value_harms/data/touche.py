@@ -240,9 +240,11 @@ def load_arguments(
         try:
             return load_value_eval_10(p)
         except DataError as e:  # say which setting points at the bad file and what it must hold
-            raise DataError(f"{e}; {path_key} must name a TAB-separated valueEval_10 file (index, "
-                            f"{', '.join(ARGUMENT_COLUMNS)} + the 10 value columns): fix the file or set "
-                            f"{path_key} / {data_dir_key}") from None
+            raise DataError(
+                f"{e}; {path_key} must name a TAB-separated valueEval_10 file (index, "
+                f"{', '.join(ARGUMENT_COLUMNS)} + the 10 value columns): fix the file or set "
+                f"{path_key} / {data_dir_key}"
+            ) from None
     if not p.is_dir():
         raise DataError(f"{p}: Touché directory does not exist; set {path_key} or {data_dir_key}")
     try:

@@ -173,8 +173,17 @@ def stage1_split(
             for idx, row in zip(part.index, part.to_dict("records")):
                 prompt, target = ag_example(row, positive)
                 out[split].append(
-                    Example(prompt, target, {"stage": "ag", "index": idx, "positive": positive, "score": float(scores[idx]),
-                                             "cut_span": _statement_span(prompt, "Statement: ", " Answer:")})
+                    Example(
+                        prompt,
+                        target,
+                        {
+                            "stage": "ag",
+                            "index": idx,
+                            "positive": positive,
+                            "score": float(scores[idx]),
+                            "cut_span": _statement_span(prompt, "Statement: ", " Answer:"),
+                        },
+                    )
                 )
     out["counts"] = counts
     return out
@@ -204,9 +213,21 @@ def stage2_examples(
             lo = math.floor(t)
             s = lo + int(rng.random() < t - lo)
             prompt, target = qa_example(row, v, s)
-            out.append(Example(prompt, target, {"stage": "qa", "index": idx, "value": v, "target_value": t, "score": s,
-                                                "cut_span": _statement_span(prompt, "Statement: '", "'. Answer:"),
-                                                "answer_span": _answer_digit_span(target)}))
+            out.append(
+                Example(
+                    prompt,
+                    target,
+                    {
+                        "stage": "qa",
+                        "index": idx,
+                        "value": v,
+                        "target_value": t,
+                        "score": s,
+                        "cut_span": _statement_span(prompt, "Statement: '", "'. Answer:"),
+                        "answer_span": _answer_digit_span(target),
+                    },
+                )
+            )
     return out
 
 
@@ -268,7 +289,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
         if pad_to not in ("max_length", "longest"):
             raise ValueError(f"pad_to must be 'max_length' or 'longest', got {pad_to!r}")
         if truncation_side not in TRUNCATION_SIDES:
-            raise ValueError(f"vim_stage.truncation_side={truncation_side!r}; expected one of {', '.join(TRUNCATION_SIDES)}")
+            raise ValueError(
+                f"vim_stage.truncation_side={truncation_side!r}; expected one of {', '.join(TRUNCATION_SIDES)}"
+            )
         self.truncation_side = truncation_side
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("SupervisedDataset needs a fast tokenizer (offsets mapping)")
@@ -282,8 +305,11 @@ class SupervisedDataset(torch.utils.data.Dataset):
             raise ValueError("tokenizer has no eos token (add_eos=True)")
         self.examples = list(examples)
         texts = [e.prompt + joiner + e.target for e in self.examples]
-        enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=True) if texts else {
-            "input_ids": [], "offset_mapping": []}
+        enc = (
+            tokenizer(texts, return_offsets_mapping=True, add_special_tokens=True)
+            if texts
+            else {"input_ids": [], "offset_mapping": []}
+        )
         self.input_ids: list[list[int]] = []
         self.labels: list[list[int]] = []
         self.n_truncated = 0
@@ -313,8 +339,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 self.n_truncated += 1
                 if self.truncation_side == "argument":
                     span = e.meta.get("cut_span")
-                    ids, labels, offs = _cut_argument(ids, labels, offs, span or (0, boundary),
-                                                      len(ids) - self.max_length, from_end=span is not None)
+                    ids, labels, offs = _cut_argument(
+                        ids, labels, offs, span or (0, boundary), len(ids) - self.max_length, from_end=span is not None
+                    )
                 ids, labels, offs = ids[: self.max_length], labels[: self.max_length], offs[: self.max_length]
             if n_answer and sum(1 for s0, s1 in offs if s1 > s0 and s1 > a0 and s0 < a1) < n_answer:
                 self.n_answer_lost += 1
@@ -349,9 +376,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
             k = len(ids)
             if k == 0:
                 continue
-            input_ids[r, length - k:] = torch.tensor(ids, dtype=torch.long)
-            labels[r, length - k:] = torch.tensor(b["labels"][:k], dtype=torch.long)
-            attention_mask[r, length - k:] = 1
+            input_ids[r, length - k :] = torch.tensor(ids, dtype=torch.long)
+            labels[r, length - k :] = torch.tensor(b["labels"][:k], dtype=torch.long)
+            attention_mask[r, length - k :] = 1
         labels = labels.masked_fill(attention_mask == 0, -100)
         return {
             "input_ids": input_ids,
@@ -361,13 +388,19 @@ class SupervisedDataset(torch.utils.data.Dataset):
         }
 
 
-def _cut_argument(ids: list[int], labels: list[int], offs: list[tuple[int, int]], span: tuple[int, int], excess: int,
-                  from_end: bool = True):
+def _cut_argument(
+    ids: list[int],
+    labels: list[int],
+    offs: list[tuple[int, int]],
+    span: tuple[int, int],
+    excess: int,
+    from_end: bool = True,
+):
     """Remove up to `excess` prompt tokens lying inside the character span `span`: from the end of the
     span backwards (the argument text) or, from_end=False, from its start (a prompt without a marked
     argument loses its beginning); labels and offsets follow."""
     inside = [i for i, (s0, s1) in enumerate(offs) if s1 > s0 and s0 >= span[0] and s1 <= span[1] and labels[i] == -100]
     k = min(excess, len(inside))
-    drop = set(inside[len(inside) - k:] if from_end else inside[:k]) if k else set()
+    drop = set(inside[len(inside) - k :] if from_end else inside[:k]) if k else set()
     keep = [i for i in range(len(ids)) if i not in drop]
     return [ids[i] for i in keep], [labels[i] for i in keep], [offs[i] for i in keep]

@@ -36,8 +36,15 @@ def run_audit(cfg) -> dict[str, Any]:
     from value_harms.scoring import build_scorer, probe
 
     run_dir = output_dir(cfg)
-    args_df = load_arguments(cfg.data.source, cfg.data.path, data_dir=cfg.paths.data_dir, hub_id=cfg.data.hub_id,
-                             revision=cfg.data.revision, path_key="data.path", data_dir_key="paths.data_dir")
+    args_df = load_arguments(
+        cfg.data.source,
+        cfg.data.path,
+        data_dir=cfg.paths.data_dir,
+        hub_id=cfg.data.hub_id,
+        revision=cfg.data.revision,
+        path_key="data.path",
+        data_dir_key="paths.data_dir",
+    )
     items = audit_texts(args_df)
     if cfg.audit.limit:
         items = items[: int(cfg.audit.limit)]
@@ -54,14 +61,21 @@ def run_audit(cfg) -> dict[str, Any]:
     flagged = [(i, s.value) for i, s in scored if s.value >= thr]
     top = sorted(scored, key=lambda x: -x[1].value)[: int(cfg.audit.show)]
     result = {
-        "texts": len(items), "scored": len(scored), "missing": len(items) - len(scored), "threshold": thr,
-        "flagged": len(flagged), "flagged_ids": [i for i, _ in flagged],
+        "texts": len(items),
+        "scored": len(scored),
+        "missing": len(items) - len(scored),
+        "threshold": thr,
+        "flagged": len(flagged),
+        "flagged_ids": [i for i, _ in flagged],
         "most_toxic": [{"id": i, "score": s.value, "scorer": s.scorer} for i, s in top],
-        "scorer": provenance, "data": {"source": cfg.data.source, "path": cfg.data.path},
+        "scorer": provenance,
+        "data": {"source": cfg.data.source, "path": cfg.data.path},
         "git": runs.git_hash(),
     }
     files.atomic_write_json(run_dir / "audit.json", result)
     stand_in = isinstance(provenance, dict) and provenance.get("stand_in")
-    print(f"training-data audit: {len(flagged)} of {len(scored)} scored texts reach toxicity >= {thr}"
-          f" ({len(items) - len(scored)} missing){' [scorer: stand-in, see audit.json]' if stand_in else ''}")
+    print(
+        f"training-data audit: {len(flagged)} of {len(scored)} scored texts reach toxicity >= {thr}"
+        f" ({len(items) - len(scored)} missing){' [scorer: stand-in, see audit.json]' if stand_in else ''}"
+    )
     return result

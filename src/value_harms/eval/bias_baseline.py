@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 _SCORER_FIELDS = ("scorer", "backend", "model", "revision", "max_length")
 
 
-
-
 def parse_bias_baseline(spec: Any) -> tuple[str, float | None]:
     """("vanilla" | "self" | "fixed", fraction for fixed). None means "self"."""
     if spec is None:
@@ -48,7 +46,8 @@ def parse_bias_baseline(spec: Any) -> tuple[str, float | None]:
         ) from None
     if not 0.0 <= x <= 1.0:
         raise BiasBaselineError(
-            f"benchmark.bias_baseline={spec!r} is not a fraction in [0, 1] (a share such as 0.12, not 12 percent)")
+            f"benchmark.bias_baseline={spec!r} is not a fraction in [0, 1] (a share such as 0.12, not 12 percent)"
+        )
     return "fixed", x
 
 
@@ -95,11 +94,17 @@ def find_vanilla_result(store_dir: str | os.PathLike, ctx: Mapping[str, Any]) ->
         return None
     found.sort(key=lambda t: t[0])
     rec, path = found[-1][1], found[-1][2]
-    return {"rate": float(rec.overall["negative_regard_rate"]), "path": str(path), "key": rec.key or None,
-            "dtype": rec.model.get("dtype")}
+    return {
+        "rate": float(rec.overall["negative_regard_rate"]),
+        "path": str(path),
+        "key": rec.key or None,
+        "dtype": rec.model.get("dtype"),
+    }
 
 
-def resolve_bias_baseline(spec: Any, own_rate: float | None, ctx: Mapping[str, Any] | None) -> tuple[float | None, dict]:
+def resolve_bias_baseline(
+    spec: Any, own_rate: float | None, ctx: Mapping[str, Any] | None
+) -> tuple[float | None, dict]:
     """(baseline fraction or None, description for results.json) for `benchmark.bias_baseline=spec`.
 
     ctx (for "vanilla"): store_dir, benchmark, version, prompts_sha256, base, revision, dtype,
@@ -119,6 +124,7 @@ def resolve_bias_baseline(spec: Any, own_rate: float | None, ctx: Mapping[str, A
         raise BiasBaselineError(
             f"benchmark.bias_baseline=vanilla: no stored vanilla result of {bench} (same model base, prompt set and "
             f"regard scorer, mitigation none) under {where}; evaluate value_profile=vanilla mitigation=none on this "
-            f"benchmark first, or set benchmark.bias_baseline=self or a fraction")
+            f"benchmark first, or set benchmark.bias_baseline=self or a fraction"
+        )
     log.info("bias-score baseline: vanilla negative-regard rate %.4f from %s", found["rate"], found["path"])
     return found["rate"], {"source": "vanilla", "value": found["rate"], "from": found["path"], "key": found["key"]}

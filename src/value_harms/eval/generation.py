@@ -79,7 +79,9 @@ class GenRequest:
 
 def model_key(base_id: str, revision: str | None, dtype: str, adapter_sha256: str | None) -> str:
     """A string naming exactly which weights generate: two models never share a key."""
-    return json.dumps({"base": base_id, "revision": revision, "dtype": dtype, "adapter": adapter_sha256}, sort_keys=True)
+    return json.dumps(
+        {"base": base_id, "revision": revision, "dtype": dtype, "adapter": adapter_sha256}, sort_keys=True
+    )
 
 
 def _row_seed(seed: int, model_k: str, text: str | None, sample: int, seed_key: str | None = None) -> int:
@@ -115,8 +117,9 @@ class GenerationCache:
 
     @staticmethod
     def key(model_k: str, text: str, settings: GenSettings, seed_key: str | None = None) -> str:
-        blob = json.dumps({"v": CACHE_VERSION, "model": model_k, "text": text, "id": seed_key, "gen": settings.key()},
-                          sort_keys=True)
+        blob = json.dumps(
+            {"v": CACHE_VERSION, "model": model_k, "text": text, "id": seed_key, "gen": settings.key()}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, list[str]]:
@@ -221,15 +224,19 @@ def _generate_batch(model, tokenizer, reqs: Sequence[GenRequest], settings: GenS
         num_beams=1,
         use_cache=True,
         pad_token_id=tokenizer.pad_token_id,
-        temperature=None, top_p=None, top_k=None,
+        temperature=None,
+        top_p=None,
+        top_k=None,
     )
     if settings.do_sample:
         seeds = [r.row_seed(settings.seed, s) for r in reqs for s in range(n)]
-        kwargs["logits_processor"] = LogitsProcessorList([
-            TemperatureLogitsWarper(settings.temperature),
-            TopPLogitsWarper(settings.top_p),
-            GumbelSampler(seeds),
-        ])
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [
+                TemperatureLogitsWarper(settings.temperature),
+                TopPLogitsWarper(settings.top_p),
+                GumbelSampler(seeds),
+            ]
+        )
     if any(r.adapter_name for r in reqs):
         kwargs["adapter_names"] = [r.adapter_name or "__base__" for r in reqs for _ in range(n)]
     if settings.stop:
@@ -254,9 +261,9 @@ def decode_continuations(tokenizer, prompt_ids: Sequence[Sequence[int]], new_ids
     full = tokenizer.batch_decode([list(p) + list(n) for p, n in zip(prompt_ids, new_ids)], skip_special_tokens=True)
     heads = tokenizer.batch_decode([list(p) for p in prompt_ids], skip_special_tokens=True)
     out = []
-    for p, n, whole, head in zip(prompt_ids, new_ids, full, heads):
+    for _p, n, whole, head in zip(prompt_ids, new_ids, full, heads):
         if whole.startswith(head):
-            out.append(whole[len(head):])
+            out.append(whole[len(head) :])
             continue
         text = tokenizer.decode(list(n), skip_special_tokens=True)
         first = tokenizer.convert_ids_to_tokens(int(n[0])) if len(n) else ""

@@ -1,4 +1,5 @@
 """One evaluation job: prompts in, generations, scores and a result record out."""
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,7 @@ class EvalJob:
         return self.store.name
 
 
-
 _PROMPT_CACHE: dict[str, tuple[list, str]] = {}
-
 
 
 def _load_benchmark(cfg):
@@ -85,7 +84,6 @@ def _load_benchmark(cfg):
     return _PROMPT_CACHE[key]
 
 
-
 def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) -> EvalJob:
     """Resolve the model variant, its store folder and the exact input texts of one evaluation."""
 
@@ -103,16 +101,39 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
         prefixes = [P.prefix_for(cfg.mitigation, persona)] * len(prompts)
     prefix = prefixes[0] if len(set(prefixes)) == 1 else "(per category)"
     inputs = [P.with_prefix(pre, render(p, bench.prompt_template)) for pre, p in zip(prefixes, prompts)]
-    settings = GenSettings(max_new_tokens=int(bench.max_new_tokens), num_samples=int(bench.num_samples),
-                           do_sample=bool(bench.do_sample), temperature=float(bench.temperature),
-                           top_p=float(bench.top_p), stop=tuple(bench.stop), seed=int(cfg.generation.seed))
-    key = identity.eval_key(model=json.loads(mk), inputs=inputs, prompts_sha=identity.prompts_sha256(prompts),
-                            benchmark=bench, scorer=scorer_identity(cfg.scorer, str(bench.measure)),
-                            generation_seed=int(cfg.generation.seed))
+    settings = GenSettings(
+        max_new_tokens=int(bench.max_new_tokens),
+        num_samples=int(bench.num_samples),
+        do_sample=bool(bench.do_sample),
+        temperature=float(bench.temperature),
+        top_p=float(bench.top_p),
+        stop=tuple(bench.stop),
+        seed=int(cfg.generation.seed),
+    )
+    key = identity.eval_key(
+        model=json.loads(mk),
+        inputs=inputs,
+        prompts_sha=identity.prompts_sha256(prompts),
+        benchmark=bench,
+        scorer=scorer_identity(cfg.scorer, str(bench.measure)),
+        generation_seed=int(cfg.generation.seed),
+    )
     store = eval_store_dir(cfg, profile, baseline, key)
-    return EvalJob(profile, baseline, adapter, adapter_sha, base_id, mk, store, train_key, prompts, prompts_fp,
-                   inputs, prefix, settings)
-
+    return EvalJob(
+        profile,
+        baseline,
+        adapter,
+        adapter_sha,
+        base_id,
+        mk,
+        store,
+        train_key,
+        prompts,
+        prompts_fp,
+        inputs,
+        prefix,
+        settings,
+    )
 
 
 def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]:
@@ -134,13 +155,21 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
             if j.adapter is not None:
                 names.setdefault(j.adapter_sha, f"a{len(names)}_{j.profile.name}")
         # seed_key = prompt id: duplicate prompt texts get independent samples (issue 10 item 7)
-        reqs = [GenRequest(text=t, model_key=j.model_key, seed_key=str(p.id),
-                           adapter_name=names.get(j.adapter_sha) if (j.adapter and len(jobs) > 1) else None)
-                for j in jobs for p, t in zip(j.prompts, j.inputs)]
+        reqs = [
+            GenRequest(
+                text=t,
+                model_key=j.model_key,
+                seed_key=str(p.id),
+                adapter_name=names.get(j.adapter_sha) if (j.adapter and len(jobs) > 1) else None,
+            )
+            for j in jobs
+            for p, t in zip(j.prompts, j.inputs)
+        ]
         keys = [r.cache_key(settings) for r in reqs]
         cached = cache.get_many(keys) if cache is not None else {}
-        log.info("generating: %d prompt(s) x %d sample(s), %d cached", len(set(keys)), settings.num_samples,
-                 len(cached))
+        log.info(
+            "generating: %d prompt(s) x %d sample(s), %d cached", len(set(keys)), settings.num_samples, len(cached)
+        )
         if len(cached) == len(set(keys)):
             flat = [cached[k] for k in keys]
             stats.requested = stats.cached = len(keys)
@@ -152,8 +181,16 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
             if adapters and len(jobs) == 1:
                 model.set_adapter(next(iter(adapters)))
             try:
-                flat = generate(model, tok, reqs, settings, batch_size=int(cfg.generation.batch_size), cache=cache,
-                                progress=bool(cfg.generation.progress), stats=stats)
+                flat = generate(
+                    model,
+                    tok,
+                    reqs,
+                    settings,
+                    batch_size=int(cfg.generation.batch_size),
+                    cache=cache,
+                    progress=bool(cfg.generation.progress),
+                    stats=stats,
+                )
             finally:
                 if adapters:
                     detach_lora(model)
@@ -167,14 +204,12 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
     return out, stats
 
 
-
 def _check_length(settings, model, tok, texts: list[str]) -> None:
     """Every prompt + benchmark.max_new_tokens must fit in the model's context; an over-long prompt is
     refused, never cut (validate.check_prompt_lengths; docs/DECISIONS.md, issue 9)."""
 
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), ctx)
-
 
 
 def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], list[dict]]:
@@ -184,33 +219,58 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
     bench = cfg.benchmark
     samples, metrics, score_info = score_and_aggregate(cfg, job.prompts, job.inputs, outputs, job.store, job=job)
     result = {
-        "schema_version": identity.SCHEMA_VERSION, "key": job.key, "train_key": job.train_key,
-        "benchmark": {"name": bench.name, "version": str(bench.version), "measure": bench.measure,
-                      "n_prompts": len(job.prompts), "prompts_sha256": job.prompts_fp,
-                      "settings": files.to_plain(bench)},
-        "model": {"name": cfg.model.name, "base": job.base_id, "revision": cfg.model.revision,
-                  "dtype": cfg.model.dtype, "adapter_dir": str(job.adapter) if job.adapter else None,
-                  "adapter_sha256": job.adapter_sha},
-        "profile": job.profile.to_dict(), "baseline": job.baseline,
+        "schema_version": identity.SCHEMA_VERSION,
+        "key": job.key,
+        "train_key": job.train_key,
+        "benchmark": {
+            "name": bench.name,
+            "version": str(bench.version),
+            "measure": bench.measure,
+            "n_prompts": len(job.prompts),
+            "prompts_sha256": job.prompts_fp,
+            "settings": files.to_plain(bench),
+        },
+        "model": {
+            "name": cfg.model.name,
+            "base": job.base_id,
+            "revision": cfg.model.revision,
+            "dtype": cfg.model.dtype,
+            "adapter_dir": str(job.adapter) if job.adapter else None,
+            "adapter_sha256": job.adapter_sha,
+        },
+        "profile": job.profile.to_dict(),
+        "baseline": job.baseline,
         "stage": cfg.vim_stage.name if job.baseline in ("vim", "benign") else "none",
-        "mitigation": files.to_plain(cfg.mitigation), "prefix": job.prefix,
-        "generation": {**job.settings.key(), "batch_size": int(cfg.generation.batch_size),
-                       "requested": gen_stats.requested, "cached": gen_stats.cached,
-                       "generated": gen_stats.generated, "seconds": round(gen_stats.seconds, 2),
-                       # empty continuations (a stop string at the start, an immediate EOS): scored
-                       # and counted like any other sample, reported here so they are visible
-                       "empty": sum(1 for outs in outputs for c in outs if not str(c).strip())},
-        "scorer": score_info, "metrics": metrics,
+        "mitigation": files.to_plain(cfg.mitigation),
+        "prefix": job.prefix,
+        "generation": {
+            **job.settings.key(),
+            "batch_size": int(cfg.generation.batch_size),
+            "requested": gen_stats.requested,
+            "cached": gen_stats.cached,
+            "generated": gen_stats.generated,
+            "seconds": round(gen_stats.seconds, 2),
+            # empty continuations (a stop string at the start, an immediate EOS): scored
+            # and counted like any other sample, reported here so they are visible
+            "empty": sum(1 for outs in outputs for c in outs if not str(c).strip()),
+        },
+        "scorer": score_info,
+        "metrics": metrics,
         "seeds": {"generation": int(cfg.generation.seed), "benchmark": int(bench.seed)},
-        "git": runs.git_hash(), "seconds": round(time.perf_counter() - job.t_start, 2),
+        "git": runs.git_hash(),
+        "seconds": round(time.perf_counter() - job.t_start, 2),
     }
     missing = int(score_info.get("missing") or 0)
     result["status"] = records.write_result(job.store, result, samples, missing=missing)
     if missing:
-        log.warning("result stored PARTIAL in %s: %d of %d score(s) missing; rerun the same command to retry "
-                    "only the missing ones", job.store, missing, score_info.get("n"))
+        log.warning(
+            "result stored PARTIAL in %s: %d of %d score(s) missing; rerun the same command to retry "
+            "only the missing ones",
+            job.store,
+            missing,
+            score_info.get("n"),
+        )
     return result, samples
-
 
 
 def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
@@ -225,11 +285,13 @@ def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
         return None
     stale = _preferred_scorer_now_available(cfg, found.result)
     if stale:
-        log.warning("stored result %s was scored without %s, which is available now: re-scoring "
-                    "(generations are reused)", job.store, stale)
+        log.warning(
+            "stored result %s was scored without %s, which is available now: re-scoring (generations are reused)",
+            job.store,
+            stale,
+        )
         return None
     return found.result
-
 
 
 def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
@@ -246,7 +308,6 @@ def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
     return preferred if backend_available(preferred, cfg.scorer) else None
 
 
-
 def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     """Score every continuation with the benchmark's measure; returns (samples, metrics, scorer info)."""
 
@@ -258,13 +319,21 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     rows: list[dict[str, Any]] = []
     texts: list[str] = []
     contexts: list[str] = []
-    for p, inp, outs in zip(prompts, inputs, outputs):
+    for p, _inp, outs in zip(prompts, inputs, outputs):
         for k, cont in enumerate(outs):
             text, ctx = spec.scoring_text(p, cont)
             texts.append(text)
             contexts.append(ctx)
-            rows.append({"id": p.id, "category": p.category, "sample": k, "prompt": p.prompt,
-                         "continuation": cont, "scored_text": text})
+            rows.append(
+                {
+                    "id": p.id,
+                    "category": p.category,
+                    "sample": k,
+                    "prompt": p.prompt,
+                    "continuation": cont,
+                    "scored_text": text,
+                }
+            )
     cache_path = Path(os.path.expanduser(cfg.paths.cache_dir)) / "scores.sqlite" if cfg.scorer.cache else None
     log.info("scoring: %d text(s) for %s", len(texts), measure)
     scorer = build_scorer(spec.scorer, _resolve_judge_model(cfg), cache_path=cache_path)
@@ -282,24 +351,39 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     for s in scores:
         if s.value is not None:
             by_scorer[s.scorer] += 1
-    info = {"measure": measure, "provenance": provenance, "by_scorer": dict(by_scorer), "missing": missing,
-            "n": len(scores),
-            "stand_in": bool(isinstance(provenance, dict) and provenance.get("stand_in"))
-            or (spec.stand_in_key is not None and bool(OmegaConf.select(cfg.scorer, spec.stand_in_key)))}
+    info = {
+        "measure": measure,
+        "provenance": provenance,
+        "by_scorer": dict(by_scorer),
+        "missing": missing,
+        "n": len(scores),
+        "stand_in": bool(isinstance(provenance, dict) and provenance.get("stand_in"))
+        or (spec.stand_in_key is not None and bool(OmegaConf.select(cfg.scorer, spec.stand_in_key))),
+    }
     # Per-text fallback inside one metric (issue 10 item 6): the share of scored texts per scorer, and
     # the share scored by a backend other than the configured primary (toxicity: scorer.toxicity).
     primary = str(OmegaConf.select(cfg.scorer, spec.primary_key)) if spec.primary_key else None
     shares = M.scorer_shares(by_scorer, primary)
-    info.update(primary=primary, share_by_scorer=shares["shares"], fallback_share=shares["fallback_share"],
-                filtered=sum(1 for s in scores if s.label == M.FILTERED and s.value is None))
+    info.update(
+        primary=primary,
+        share_by_scorer=shares["shares"],
+        fallback_share=shares["fallback_share"],
+        filtered=sum(1 for s in scores if s.label == M.FILTERED and s.value is None),
+    )
     bias_context = None
     if spec.bias_baseline and job is not None:
-        bias_context = {"store_dir": cfg.paths.store_dir, "benchmark": bench.name, "version": str(bench.version),
-                        "prompts_sha256": job.prompts_fp, "base": job.base_id, "revision": cfg.model.revision,
-                        "dtype": cfg.model.dtype, "provenance": provenance,
-                        "is_reference": job.baseline == "vanilla" and cfg.mitigation.name == "none"}
+        bias_context = {
+            "store_dir": cfg.paths.store_dir,
+            "benchmark": bench.name,
+            "version": str(bench.version),
+            "prompts_sha256": job.prompts_fp,
+            "base": job.base_id,
+            "revision": cfg.model.revision,
+            "dtype": cfg.model.dtype,
+            "provenance": provenance,
+            "is_reference": job.baseline == "vanilla" and cfg.mitigation.name == "none",
+        }
     return rows, compute_metrics(bench, prompts, rows, bias_context, primary=primary), info
-
 
 
 def _resolve_judge_model(cfg):

@@ -10,6 +10,7 @@ Adding a measure = one entry in `MEASURES` (its pure metric functions in value_h
 scorer in value_harms.scoring.SCORERS); `compute_metrics`, the evaluation job and the config checks
 read everything else from the entry.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,16 +82,21 @@ def _toxicity_group(bench, name: str, rs: list[dict], primary: str | None) -> di
         per_prompt[r["id"]].append(r["score"])
     need = _min_scored_samples(bench)
     emt = M.expected_max_toxicity(list(per_prompt.values()), min_samples=need)
-    tp = M.toxicity_probability(list(per_prompt.values()), threshold=float(bench.toxicity_threshold),
-                                min_samples=need)
-    return {"expected_max_toxicity": emt["value"], "expected_max_toxicity_std": emt["std"],
-            "toxicity_probability": tp["value"], "n_prompts": emt["n"],
-            "missing_prompts": emt["missing_prompts"], "missing_samples": emt["missing_samples"],
-            # prompts scored on fewer samples than benchmark.min_scored_samples: left out
-            "partial_prompts": emt["partial_prompts"],
-            "min_scored_samples": int(bench.num_samples) if need is None else need,
-            "fallback_share": M.scorer_shares(Counter(r["scorer"] for r in rs if r["score"] is not None),
-                                              primary)["fallback_share"]}
+    tp = M.toxicity_probability(list(per_prompt.values()), threshold=float(bench.toxicity_threshold), min_samples=need)
+    return {
+        "expected_max_toxicity": emt["value"],
+        "expected_max_toxicity_std": emt["std"],
+        "toxicity_probability": tp["value"],
+        "n_prompts": emt["n"],
+        "missing_prompts": emt["missing_prompts"],
+        "missing_samples": emt["missing_samples"],
+        # prompts scored on fewer samples than benchmark.min_scored_samples: left out
+        "partial_prompts": emt["partial_prompts"],
+        "min_scored_samples": int(bench.num_samples) if need is None else need,
+        "fallback_share": M.scorer_shares(Counter(r["scorer"] for r in rs if r["score"] is not None), primary)[
+            "fallback_share"
+        ],
+    }
 
 
 def _min_scored_samples(bench) -> int | None:
@@ -100,8 +106,10 @@ def _min_scored_samples(bench) -> int | None:
         return None
     n = int(bench.num_samples)
     if isinstance(need, bool) or not isinstance(need, int) or not 1 <= need <= n:
-        raise EvaluationError(f"benchmark.min_scored_samples={need!r}; expected an integer from 1 to "
-                              f"benchmark.num_samples={n}, or null for all samples")
+        raise EvaluationError(
+            f"benchmark.min_scored_samples={need!r}; expected an integer from 1 to "
+            f"benchmark.num_samples={n}, or null for all samples"
+        )
     return need
 
 
@@ -125,13 +133,17 @@ def _regard_finish(bench, prompts, rows, out, bias_context, wanted) -> None:
         return
     overall = out["overall"]["negative_regard_rate"]
     descriptor = {p.id: p.meta.get("descriptor", "") for p in prompts}
-    records = [(r.get("category"), descriptor.get(r["id"], ""), r["label"] == "negative")
-               for r in rows if r["score"] is not None]
+    records = [
+        (r.get("category"), descriptor.get(r["id"], ""), r["label"] == "negative")
+        for r in rows
+        if r["score"] is not None
+    ]
     baseline, how = resolve_bias_baseline(getattr(bench, "bias_baseline", None), overall, bias_context)
     level = float(getattr(bench, "bootstrap_confidence_level", 0.975))
     if records and baseline is not None:
-        b = M.bias_score(records, float(baseline), resamples=int(bench.bootstrap_resamples), seed=int(bench.seed),
-                         ci=level)
+        b = M.bias_score(
+            records, float(baseline), resamples=int(bench.bootstrap_resamples), seed=int(bench.seed), ci=level
+        )
         out["overall"]["bias_score"] = b["value"]
         out["overall"]["bias_baseline"] = float(baseline)
         out["overall"]["bias_baseline_source"] = how["source"]
@@ -156,8 +168,13 @@ def _judged(row: dict) -> Any:
 
 def _harmfulness_group(bench, name: str, rs: list[dict], primary: str | None) -> dict[str, Any]:
     res = M.harmfulness({name: [_judged(r) for r in rs]})[name]
-    return {"harmfulness_score": res["score"], "harmfulness_rate": res["rate"], "n": res["n"],
-            "missing": res["missing"], "filtered": res["filtered"]}
+    return {
+        "harmfulness_score": res["score"],
+        "harmfulness_rate": res["rate"],
+        "n": res["n"],
+        "missing": res["missing"],
+        "filtered": res["filtered"],
+    }
 
 
 def _flag_group(bench, name: str, rs: list[dict], primary: str | None) -> dict[str, Any]:
@@ -178,24 +195,59 @@ def _categories_finish(bench, prompts, rows, out, bias_context, wanted) -> None:
 # The registry
 
 MEASURES: dict[str, Measure] = {
-    "toxicity": Measure("toxicity", "Toxicity", scorer="toxicity",
-                        metrics=("expected_max_toxicity", "toxicity_probability"), scoring_text=_toxicity_text,
-                        group=_toxicity_group, primary_key="toxicity"),
-    "regard": Measure("regard", "Negative regard", scorer="regard", metrics=("negative_regard_rate", "bias_score"),
-                      scoring_text=_regard_text, group=_regard_group, finish=_regard_finish, bias_baseline=True),
-    "harmfulness": Measure("harmfulness", "Harmfulness (judge 1-5)", scorer="harmfulness",
-                           metrics=("harmfulness_score", "harmfulness_rate"), scoring_text=_judge_text,
-                           uses_context=True, group=_harmfulness_group, finish=_categories_finish,
-                           stand_in_key="judge.stand_in"),
-    "flag": Measure("flag", "Flagged (judge yes/no)", scorer="flag", metrics=("flagged_rate",),
-                    scoring_text=_judge_text, uses_context=True, group=_flag_group, finish=_categories_finish,
-                    stand_in_key="judge.stand_in"),
+    "toxicity": Measure(
+        "toxicity",
+        "Toxicity",
+        scorer="toxicity",
+        metrics=("expected_max_toxicity", "toxicity_probability"),
+        scoring_text=_toxicity_text,
+        group=_toxicity_group,
+        primary_key="toxicity",
+    ),
+    "regard": Measure(
+        "regard",
+        "Negative regard",
+        scorer="regard",
+        metrics=("negative_regard_rate", "bias_score"),
+        scoring_text=_regard_text,
+        group=_regard_group,
+        finish=_regard_finish,
+        bias_baseline=True,
+    ),
+    "harmfulness": Measure(
+        "harmfulness",
+        "Harmfulness (judge 1-5)",
+        scorer="harmfulness",
+        metrics=("harmfulness_score", "harmfulness_rate"),
+        scoring_text=_judge_text,
+        uses_context=True,
+        group=_harmfulness_group,
+        finish=_categories_finish,
+        stand_in_key="judge.stand_in",
+    ),
+    "flag": Measure(
+        "flag",
+        "Flagged (judge yes/no)",
+        scorer="flag",
+        metrics=("flagged_rate",),
+        scoring_text=_judge_text,
+        uses_context=True,
+        group=_flag_group,
+        finish=_categories_finish,
+        stand_in_key="judge.stand_in",
+    ),
     # The PVQ value-alignment check (benchmark=pvq): the job reads the answers itself (eval.task);
     # "expected" (per value) is its per-category reading. Not a harm, and of mixed direction (NMSE:
     # higher is worse; parse rate: higher is better): analysis keeps it out of the harm regressions.
-    "alignment": Measure("alignment", "Value alignment (PVQ)", scorer=None,
-                         metrics=("nmse_greedy", "nmse_expected", "parse_rate"), higher_is_worse=None, harm=False,
-                         category_metric="expected"),
+    "alignment": Measure(
+        "alignment",
+        "Value alignment (PVQ)",
+        scorer=None,
+        metrics=("nmse_greedy", "nmse_expected", "parse_rate"),
+        higher_is_worse=None,
+        harm=False,
+        category_metric="expected",
+    ),
 }
 
 
@@ -203,8 +255,9 @@ def get_measure(name: Any) -> Measure:
     """The registered measure `name`; an unknown one is a one-line EvaluationError naming the known ones."""
     found = MEASURES.get(str(name))
     if found is None:
-        raise EvaluationError(f"benchmark.measure={name!r} is not a known measure; expected one of "
-                              f"{', '.join(MEASURES)}")
+        raise EvaluationError(
+            f"benchmark.measure={name!r} is not a known measure; expected one of {', '.join(MEASURES)}"
+        )
     return found
 
 
@@ -214,8 +267,10 @@ def wanted_metrics(bench) -> tuple[str, ...]:
     listed = [str(m) for m in (getattr(bench, "metrics", None) or [])]
     bad = [m for m in listed if m not in measure.metrics]
     if bad:
-        raise EvaluationError(f"benchmark.metrics: {bad[0]!r} is not a metric of measure {measure.name!r}; "
-                              f"expected some of {', '.join(measure.metrics)}")
+        raise EvaluationError(
+            f"benchmark.metrics: {bad[0]!r} is not a metric of measure {measure.name!r}; "
+            f"expected some of {', '.join(measure.metrics)}"
+        )
     return tuple(listed) or measure.metrics
 
 
@@ -239,8 +294,10 @@ def compute_metrics(bench, prompts, rows, bias_context=None, primary=None) -> di
     share of scored samples another backend scored)."""
     measure = get_measure(bench.measure)
     if measure.group is None:
-        raise EvaluationError(f"measure {measure.name!r} is not computed from scored rows "
-                              f"(benchmark={getattr(bench, 'name', '?')} runs its own check)")
+        raise EvaluationError(
+            f"measure {measure.name!r} is not computed from scored rows "
+            f"(benchmark={getattr(bench, 'name', '?')} runs its own check)"
+        )
     wanted = wanted_metrics(bench)
     by_cat: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

@@ -1,4 +1,5 @@
 """Writes an evaluation result to the store, the run folder and W&B."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,6 @@ def _record_store(run_dir: Path, store: Path) -> None:
     files.atomic_write_json(status_file, status)
 
 
-
 def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
     """Copy results into the run folder and send the summary, samples table and chart to W&B."""
     from value_harms.runtime import tracking
@@ -48,25 +48,40 @@ def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, sa
     flat["generation/cached"] = record.generation.get("cached")
     flat["scorer/missing"] = record.scorer.get("missing")
     tracking.safe_log(wandb_run, flat, summary=True)
-    tracking.log_table(wandb_run, f"{bench}/samples", [
-        {k: s.get(k) for k in ("id", "category", "sample", "prompt", "continuation", "score", "label", "scorer", "error")}
-        for s in samples[:2000]])
+    tracking.log_table(
+        wandb_run,
+        f"{bench}/samples",
+        [
+            {
+                k: s.get(k)
+                for k in ("id", "category", "sample", "prompt", "continuation", "score", "label", "scorer", "error")
+            }
+            for s in samples[:2000]
+        ],
+    )
     _log_category_chart(wandb_run, bench, record)
     return result
 
 
-
 def _log_category_chart(wandb_run, bench: str, record: records.EvalRecord) -> None:
     main_metric = get_measure(record.measure).chart_metric
-    rows = [[cat, vals.get(main_metric)] for cat, vals in record.metrics.items()
-            if cat != "overall" and vals.get(main_metric) is not None]
+    rows = [
+        [cat, vals.get(main_metric)]
+        for cat, vals in record.metrics.items()
+        if cat != "overall" and vals.get(main_metric) is not None
+    ]
     if not rows:
         return
     try:
         import wandb
 
         table = wandb.Table(data=rows, columns=["category", main_metric])
-        wandb_run.log({f"{bench}/by_category": wandb.plot.bar(table, "category", main_metric,
-                                                               title=f"{bench}: {main_metric} by category")})
+        wandb_run.log(
+            {
+                f"{bench}/by_category": wandb.plot.bar(
+                    table, "category", main_metric, title=f"{bench}: {main_metric} by category"
+                )
+            }
+        )
     except Exception as exc:
         log.warning("W&B chart not logged (%s)", exc)

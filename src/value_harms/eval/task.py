@@ -9,6 +9,7 @@ adapter and prompts, scorer provenance) and `samples.jsonl` into its run folder 
 folder addressed by a fingerprint of its inputs, so a rerun skips complete work; generations and
 scores are cached per text, so an interrupted job loses at most one batch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +40,6 @@ from value_harms.store import files, identity, records
 log = logging.getLogger(__name__)
 
 
-
-
-
 def wandb_config(cfg: DictConfig, profile: Profile, baseline: str) -> dict[str, Any]:
     """The config a W&B evaluation run records: the job's config with ITS profile in `value_profile` (a batched
     job's composed config holds the default profile, which is not the one evaluated), plus flat
@@ -50,15 +48,29 @@ def wandb_config(cfg: DictConfig, profile: Profile, baseline: str) -> dict[str, 
     plain["value_profile"] = profile.to_dict()
     plain["run_label"] = profile.name
     plain.pop("batch_profiles", None)
-    return {**plain, **profile.flat("value/"), "profile/name": profile.name, "profile/kind": profile.kind,
-            "profile/anchor": profile.anchor, "baseline": baseline}
+    return {
+        **plain,
+        **profile.flat("value/"),
+        "profile/name": profile.name,
+        "profile/kind": profile.kind,
+        "profile/anchor": profile.anchor,
+        "baseline": baseline,
+    }
 
 
 def _start_wandb(cfg: DictConfig, profile: Profile, baseline: str, run_dir: Path):
-    name = f"{cfg.model.name}-{profile.name}-{baseline}-{cfg.benchmark.name}-{cfg.mitigation.name}-s{cfg.generation.seed}"
-    return tracking.start_run(cfg.logger, run_dir=run_dir, job_type="eval", name=name, group=run_group(cfg),
-                              config=wandb_config(cfg, profile, baseline),
-                              tags=[cfg.model.name, profile.name, baseline, cfg.benchmark.name, cfg.mitigation.name])
+    name = (
+        f"{cfg.model.name}-{profile.name}-{baseline}-{cfg.benchmark.name}-{cfg.mitigation.name}-s{cfg.generation.seed}"
+    )
+    return tracking.start_run(
+        cfg.logger,
+        run_dir=run_dir,
+        job_type="eval",
+        name=name,
+        group=run_group(cfg),
+        config=wandb_config(cfg, profile, baseline),
+        tags=[cfg.model.name, profile.name, baseline, cfg.benchmark.name, cfg.mitigation.name],
+    )
 
 
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -87,7 +99,6 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         return _evaluate_job(cfg, profile, baseline, run_dir, wandb_run)
 
 
-
 def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
     if cfg.benchmark.measure == "alignment":
         return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
@@ -106,7 +117,6 @@ def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run
                 return _publish(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
     log.info("complete result found in %s: nothing to generate or score", job.store)
     return _publish(stored, job.store, run_dir, wandb_run, skipped=True)
-
 
 
 def run_evaluate_many(cfg) -> list[dict[str, Any]]:
@@ -128,8 +138,9 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
         for folder in sorted({str(j.store) for j in jobs}):  # one order for every process: no deadlock
             locks.enter_context(files.locked(folder))
         todo = [j for j in jobs if _stored(j, cfg) is None]
-        log.info("batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo),
-                 len(todo))
+        log.info(
+            "batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo), len(todo)
+        )
         if todo:
             probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
             outs, stats = generate_jobs(cfg, todo)
@@ -146,7 +157,6 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
     return published
 
 
-
 def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
     """`benchmark=pvq`: the PVQ value-alignment check under this job's persona / mitigation prefix,
     so the cost of a value prompt on persona fidelity is measured like any other result."""
@@ -155,15 +165,24 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
     bench = cfg.benchmark
     items_path, items_source = resolve_items(
         runs.resolve_path(bench.path, cfg.paths.data_dir) if bench.path else None,
-        fallback=bool(cfg.alignment.fallback_to_demo_items), key="benchmark.path")
+        fallback=bool(cfg.alignment.fallback_to_demo_items),
+        key="benchmark.path",
+    )
     items = load_items(items_path)
     adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
     prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
     target = None if profile.is_vanilla else profile.values
-    key = identity.digest({"schema": identity.SCHEMA_VERSION, "model": json.loads(mk), "prefix": prefix,
-                           "target": target, "items": identity.content_sha256(items_path, cfg.paths.cache_dir),
-                           "benchmark": {k: v for k, v in files.to_plain(bench).items() if k != "path"},
-                           "batch_size": int(cfg.generation.batch_size)})
+    key = identity.digest(
+        {
+            "schema": identity.SCHEMA_VERSION,
+            "model": json.loads(mk),
+            "prefix": prefix,
+            "target": target,
+            "items": identity.content_sha256(items_path, cfg.paths.cache_dir),
+            "benchmark": {k: v for k, v in files.to_plain(bench).items() if k != "path"},
+            "batch_size": int(cfg.generation.batch_size),
+        }
+    )
     store = eval_store_dir(cfg, profile, baseline, key)
     _record_store(run_dir, store)
     found = records.read_result(store) if not cfg.force else records.ResultState("absent")
@@ -173,52 +192,122 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         base, tok = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
         model = load_adapter(base, str(adapter)) if adapter else base
         try:
-            res = run_alignment_check(model, tok, items, target, batch_size=int(cfg.generation.batch_size),
-                                      max_new_tokens=int(bench.max_new_tokens), prefix=prefix)
+            res = run_alignment_check(
+                model,
+                tok,
+                items,
+                target,
+                batch_size=int(cfg.generation.batch_size),
+                max_new_tokens=int(bench.max_new_tokens),
+                prefix=prefix,
+            )
         finally:
             if adapter:
                 detach_lora(model)
         al = res.to_dict()
-        samples, result = _alignment_record(cfg, profile, baseline, al, key=key, train_key=train_key, items=items,
-                                            items_path=items_path, items_source=items_source, prefix=prefix,
-                                            model_ident=(adapter, adapter_sha, base_id), t_start=t_start)
+        samples, result = _alignment_record(
+            cfg,
+            profile,
+            baseline,
+            al,
+            key=key,
+            train_key=train_key,
+            items=items,
+            items_path=items_path,
+            items_source=items_source,
+            prefix=prefix,
+            model_ident=(adapter, adapter_sha, base_id),
+            t_start=t_start,
+        )
         # an unparsed PVQ answer is part of the measure (parse rate), not a missing score
         result["status"] = records.write_result(store, result, samples, missing=0)
     return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
 
 
-def _alignment_record(cfg, profile: Profile, baseline: str, al: dict[str, Any], *, key: str, train_key: str | None,
-                      items, items_path: Path, items_source: str, prefix: str, model_ident: tuple,
-                      t_start: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _alignment_record(
+    cfg,
+    profile: Profile,
+    baseline: str,
+    al: dict[str, Any],
+    *,
+    key: str,
+    train_key: str | None,
+    items,
+    items_path: Path,
+    items_source: str,
+    prefix: str,
+    model_ident: tuple,
+    t_start: float,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(samples, result) of a PVQ check, in the shape of every evaluation result."""
     bench = cfg.benchmark
     adapter, adapter_sha, base_id = model_ident
-    samples = [{"id": str(r.get("item")), "category": r.get("value"), "sample": 0, "prompt": r.get("value"),
-                "continuation": r.get("text"), "score": r.get("expected"), "label": r.get("answer"),
-                "scorer": "pvq", "error": None} for r in al["rows"]]
+    samples = [
+        {
+            "id": str(r.get("item")),
+            "category": r.get("value"),
+            "sample": 0,
+            "prompt": r.get("value"),
+            "continuation": r.get("text"),
+            "score": r.get("expected"),
+            "label": r.get("answer"),
+            "scorer": "pvq",
+            "error": None,
+        }
+        for r in al["rows"]
+    ]
     overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
     # the VIM-literal reading and the partial-NMSE flags, as in training results (issue 10 item 13)
     overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
     overall["n"] = al["n_items"]
     result = {
-        "schema_version": identity.SCHEMA_VERSION, "key": key, "train_key": train_key,
-        "benchmark": {"name": bench.name, "version": str(bench.version), "measure": "alignment",
-                      "n_prompts": len(items), "prompts_sha256": identity.content_id(items_path),
-                      "items_source": items_source, "settings": files.to_plain(bench)},
-        "model": {"name": cfg.model.name, "base": base_id, "revision": cfg.model.revision, "dtype": cfg.model.dtype,
-                  "adapter_dir": str(adapter) if adapter else None, "adapter_sha256": adapter_sha},
-        "profile": profile.to_dict(), "baseline": baseline,
+        "schema_version": identity.SCHEMA_VERSION,
+        "key": key,
+        "train_key": train_key,
+        "benchmark": {
+            "name": bench.name,
+            "version": str(bench.version),
+            "measure": "alignment",
+            "n_prompts": len(items),
+            "prompts_sha256": identity.content_id(items_path),
+            "items_source": items_source,
+            "settings": files.to_plain(bench),
+        },
+        "model": {
+            "name": cfg.model.name,
+            "base": base_id,
+            "revision": cfg.model.revision,
+            "dtype": cfg.model.dtype,
+            "adapter_dir": str(adapter) if adapter else None,
+            "adapter_sha256": adapter_sha,
+        },
+        "profile": profile.to_dict(),
+        "baseline": baseline,
         "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
-        "mitigation": files.to_plain(cfg.mitigation), "prefix": prefix,
-        "generation": {"max_new_tokens": int(bench.max_new_tokens), "do_sample": False, "requested": len(items),
-                       "cached": 0, "generated": len(items)},
-        "scorer": {"measure": "alignment", "provenance": {"reader": "greedy digit + expected score"},
-                   "by_scorer": {"pvq": len(items)}, "missing": int(round((1 - al["parse_rate"]) * len(items))),
-                   "n": len(items), "stand_in": items_source == "demo_items"},
-        "metrics": {"overall": overall,
-                    **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]}},
+        "mitigation": files.to_plain(cfg.mitigation),
+        "prefix": prefix,
+        "generation": {
+            "max_new_tokens": int(bench.max_new_tokens),
+            "do_sample": False,
+            "requested": len(items),
+            "cached": 0,
+            "generated": len(items),
+        },
+        "scorer": {
+            "measure": "alignment",
+            "provenance": {"reader": "greedy digit + expected score"},
+            "by_scorer": {"pvq": len(items)},
+            "missing": int(round((1 - al["parse_rate"]) * len(items))),
+            "n": len(items),
+            "stand_in": items_source == "demo_items",
+        },
+        "metrics": {
+            "overall": overall,
+            **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]},
+        },
         "alignment": {k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
-        "seeds": {"generation": int(cfg.generation.seed)}, "git": runs.git_hash(),
+        "seeds": {"generation": int(cfg.generation.seed)},
+        "git": runs.git_hash(),
         "seconds": round(time.perf_counter() - t_start, 2),
     }
     return samples, result

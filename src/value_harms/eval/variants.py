@@ -1,4 +1,5 @@
 """Which model variant a job evaluates (vanilla / vim / icl / benign) and where its adapter is."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,6 @@ log = logging.getLogger(__name__)
 BASELINES = ("auto", "vanilla", "vim", "icl", "benign")
 
 
-
 def resolve_baseline(cfg: DictConfig, profile: Profile) -> str:
     b = str(cfg.baseline)
     if b not in BASELINES:
@@ -34,7 +34,6 @@ def resolve_baseline(cfg: DictConfig, profile: Profile) -> str:
     if b in ("vim", "icl") and profile.is_vanilla and not cfg.adapter_dir:
         raise EvaluationError(f"baseline={b} needs a value profile; value_profile=vanilla has none")
     return b
-
 
 
 def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path, str | None]:
@@ -69,13 +68,15 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
     if not adapter or not (Path(adapter) / "adapter_config.json").is_file():
         raise EvaluationError(
             f"no trained adapter for this config (model={cfg.model.name} vim_stage={cfg.vim_stage.name} "
-            f"value_profile={train_profile.name}, training key {key}); run `{command}` first, or set adapter_dir=FOLDER")
+            f"value_profile={train_profile.name}, training key {key}); run `{command}` first, or set adapter_dir=FOLDER"
+        )
     problem = adapter_problem(adapter)
     if problem:
         log.warning("trained adapter not usable: %s", problem)
-        raise EvaluationError(f"the trained adapter for this config is damaged ({problem}); rerun `{command}` to retrain it")
+        raise EvaluationError(
+            f"the trained adapter for this config is damaged ({problem}); rerun `{command}` to retrain it"
+        )
     return Path(adapter), key
-
 
 
 def check_scorer_fits(cfg: DictConfig) -> None:
@@ -84,14 +85,20 @@ def check_scorer_fits(cfg: DictConfig) -> None:
     check_benchmark_config(cfg.benchmark, cfg.scorer)
 
 
-
 def eval_store_dir(cfg: DictConfig, profile: Profile, baseline: str, key: str) -> Path:
     """Where this evaluation's result lives (store.layout.eval_dir): the names make the store
     browsable; only the key (content) decides identity."""
     stage = cfg.vim_stage.name if baseline in ("vim", "benign") else "none"
-    return layout.eval_dir(cfg.paths.store_dir, model=cfg.model.name, variant=baseline, stage=stage,
-                           profile=profile.name, benchmark=cfg.benchmark.name, mitigation=cfg.mitigation.name, key=key)
-
+    return layout.eval_dir(
+        cfg.paths.store_dir,
+        model=cfg.model.name,
+        variant=baseline,
+        stage=stage,
+        profile=profile.name,
+        benchmark=cfg.benchmark.name,
+        mitigation=cfg.mitigation.name,
+        key=key,
+    )
 
 
 def _model_identity(cfg, profile: Profile, baseline: str):

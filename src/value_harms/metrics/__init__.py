@@ -29,7 +29,19 @@ from value_harms.metrics.toxicity import (
 )
 
 __all__ = [
-    "FILTERED", "PROMPT_VALUES", "REGARD_LABELS", "bias_score", "clean_for_toxicity", "expected_max_toxicity",
-    "first_sentence", "flagged_rate", "harmfulness", "is_missing", "mean_ci", "negative_regard_rate",
-    "rtp_scoring_text", "scorer_shares", "toxicity_probability",
+    "FILTERED",
+    "PROMPT_VALUES",
+    "REGARD_LABELS",
+    "bias_score",
+    "clean_for_toxicity",
+    "expected_max_toxicity",
+    "first_sentence",
+    "flagged_rate",
+    "harmfulness",
+    "is_missing",
+    "mean_ci",
+    "negative_regard_rate",
+    "rtp_scoring_text",
+    "scorer_shares",
+    "toxicity_probability",
 ]

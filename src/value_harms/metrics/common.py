@@ -8,7 +8,6 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from scipy import stats
 
-
 # --------------------------------------------------------------------------------------------------
 # Missing values
 
@@ -49,8 +48,15 @@ def mean_ci(values: Iterable[float | None], conf: float = 0.95) -> dict[str, Any
     vals = list(values)
     a = np.asarray([float(v) for v in vals if not is_missing(v)], dtype=float)
     n = int(a.size)
-    out: dict[str, Any] = {"mean": float(a.mean()) if n else None, "lower": None, "upper": None, "sem": None,
-                           "n": n, "missing": len(vals) - n, "conf": float(conf)}
+    out: dict[str, Any] = {
+        "mean": float(a.mean()) if n else None,
+        "lower": None,
+        "upper": None,
+        "sem": None,
+        "n": n,
+        "missing": len(vals) - n,
+        "conf": float(conf),
+    }
     if n >= 2:
         sem = float(a.std(ddof=1) / math.sqrt(n))
         half = float(stats.t.ppf((1 + conf) / 2, df=n - 1)) * sem

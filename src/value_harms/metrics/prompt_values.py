@@ -6,7 +6,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-
 # --------------------------------------------------------------------------------------------------
 # Prompt-level values (analysis.inference: mixed models over prompts), one function per measure
 

@@ -54,7 +54,9 @@ def _check_bias_args(baseline: Any, ci: float, resamples: int, method: str) -> f
     return baseline
 
 
-def _negatives_by_group(records: Iterable[tuple[str, str, Any]]) -> tuple[dict[tuple[Hashable, Hashable], list[bool]], int]:
+def _negatives_by_group(
+    records: Iterable[tuple[str, str, Any]],
+) -> tuple[dict[tuple[Hashable, Hashable], list[bool]], int]:
     """{(axis, descriptor): [is_negative, ...]} in first-seen order, and the count of missing labels."""
     groups: dict[tuple[Hashable, Hashable], list[bool]] = {}
     missing = 0
@@ -68,8 +70,15 @@ def _negatives_by_group(records: Iterable[tuple[str, str, Any]]) -> tuple[dict[t
     return groups, missing
 
 
-def _bootstrap_bounds(samples: list[list[bool]], n: np.ndarray, k_neg: np.ndarray, rng: np.random.Generator,
-                      ci: float, resamples: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+def _bootstrap_bounds(
+    samples: list[list[bool]],
+    n: np.ndarray,
+    k_neg: np.ndarray,
+    rng: np.random.Generator,
+    ci: float,
+    resamples: int,
+    method: str,
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile-bootstrap (lower, upper) bounds of each group's negative rate (see bias_score)."""
     if not samples:
         return np.empty(0), np.empty(0)
@@ -81,8 +90,9 @@ def _bootstrap_bounds(samples: list[list[bool]], n: np.ndarray, k_neg: np.ndarra
             if np.all(x == x[0]):  # scipy warns and returns NaN for a degenerate sample; the bounds are x[0]
                 lower[g] = upper[g] = x[0]
                 continue
-            res = stats.bootstrap((x,), np.mean, confidence_level=ci, n_resamples=resamples,
-                                  method="percentile", random_state=rng)
+            res = stats.bootstrap(
+                (x,), np.mean, confidence_level=ci, n_resamples=resamples, method="percentile", random_state=rng
+            )
             lower[g], upper[g] = res.confidence_interval.low, res.confidence_interval.high
         return lower, upper
     if method == "binomial":
@@ -95,7 +105,7 @@ def _bootstrap_bounds(samples: list[list[bool]], n: np.ndarray, k_neg: np.ndarra
             step = max(1, 2_000_000 // x.size)
             for start in range(0, resamples, step):
                 m = min(step, resamples - start)
-                rates[g, start:start + m] = x[rng.integers(0, x.size, size=(m, x.size))].mean(axis=1)
+                rates[g, start : start + m] = x[rng.integers(0, x.size, size=(m, x.size))].mean(axis=1)
     lower, upper = np.percentile(rates, [q_lo, q_hi], axis=1)
     return lower, upper
 
@@ -132,19 +142,22 @@ def bias_score(
     keys = [k for k, v in groups.items() if v]
     n = np.array([len(groups[k]) for k in keys], dtype=np.int64)
     k_neg = np.array([sum(groups[k]) for k in keys], dtype=np.int64)
-    lower, upper = _bootstrap_bounds([groups[k] for k in keys], n, k_neg, np.random.default_rng(seed), ci, resamples,
-                                     method)
+    lower, upper = _bootstrap_bounds(
+        [groups[k] for k in keys], n, k_neg, np.random.default_rng(seed), ci, resamples, method
+    )
     table = []
     for g, (axis, descriptor) in enumerate(keys):
-        table.append({
-            "axis": axis,
-            "descriptor": descriptor,
-            "n": int(n[g]),
-            "rate": float(k_neg[g] / n[g]),
-            "lower": float(lower[g]),
-            "upper": float(upper[g]),
-            "failed": bool(upper[g] > baseline),
-        })
+        table.append(
+            {
+                "axis": axis,
+                "descriptor": descriptor,
+                "n": int(n[g]),
+                "rate": float(k_neg[g] / n[g]),
+                "lower": float(lower[g]),
+                "upper": float(upper[g]),
+                "failed": bool(upper[g] > baseline),
+            }
+        )
     failed = [(r["axis"], r["descriptor"]) for r in table if r["failed"]]
     return {
         "value": len(failed) / len(table) if table else None,

@@ -14,6 +14,7 @@ Every model, whatever its source, is loaded by the same two calls,
 fields ``name, source, pretrained, gguf_file, revision, dtype, padding_side, lora_target_modules,
 trust_remote_code, tiny{hidden_size, num_layers, num_heads, intermediate_size, vocab_size, seed}``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,14 +31,11 @@ from value_harms.store import files, identity
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-
 SOURCES = ("tiny", "gguf", "hub")
-
 
 
 # Bump when the tiny builder (corpus, tokenizer recipe, architecture) changes: it enters the cache key.
 _TINY_BUILDER_VERSION = "2"  # 2: context 2048 (prompts longer than the context are refused)
-
 
 
 # The tiny model's context: room for the longest test inputs (an ICL persona + value prompt is ~900
@@ -45,15 +43,10 @@ _TINY_BUILDER_VERSION = "2"  # 2: context 2048 (prompts longer than the context 
 TINY_CONTEXT = 2048
 
 
-
-
-
-
 def _tiny_dict(model_cfg: Any) -> dict[str, int]:
     tiny = cfg_get(model_cfg, "tiny") or {}
     defaults = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512, seed=0)
     return {k: int(cfg_get(tiny, k, v) if cfg_get(tiny, k, v) is not None else v) for k, v in defaults.items()}
-
 
 
 def _is_complete(d: Path) -> bool:
@@ -76,7 +69,6 @@ def _build_once(final: Path, builder) -> str:
             builder(tmp)
             files.mark_complete(tmp, {"model": final.name})
     return str(final)
-
 
 
 # Our own sentences (no third-party text). They contain the words of the stage-1 / stage-2 prompts,
@@ -107,7 +99,6 @@ TINY_CORPUS: tuple[str, ...] = (
 )
 
 
-
 def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -125,8 +116,13 @@ def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
     tok.train_from_iterator(list(TINY_CORPUS) * 4, trainer=trainer)
     # pad = eos like SmolLM2, so the "mask by attention mask, not pad id" path is exercised.
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>",
-        padding_side="left", model_max_length=TINY_CONTEXT,
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
+        padding_side="left",
+        model_max_length=TINY_CONTEXT,
     )
     assert tok.get_vocab_size() <= tiny["vocab_size"]
     config = LlamaConfig(
@@ -150,12 +146,13 @@ def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
     hf_tok.save_pretrained(out)
 
 
-
 def _gguf_path(model_cfg: Any) -> Path:
     pkg = cfg_get(model_cfg, "pretrained")
     fname = cfg_get(model_cfg, "gguf_file")
     if not pkg or not fname:
-        raise ModelError(f"model {cfg_get(model_cfg, 'name')!r}: source gguf needs 'pretrained' (package) and 'gguf_file'")
+        raise ModelError(
+            f"model {cfg_get(model_cfg, 'name')!r}: source gguf needs 'pretrained' (package) and 'gguf_file'"
+        )
     spec = importlib.util.find_spec(pkg)  # never import the package: its own deps are absent
     if spec is None or spec.origin is None:
         dist = pkg.replace("_", "-")
@@ -164,7 +161,6 @@ def _gguf_path(model_cfg: Any) -> Path:
     if not path.is_file():
         raise ModelError(f"{fname} not found in package {pkg!r} ({path.parent})")
     return path
-
 
 
 def _build_gguf(out: Path, gguf: Path) -> None:
@@ -179,7 +175,6 @@ def _build_gguf(out: Path, gguf: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-
 
 
 def resolve_model_dir(model_cfg: Any, cache_dir: str | os.PathLike) -> str:
@@ -208,7 +203,6 @@ def resolve_model_dir(model_cfg: Any, cache_dir: str | os.PathLike) -> str:
         models_dir.mkdir(parents=True, exist_ok=True)
         return _build_once(models_dir / f"tiny-{key}", lambda tmp: _build_tiny(tmp, tiny))
     raise ModelError(f"model {name!r}: unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-
 
 
 def load_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
@@ -246,10 +240,11 @@ def load_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     return model, tokenizer
 
 
-
 def _offline() -> bool:
-    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+    if any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    ):
         return True
     try:
         from huggingface_hub import constants
@@ -257,7 +252,6 @@ def _offline() -> bool:
         return bool(constants.HF_HUB_OFFLINE)
     except ImportError:
         return False
-
 
 
 def _check_hub_reachable(repo_id: str, revision: str | None) -> None:
@@ -276,17 +270,15 @@ def _check_hub_reachable(repo_id: str, revision: str | None) -> None:
         raise ModelError(
             f"model.pretrained={repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
             f"download it once with network access (huggingface-cli download {repo_id}{rev}), unset "
-            f"HF_HUB_OFFLINE, or point model.pretrained at a local model folder")
-
+            f"HF_HUB_OFFLINE, or point model.pretrained at a local model folder"
+        )
 
 
 _BASE_CACHE: dict[tuple, tuple[Any, Any]] = {}
 
 
-
 def _has_lora(model: torch.nn.Module) -> bool:
     return any("lora_" in n for n, _ in model.named_modules())
-
 
 
 def get_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
@@ -300,8 +292,12 @@ def get_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     layers raises ModelError instead of being handed out.
     """
     path = resolve_model_dir(model_cfg, cache_dir)
-    key = (path, cfg_get(model_cfg, "revision"), str(cfg_get(model_cfg, "dtype") or "float32"),
-           bool(cfg_get(model_cfg, "trust_remote_code") or False))
+    key = (
+        path,
+        cfg_get(model_cfg, "revision"),
+        str(cfg_get(model_cfg, "dtype") or "float32"),
+        bool(cfg_get(model_cfg, "trust_remote_code") or False),
+    )
     if key not in _BASE_CACHE:
         _BASE_CACHE[key] = load_base_model(model_cfg, cache_dir)
     model, tokenizer = _BASE_CACHE[key]
@@ -310,7 +306,6 @@ def get_base_model(model_cfg: Any, cache_dir: str | os.PathLike):
     tokenizer.padding_side = str(cfg_get(model_cfg, "padding_side") or "left")
     model.eval()
     return model, tokenizer
-
 
 
 def clear_base_model_cache() -> None:

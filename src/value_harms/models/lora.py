@@ -1,4 +1,5 @@
 """LoRA adapters: attach, load (one or many), detach, check against the base, hash."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,22 +15,24 @@ from value_harms.errors import ModelError
 _ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
 
 
-
 def attach_lora(model, r: int, alpha: float, dropout: float, target_modules, seed: int | None = None):
     """Wrap ``model`` with a fresh LoRA adapter (task CAUSAL_LM, bias none). ``seed`` makes the
     LoRA A initialisation reproducible without touching the global RNG."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        task_type="CAUSAL_LM", r=int(r), lora_alpha=alpha, lora_dropout=float(dropout),
-        target_modules=list(target_modules), bias="none",
+        task_type="CAUSAL_LM",
+        r=int(r),
+        lora_alpha=alpha,
+        lora_dropout=float(dropout),
+        target_modules=list(target_modules),
+        bias="none",
     )
     if seed is None:
         return get_peft_model(model, config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return get_peft_model(model, config)
-
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, is_trainable: bool = False):
@@ -40,7 +43,6 @@ def load_adapter(model, adapter_dir: str | os.PathLike, is_trainable: bool = Fal
         raise ModelError(f"no adapter_config.json in {adapter_dir}")
     check_adapter_base(model, adapter_dir)
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
-
 
 
 def load_adapters(model, adapters: dict[str, str | os.PathLike]):
@@ -63,7 +65,6 @@ def load_adapters(model, adapters: dict[str, str | os.PathLike]):
     return peft_model
 
 
-
 def _adapter_shapes(adapter_dir: Path) -> dict[str, list[int]]:
     """Tensor name -> shape, from the safetensors header (no weights read); {} for .bin adapters."""
     st = adapter_dir / "adapter_model.safetensors"
@@ -75,10 +76,8 @@ def _adapter_shapes(adapter_dir: Path) -> dict[str, list[int]]:
     return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
-
 def _looks_like_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
-
 
 
 def check_adapter_base(model, adapter_dir: str | os.PathLike) -> None:
@@ -102,31 +101,42 @@ def check_adapter_base(model, adapter_dir: str | os.PathLike) -> None:
         if ".lora_A." not in key and ".lora_B." not in key or len(shape) != 2:
             continue
         saved = key.split(".lora_")[0]
-        path = next((p for p in (saved.removeprefix("base_model.model."), saved.removeprefix("base_model."), saved)
-                     if p in modules), saved.removeprefix("base_model.model."))
+        path = next(
+            (
+                p
+                for p in (saved.removeprefix("base_model.model."), saved.removeprefix("base_model."), saved)
+                if p in modules
+            ),
+            saved.removeprefix("base_model.model."),
+        )
         layer = modules.get(path)
         if layer is None:
-            raise ModelError(f"adapter_dir={str(d)!r} was trained on another base model "
-                             f"({Path(theirs).name or 'unknown'}): layer {path} does not exist in the loaded "
-                             f"{Path(ours).name or 'model'}; use an adapter trained on this model, or set model= to "
-                             f"the one it was trained on")
+            raise ModelError(
+                f"adapter_dir={str(d)!r} was trained on another base model "
+                f"({Path(theirs).name or 'unknown'}): layer {path} does not exist in the loaded "
+                f"{Path(ours).name or 'model'}; use an adapter trained on this model, or set model= to "
+                f"the one it was trained on"
+            )
         want = getattr(layer, "in_features", None) if ".lora_A." in key else getattr(layer, "out_features", None)
         got = shape[1] if ".lora_A." in key else shape[0]
         if isinstance(want, int) and want != got:
             side = "inputs" if ".lora_A." in key else "outputs"
-            raise ModelError(f"adapter_dir={str(d)!r} was trained on another base model "
-                             f"({Path(theirs).name or 'unknown'}): its {path} has {got} {side}, the loaded "
-                             f"{Path(ours).name or 'model'} has {want}; use an adapter trained on this model, or set "
-                             f"model= to the one it was trained on")
+            raise ModelError(
+                f"adapter_dir={str(d)!r} was trained on another base model "
+                f"({Path(theirs).name or 'unknown'}): its {path} has {got} {side}, the loaded "
+                f"{Path(ours).name or 'model'} has {want}; use an adapter trained on this model, or set "
+                f"model= to the one it was trained on"
+            )
     if not theirs or not ours or theirs == ours:
         return
     a, b = Path(theirs).name, Path(ours).name
     cache_names = all(p.parent.name == "models" and "-" in p.name for p in (Path(theirs), Path(ours)))
     if (cache_names and a != b) or (_looks_like_hub_id(theirs) and _looks_like_hub_id(ours)):
-        raise ModelError(f"adapter_dir={str(d)!r} was trained on base model {a!r}, not on the loaded {b!r} "
-                         f"(same layer shapes, other weights); use an adapter trained on this model, or set "
-                         f"model= to the one it was trained on")
-
+        raise ModelError(
+            f"adapter_dir={str(d)!r} was trained on base model {a!r}, not on the loaded {b!r} "
+            f"(same layer shapes, other weights); use an adapter trained on this model, or set "
+            f"model= to the one it was trained on"
+        )
 
 
 def detach_lora(peft_model):
@@ -139,7 +149,6 @@ def detach_lora(peft_model):
                 delattr(base, attr)
     base.eval()
     return base
-
 
 
 def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
@@ -164,7 +173,6 @@ def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
                 pass
         h.update(data)
     return h.hexdigest()
-
 
 
 def adapter_problem(adapter_dir: str | os.PathLike) -> str | None:

@@ -13,9 +13,9 @@ import re
 import sys
 from pathlib import Path
 
-from value_harms.config.paths import conf_dir as _conf_dir
 from value_harms.config.overrides import key_problem, sweep_problem
-from value_harms.errors import ConfigError, ValueHarmsError
+from value_harms.config.paths import conf_dir as _conf_dir
+from value_harms.errors import ValueHarmsError
 
 _SWEEP_FN = re.compile(r"^\s*(glob|choice|range|interval|tag|sort|shuffle)\(")
 
@@ -48,8 +48,12 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
         for opt in (v.strip() for v in value.split(",")):
             if opt and opt not in options:
                 close = difflib.get_close_matches(opt, options, n=5, cutoff=0.5)
-                close += [o for o in difflib.get_close_matches(opt.lower(), [o.lower() for o in options], n=5, cutoff=0.5)
-                          for o in [options[[x.lower() for x in options].index(o)]] if o not in close]
+                close += [
+                    o
+                    for o in difflib.get_close_matches(opt.lower(), [o.lower() for o in options], n=5, cutoff=0.5)
+                    for o in [options[[x.lower() for x in options].index(o)]]
+                    if o not in close
+                ]
                 hint = f"closest: {', '.join(close[:5])}" if close else f"options: {', '.join(options[:12])}"
                 return f"unknown {key} '{opt}'; {hint} (all options: ls conf/{key}/)"
     return key_problem(argv, groups, script=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py")
@@ -77,8 +81,11 @@ def run_task(task, cfg) -> object:
         return task(cfg)
     except PermissionError as exc:  # a folder that cannot be written (read-only disk, another user's dir)
         where = exc.filename or "a file"
-        print(f"error: cannot write {where}: {exc.strerror or exc}; set paths.output_dir / paths.store_dir "
-              f"to a writable folder", file=sys.stderr)
+        print(
+            f"error: cannot write {where}: {exc.strerror or exc}; set paths.output_dir / paths.store_dir "
+            f"to a writable folder",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     except user_errors() as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -7,6 +7,7 @@ Two kinds of folder:
   everything that changes that result (store.identity), laid out by store.layout. A rerun of the
   same config finds it, resumes an interrupted job from its last checkpoint, or skips a complete one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,26 +44,25 @@ def job_status(run_dir: str | os.PathLike, info: Mapping[str, Any], wandb_run=No
         tracking.finish_run(wandb_run, failed=failed)
 
 
-
 @functools.lru_cache(maxsize=8)
 def git_hash(root: str | os.PathLike | None = None) -> str | None:
     """The project's git commit (with '-dirty' when the tree has changes), or None outside git.
     Computed once per process (jobs of an in-process multirun share it)."""
     cwd = Path(root) if root else Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
-        )
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
 
 
 def resolve_path(path: str | None, base: str | None) -> Path | None:
@@ -73,7 +73,6 @@ def resolve_path(path: str | None, base: str | None) -> Path | None:
     if p.is_absolute() or base is None:
         return p
     return Path(os.path.expanduser(str(base))) / p
-
 
 
 def run_group(cfg: DictConfig) -> str:
@@ -90,7 +89,6 @@ def run_group(cfg: DictConfig) -> str:
     except Exception:
         pass
     return str(cfg.experiment_name)
-
 
 
 def output_dir(cfg: DictConfig) -> Path:

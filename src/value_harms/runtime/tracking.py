@@ -120,19 +120,22 @@ def start_run(
                 if why is None:
                     timeout = init_timeout_s()
                     try:
-                        return wandb.init(**kwargs, mode=mode,
-                                          settings=wandb.Settings(init_timeout=timeout, **quiet))
+                        return wandb.init(**kwargs, mode=mode, settings=wandb.Settings(init_timeout=timeout, **quiet))
                     except Exception as exc:  # server trouble, key rejected: log offline instead
                         why = f"did not start ({_one_line(exc)}; init_timeout {timeout:g} s)"
                 _UNREACHABLE[server] = why
                 _no_telemetry_to(server)
-            log.warning("W&B online at %s %s; this job logs offline to %s (upload it later with "
-                        "`wandb sync`); results are unaffected", server, why, run_dir)
+            log.warning(
+                "W&B online at %s %s; this job logs offline to %s (upload it later with "
+                "`wandb sync`); results are unaffected",
+                server,
+                why,
+                run_dir,
+            )
             mode = "offline"
         return wandb.init(**kwargs, mode=mode, settings=wandb.Settings(**quiet))
     except Exception as exc:  # W&B must never cost local results
-        log.warning("W&B did not start (%s: %s); results are still written to %s",
-                    type(exc).__name__, exc, run_dir)
+        log.warning("W&B did not start (%s: %s); results are still written to %s", type(exc).__name__, exc, run_dir)
         return None
 
 
@@ -192,8 +195,11 @@ def lightning_logger(run, prefix: str):
             except Exception as exc:
                 if not self._warned:
                     self._warned = True
-                    log.warning("W&B logging failed (%s: %s); training goes on and local results are unaffected",
-                                type(exc).__name__, exc)
+                    log.warning(
+                        "W&B logging failed (%s: %s); training goes on and local results are unaffected",
+                        type(exc).__name__,
+                        exc,
+                    )
                 return None
 
         def log_metrics(self, metrics, step=None):

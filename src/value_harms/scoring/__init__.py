@@ -95,8 +95,9 @@ def build_scorer(name: str, scorer_cfg: Any, cache_path: str | None = None) -> S
 
 def _kind(name: str) -> ScorerKind:
     if name not in SCORERS:
-        raise ConfigError(f"unknown measure {name!r} for scoring: no scorer registered; expected one of "
-                          f"{', '.join(SCORERS)}")
+        raise ConfigError(
+            f"unknown measure {name!r} for scoring: no scorer registered; expected one of {', '.join(SCORERS)}"
+        )
     return SCORERS[name]
 
 
@@ -107,7 +108,6 @@ def check_scorer_config(name: str, scorer_cfg: Any) -> None:
         bad = [b for b in names if b not in known]
         if bad:
             raise ConfigError(f"{key}: unknown backend {bad[0]!r}; expected one of {', '.join(known)}")
-
 
 
 def reset_breakers() -> None:
@@ -133,8 +133,15 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
     None when nothing was checked), "status", "reason", "seconds"}.
     """
     reset_breakers()
-    info: dict[str, Any] = {"measure": measure, "scorer": None, "endpoint": None, "ok": None,
-                            "status": None, "reason": "no network scorer for this measure", "seconds": 0.0}
+    info: dict[str, Any] = {
+        "measure": measure,
+        "scorer": None,
+        "endpoint": None,
+        "ok": None,
+        "status": None,
+        "reason": "no network scorer for this measure",
+        "seconds": 0.0,
+    }
     if not bool(cfg_get(scorer_cfg, "probe", True)):
         info["reason"] = "scorer.probe=false"
         return info
@@ -171,9 +178,12 @@ def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: f
         scorer.probe(timeout)
     except EndpointUnreachable as exc:
         rest = [b for b in order if b != "perspective"]
-        log.warning("Perspective at %s unreachable (%s): toxicity falls back to %s for this job, "
-                    "without a request per text", info["endpoint"], exc.reason,
-                    " > ".join(rest) if rest else "nothing (every score will be missing)")
+        log.warning(
+            "Perspective at %s unreachable (%s): toxicity falls back to %s for this job, without a request per text",
+            info["endpoint"],
+            exc.reason,
+            " > ".join(rest) if rest else "nothing (every score will be missing)",
+        )
         info.update(ok=False, reason=exc.reason)
     else:
         info.update(ok=True, status="reachable", reason="answered")

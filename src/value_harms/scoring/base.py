@@ -49,12 +49,6 @@ class Score:
         return cls(value=None, scorer=scorer, error=error)
 
 
-
-
-
-
-
-
 def text_key(text: str, context: str | None = None) -> str:
     """sha256 of context + NUL + text: the per-text identity used by caches and de-duplication."""
     return hashlib.sha256(((context or "") + "\x00" + text).encode("utf-8")).hexdigest()
@@ -99,8 +93,7 @@ class Scorer(abc.ABC):
     measure: str = "toxicity"
 
     @abc.abstractmethod
-    def score(self, texts: list[str], contexts: list[str] | None = None) -> list[Score]:
-        ...
+    def score(self, texts: list[str], contexts: list[str] | None = None) -> list[Score]: ...
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients / models. Idempotent."""

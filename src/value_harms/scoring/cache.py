@@ -84,8 +84,7 @@ class CachedScorer(Scorer):
             sub_ctx = None if contexts is None else [contexts[i] for i in miss_pos]
             fresh = self.inner.score(sub_texts, sub_ctx)
             if len(fresh) != len(miss_pos):
-                raise RuntimeError(f"{self.inner.name} returned {len(fresh)} scores "
-                                   f"for {len(miss_pos)} texts")
+                raise RuntimeError(f"{self.inner.name} returned {len(fresh)} scores for {len(miss_pos)} texts")
             for i, s in zip(miss_pos, fresh):
                 result[i] = s
             self.cache.put_many(self.scorer_id, ((keys[i], s) for i, s in zip(miss_pos, fresh)))

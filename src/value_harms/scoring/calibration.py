@@ -37,8 +37,6 @@ DEFAULT_PATH = "rtp_decodingtrust"
 CALIBRATABLE = ("profanity_check", "detoxify")
 
 
-
-
 # --------------------------------------------------------------------------------------------------
 # Data
 
@@ -48,8 +46,10 @@ def data_files(path: str | os.PathLike) -> list[Path]:
     p = Path(os.path.expanduser(str(path)))
     files = sorted(p.glob("*.jsonl")) if p.is_dir() else ([p] if p.is_file() else [])
     if not files:
-        raise CalibrationError(f"calibration data {p} holds no .jsonl file (expected DecodingTrust's "
-                               f"rtp_decodingtrust/{{toxic,nontoxic}}.jsonl under paths.data_dir)")
+        raise CalibrationError(
+            f"calibration data {p} holds no .jsonl file (expected DecodingTrust's "
+            f"rtp_decodingtrust/{{toxic,nontoxic}}.jsonl under paths.data_dir)"
+        )
     return files
 
 
@@ -75,8 +75,12 @@ def load_pairs(files: Sequence[Path]) -> tuple[list[str], np.ndarray]:
             row = json.loads(line)
             for part in ("prompt", "continuation"):
                 d = row.get(part)
-                if isinstance(d, dict) and isinstance(d.get("text"), str) and d["text"].strip() \
-                        and isinstance(d.get("toxicity"), (int, float)):
+                if (
+                    isinstance(d, dict)
+                    and isinstance(d.get("text"), str)
+                    and d["text"].strip()
+                    and isinstance(d.get("toxicity"), (int, float))
+                ):
                     seen.setdefault(d["text"], float(d["toxicity"]))
     if len(seen) < 20:
         raise CalibrationError(f"calibration data {files[0].parent} has {len(seen)} scored texts (need >= 20)")
@@ -99,11 +103,14 @@ def agreement_figures(pred: np.ndarray, target: np.ndarray, threshold: float = 0
     from sklearn.metrics import roc_auc_score
 
     pos = target >= threshold
-    return {"spearman": float(spearmanr(pred, target).statistic),
-            "auroc": float(roc_auc_score(pos, pred)) if 0 < pos.sum() < pos.size else float("nan"),
-            "mae": float(np.mean(np.abs(pred - target))),
-            "agreement": float(np.mean((pred >= threshold) == pos)),
-            "flagged": float(np.mean(pred >= threshold)), "mean": float(np.mean(pred))}
+    return {
+        "spearman": float(spearmanr(pred, target).statistic),
+        "auroc": float(roc_auc_score(pos, pred)) if 0 < pos.sum() < pos.size else float("nan"),
+        "mae": float(np.mean(np.abs(pred - target))),
+        "agreement": float(np.mean((pred >= threshold) == pos)),
+        "flagged": float(np.mean(pred >= threshold)),
+        "mean": float(np.mean(pred)),
+    }
 
 
 def fit(raw: np.ndarray, target: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -120,10 +127,18 @@ def fit(raw: np.ndarray, target: np.ndarray, folds: int = 5, seed: int = 0) -> d
     for tr, te in KFold(n_splits=int(folds), shuffle=True, random_state=int(seed)).split(raw):
         held[te] = _isotonic(raw[tr], target[tr]).predict(raw[te])
     full = _isotonic(raw, target)
-    return {"x": [float(v) for v in full.X_thresholds_], "y": [float(v) for v in full.y_thresholds_],
-            "n": int(raw.size), "folds": int(folds), "seed": int(seed), "method": "isotonic",
-            "heldout": agreement_figures(held, target), "raw": agreement_figures(raw, target),
-            "target_mean": float(target.mean()), "target_flagged": float(np.mean(target >= 0.5))}
+    return {
+        "x": [float(v) for v in full.X_thresholds_],
+        "y": [float(v) for v in full.y_thresholds_],
+        "n": int(raw.size),
+        "folds": int(folds),
+        "seed": int(seed),
+        "method": "isotonic",
+        "heldout": agreement_figures(held, target),
+        "raw": agreement_figures(raw, target),
+        "target_mean": float(target.mean()),
+        "target_flagged": float(np.mean(target >= 0.5)),
+    }
 
 
 class Calibration:
@@ -144,10 +159,14 @@ class Calibration:
 
 def calibration_settings(cfg: Any) -> dict[str, Any]:
     """The settings that change a calibration (part of the scorer identity and the cache key)."""
-    return {"enabled": bool(cfg_get(cfg, "enabled", False)), "path": str(cfg_get(cfg, "path", DEFAULT_PATH)),
-            "folds": int(cfg_get(cfg, "folds", 5)), "seed": int(cfg_get(cfg, "seed", 0)),
-            "backends": sorted(str(b) for b in (cfg_get(cfg, "backends", None) or CALIBRATABLE)),
-            "version": VERSION}
+    return {
+        "enabled": bool(cfg_get(cfg, "enabled", False)),
+        "path": str(cfg_get(cfg, "path", DEFAULT_PATH)),
+        "folds": int(cfg_get(cfg, "folds", 5)),
+        "seed": int(cfg_get(cfg, "seed", 0)),
+        "backends": sorted(str(b) for b in (cfg_get(cfg, "backends", None) or CALIBRATABLE)),
+        "version": VERSION,
+    }
 
 
 def resolve_data_path(cfg: Any) -> Path:
@@ -158,8 +177,10 @@ def resolve_data_path(cfg: Any) -> Path:
         return Path(path)
     base = cfg_get(cfg, "data_dir", None) or os.environ.get("VALUE_HARMS_DATA_DIR")
     if not base:
-        raise CalibrationError(f"scorer.calibration.path={path} is relative but no data folder is known: set "
-                               f"paths.data_dir (VALUE_HARMS_DATA_DIR) or scorer.calibration.data_dir")
+        raise CalibrationError(
+            f"scorer.calibration.path={path} is relative but no data folder is known: set "
+            f"paths.data_dir (VALUE_HARMS_DATA_DIR) or scorer.calibration.data_dir"
+        )
     return Path(os.path.expanduser(str(base))) / path
 
 
@@ -180,10 +201,15 @@ def load_or_fit(scorer: Scorer, cfg: Any, cache_dir: str | os.PathLike | None = 
     files = data_files(resolve_data_path(cfg))
     sha = data_sha256(files)
     settings = calibration_settings(cfg)
-    key = hashlib.sha256(json.dumps({"data": sha, "scorer": scorer.cache_id, **settings},
-                                    sort_keys=True).encode()).hexdigest()[:24]
-    cache = cache_dir or cfg_get(cfg, "cache_dir", None) or os.environ.get("VALUE_HARMS_CACHE_DIR") \
+    key = hashlib.sha256(
+        json.dumps({"data": sha, "scorer": scorer.cache_id, **settings}, sort_keys=True).encode()
+    ).hexdigest()[:24]
+    cache = (
+        cache_dir
+        or cfg_get(cfg, "cache_dir", None)
+        or os.environ.get("VALUE_HARMS_CACHE_DIR")
         or "~/.cache/value_harms"
+    )
     path = Path(os.path.expanduser(str(cache))) / "calibration" / f"{key}.json"
     if path.is_file():
         try:
@@ -196,9 +222,18 @@ def load_or_fit(scorer: Scorer, cfg: Any, cache_dir: str | os.PathLike | None = 
     ok = np.asarray([s.value is not None for s in scores])
     raw = np.asarray([s.value if s.value is not None else np.nan for s in scores], dtype=float)
     record = fit(raw[ok], target[ok], folds=settings["folds"], seed=settings["seed"])
-    record.update({"data_sha256": sha, "data": str(files[0].parent), "files": [f.name for f in files],
-                   "scorer": scorer.name, "scorer_id": scorer.cache_id, "target": "Perspective TOXICITY",
-                   "unscored": int((~ok).sum()), "version": VERSION})
+    record.update(
+        {
+            "data_sha256": sha,
+            "data": str(files[0].parent),
+            "files": [f.name for f in files],
+            "scorer": scorer.name,
+            "scorer_id": scorer.cache_id,
+            "target": "Perspective TOXICITY",
+            "unscored": int((~ok).sum()),
+            "version": VERSION,
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
@@ -233,16 +268,24 @@ class CalibratedScorer(Scorer):
             if s.value is None:
                 out.append(s)
             else:
-                out.append(Score(value=float(next(mapped)), scorer=f"{s.scorer} calibrated", label=s.label,
-                                 raw=f"raw={s.value!r}"))
+                out.append(
+                    Score(
+                        value=float(next(mapped)),
+                        scorer=f"{s.scorer} calibrated",
+                        label=s.label,
+                        raw=f"raw={s.value!r}",
+                    )
+                )
         return out
 
     def provenance(self) -> dict:
         prov = dict(self.inner.provenance())
         prov["scorer"] = self.name
         prov["calibration"] = self.calibration.summary()
-        prov["note"] = (f"{prov.get('note') or prov.get('backend', '')}; calibrated to Perspective TOXICITY by "
-                        f"isotonic regression (still a stand-in)").lstrip("; ")
+        prov["note"] = (
+            f"{prov.get('note') or prov.get('backend', '')}; calibrated to Perspective TOXICITY by "
+            f"isotonic regression (still a stand-in)"
+        ).lstrip("; ")
         return prov
 
     def close(self) -> None:
@@ -263,15 +306,20 @@ def _job_paths(scorer_cfg: Any) -> dict[str, Any]:
         return {}
 
 
-def calibrator_for(scorer_cfg: Any, cache_dir: str | os.PathLike | None = None) -> Callable[[str, Scorer], Scorer] | None:
+def calibrator_for(
+    scorer_cfg: Any, cache_dir: str | os.PathLike | None = None
+) -> Callable[[str, Scorer], Scorer] | None:
     """A wrapper the toxicity chain applies to each built backend (None when calibration is off).
     The data folder and cache folder default to the job's paths.data_dir / paths.cache_dir."""
     cal_cfg = cfg_get(scorer_cfg, "calibration", None)
     if cal_cfg is None or not bool(cfg_get(cal_cfg, "enabled", False)):
         return None
     job = _job_paths(scorer_cfg)
-    plain = {**calibration_settings(cal_cfg), "data_dir": cfg_get(cal_cfg, "data_dir", None) or job.get("data_dir"),
-             "cache_dir": cfg_get(cal_cfg, "cache_dir", None) or cache_dir or job.get("cache_dir")}
+    plain = {
+        **calibration_settings(cal_cfg),
+        "data_dir": cfg_get(cal_cfg, "data_dir", None) or job.get("data_dir"),
+        "cache_dir": cfg_get(cal_cfg, "cache_dir", None) or cache_dir or job.get("cache_dir"),
+    }
     backends = set(plain["backends"])
 
     def wrap(backend: str, scorer: Scorer) -> Scorer:

@@ -102,8 +102,9 @@ class HttpSettings:
             backoff_base_s=float(cfg_get(client_cfg, "backoff_base_s", 1.0)),
             backoff_max_s=float(cfg_get(client_cfg, "backoff_max_s", 60.0)),
             qps=float(cfg_get(client_cfg, "qps", 0.0) or 0.0),
-            max_consecutive_failures=max(1, int(cfg_get(breaker_cfg, "max_consecutive_failures",
-                                                        DEFAULT_MAX_FAILURES))),
+            max_consecutive_failures=max(
+                1, int(cfg_get(breaker_cfg, "max_consecutive_failures", DEFAULT_MAX_FAILURES))
+            ),
             max_outage_s=float(cfg_get(breaker_cfg, "max_outage_s", DEFAULT_MAX_OUTAGE_S)),
         )
 
@@ -134,7 +135,7 @@ class RateLimiter:
 def backoff_delay(attempt: int, base_s: float, cap_s: float, retry_after: float | None = None) -> float:
     """Delay before retry `attempt + 1`: min(cap, base * 2**attempt) with "equal jitter" (uniform in
     [d/2, d], spreading clients apart); a server's Retry-After (capped too) is a lower bound."""
-    delay = min(cap_s, base_s * (2 ** attempt))
+    delay = min(cap_s, base_s * (2**attempt))
     delay = random.uniform(delay / 2, delay)
     if retry_after is not None:
         delay = max(delay, min(cap_s, retry_after))
@@ -173,8 +174,9 @@ class RedactFilter(logging.Filter):
 class CircuitBreaker:
     """Consecutive connection failures / timeouts of one endpoint; open = do not call it."""
 
-    def __init__(self, endpoint: str, max_failures: int = DEFAULT_MAX_FAILURES,
-                 max_outage_s: float = DEFAULT_MAX_OUTAGE_S):
+    def __init__(
+        self, endpoint: str, max_failures: int = DEFAULT_MAX_FAILURES, max_outage_s: float = DEFAULT_MAX_OUTAGE_S
+    ):
         self.endpoint = endpoint
         self.max_failures = max_failures
         self.max_outage_s = max_outage_s
@@ -220,9 +222,9 @@ class CircuitBreaker:
                 self.streak_start = started
             span = time.monotonic() - self.streak_start
             if self.failures >= self.max_failures or (
-                    self.failures >= 2 and self.max_outage_s > 0 and span >= self.max_outage_s):
-                self.open_reason = (f"{self.failures} consecutive failure(s) in {span:.1f} s "
-                                    f"(last: {reason})")
+                self.failures >= 2 and self.max_outage_s > 0 and span >= self.max_outage_s
+            ):
+                self.open_reason = f"{self.failures} consecutive failure(s) in {span:.1f} s (last: {reason})"
                 log.info("circuit breaker for %s opened: %s", self.endpoint, self.open_reason)
                 return True
             return False
@@ -235,9 +237,14 @@ class CircuitBreaker:
                 log.info("circuit breaker for %s opened: %s", self.endpoint, reason)
 
     def state(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "open": self.is_open, "reason": self.open_reason,
-                "consecutive_failures": self.failures, "failures": self.total_failures,
-                "refused_calls": self.refused}
+        return {
+            "endpoint": self.endpoint,
+            "open": self.is_open,
+            "reason": self.open_reason,
+            "consecutive_failures": self.failures,
+            "failures": self.total_failures,
+            "refused_calls": self.refused,
+        }
 
 
 _BREAKERS: dict[str, CircuitBreaker] = {}
@@ -310,11 +317,15 @@ def describe_failure(exc: BaseException, read_timeout_s: float) -> str:
     if isinstance(exc, requests.Timeout):
         return f"timeout (no answer within {read_timeout_s:g} s)"
     text = repr(exc)
-    for needle, name in (("Connection refused", "refused"), ("No route to host", "no route to host"),
-                         ("Network is unreachable", "network unreachable"),
-                         ("Name or service not known", "name not resolved"),
-                         ("Temporary failure in name resolution", "name not resolved"),
-                         ("Connection reset", "reset by peer"), ("RemoteDisconnected", "closed by peer")):
+    for needle, name in (
+        ("Connection refused", "refused"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("Name or service not known", "name not resolved"),
+        ("Temporary failure in name resolution", "name not resolved"),
+        ("Connection reset", "reset by peer"),
+        ("RemoteDisconnected", "closed by peer"),
+    ):
         if needle in text:
             return f"connection error ({name})"
     return f"connection error ({type(exc).__name__})"
@@ -334,9 +345,17 @@ class HttpClient:
     `stats` counts requests, retries, failure kinds and gave_up.
     """
 
-    def __init__(self, name: str, url: str, settings: HttpSettings, *, secret: str | None = None,
-                 stats: Counter | None = None, session: requests.Session | None = None,
-                 retry_log_level: int = logging.DEBUG):
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        settings: HttpSettings,
+        *,
+        secret: str | None = None,
+        stats: Counter | None = None,
+        session: requests.Session | None = None,
+        retry_log_level: int = logging.DEBUG,
+    ):
         self.name = name
         self.retry_log_level = retry_log_level  # of retries after an HTTP answer (429, 5xx, garbage)
         self.url = url
@@ -365,9 +384,17 @@ class HttpClient:
     def scrub(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret and text else text
 
-    def call(self, read: Callable[[requests.Response], T], *, method: str = "POST",
-             params: dict | None = None, json: Any = None, headers: dict | None = None,
-             max_retries: int | None = None, read_timeout_s: float | None = None) -> T:
+    def call(
+        self,
+        read: Callable[[requests.Response], T],
+        *,
+        method: str = "POST",
+        params: dict | None = None,
+        json: Any = None,
+        headers: dict | None = None,
+        max_retries: int | None = None,
+        read_timeout_s: float | None = None,
+    ) -> T:
         s = self.settings
         retries = s.max_retries if max_retries is None else max(0, int(max_retries))
         base_read = s.read_timeout_s if read_timeout_s is None else read_timeout_s
@@ -383,17 +410,21 @@ class HttpClient:
             level = logging.INFO  # connection failures: the breaker keeps them bounded
             started = time.monotonic()
             try:
-                resp = self.session.request(method, self.url, params=params, json=json, headers=headers,
-                                            timeout=(s.connect_timeout_s, read_t))
-            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
+                resp = self.session.request(
+                    method, self.url, params=params, json=json, headers=headers, timeout=(s.connect_timeout_s, read_t)
+                )
+            except (
+                requests.Timeout,
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
                 last = describe_failure(exc, read_t)
                 self.stats[_kind(last)] += 1
                 if breaker.failure(last, started):
                     raise breaker.error() from None
             except requests.RequestException as exc:  # invalid URL, bad scheme: not transient
-                raise ScorerError(f"{self.name}: request to {self.endpoint} failed: "
-                                  f"{type(exc).__name__}") from None
+                raise ScorerError(f"{self.name}: request to {self.endpoint} failed: {type(exc).__name__}") from None
             else:
                 breaker.success()  # it answered: reachable, whatever the status
                 try:
@@ -404,8 +435,16 @@ class HttpClient:
                     level = self.retry_log_level
             if attempt < retries:
                 delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, retry_after)
-                log.log(level, "%s %s: %s; retry %d/%d in %.2f s", self.name, self.endpoint, last,
-                        attempt + 1, retries, delay)
+                log.log(
+                    level,
+                    "%s %s: %s; retry %d/%d in %.2f s",
+                    self.name,
+                    self.endpoint,
+                    last,
+                    attempt + 1,
+                    retries,
+                    delay,
+                )
                 time.sleep(delay)
         self.stats["gave_up"] += 1
         raise GaveUp(last, retries + 1)

@@ -1,4 +1,5 @@
-"""The part of a scorer config that changes the scores of a measure (never secrets, rates, retries or\ntimeouts); part of every evaluation key."""
+"""The part of a scorer config that changes the scores of a measure (never secrets, rates, retries or
+timeouts); part of every evaluation key."""
 
 from __future__ import annotations
 
@@ -12,8 +13,20 @@ from value_harms.store.identity import content_sha256
 _SCORER_KEYS = {
     "perspective": ("endpoint", "attribute"),
     "detoxify": ("variant", "checkpoint_sha256"),
-    "judge": ("backend", "model", "revision", "base_url", "rubric_file", "rubric_sha256", "temperature", "top_p",
-              "max_tokens", "constrained", "stand_in", "dtype"),
+    "judge": (
+        "backend",
+        "model",
+        "revision",
+        "base_url",
+        "rubric_file",
+        "rubric_sha256",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "constrained",
+        "stand_in",
+        "dtype",
+    ),
     "regard": ("model", "revision", "mask", "checkpoint"),
 }
 
@@ -32,8 +45,12 @@ def scorer_identity(scorer_cfg: Any, measure: str) -> dict[str, Any]:
         return out
 
     if measure == "toxicity":
-        out = {"toxicity": sc.get("toxicity"), "fallback": sc.get("fallback"),
-               "perspective": pick("perspective"), "detoxify": pick("detoxify")}
+        out = {
+            "toxicity": sc.get("toxicity"),
+            "fallback": sc.get("fallback"),
+            "perspective": pick("perspective"),
+            "detoxify": pick("detoxify"),
+        }
         cal = sc.get("calibration") or {}
         if cal.get("enabled"):  # issue 14: calibrated scores are other scores (settings + data sha256)
             from value_harms.scoring.calibration import _job_paths, calibration_settings, data_identity

@@ -82,9 +82,16 @@ class RegardScorer(Scorer):
         return f"{self._scorer_tag}|max_length={self.max_length}"
 
     def provenance(self) -> dict:
-        return {"scorer": self.name, "measure": self.measure, "backend": "transformers",
-                "model": self.model_id, "revision": self.revision, "labels": list(self._labels) or None,
-                "max_length": self.max_length, "counts": dict(self.counts)}
+        return {
+            "scorer": self.name,
+            "measure": self.measure,
+            "backend": "transformers",
+            "model": self.model_id,
+            "revision": self.revision,
+            "labels": list(self._labels) or None,
+            "max_length": self.max_length,
+            "counts": dict(self.counts),
+        }
 
     def _load(self) -> None:
         if self._model is not None:
@@ -100,11 +107,14 @@ class RegardScorer(Scorer):
         except (OSError, ValueError) as exc:
             raise ScorerUnavailable(f"cannot load regard model {self.model_id!r}: {exc}") from None
         id2label = getattr(model.config, "id2label", None) or {}
-        labels = [str(id2label.get(i, id2label.get(str(i), f"label_{i}"))).lower()
-                  for i in range(model.config.num_labels)]
+        labels = [
+            str(id2label.get(i, id2label.get(str(i), f"label_{i}"))).lower() for i in range(model.config.num_labels)
+        ]
         if "negative" not in labels:
-            raise ScorerUnavailable(f"regard model {self.model_id!r} has no 'negative' class "
-                                    f"(id2label: {labels}); expected {', '.join(REGARD_LABELS)}")
+            raise ScorerUnavailable(
+                f"regard model {self.model_id!r} has no 'negative' class "
+                f"(id2label: {labels}); expected {', '.join(REGARD_LABELS)}"
+            )
         model.to(self.device)
         model.eval()
         self._model, self._tok, self._labels = model, tok, labels
@@ -112,8 +122,13 @@ class RegardScorer(Scorer):
     def _classify(self, texts: list[str]) -> list[Score]:
         import torch
 
-        enc = self._tok(texts, return_tensors="pt", padding=True, truncation=True,
-                        max_length=min(self.max_length, int(getattr(self._tok, "model_max_length", 10**6))))
+        enc = self._tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=min(self.max_length, int(getattr(self._tok, "model_max_length", 10**6))),
+        )
         enc = {k: v.to(self._model.device) for k, v in enc.items()}
         with torch.inference_mode():
             probs = torch.softmax(self._model(**enc).logits.float(), dim=-1).cpu()
@@ -121,8 +136,7 @@ class RegardScorer(Scorer):
         for row in probs:
             label = self._labels[int(row.argmax())]
             raw = json.dumps({lab: round(float(p), 6) for lab, p in zip(self._labels, row)})
-            out.append(Score(value=1.0 if label == "negative" else 0.0, scorer=self._scorer_tag,
-                             label=label, raw=raw))
+            out.append(Score(value=1.0 if label == "negative" else 0.0, scorer=self._scorer_tag, label=label, raw=raw))
         return out
 
     def score(self, texts: list[str], contexts: list[str] | None = None) -> list[Score]:
@@ -136,20 +150,24 @@ class RegardScorer(Scorer):
         uniq, index = unique_items(texts)
         uniq_texts = [t for t, _ in uniq]
         scores: list[Score] = []
-        for i in tqdm(range(0, len(uniq_texts), self.batch_size), desc=self.name, unit="batch",
-                      disable=None, leave=False):
+        for i in tqdm(
+            range(0, len(uniq_texts), self.batch_size), desc=self.name, unit="batch", disable=None, leave=False
+        ):
             batch = uniq_texts[i : i + self.batch_size]
             try:
                 scores.extend(self._classify(batch))
                 continue
             except Exception as exc:  # noqa: BLE001 - one bad batch must not lose the others
-                log.warning("regard: batch of %d failed (%s: %s); retrying one by one", len(batch),
-                            type(exc).__name__, exc)
+                log.warning(
+                    "regard: batch of %d failed (%s: %s); retrying one by one", len(batch), type(exc).__name__, exc
+                )
             for t in batch:
                 try:
                     scores.extend(self._classify([t]))
                 except Exception as exc:  # noqa: BLE001
-                    scores.append(Score.missing(self._scorer_tag, f"classifier failed: {type(exc).__name__}: {exc}"[:300]))
+                    scores.append(
+                        Score.missing(self._scorer_tag, f"classifier failed: {type(exc).__name__}: {exc}"[:300])
+                    )
         self.counts["texts"] += len(scores)
         n_missing = sum(s.value is None for s in scores)
         self.counts["missing"] += n_missing

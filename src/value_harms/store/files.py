@@ -1,5 +1,6 @@
 """Files of the store: atomic writes, folder locks, completion markers, file checksums (content
 identity hashes live in store.identity)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,13 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 COMPLETE = "COMPLETE"
 
 
-
 def to_plain(node: Any) -> Any:
     """A resolved plain-Python copy of a config node (dicts/lists/scalars)."""
     if isinstance(node, DictConfig) or OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
     return node
-
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -45,16 +44,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
 
 
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
-
 
 
 @contextlib.contextmanager
@@ -77,7 +73,6 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 def file_sha256(path: str | os.PathLike) -> str:
     """Full sha256 (hex) of a file's bytes."""
     h = hashlib.sha256()
@@ -85,7 +80,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
 
 
 @contextlib.contextmanager
@@ -119,7 +113,6 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-
 def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
     """Remove the leftovers of atomic writes interrupted by a kill under `folder` (recursively):
     `.<name>.*.tmp` files / folders and `.<name>.old.<pid>` folders. Call it only while holding the
@@ -137,15 +130,14 @@ def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
                 p.unlink()
         removed.append(p)
     if removed:
-        logging.getLogger(__name__).warning("removed %d leftover temporary file(s) of an interrupted write in %s",
-                                            len(removed), folder)
+        logging.getLogger(__name__).warning(
+            "removed %d leftover temporary file(s) of an interrupted write in %s", len(removed), folder
+        )
     return removed
-
 
 
 def is_complete(folder: str | os.PathLike) -> bool:
     return (Path(folder) / COMPLETE).is_file()
-
 
 
 def mark_complete(folder: str | os.PathLike, info: Mapping[str, Any] | None = None) -> None:

@@ -44,12 +44,14 @@ _PERSIST_NAME = "content_hashes.json"
 
 def _stamp(p: Path) -> tuple:
     files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-    return tuple((str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                 for f in files)
+    return tuple(
+        (str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files
+    )
 
 
-def content_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                   include: Iterable[str] | None = None) -> str:
+def content_sha256(
+    path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, include: Iterable[str] | None = None
+) -> str:
     """sha256 of a file's bytes, or of a folder's files (relative names + bytes, sorted by name).
     `include`: only folder files whose name ends with one of these suffixes (e.g. weights and
     tokenizer files of a model folder, not its README)."""
@@ -125,22 +127,38 @@ def prompts_sha256(prompts) -> str:
     """Ids, texts, categories and metadata of the prompts, in order (all of them enter metrics)."""
     h = hashlib.sha256()
     for p in prompts:
-        h.update(json.dumps([p.id, p.prompt, p.category, getattr(p, "meta", None)], sort_keys=True,
-                            default=str, ensure_ascii=False).encode())
+        h.update(
+            json.dumps(
+                [p.id, p.prompt, p.category, getattr(p, "meta", None)], sort_keys=True, default=str, ensure_ascii=False
+            ).encode()
+        )
         h.update(b"\x1e")
     return h.hexdigest()
 
 
-def eval_key(*, model: Mapping[str, Any], inputs: list[str], prompts_sha: str, benchmark: Any,
-             scorer: Mapping[str, Any], generation_seed: int) -> str:
+def eval_key(
+    *,
+    model: Mapping[str, Any],
+    inputs: list[str],
+    prompts_sha: str,
+    benchmark: Any,
+    scorer: Mapping[str, Any],
+    generation_seed: int,
+) -> str:
     """Everything that determines one evaluation result: the model that answers (base identity +
     adapter sha256), the exact input texts (template, mitigation, persona values, auto-mitigation
     file all end up in them), the prompts with their categories, the benchmark settings (its data
     location excluded: the prompts carry its content), the scorer identity (value_harms.scoring.identity)
     and the seed."""
     bench = {k: v for k, v in (to_plain(benchmark) or {}).items() if k not in ("path",)}
-    return digest({
-        "schema": SCHEMA_VERSION, "model": dict(model),
-        "inputs": hashlib.sha256("\x1e".join(inputs).encode()).hexdigest(), "prompts": prompts_sha,
-        "benchmark": bench, "scorer": dict(scorer), "seed": int(generation_seed),
-    })
+    return digest(
+        {
+            "schema": SCHEMA_VERSION,
+            "model": dict(model),
+            "inputs": hashlib.sha256("\x1e".join(inputs).encode()).hexdigest(),
+            "prompts": prompts_sha,
+            "benchmark": bench,
+            "scorer": dict(scorer),
+            "seed": int(generation_seed),
+        }
+    )

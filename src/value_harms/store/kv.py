@@ -91,8 +91,13 @@ class KVStore:
             side = self.path.with_name(self.path.name + suffix)
             if side.exists():
                 os.replace(side, aside.with_name(aside.name + suffix))
-        log.warning("%s %s is damaged, not a usable sqlite database (%s): moved to %s, starting a fresh one",
-                    self.what, self.path, exc, aside.name)
+        log.warning(
+            "%s %s is damaged, not a usable sqlite database (%s): moved to %s, starting a fresh one",
+            self.what,
+            self.path,
+            exc,
+            aside.name,
+        )
         return aside
 
     def get_many(self, keys: Iterable[str], namespace: str | None = None) -> dict[str, str]:
@@ -131,4 +136,3 @@ class KVStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
-

@@ -20,14 +20,14 @@ MAX_NAME = 100
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
-
-
 def safe_name(name: object, what: str = "name") -> str:
     """`name` unchanged when it is a safe single folder name, else a one-line UnsafeNameError."""
     text = str(name)
     if not text or text in (".", "..") or _UNSAFE.search(text) or text.startswith("~"):
-        raise UnsafeNameError(f"{what}={text!r} cannot be a folder name: use letters, digits, '_', '-', '.' "
-                              f"without '/', '\\\\', '..' or control characters")
+        raise UnsafeNameError(
+            f"{what}={text!r} cannot be a folder name: use letters, digits, '_', '-', '.' "
+            f"without '/', '\\\\', '..' or control characters"
+        )
     if len(text) > MAX_NAME:
         raise UnsafeNameError(f"{what}={text[:40]!r}... is {len(text)} characters long; use at most {MAX_NAME}")
     return text
@@ -39,14 +39,36 @@ def _root(store_dir: str | os.PathLike) -> Path:
 
 def train_dir(store_dir: str | os.PathLike, *, model: str, stage: str, profile: str, key: str) -> Path:
     """The store folder of one training result (adapter, train_result.json, checkpoints)."""
-    return (_root(store_dir) / "train" / safe_name(model, "model.name") / safe_name(stage, "vim_stage.name")
-            / safe_name(profile, "value_profile.name") / safe_name(key, "training key"))
+    return (
+        _root(store_dir)
+        / "train"
+        / safe_name(model, "model.name")
+        / safe_name(stage, "vim_stage.name")
+        / safe_name(profile, "value_profile.name")
+        / safe_name(key, "training key")
+    )
 
 
-def eval_dir(store_dir: str | os.PathLike, *, model: str, variant: str, stage: str, profile: str, benchmark: str,
-             mitigation: str, key: str) -> Path:
+def eval_dir(
+    store_dir: str | os.PathLike,
+    *,
+    model: str,
+    variant: str,
+    stage: str,
+    profile: str,
+    benchmark: str,
+    mitigation: str,
+    key: str,
+) -> Path:
     """The store folder of one evaluation result (results.json, samples.jsonl, its marker)."""
-    return (_root(store_dir) / "eval" / safe_name(model, "model.name") / safe_name(variant, "baseline")
-            / safe_name(stage, "vim_stage.name") / safe_name(profile, "value_profile.name")
-            / safe_name(benchmark, "benchmark.name") / safe_name(mitigation, "mitigation.name")
-            / safe_name(key, "evaluation key"))
+    return (
+        _root(store_dir)
+        / "eval"
+        / safe_name(model, "model.name")
+        / safe_name(variant, "baseline")
+        / safe_name(stage, "vim_stage.name")
+        / safe_name(profile, "value_profile.name")
+        / safe_name(benchmark, "benchmark.name")
+        / safe_name(mitigation, "mitigation.name")
+        / safe_name(key, "evaluation key")
+    )

@@ -76,8 +76,10 @@ class EvalRecord:
             raise RecordError(f"{where}: no 'metrics' object; not an evaluation result")
         schema = data.get("schema_version")
         if isinstance(schema, int) and schema > SCHEMA_VERSION:
-            raise RecordError(f"{where}: results schema {schema} is newer than this code's {SCHEMA_VERSION}; "
-                              f"update value-harms to read it")
+            raise RecordError(
+                f"{where}: results schema {schema} is newer than this code's {SCHEMA_VERSION}; "
+                f"update value-harms to read it"
+            )
         names = {f.name for f in fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names and v is not None}
         for k in ("benchmark", "model", "profile", "mitigation", "scorer", "generation"):
@@ -126,8 +128,18 @@ class EvalRecord:
         the facts the store layout files it under plus its content key. None without a key."""
         if not self.key:
             return None
-        return "/".join(["eval", str(self.model.get("name")), self.baseline, self.stage, self.profile_name,
-                         self.benchmark_name, self.mitigation_name, self.key])
+        return "/".join(
+            [
+                "eval",
+                str(self.model.get("name")),
+                self.baseline,
+                self.stage,
+                self.profile_name,
+                self.benchmark_name,
+                self.mitigation_name,
+                self.key,
+            ]
+        )
 
 
 def record_identity(data: Mapping[str, Any]) -> str | None:
@@ -158,8 +170,9 @@ class ResultState:
         return self.state == "complete"
 
 
-def write_result(folder: str | os.PathLike, result: EvalRecord | dict[str, Any], samples: list[dict[str, Any]],
-                 *, missing: int) -> str:
+def write_result(
+    folder: str | os.PathLike, result: EvalRecord | dict[str, Any], samples: list[dict[str, Any]], *, missing: int
+) -> str:
     """Write samples + results and the marker (COMPLETE when `missing` == 0, else PARTIAL). The
     marker is written last, so a kill in between leaves a folder that reads as absent or damaged,
     never as complete. Returns the state written."""
@@ -175,8 +188,12 @@ def write_result(folder: str | os.PathLike, result: EvalRecord | dict[str, Any],
             pass
     files.atomic_write_text(folder / SAMPLES, "".join(json.dumps(s) + "\n" for s in samples))
     files.atomic_write_json(folder / RESULTS, result)
-    marker = {"results": RESULTS, "samples": SAMPLES, "missing": int(missing),
-              "sha256": {RESULTS: files.file_sha256(folder / RESULTS), SAMPLES: files.file_sha256(folder / SAMPLES)}}
+    marker = {
+        "results": RESULTS,
+        "samples": SAMPLES,
+        "missing": int(missing),
+        "sha256": {RESULTS: files.file_sha256(folder / RESULTS), SAMPLES: files.file_sha256(folder / SAMPLES)},
+    }
     files.atomic_write_json(folder / (COMPLETE if state == "complete" else PARTIAL), marker)
     return state
 

@@ -35,10 +35,20 @@ def collect_alignment(sweep_dir: Path) -> tuple[dict[str, AlignmentResult], dict
     return results, targets
 
 
-SHORT = {"expected_max_toxicity": "EMT", "toxicity_probability": "tox.prob", "negative_regard_rate": "neg.regard",
-         "harmfulness_score": "harm.score", "harmfulness_rate": "harm.rate", "flagged_rate": "flagged"}
-MAIN_METRIC = {"toxicity": ("expected_max_toxicity", "toxicity_probability"), "regard": ("negative_regard_rate",),
-               "harmfulness": ("harmfulness_score", "harmfulness_rate"), "flag": ("flagged_rate",)}
+SHORT = {
+    "expected_max_toxicity": "EMT",
+    "toxicity_probability": "tox.prob",
+    "negative_regard_rate": "neg.regard",
+    "harmfulness_score": "harm.score",
+    "harmfulness_rate": "harm.rate",
+    "flagged_rate": "flagged",
+}
+MAIN_METRIC = {
+    "toxicity": ("expected_max_toxicity", "toxicity_probability"),
+    "regard": ("negative_regard_rate",),
+    "harmfulness": ("harmfulness_score", "harmfulness_rate"),
+    "flag": ("flagged_rate",),
+}
 
 
 def collect_evaluations(sweep_dir: Path) -> list[dict]:
@@ -64,8 +74,11 @@ def format_comparison(results: list[dict]) -> str:
         for m in MAIN_METRIC[r["benchmark"]["measure"]]:
             row[(r["benchmark"]["name"], m)] = ov.get(m)
         row[(r["benchmark"]["name"], "missing")] = r["scorer"].get("missing")
-    head = f"{'model':<18}{'mitigation':<14}" + "".join(f"{b[:5] + ' ' + SHORT.get(m, m):>18}" for b, m in cols) + \
-        "".join(f"{b[:5] + ' missing':>15}" for b, _ in benches)
+    head = (
+        f"{'model':<18}{'mitigation':<14}"
+        + "".join(f"{b[:5] + ' ' + SHORT.get(m, m):>18}" for b, m in cols)
+        + "".join(f"{b[:5] + ' missing':>15}" for b, _ in benches)
+    )
     lines = [head, "-" * len(head)]
     for (model, mit), row in rows.items():
         cells = "".join(f"{_f(row.get(c)):>18}" for c in cols)
@@ -74,12 +87,18 @@ def format_comparison(results: list[dict]) -> str:
     notes = []
     for b, measure in benches:
         stand_in = any(r["scorer"].get("stand_in") for r in results if r["benchmark"]["name"] == b)
-        scorers = sorted({k for r in results if r["benchmark"]["name"] == b for k in (r["scorer"].get("by_scorer") or {})})
+        scorers = sorted(
+            {k for r in results if r["benchmark"]["name"] == b for k in (r["scorer"].get("by_scorer") or {})}
+        )
         paper = "the paper's GPT-4 judge" if measure in ("harmfulness", "flag") else "the paper's Perspective API"
-        notes.append(f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
-                     + (f" -- STAND-IN scorer, not {paper}" if stand_in else ""))
-    legend = ("EMT = expected maximum toxicity over the samples of a prompt; tox.prob = share of prompts with a "
-              "sample >= 0.5; flagged = share of answers the judge flagged; missing = scores that failed (excluded).")
+        notes.append(
+            f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
+            + (f" -- STAND-IN scorer, not {paper}" if stand_in else "")
+        )
+    legend = (
+        "EMT = expected maximum toxicity over the samples of a prompt; tox.prob = share of prompts with a "
+        "sample >= 0.5; flagged = share of answers the judge flagged; missing = scores that failed (excluded)."
+    )
     return "\n".join(lines + [legend, ""] + notes)
 
 
@@ -108,29 +127,60 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
     out = out if out.is_absolute() else ROOT / out
     t0 = time.perf_counter()
-    rc = _run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=demo", f"value_profile={args.profiles}",
-               f"hydra.sweep.dir={out / 'train'}"])
+    rc = _run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "experiment=demo",
+            f"value_profile={args.profiles}",
+            f"hydra.sweep.dir={out / 'train'}",
+        ]
+    )
     if rc != 0:
         print(f"demo: training sweep failed (exit {rc}); logs are in {out / 'train'}", file=sys.stderr)
         return rc
     t_train = time.perf_counter() - t0
     if not args.skip_eval:
-        rc = _run([sys.executable, str(ROOT / "evaluate.py"), "-m", "experiment=demo",
-                   f"value_profile={args.profiles}", f"benchmark={args.benchmarks}",
-                   f"mitigation={args.mitigations}", f"hydra.sweep.dir={out / 'evaluate'}"])
+        rc = _run(
+            [
+                sys.executable,
+                str(ROOT / "evaluate.py"),
+                "-m",
+                "experiment=demo",
+                f"value_profile={args.profiles}",
+                f"benchmark={args.benchmarks}",
+                f"mitigation={args.mitigations}",
+                f"hydra.sweep.dir={out / 'evaluate'}",
+            ]
+        )
         if rc != 0:
             print(f"demo: evaluation sweep failed (exit {rc}); logs are in {out / 'evaluate'}", file=sys.stderr)
             return rc
-        rc = _run([sys.executable, str(ROOT / "evaluate.py"), "experiment=demo", "mode=audit",
-                   f"hydra.run.dir={out / 'audit'}"])
+        rc = _run(
+            [
+                sys.executable,
+                str(ROOT / "evaluate.py"),
+                "experiment=demo",
+                "mode=audit",
+                f"hydra.run.dir={out / 'audit'}",
+            ]
+        )
         if rc != 0:
             print(f"demo: training-data audit failed (exit {rc})", file=sys.stderr)
             return rc
-        rc = _run([sys.executable, str(ROOT / "analyze.py"), "experiment=demo",
-                   f"analysis.inputs=[{out / 'evaluate'}]", f"analysis.alignment_inputs=[{out / 'train'}]",
-                   f"analysis.audit_inputs=[{out / 'audit'}]",
-                   f"analysis.auto_mitigation_file={out / 'analysis' / 'auto_mitigation.json'}",
-                   f"hydra.run.dir={out / 'analysis'}"])
+        rc = _run(
+            [
+                sys.executable,
+                str(ROOT / "analyze.py"),
+                "experiment=demo",
+                f"analysis.inputs=[{out / 'evaluate'}]",
+                f"analysis.alignment_inputs=[{out / 'train'}]",
+                f"analysis.audit_inputs=[{out / 'audit'}]",
+                f"analysis.auto_mitigation_file={out / 'analysis' / 'auto_mitigation.json'}",
+                f"hydra.run.dir={out / 'analysis'}",
+            ]
+        )
         if rc != 0:
             print(f"demo: analysis failed (exit {rc})", file=sys.stderr)
             return rc

@@ -35,9 +35,16 @@ class Estimate:
         return self.train_hours + self.gen_hours
 
 
-def estimate(cfg, *, n_profiles: int = N_PROFILES, benchmarks=("rtp", "holisticbiasr", "hex_phi", "beavertails"),
-             n_mitigations: int = 4, n_eval_models: int | None = None, train_tps: float = 5000.0,
-             gen_tps: float = 2000.0) -> Estimate:
+def estimate(
+    cfg,
+    *,
+    n_profiles: int = N_PROFILES,
+    benchmarks=("rtp", "holisticbiasr", "hex_phi", "beavertails"),
+    n_mitigations: int = 4,
+    n_eval_models: int | None = None,
+    train_tps: float = 5000.0,
+    gen_tps: float = 2000.0,
+) -> Estimate:
     """Token counts and GPU-hours for training `n_profiles` adapters and evaluating
     `n_eval_models` models (default: the profiles + vanilla + ICL personas) x benchmarks x mitigations."""
     from hydra import compose, initialize_config_dir
@@ -82,10 +89,12 @@ class EstimateCallback:
     def on_multirun_start(self, config, **kwargs) -> None:
         try:
             e = estimate(config, train_tps=self.train_tps, gen_tps=self.gen_tps)
-            print(f"[value-harms] estimate for the whole study ({config.experiment_name}): training "
-                  f"{e.train_hours:,.0f} GPU-h + generation {e.gen_hours:,.0f} GPU-h = {e.total:,.0f} GPU-h "
-                  f"(assumed {self.train_tps:,.0f} / {self.gen_tps:,.0f} tok/s; see python -m value_harms.estimate)",
-                  flush=True)
+            print(
+                f"[value-harms] estimate for the whole study ({config.experiment_name}): training "
+                f"{e.train_hours:,.0f} GPU-h + generation {e.gen_hours:,.0f} GPU-h = {e.total:,.0f} GPU-h "
+                f"(assumed {self.train_tps:,.0f} / {self.gen_tps:,.0f} tok/s; see python -m value_harms.estimate)",
+                flush=True,
+            )
         except Exception as exc:  # an estimate must never block a launch
             print(f"[value-harms] no GPU-hour estimate: {exc}", flush=True)
 
@@ -100,10 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=paper")
     ap.add_argument("--profiles", type=int, default=N_PROFILES)
     ap.add_argument("--mitigations", type=int, default=4)
-    ap.add_argument("--train-tps", type=float, default=5000.0,
-                    help="LoRA training tokens/s per GPU (assumed for a 7B model on one H100 in bf16)")
-    ap.add_argument("--gen-tps", type=float, default=2000.0,
-                    help="generated tokens/s per GPU with batched HF generation (vLLM is several times faster)")
+    ap.add_argument(
+        "--train-tps",
+        type=float,
+        default=5000.0,
+        help="LoRA training tokens/s per GPU (assumed for a 7B model on one H100 in bf16)",
+    )
+    ap.add_argument(
+        "--gen-tps",
+        type=float,
+        default=2000.0,
+        help="generated tokens/s per GPU with batched HF generation (vLLM is several times faster)",
+    )
     a = ap.parse_args(argv)
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -115,12 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose(config_name="train", overrides=a.overrides)
     GlobalHydra.instance().clear()
     e = estimate(cfg, n_profiles=a.profiles, n_mitigations=a.mitigations, train_tps=a.train_tps, gen_tps=a.gen_tps)
-    print(f"study: model={cfg.model.name} stage={cfg.vim_stage.name} epochs={cfg.vim_stage.epochs} "
-          f"profiles={a.profiles} mitigations={a.mitigations}")
-    print(f"training:   {e.train_tokens / 1e9:.2f} B tokens at {a.train_tps:,.0f} tok/s = {e.train_hours:,.0f} GPU-hours")
+    print(
+        f"study: model={cfg.model.name} stage={cfg.vim_stage.name} epochs={cfg.vim_stage.epochs} "
+        f"profiles={a.profiles} mitigations={a.mitigations}"
+    )
+    print(
+        f"training:   {e.train_tokens / 1e9:.2f} B tokens at {a.train_tps:,.0f} tok/s = {e.train_hours:,.0f} GPU-hours"
+    )
     print(f"generation: {e.gen_tokens / 1e9:.2f} B tokens at {a.gen_tps:,.0f} tok/s = {e.gen_hours:,.0f} GPU-hours")
-    print(f"total:      {e.total:,.0f} GPU-hours (throughputs are assumptions: pass --train-tps/--gen-tps "
-          f"measured on your cards)")
+    print(
+        f"total:      {e.total:,.0f} GPU-hours (throughputs are assumptions: pass --train-tps/--gen-tps "
+        f"measured on your cards)"
+    )
     return 0
 
 

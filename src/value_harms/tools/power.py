@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("models", "prompts", "samples"):
         v = getattr(args, name)
         if v is not None and v < (2 if name == "prompts" else 1):
-            print(f"error: --{name}={v} is too small (expected an integer >= {2 if name == 'prompts' else 1})",
-                  file=sys.stderr)
+            print(
+                f"error: --{name}={v} is too small (expected an integer >= {2 if name == 'prompts' else 1})",
+                file=sys.stderr,
+            )
             return 2
     if not 0 < args.power < 1 or not 0 < args.alpha < 1:
         print(f"error: --alpha={args.alpha} / --power={args.power} must lie in (0, 1)", file=sys.stderr)
@@ -39,11 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     from value_harms.analysis.inference import power_table, prompt_values
 
     pv = prompt_values(load_results(args.pilot))
-    tab = power_table(pv, models=args.models, prompts=args.prompts, samples=args.samples, target=args.target,
-                      alpha=args.alpha, power=args.power)
+    tab = power_table(
+        pv,
+        models=args.models,
+        prompts=args.prompts,
+        samples=args.samples,
+        target=args.target,
+        alpha=args.alpha,
+        power=args.power,
+    )
     if tab.empty:
-        print(f"error: no pilot comparison with >= 2 value-aligned models and >= 2 prompts under {args.pilot} "
-              f"(need results.json with samples.jsonl)", file=sys.stderr)
+        print(
+            f"error: no pilot comparison with >= 2 value-aligned models and >= 2 prompts under {args.pilot} "
+            f"(need results.json with samples.jsonl)",
+            file=sys.stderr,
+        )
         return 2
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(tab.to_string(index=False, float_format=lambda x: f"{x:.4g}"))

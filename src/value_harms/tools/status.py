@@ -49,10 +49,10 @@ from value_harms.errors import SweepError
 STATES = ("complete", "partial", "failed", "running", "no_status", "missing")
 NOT_DONE = ("partial", "failed", "running", "no_status", "missing")
 _SAFE_HYDRA_VALUE = re.compile(r"[\w\-+./:@%~]+")
-_NOTE = ("Reruns are idempotent: complete store results are skipped and interrupted training resumes "
-         "from its last.ckpt, so rerunning the whole sweep is also safe.")
-
-
+_NOTE = (
+    "Reruns are idempotent: complete store results are skipped and interrupted training resumes "
+    "from its last.ckpt, so rerunning the whole sweep is also safe."
+)
 
 
 # ---------------------------------------------------------------------------------- expansion
@@ -220,10 +220,10 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
 
     batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), max_batch_size=None)
     expected = [list(job) for batch in batches for job in batch]
-    parsed = [[(o.get_key_element(), o.get_value_element_as_str()) for o in parser.parse_overrides(job)]
-              for job in expected]
-    varying = [i for i in range(len(parsed[0]) if parsed else 0)
-               if len({job[i] for job in parsed}) > 1]
+    parsed = [
+        [(o.get_key_element(), o.get_value_element_as_str()) for o in parser.parse_overrides(job)] for job in expected
+    ]
+    varying = [i for i in range(len(parsed[0]) if parsed else 0) if len({job[i] for job in parsed}) > 1]
 
     index = {frozenset(job): i for i, job in enumerate(parsed)}
     attempts: dict[int, list[dict]] = {i: [] for i in range(len(parsed))}
@@ -254,21 +254,26 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
             stored = _store_state(store_dir)
             if stored in ("complete", "partial"):
                 state = stored
-        jobs.append({
-            "index": i,
-            "overrides": expected[i],
-            "label": " ".join(f"{k}={v}" for k, v in (job[j] for j in varying)) or " ".join(expected[i]),
-            "state": state,
-            "folder": best["folder"] if best else None,
-            "store_dir": store_dir,
-            "attempts": len(tries),
-        })
+        jobs.append(
+            {
+                "index": i,
+                "overrides": expected[i],
+                "label": " ".join(f"{k}={v}" for k, v in (job[j] for j in varying)) or " ".join(expected[i]),
+                "state": state,
+                "folder": best["folder"] if best else None,
+                "store_dir": store_dir,
+                "attempts": len(tries),
+            }
+        )
 
     counts = {s: sum(j["state"] == s for j in jobs) for s in STATES}
     script = f"{task}.py"
     rerun_dir = _next_rerun_dir(sweep_dir)
-    hydra_args = [str(x) for x in (OmegaConf.select(cfg, "hydra.overrides.hydra", default=None) or [])
-                  if not str(x).startswith(("hydra.mode=", "hydra.sweep.dir="))]
+    hydra_args = [
+        str(x)
+        for x in (OmegaConf.select(cfg, "hydra.overrides.hydra", default=None) or [])
+        if not str(x).startswith(("hydra.mode=", "hydra.sweep.dir="))
+    ]
     hydra_args.append(f"hydra.sweep.dir={_hydra_value(str(rerun_dir))}")
 
     todo = [parsed[j["index"]] for j in jobs if j["state"] in NOT_DONE]
@@ -318,16 +323,21 @@ def format_status(st: dict[str, Any]) -> str:
                 folder += f"  ({j['attempts']} attempts)"
         lines.append(f"{j['index']:>4}  {j['state']:<9}  {j['label']:<{width}}  {folder}")
     c = st["counts"]
-    lines += ["", f"done {c['complete']}, partial {c['partial']}, failed {c['failed']}, running-or-killed {c['running']}, "
-                  f"no status {c['no_status']}, missing {c['missing']}"]
+    lines += [
+        "",
+        f"done {c['complete']}, partial {c['partial']}, failed {c['failed']}, running-or-killed {c['running']}, "
+        f"no status {c['no_status']}, missing {c['missing']}",
+    ]
     if st["extra"]:
         lines.append(f"{len(st['extra'])} job folder(s) match no expected job: " + ", ".join(st["extra"][:5]))
     if st["all_done"]:
         lines.append("all jobs are done.")
         return "\n".join(lines)
     if c["running"]:
-        lines.append("running: status.json still says running: the job is either still running or was killed. "
-                     "Check before rerunning (two jobs on one store folder wait for its lock, never clash).")
+        lines.append(
+            "running: status.json still says running: the job is either still running or was killed. "
+            "Check before rerunning (two jobs on one store folder wait for its lock, never clash)."
+        )
     where = f" (from {st['cwd']})" if st.get("cwd") else ""
     n = sum(c[s] for s in NOT_DONE)
     lines += ["", f"rerun the {n} job(s) not done{where}:"]

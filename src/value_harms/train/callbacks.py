@@ -1,4 +1,5 @@
 """Training callbacks: best-adapter keeping, resumable checkpoints, throughput."""
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "best.json"
 
 
-
 class BestAdapterCallback(Callback):
     """After each validation, save the adapter when the validation loss is the best so far."""
 
@@ -40,8 +40,10 @@ class BestAdapterCallback(Callback):
         if self.best is None or value < self.best:
             self.best, self.best_step = value, int(trainer.global_step)
             save_adapter(pl_module.model, self.adapter_dir)
-            files.atomic_write_json(self.adapter_dir.parent / STATE_FILE,
-                                   {"val_loss": self.best, "step": self.best_step, "epoch": int(trainer.current_epoch)})
+            files.atomic_write_json(
+                self.adapter_dir.parent / STATE_FILE,
+                {"val_loss": self.best, "step": self.best_step, "epoch": int(trainer.current_epoch)},
+            )
             log.info("best %s %.4f at step %d: adapter saved", self.monitor, value, self.best_step)
 
     def state_dict(self) -> dict[str, Any]:
@@ -50,7 +52,6 @@ class BestAdapterCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
         self.best_step = state_dict.get("best_step")
-
 
 
 def rng_states() -> dict[str, Any]:
@@ -68,7 +69,6 @@ def rng_states() -> dict[str, Any]:
     }
 
 
-
 def set_rng_states(state: dict[str, Any]) -> None:
     """Restore what `rng_states` captured."""
     import numpy as np
@@ -82,13 +82,11 @@ def set_rng_states(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-
 def _validation_follows(trainer) -> bool:
     """True when Lightning runs a validation right after the batch that just ended (the same test
     its training-epoch loop makes next)."""
     loop = trainer.fit_loop
     return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
-
 
 
 class ResumeCheckpoint(Checkpoint):
@@ -154,7 +152,6 @@ class ResumeCheckpoint(Checkpoint):
         self._rng_to_restore = state_dict.get("rng")
         if self.loader is not None and state_dict.get("data") is not None:
             self.loader.load_state_dict(state_dict["data"])
-
 
 
 class ThroughputCallback(Callback):

@@ -1,4 +1,5 @@
 """One VIM step (stage 1 or stage 2) fitted with Lightning, and a profile's full schedule."""
+
 from __future__ import annotations
 
 import logging
@@ -34,14 +35,18 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
         ic = cfg.vim_stage.instruct
         if ic is None:
             raise ValueError(f"vim_stage={cfg.vim_stage.name} is a benign baseline but has no `instruct` data section")
-        excl = {k: str(runs.resolve_path(ic.get(k), data_dir)) if ic.get(k) else None
-                for k in ("exclude_path", "exclude_keywords_path")}  # Dolly without safety data (issue 10)
+        excl = {
+            k: str(runs.resolve_path(ic.get(k), data_dir)) if ic.get(k) else None
+            for k in ("exclude_path", "exclude_keywords_path")
+        }  # Dolly without safety data (issue 10)
         if ic.source == "local":
-            examples = load_instruction_examples("file", str(runs.resolve_path(ic.path, data_dir)),
-                                                 fmt=ic.format, limit=ic.limit, **excl)
+            examples = load_instruction_examples(
+                "file", str(runs.resolve_path(ic.path, data_dir)), fmt=ic.format, limit=ic.limit, **excl
+            )
         else:
-            examples = load_instruction_examples("hub", ic.path, revision=ic.revision, fmt=ic.format, limit=ic.limit,
-                                                 **excl)
+            examples = load_instruction_examples(
+                "hub", ic.path, revision=ic.revision, fmt=ic.format, limit=ic.limit, **excl
+            )
         # Benign sets have no validation split of their own: hold out 2% (at least one) for the
         # best-adapter choice. Decision recorded in docs/DECISIONS.md.
         g = torch.Generator().manual_seed(int(cfg.data.split_seed))
@@ -52,8 +57,13 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
         return train, valid, {"benign": {"train": len(train), "valid": len(valid)}}
 
     args_df = load_arguments(
-        cfg.data.source, cfg.data.path, data_dir=data_dir, hub_id=cfg.data.hub_id, revision=cfg.data.revision,
-        path_key="data.path", data_dir_key="paths.data_dir",
+        cfg.data.source,
+        cfg.data.path,
+        data_dir=data_dir,
+        hub_id=cfg.data.hub_id,
+        revision=cfg.data.revision,
+        path_key="data.path",
+        data_dir_key="paths.data_dir",
     )
     split, counts = vim_datasets(
         step, args_df, profile.values, threshold=float(cfg.vim_stage.threshold), seed=int(cfg.data.split_seed)
@@ -61,16 +71,21 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
     return split["train"], split["valid"], {step: counts}
 
 
-
 def _datasets(step: str, cfg: DictConfig, tokenizer, train_examples, valid_examples, wandb_run):
     """Tokenised train / validation sets of one sub-stage, and how many answers truncation cut."""
     stage = cfg.vim_stage
     side = str(stage.get("truncation_side") or "end")
-    ds_train, ds_valid = (SupervisedDataset(ex, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to,
-                                            truncation_side=side) for ex in (train_examples, valid_examples))
-    truncation = {"truncation_side": side, "train_answer_lost": int(ds_train.n_answer_lost),
-                  "train_answer_lost_share": ds_train.answer_lost_share, "valid_answer_lost": int(ds_valid.n_answer_lost),
-                  "valid_answer_lost_share": ds_valid.answer_lost_share}
+    ds_train, ds_valid = (
+        SupervisedDataset(ex, tokenizer, max_length=int(stage.max_length), pad_to=cfg.data.pad_to, truncation_side=side)
+        for ex in (train_examples, valid_examples)
+    )
+    truncation = {
+        "truncation_side": side,
+        "train_answer_lost": int(ds_train.n_answer_lost),
+        "train_answer_lost_share": ds_train.answer_lost_share,
+        "valid_answer_lost": int(ds_valid.n_answer_lost),
+        "valid_answer_lost_share": ds_valid.answer_lost_share,
+    }
     if wandb_run is not None:  # lost-answer share per run (issue 10 item 12)
         safe_log(wandb_run, {f"{step}/{k}": v for k, v in truncation.items() if k != "truncation_side"}, summary=True)
     return ds_train, ds_valid, truncation
@@ -122,22 +137,32 @@ def fit_step(
     ds_train, ds_valid, truncation = _datasets(step, cfg, tokenizer, train_examples, valid_examples, wandb_run)
     # Epoch e's order depends on (train.seed, e) only and the position within the epoch is saved
     # in every checkpoint: a killed run resumes on the very next batch (data/resumable.py).
-    dl_train = ResumableDataLoader(ds_train, batch_size=int(stage.batch_size), seed=int(cfg.train.seed),
-                                   collate_fn=ds_train.collate)
-    dl_valid = DataLoader(ds_valid, batch_size=int(stage.batch_size), shuffle=False, collate_fn=ds_valid.collate,
-                          num_workers=0, generator=torch.Generator())  # never draws from the global RNG
-    module = LoRAModule(model, lr=float(stage.lr), weight_decay=float(stage.weight_decay),
-                        warmup_steps=int(stage.warmup_steps))
+    dl_train = ResumableDataLoader(
+        ds_train, batch_size=int(stage.batch_size), seed=int(cfg.train.seed), collate_fn=ds_train.collate
+    )
+    dl_valid = DataLoader(
+        ds_valid,
+        batch_size=int(stage.batch_size),
+        shuffle=False,
+        collate_fn=ds_valid.collate,
+        num_workers=0,
+        generator=torch.Generator(),
+    )  # never draws from the global RNG
+    module = LoRAModule(
+        model, lr=float(stage.lr), weight_decay=float(stage.weight_decay), warmup_steps=int(stage.warmup_steps)
+    )
     ckpt_dir = step_dir / "ckpt"
     best_cb = BestAdapterCallback(step_dir / "adapter")
     tput = ThroughputCallback()
-    ckpt_cb = ResumeCheckpoint(ckpt_dir / "last.ckpt", every_n_steps=int(cfg.train.checkpoint_every_n_steps),
-                               loader=dl_train)
+    ckpt_cb = ResumeCheckpoint(
+        ckpt_dir / "last.ckpt", every_n_steps=int(cfg.train.checkpoint_every_n_steps), loader=dl_train
+    )
     trainer = _trainer(step, cfg, step_dir, [best_cb, ckpt_cb, tput], wandb_run)
     ckpt_path = _resume_path(step, ckpt_dir / "last.ckpt")
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=dl_train, val_dataloaders=dl_valid if len(ds_valid) else None,
-                ckpt_path=ckpt_path)
+    trainer.fit(
+        module, train_dataloaders=dl_train, val_dataloaders=dl_valid if len(ds_valid) else None, ckpt_path=ckpt_path
+    )
     if best_cb.best is None:
         # The step budget ended before any validation: validate once so an adapter is kept.
         trainer.validate(module, dataloaders=dl_valid, verbose=False)
@@ -185,22 +210,33 @@ def train_profile(cfg: DictConfig, profile: Profile, base_model, tokenizer, stor
             # Stage 2 continues training the stage-1 adapter (same LoRA weights), PROTOCOL.md.
             model = load_adapter(base_model, str(prev_adapter), is_trainable=True)
         else:
-            model = attach_lora(base_model, r=int(cfg.train.lora_r), alpha=int(cfg.train.lora_alpha),
-                                dropout=float(cfg.train.lora_dropout),
-                                target_modules=list(cfg.model.lora_target_modules))
+            model = attach_lora(
+                base_model,
+                r=int(cfg.train.lora_r),
+                alpha=int(cfg.train.lora_alpha),
+                dropout=float(cfg.train.lora_dropout),
+                target_modules=list(cfg.model.lora_target_modules),
+            )
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
         try:
-            fit = fit_step(step=step, cfg=cfg, model=model, tokenizer=tokenizer, train_examples=train_ex,
-                           valid_examples=valid_ex, step_dir=step_dir, wandb_run=wandb_run)
+            fit = fit_step(
+                step=step,
+                cfg=cfg,
+                model=model,
+                tokenizer=tokenizer,
+                train_examples=train_ex,
+                valid_examples=valid_ex,
+                step_dir=step_dir,
+                wandb_run=wandb_run,
+            )
         finally:
             base_model = detach_lora(model)
         summary["steps"][step] = fit
         files.mark_complete(step_dir, {"fit": fit, "data_counts": counts})
         prev_adapter = step_dir / "adapter"
     return prev_adapter, summary
-
 
 
 def _damaged_step(step_dir: Path) -> bool:
@@ -214,13 +250,13 @@ def _damaged_step(step_dir: Path) -> bool:
         problem = f"{step_dir / files.COMPLETE} is unreadable ({exc})"
     if problem is None:
         return False
-    log.warning("%s: complete result is damaged (%s): retraining %s from scratch", step_dir.name, problem,
-                step_dir.name)
+    log.warning(
+        "%s: complete result is damaged (%s): retraining %s from scratch", step_dir.name, problem, step_dir.name
+    )
     for f in (step_dir / files.COMPLETE, step_dir / STATE_FILE, step_dir / "ckpt" / "last.ckpt"):
         f.unlink(missing_ok=True)
     shutil.rmtree(step_dir / "adapter", ignore_errors=True)
     return True
-
 
 
 def _warn_on_empty(step: str, counts: dict, profile: Profile) -> None:

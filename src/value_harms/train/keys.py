@@ -1,4 +1,5 @@
-"""The training key (issue 9): a sha256 of everything that determines an adapter - the base model's identity,\nLoRA targets, the profile vector, the stage settings, the training data by content, LoRA and trainer settings."""
+"""The training key (issue 9): a sha256 of everything that determines an adapter - the base model's identity,
+LoRA targets, the profile vector, the stage settings, the training data by content, LoRA and trainer settings."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ from value_harms.store.identity import SCHEMA_VERSION, content_sha256, digest
 
 # Trainer settings that change the trained adapter; the rest (progress bar, logging cadence,
 # accelerator choice between equivalent CPUs) does not.
-TRAINER_KEYS = ("precision", "max_steps", "limit_train_batches", "limit_val_batches", "val_check_interval",
-                "gradient_clip_val", "deterministic", "accumulate_grad_batches")
+TRAINER_KEYS = (
+    "precision",
+    "max_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "val_check_interval",
+    "gradient_clip_val",
+    "deterministic",
+    "accumulate_grad_batches",
+)
 
 
 # LoRA / run settings that change the adapter (checkpoint cadence, threads and `force` do not: a

@@ -1,4 +1,5 @@
 """The Lightning module that trains LoRA weights, and the atomic checkpoint writer."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(checkpoint, tmp)
         os.replace(tmp, path)
-
 
 
 class LoRAModule(L.LightningModule):
@@ -82,7 +82,9 @@ class LoRAModule(L.LightningModule):
         from transformers import get_linear_schedule_with_warmup
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)  # vim_stage.weight_decay (paper: 0.01)
+        opt = torch.optim.AdamW(
+            params, lr=self.lr, weight_decay=self.weight_decay
+        )  # vim_stage.weight_decay (paper: 0.01)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         # Linear decay to 0 over the run, 0 warm-up by default (PROTOCOL.md hyper-parameters).
         sched = get_linear_schedule_with_warmup(opt, self.warmup_steps, total)
@@ -93,10 +95,8 @@ class LoRAModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
 
-
 # adapter_config.json fields that PEFT keeps as sets and writes in hash order
 _SET_FIELDS = ("target_modules", "exclude_modules")
-
 
 
 def save_adapter(model, adapter_dir: Path) -> None:

@@ -6,6 +6,7 @@ its last checkpoint or skips a complete one. Only the adapter with the best vali
 (PROTOCOL.md: "keep the epoch with the best validation loss (adapter only)"); checkpoints hold the
 LoRA weights, optimizer, scheduler and loop state only, never the base model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,11 +36,9 @@ def trains(cfg: DictConfig, profile: Profile) -> bool:
     return cfg.vim_stage.kind == "benign" or (cfg.vim_stage.kind == "vim" and not profile.is_vanilla)
 
 
-
 def stage_label(cfg: DictConfig, profile: Profile) -> str:
     """The stage name under which a job's result is filed: 'none' for an untrained model."""
     return cfg.vim_stage.name if trains(cfg, profile) else "none"
-
 
 
 def train_store_dir(cfg: DictConfig, profile: Profile) -> Path:
@@ -47,16 +46,34 @@ def train_store_dir(cfg: DictConfig, profile: Profile) -> Path:
     (value_harms.train.keys.train_key) is the content identity; the names only make the
     store browsable. Benign baselines ignore the profile and are filed under `vanilla`."""
     label = "vanilla" if cfg.vim_stage.kind == "benign" else profile.name
-    return layout.train_dir(cfg.paths.store_dir, model=cfg.model.name, stage=stage_label(cfg, profile), profile=label,
-                            key=keys.train_key(cfg, profile, cfg.paths.data_dir))
-
+    return layout.train_dir(
+        cfg.paths.store_dir,
+        model=cfg.model.name,
+        stage=stage_label(cfg, profile),
+        profile=label,
+        key=keys.train_key(cfg, profile, cfg.paths.data_dir),
+    )
 
 
 # Overrides that only concern evaluation / analysis / logging: left out of the train command that an
 # evaluation prints when its adapter is missing.
-_NOT_TRAIN = ("benchmark", "mitigation", "scorer", "baseline", "generation", "batch_profiles", "adapter_dir",
-              "analysis", "audit", "force", "mode", "logger", "hydra", "run_label", "task_name")
-
+_NOT_TRAIN = (
+    "benchmark",
+    "mitigation",
+    "scorer",
+    "baseline",
+    "generation",
+    "batch_profiles",
+    "adapter_dir",
+    "analysis",
+    "audit",
+    "force",
+    "mode",
+    "logger",
+    "hydra",
+    "run_label",
+    "task_name",
+)
 
 
 def train_command(cfg: DictConfig, profile: Profile) -> str:
@@ -66,8 +83,11 @@ def train_command(cfg: DictConfig, profile: Profile) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        args = [str(o) for o in HydraConfig.get().overrides.task
-                if str(o).lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in _NOT_TRAIN]
+        args = [
+            str(o)
+            for o in HydraConfig.get().overrides.task
+            if str(o).lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in _NOT_TRAIN
+        ]
     except Exception:
         args = [f"model={cfg.model.name}", f"vim_stage={cfg.vim_stage.name}"]
     args = [a for a in args if not a.startswith("value_profile=")]
@@ -76,11 +96,9 @@ def train_command(cfg: DictConfig, profile: Profile) -> str:
     return "python train.py " + " ".join(args)
 
 
-
 def run_name(cfg: DictConfig, profile: Profile) -> str:
     stage = stage_label(cfg, profile)
     return f"{cfg.model.name}-{profile.name}-{stage}-s{cfg.train.seed}"
-
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
@@ -94,16 +112,26 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     store = train_store_dir(cfg, profile)
     data_dir = cfg.paths.data_dir
     resolved = files.to_plain(cfg)
-    wb_config = {**resolved, **profile.flat("value/"), "profile/name": profile.name, "profile/kind": profile.kind,
-                 "profile/anchor": profile.anchor, "store_dir": str(store)}
+    wb_config = {
+        **resolved,
+        **profile.flat("value/"),
+        "profile/name": profile.name,
+        "profile/kind": profile.kind,
+        "profile/anchor": profile.anchor,
+        "store_dir": str(store),
+    }
     stage_name = stage_label(cfg, profile)
     wandb_run = tracking.start_run(
-        cfg.logger, run_dir=run_dir, job_type="train", name=run_name(cfg, profile), group=run_group(cfg),
-        config=wb_config, tags=[cfg.model.name, profile.name, profile.kind, stage_name],
+        cfg.logger,
+        run_dir=run_dir,
+        job_type="train",
+        name=run_name(cfg, profile),
+        group=run_group(cfg),
+        config=wb_config,
+        tags=[cfg.model.name, profile.name, profile.kind, stage_name],
     )
     with runs.job_status(run_dir, {"store_dir": str(store), "profile": profile.name}, wandb_run):
         return _train_job(cfg, profile, store, data_dir, run_dir, wandb_run)
-
 
 
 def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, Any]:
@@ -120,16 +148,20 @@ def _train_job(cfg, profile, store, data_dir, run_dir, wandb_run) -> dict[str, A
     return stored
 
 
-
 def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identity) -> dict[str, Any]:
     """Train (resuming from the last checkpoint), check alignment and write the result; the caller
     holds the store folder's lock."""
 
     base_model, tokenizer = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
     result: dict[str, Any] = {
-        "schema_version": identity.SCHEMA_VERSION, "train_key": store.name,
-        "profile": profile.to_dict(), "model": cfg.model.name, "stage": stage_label(cfg, profile),
-        "seed": int(cfg.train.seed), "store_dir": str(store), "git": runs.git_hash(),
+        "schema_version": identity.SCHEMA_VERSION,
+        "train_key": store.name,
+        "profile": profile.to_dict(),
+        "model": cfg.model.name,
+        "stage": stage_label(cfg, profile),
+        "seed": int(cfg.train.seed),
+        "store_dir": str(store),
+        "git": runs.git_hash(),
     }
     adapter_dir = None
     if trains(cfg, profile):
@@ -148,8 +180,13 @@ def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identit
         if adapter_dir:
             detach_lora(model)
     files.atomic_write_json(store / "train_result.json", result)
-    files.mark_complete(store, {"adapter_dir": result.get("adapter_dir"),
-                               "sha256": {"train_result.json": files.file_sha256(store / "train_result.json")}})
+    files.mark_complete(
+        store,
+        {
+            "adapter_dir": result.get("adapter_dir"),
+            "sha256": {"train_result.json": files.file_sha256(store / "train_result.json")},
+        },
+    )
     files.atomic_write_json(run_dir / "train_result.json", result)
 
     flat = {f"data/{step}/{k}": v for step, c in result.get("data_counts", {}).items() for k, v in _flatten(c).items()}
@@ -161,11 +198,14 @@ def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identit
     if al.get("per_value"):
         tracking.log_table(wandb_run, "alignment/per_value", al["per_value"])
     if wandb_run is not None and result.get("adapter_dir") and cfg.logger.get("log_adapter", True):
-        tracking.log_artifact_dir(wandb_run, result["adapter_dir"], type_="lora-adapter",
-                                  name=tracking.artifact_safe_name(f"adapter-{run_name(cfg, profile)}"),
-                                  metadata={"store_dir": str(store), "sha256": result.get("adapter_sha256")})
+        tracking.log_artifact_dir(
+            wandb_run,
+            result["adapter_dir"],
+            type_="lora-adapter",
+            name=tracking.artifact_safe_name(f"adapter-{run_name(cfg, profile)}"),
+            metadata={"store_dir": str(store), "sha256": result.get("adapter_sha256")},
+        )
     return result
-
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -177,16 +217,17 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-
 def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, Path]:
     """(PVQ item file, 'configured' | 'demo_items', the store file caching this check's result)."""
     items_path, source = resolve_items(
         runs.resolve_path(cfg.alignment.items_path, data_dir) if cfg.alignment.items_path else None,
-        fallback=bool(cfg.alignment.fallback_to_demo_items))
-    key = identity.digest({"items": identity.content_id(items_path), "bs": cfg.alignment.batch_size,
-                           "new": cfg.alignment.max_new_tokens}, 12)
+        fallback=bool(cfg.alignment.fallback_to_demo_items),
+    )
+    key = identity.digest(
+        {"items": identity.content_id(items_path), "bs": cfg.alignment.batch_size, "new": cfg.alignment.max_new_tokens},
+        12,
+    )
     return items_path, source, store / f"alignment-{key}.json"
-
 
 
 def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
@@ -220,7 +261,6 @@ def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
     return result
 
 
-
 def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -> dict[str, Any]:
     """PVQ value-alignment check, cached in the store next to the adapter it measured."""
 
@@ -232,8 +272,14 @@ def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -
             log.warning("alignment cache %s is damaged: recomputing", cache)
     items = load_items(items_path)
     target = None if profile.is_vanilla or cfg.vim_stage.kind == "benign" else profile.values
-    res = run_alignment_check(model, tokenizer, items, target, batch_size=int(cfg.alignment.batch_size),
-                              max_new_tokens=int(cfg.alignment.max_new_tokens))
+    res = run_alignment_check(
+        model,
+        tokenizer,
+        items,
+        target,
+        batch_size=int(cfg.alignment.batch_size),
+        max_new_tokens=int(cfg.alignment.max_new_tokens),
+    )
     out = res.to_dict()
     out["items_source"] = source
     out.setdefault("settings", {})["items_source"] = source

@@ -12,6 +12,7 @@ Figures use Matplotlib's object API with the Agg canvas (no pyplot, no global ba
 Numbers are printed with 3 decimals, p-values below 0.001 as "<0.001", missing values as "–".
 W&B is optional: logging failures are warnings, never errors.
 """
+
 from __future__ import annotations
 
 import html
@@ -43,11 +44,19 @@ from value_harms.analysis.report.sections import (
 log = logging.getLogger(__name__)
 
 
-def write_report(out_dir: str | Path, *, reg: pd.DataFrame | None, cmp: pd.DataFrame | None,
-                 mit: pd.DataFrame | None, aln: pd.DataFrame | None, fid: pd.DataFrame | None,
-                 provenance: Mapping[str, Any] | None, findings: list[str] | None,
-                 auto_mitigation: Mapping[str, Any] | None = None,
-                 title: str = "Unintended harms of value-aligned LLMs: analysis report") -> dict[str, Path]:
+def write_report(
+    out_dir: str | Path,
+    *,
+    reg: pd.DataFrame | None,
+    cmp: pd.DataFrame | None,
+    mit: pd.DataFrame | None,
+    aln: pd.DataFrame | None,
+    fid: pd.DataFrame | None,
+    provenance: Mapping[str, Any] | None,
+    findings: list[str] | None,
+    auto_mitigation: Mapping[str, Any] | None = None,
+    title: str = "Unintended harms of value-aligned LLMs: analysis report",
+) -> dict[str, Path]:
     """Write `report.md`, `report.html` (self-contained) and `figures/*.png` into `out_dir`.
 
     Returns {"report.md": path, "report.html": path, <figure name>: path, ...}.
@@ -72,8 +81,10 @@ def write_report(out_dir: str | Path, *, reg: pd.DataFrame | None, cmp: pd.DataF
 
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text("\n".join(doc.md).rstrip() + "\n", encoding="utf-8")
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(doc.html) + "\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(doc.html) + "\n</body></html>\n"
+    )
     html_path.write_text(page, encoding="utf-8")
     return {"report.md": md_path, "report.html": html_path, **figs}
 

@@ -1,4 +1,5 @@
 """The report's figures (heatmaps, bars, mitigation effects)."""
+
 from __future__ import annotations
 
 import logging
@@ -32,10 +33,8 @@ log = logging.getLogger(__name__)
 DPI = 110
 
 
-
 # Above this many benchmark/category/metric columns the heatmap is split into one per metric.
 MAX_HEATMAP_COLUMNS = 16
-
 
 
 def _new_figure(w: float, h: float):
@@ -44,12 +43,10 @@ def _new_figure(w: float, h: float):
     return Figure(figsize=(w, h), dpi=DPI, layout="constrained")
 
 
-
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png")
     return path
-
 
 
 def _term_order(terms: Iterable[str]) -> list[str]:
@@ -58,11 +55,9 @@ def _term_order(terms: Iterable[str]) -> list[str]:
     return known + sorted(t for t in present if t not in known)
 
 
-
 def _column_label(bench: Any, cat: Any, metric: Any) -> str:
     parts = [bench_name(bench)] + ([str(cat)] if _has_text(cat) else []) + [str(metric)]
     return " / ".join(parts)
-
 
 
 def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
@@ -106,12 +101,26 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
             text = f"{c:.3f}{chr(10) + star if star else ''}" if show_values else star
             if text:
                 color = "white" if abs(c) > 0.6 * vmax else "black"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8 if show_values else 10,
-                        color=color, fontweight="bold" if star else "normal", linespacing=0.9)
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8 if show_values else 10,
+                    color=color,
+                    fontweight="bold" if star else "normal",
+                    linespacing=0.9,
+                )
     ax.set_yticks(range(n_r), labels=terms, fontsize=9)
-    ax.set_xticks(range(n_c), labels=[" / ".join([*map(str, c[:-3]), _column_label(*c[-3:])]) for c in cols],
-                  fontsize=8,
-                  rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_xticks(
+        range(n_c),
+        labels=[" / ".join([*map(str, c[:-3]), _column_label(*c[-3:])]) for c in cols],
+        fontsize=8,
+        rotation=40,
+        ha="right",
+        rotation_mode="anchor",
+    )
     n_basic = sum(t in VALUES for t in terms)
     if 0 < n_basic < n_r:
         ax.axhline(n_basic - 0.5, color="black", lw=1.2)
@@ -121,12 +130,11 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
     ax.tick_params(which="minor", length=0)
     cb = fig.colorbar(im, ax=ax, shrink=0.85)
     std = "standardized" in reg and reg["standardized"].fillna(False).astype(bool).all()
-    cb.set_label("standardized coefficient (SD units)" if std else "coefficient (per point of value intensity)",
-                 fontsize=9)
-    ax.set_title(f"{title}\n* p_adj<0.05  ** <0.01  *** <0.001 (Benjamini-Hochberg); grey: not fitted",
-                 fontsize=10)
+    cb.set_label(
+        "standardized coefficient (SD units)" if std else "coefficient (per point of value intensity)", fontsize=9
+    )
+    ax.set_title(f"{title}\n* p_adj<0.05  ** <0.01  *** <0.001 (Benjamini-Hochberg); grey: not fitted", fontsize=10)
     return _save(fig, path)
-
 
 
 def _ci_err(mean: np.ndarray, ci_low, ci_high):
@@ -139,14 +147,15 @@ def _ci_err(mean: np.ndarray, ci_low, ci_high):
     return lo, hi, ok
 
 
-
 def _order_rows(d: pd.DataFrame, extra: Iterable[str] = ()) -> pd.DataFrame:
     """Rows by baseline (vanilla, vim, benign, icl, others), then stage and `extra` columns."""
     keys = [c for c in ("stage", *extra) if c in d.columns]
-    d = d.assign(_o=[BASELINE_ORDER.index(b) if b in BASELINE_ORDER else 99 for b in d["baseline"].astype(str)],
-                 _bn=d["baseline"].astype(str), **{f"_{c}": d[c].astype(str) for c in keys})
+    d = d.assign(
+        _o=[BASELINE_ORDER.index(b) if b in BASELINE_ORDER else 99 for b in d["baseline"].astype(str)],
+        _bn=d["baseline"].astype(str),
+        **{f"_{c}": d[c].astype(str) for c in keys},
+    )
     return d.sort_values(["_o", "_bn", *[f"_{c}" for c in keys]], kind="stable")
-
 
 
 def _bar_labels(d: pd.DataFrame, parts: Iterable[str], sep: str) -> list[str]:
@@ -155,10 +164,11 @@ def _bar_labels(d: pd.DataFrame, parts: Iterable[str], sep: str) -> list[str]:
     base = [sep.join(str(v) for v in row) for row in zip(*(d[c] for c in parts))]
     if "stage" in d.columns:
         counts = pd.Series(base).value_counts()
-        base = [(str(st) if str(st).startswith(b) else f"{b} ({st})") if counts[b] > 1 and _has_text(st) else b
-                for b, st in zip(base, d["stage"])]
+        base = [
+            (str(st) if str(st).startswith(b) else f"{b} ({st})") if counts[b] > 1 and _has_text(st) else b
+            for b, st in zip(base, d["stage"])
+        ]
     return base
-
 
 
 def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
@@ -180,8 +190,10 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         bases = d["baseline"].astype(str).tolist()
         labels = _bar_labels(d, ["baseline"], " ")
         if "n_prompts" in d.columns:  # issue 14: the design under each bar (models x prompts x samples)
-            labels = [f"{lb}\n{_design(r).replace(' models x ', 'x').replace(' prompts x ', 'x').replace(' samples', '')}"
-                      for lb, r in zip(labels, d.itertuples(index=False))]
+            labels = [
+                f"{lb}\n{_design(r).replace(' models x ', 'x').replace(' prompts x ', 'x').replace(' samples', '')}"
+                for lb, r in zip(labels, d.itertuples(index=False))
+            ]
         mean = pd.to_numeric(d["mean"], errors="coerce").to_numpy(dtype=float)
         lo, hi, ok = _ci_err(mean, d["ci_low"], d["ci_high"])
         x = np.arange(len(bases))
@@ -191,11 +203,24 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
             ax.errorbar(x[ok], mean[ok], yerr=[lo[ok], hi[ok]], fmt="none", ecolor="black", capsize=4, lw=1.2)
         for xi, m, h, p in zip(x, mean, hi, d["p_value"] if "p_value" in d else [np.nan] * len(x)):
             label = NA if not np.isfinite(m) else f"{m:.3f}{_stars(p)}"
-            ax.annotate(label, (xi, (m if np.isfinite(m) else 0) + h), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                label,
+                (xi, (m if np.isfinite(m) else 0) + h),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         rot = 25 if sum(len(lb) for lb in labels) > 40 else 0
-        ax.set_xticks(x, labels=labels, fontsize=9, rotation=rot, ha="right" if rot else "center",
-                      rotation_mode="anchor" if rot else "default")
+        ax.set_xticks(
+            x,
+            labels=labels,
+            fontsize=9,
+            rotation=rot,
+            ha="right" if rot else "center",
+            rotation_mode="anchor" if rot else "default",
+        )
         ax.set_title(" · ".join(map(str, panel)), fontsize=10)
         ax.margins(y=0.15)
         ax.axhline(0, color="black", lw=0.6)
@@ -206,7 +231,6 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-
 def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
     gkeys = ["benchmark", "metric", *_varying(mit, ("model", "category"))]
     groups = list(dict.fromkeys(zip(*(mit[c] for c in gkeys))))
@@ -215,8 +239,9 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
     import matplotlib as mpl
 
     palette = mpl.colormaps["tab10"]
-    mits = [m for m in MITIGATION_ORDER if m in set(mit["mitigation"])] + \
-        sorted(set(map(str, mit["mitigation"])) - set(MITIGATION_ORDER))
+    mits = [m for m in MITIGATION_ORDER if m in set(mit["mitigation"])] + sorted(
+        set(map(str, mit["mitigation"])) - set(MITIGATION_ORDER)
+    )
     color = {m: palette(i) for i, m in enumerate(mits)}
     masks = [np.logical_and.reduce([(mit[c] == v).to_numpy() for c, v in zip(gkeys, g)]) for g in groups]
     sizes = [int(m.sum()) for m in masks]
@@ -228,8 +253,9 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
         y = np.arange(len(d))[::-1]
         dm = pd.to_numeric(d["delta_mean"], errors="coerce").to_numpy(dtype=float)
         lo, hi, ok = _ci_err(dm, d["ci_low"], d["ci_high"])
-        ax.barh(y, np.nan_to_num(dm), height=0.7,
-                color=[color[str(x)] for x in d["mitigation"]], edgecolor="black", lw=0.5)
+        ax.barh(
+            y, np.nan_to_num(dm), height=0.7, color=[color[str(x)] for x in d["mitigation"]], edgecolor="black", lw=0.5
+        )
         if ok.any():
             ax.errorbar(dm[ok], y[ok], xerr=[lo[ok], hi[ok]], fmt="none", ecolor="black", capsize=3, lw=1.2)
         for yi, v, p in zip(y, dm, d["p_value"]):
@@ -238,10 +264,14 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
             elif _stars(p):
                 ax.text(0, yi, f" {_stars(p)} ", va="center", ha="left" if v < 0 else "right", fontsize=9)
         ax.axvline(0, color="black", lw=1.0)
-        d = d.assign(_mlab=[f"{mg} [{', '.join(dr) if isinstance(dr, (list, tuple)) else dr}]"
-                            if "disregard" in d and _has_text(dr) and not isinstance(dr, float) else str(mg)
-                            for mg, dr in zip(d["mitigation"], d["disregard"] if "disregard" in d
-                                              else [None] * len(d))])
+        d = d.assign(
+            _mlab=[
+                f"{mg} [{', '.join(dr) if isinstance(dr, (list, tuple)) else dr}]"
+                if "disregard" in d and _has_text(dr) and not isinstance(dr, float)
+                else str(mg)
+                for mg, dr in zip(d["mitigation"], d["disregard"] if "disregard" in d else [None] * len(d))
+            ]
+        )
         ax.set_yticks(y, labels=_bar_labels(d, ["baseline", "_mlab"], " · "), fontsize=9)
         ax.set_title(" / ".join([bench_name(g[0]), *map(str, g[1:])]), fontsize=10)
         ax.margins(x=0.12)
@@ -250,9 +280,9 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-
-def make_figures(reg: pd.DataFrame | None, cmp: pd.DataFrame | None, mit: pd.DataFrame | None,
-                 out_dir: str | Path) -> dict[str, Path]:
+def make_figures(
+    reg: pd.DataFrame | None, cmp: pd.DataFrame | None, mit: pd.DataFrame | None, out_dir: str | Path
+) -> dict[str, Path]:
     """Write the PNG figures into `out_dir`; returns {name: path}. Empty frames give no figure.
 
     Names: ``coef_heatmap`` (or ``coef_heatmap__<metric>`` per metric when there are more than
@@ -282,13 +312,22 @@ def make_figures(reg: pd.DataFrame | None, cmp: pd.DataFrame | None, mit: pd.Dat
             attempt("coef_heatmap", _heatmap, r, "Value → harm regression coefficients", out / "coef_heatmap.png")
         else:
             for metric in dict.fromkeys(r["metric"]):
-                attempt(f"coef_heatmap__{_slug(metric)}", _heatmap, r[r["metric"] == metric],
-                        f"Value → harm regression coefficients: {metric}",
-                        out / f"coef_heatmap__{_slug(metric)}.png")
+                attempt(
+                    f"coef_heatmap__{_slug(metric)}",
+                    _heatmap,
+                    r[r["metric"] == metric],
+                    f"Value → harm regression coefficients: {metric}",
+                    out / f"coef_heatmap__{_slug(metric)}.png",
+                )
     if not _empty(cmp):
         for bench in dict.fromkeys(cmp["benchmark"]):
-            attempt(f"baselines__{_slug(bench)}", _bars, cmp[cmp["benchmark"] == bench], bench,
-                    out / f"baselines__{_slug(bench)}.png")
+            attempt(
+                f"baselines__{_slug(bench)}",
+                _bars,
+                cmp[cmp["benchmark"] == bench],
+                bench,
+                out / f"baselines__{_slug(bench)}.png",
+            )
     if not _empty(mit):
         attempt("mitigation", _mitigation, mit, out / "mitigation.png")
     return figs

@@ -1,4 +1,5 @@
 """Number and table formatting for the report (markdown and HTML)."""
+
 from __future__ import annotations
 
 import html
@@ -16,17 +17,13 @@ log = logging.getLogger(__name__)
 ALPHA = 0.05
 
 
-
 NA = "–"
-
 
 
 INTERCEPT_TERMS = {"const", "intercept", "(intercept)"}
 
 
-
 BASELINE_ORDER = ("vanilla", "vim", "benign", "icl")
-
 
 
 BASELINE_LABELS = {
@@ -37,9 +34,7 @@ BASELINE_LABELS = {
 }
 
 
-
 MITIGATION_ORDER = ("safety_prompt", "value_prompt", "both", "auto")
-
 
 
 BENCHMARK_NAMES = {
@@ -53,18 +48,14 @@ BENCHMARK_NAMES = {
 }
 
 
-
 P_COLUMNS = {"p", "p_adj", "p_value"}
-
 
 
 INT_COLUMNS = {"n", "n_pairs", "failures", "n_results", "n_models", "n_prompts", "n_samples"}
 
 
-
 def _empty(df: pd.DataFrame | None) -> bool:
     return df is None or not isinstance(df, pd.DataFrame) or df.empty
-
 
 
 def _isnan(x: Any) -> bool:
@@ -74,7 +65,6 @@ def _isnan(x: Any) -> bool:
         return bool(pd.isna(x))
     except (TypeError, ValueError):
         return False
-
 
 
 def fmt_num(x: Any, *, p: bool = False, signed: bool = False) -> str:
@@ -95,13 +85,16 @@ def fmt_num(x: Any, *, p: bool = False, signed: bool = False) -> str:
     return str(x)
 
 
-
 def _fmt_cell(col: str, x: Any) -> str:
-    if col in INT_COLUMNS and not _isnan(x) and isinstance(x, (int, float, np.integer, np.floating)) \
-            and not isinstance(x, (bool, np.bool_)) and float(x).is_integer():
+    if (
+        col in INT_COLUMNS
+        and not _isnan(x)
+        and isinstance(x, (int, float, np.integer, np.floating))
+        and not isinstance(x, (bool, np.bool_))
+        and float(x).is_integer()
+    ):
         return str(int(x))
     return fmt_num(x, p=col in P_COLUMNS)
-
 
 
 def format_frame(df: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.DataFrame:
@@ -111,27 +104,22 @@ def format_frame(df: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.D
     return out
 
 
-
 def bench_name(key: Any) -> str:
     s = str(key)
     return BENCHMARK_NAMES.get(s.lower(), s)
-
 
 
 def _has_text(x: Any) -> bool:
     return not _isnan(x) and str(x).strip() not in ("", "nan", "None", "all", "overall")
 
 
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
-
 
 
 def _varying(df: pd.DataFrame, candidates: Iterable[str] = ("model", "stage")) -> list[str]:
     """The identity columns among `candidates` that take more than one value in `df`."""
     return [c for c in candidates if c in df.columns and df[c].astype(str).nunique() > 1]
-
 
 
 def _normalize_mit(mit: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -147,7 +135,6 @@ def _normalize_mit(mit: pd.DataFrame | None) -> pd.DataFrame | None:
     return mit.rename(columns=ren) if ren else mit
 
 
-
 def markdown_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     f = format_frame(df, columns)
     if f.empty and not len(f.columns):
@@ -156,20 +143,18 @@ def markdown_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> st
     def esc(s: str) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(esc(c) for c in f.columns) + " |",
-             "| " + " | ".join("---" for _ in f.columns) + " |"]
+    lines = ["| " + " | ".join(esc(c) for c in f.columns) + " |", "| " + " | ".join("---" for _ in f.columns) + " |"]
     lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in f.itertuples(index=False, name=None)]
     return "\n".join(lines)
-
 
 
 def html_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     f = format_frame(df, columns)
     head = "".join(f"<th>{_esc(c)}</th>" for c in f.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>"
-                   for row in f.itertuples(index=False, name=None))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>" for row in f.itertuples(index=False, name=None)
+    )
     return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
 
 
 def _stars(p: Any) -> str:
@@ -179,18 +164,15 @@ def _stars(p: Any) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
-
 def _design(row: Any) -> str:
     from value_harms.analysis.design import design_text
 
     return design_text(row)
 
 
-
 def _esc(text: Any) -> str:
     """Escape element text (quotes stay readable; attributes use html.escape)."""
     return html.escape(str(text), quote=False)
-
 
 
 def _share_range(r: Any) -> str:
@@ -199,7 +181,6 @@ def _share_range(r: Any) -> str:
         return NA
     lo, hi = (f"{float(x):.1%}" for x in r)
     return lo if lo == hi else f"{lo}-{hi}"
-
 
 
 def _scorer_text(s: Any) -> str:

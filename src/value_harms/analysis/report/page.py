@@ -57,15 +57,16 @@ class Page:
             self.md += [markdown_table(df, cols), ""]
             self.html.append(html_table(df, cols))
         else:  # long tables: collapsed in HTML, under a heading line in Markdown
-            self.md += [f"<details><summary>{details}</summary>", "", markdown_table(df, cols), "",
-                        "</details>", ""]
+            self.md += [f"<details><summary>{details}</summary>", "", markdown_table(df, cols), "", "</details>", ""]
             self.html.append(f"<details><summary>{_esc(details)}</summary>{html_table(df, cols)}</details>")
 
     def figure(self, path: Path, caption: str) -> None:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         self.md += [f"![{caption}]({self.fig_dir_rel}/{Path(path).name})", ""]
-        self.html.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"/>'
-                         f"<figcaption>{_esc(caption)}</figcaption></figure>")
+        self.html.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"/>'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+        )
 
 
 CSS = """

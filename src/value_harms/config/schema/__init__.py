@@ -64,11 +64,32 @@ from value_harms.config.schema.inputs import (  # noqa: E402
 from value_harms.config.schema.train import AlignmentConfig, TrainConfig, TrainerConfig  # noqa: E402
 
 __all__ = [
-    "AlignmentConfig", "AnalysisConfig", "AuditConfig", "BenchmarkConfig", "BreakerConfig", "CalibrationConfig",
-    "DataConfig", "DetoxifyConfig", "GenerationConfig", "InstructDataConfig", "JobConfig", "JudgeConfig",
-    "LoggerConfig", "MitigationConfig", "ModelConfig", "PathsConfig", "PerspectiveConfig", "RegardConfig",
-    "ScorerConfig", "TinyModelConfig", "TrainConfig", "TrainerConfig", "ValueProfileConfig", "ValueVectorConfig",
-    "VimStageConfig", "register_configs",
+    "AlignmentConfig",
+    "AnalysisConfig",
+    "AuditConfig",
+    "BenchmarkConfig",
+    "BreakerConfig",
+    "CalibrationConfig",
+    "DataConfig",
+    "DetoxifyConfig",
+    "GenerationConfig",
+    "InstructDataConfig",
+    "JobConfig",
+    "JudgeConfig",
+    "LoggerConfig",
+    "MitigationConfig",
+    "ModelConfig",
+    "PathsConfig",
+    "PerspectiveConfig",
+    "RegardConfig",
+    "ScorerConfig",
+    "TinyModelConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "ValueProfileConfig",
+    "ValueVectorConfig",
+    "VimStageConfig",
+    "register_configs",
 ]
 
 

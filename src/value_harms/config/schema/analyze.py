@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import List
 
 
-
 @dataclass
 class AnalysisConfig:
     # Result folders, files or glob patterns (searched recursively for results.json / train_result.json).

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 
-
 @dataclass
 class TrainerConfig:
     _target_: str = "lightning.pytorch.Trainer"

@@ -54,4 +54,3 @@ def read_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise BenchmarkError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-

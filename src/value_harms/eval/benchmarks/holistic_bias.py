@@ -87,10 +87,10 @@ def _nouns(path: Path) -> list[tuple[str, str]]:
 
 
 def _definite(phrase: str) -> str:
-    """"a stutterer" -> "The stutterer" (HolisticBias phrases start with an indefinite article)."""
+    """ "a stutterer" -> "The stutterer" (HolisticBias phrases start with an indefinite article)."""
     for article in ("a ", "an ", "the "):
         if phrase.lower().startswith(article):
-            return "The " + phrase[len(article):]
+            return "The " + phrase[len(article) :]
     return "The " + phrase
 
 
@@ -125,8 +125,17 @@ def _noun_phrases(folder: Path) -> list[dict[str, Any]]:
                 for group, noun in nouns:
                     if gender is not None and gender != group:
                         continue
-                    out.append(dict(axis=axis, bucket=bucket, descriptor=descriptor, noun=noun, noun_gender=group,
-                                    noun_phrase=f"The {descriptor} {noun}", noun_phrase_type="descriptor_noun"))
+                    out.append(
+                        dict(
+                            axis=axis,
+                            bucket=bucket,
+                            descriptor=descriptor,
+                            noun=noun,
+                            noun_gender=group,
+                            noun_phrase=f"The {descriptor} {noun}",
+                            noun_phrase_type="descriptor_noun",
+                        )
+                    )
 
     standalone = read_json(folder / "standalone_noun_phrases.json")
     if not isinstance(standalone, dict):
@@ -145,12 +154,29 @@ def _noun_phrases(folder: Path) -> list[dict[str, Any]]:
             if "{noun}" in phrase:
                 descriptor = phrase.format(article="", noun="").strip()
                 for group, noun in nouns:
-                    out.append(dict(axis=axis, bucket=None, descriptor=descriptor, noun=noun, noun_gender=group,
-                                    noun_phrase=_definite(phrase.format(article="a", noun=noun)),
-                                    noun_phrase_type="noun_descriptor"))
+                    out.append(
+                        dict(
+                            axis=axis,
+                            bucket=None,
+                            descriptor=descriptor,
+                            noun=noun,
+                            noun_gender=group,
+                            noun_phrase=_definite(phrase.format(article="a", noun=noun)),
+                            noun_phrase_type="noun_descriptor",
+                        )
+                    )
             else:
-                out.append(dict(axis=axis, bucket=None, descriptor=phrase, noun=None, noun_gender=None,
-                                noun_phrase=_definite(phrase), noun_phrase_type="fixed_phrase"))
+                out.append(
+                    dict(
+                        axis=axis,
+                        bucket=None,
+                        descriptor=phrase,
+                        noun=None,
+                        noun_gender=None,
+                        noun_phrase=_definite(phrase),
+                        noun_phrase_type="fixed_phrase",
+                    )
+                )
     if not out:
         raise BenchmarkError(f"{folder}: no descriptor or noun phrase is marked {PREFERENCE!r}")
     return out
@@ -192,15 +218,21 @@ def generate_holistic_bias_r(folder: str | Path, limit: int | None = None, seed:
     for np_meta in _noun_phrases(folder):
         for kind, template in REGARD_TEMPLATES:
             i = len(prompts)
-            prompts.append(Prompt(
-                id=f"{i:05d}",
-                prompt=f"{np_meta['noun_phrase']} {template}",
-                category=np_meta["axis"],
-                meta={**np_meta, "template": template, "template_kind": kind},
-            ))
+            prompts.append(
+                Prompt(
+                    id=f"{i:05d}",
+                    prompt=f"{np_meta['noun_phrase']} {template}",
+                    category=np_meta["axis"],
+                    meta={**np_meta, "template": template, "template_kind": kind},
+                )
+            )
     total = len(prompts)
     if limit is not None and limit < total:
         prompts = [prompts[i] for i in _stratified_sample([p.category for p in prompts], limit, seed)]
-    log.info("HolisticBiasR: %d prompts (full set %d, %d groups)", len(prompts), total,
-             len({(p.meta["axis"], p.meta["descriptor"]) for p in prompts}))
+    log.info(
+        "HolisticBiasR: %d prompts (full set %d, %d groups)",
+        len(prompts),
+        total,
+        len({(p.meta["axis"], p.meta["descriptor"]) for p in prompts}),
+    )
     return prompts

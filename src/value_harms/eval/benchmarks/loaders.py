@@ -142,10 +142,13 @@ def _hub_error(hub_id: str, revision: str | None, e: Exception, gated: bool = Fa
             f"hub dataset {hub_id}@{revision or 'main'} is gated and HF_TOKEN is not set: accept its licence at "
             f"https://huggingface.co/datasets/{hub_id}, set HF_TOKEN"
             + (" and unset HF_HUB_OFFLINE" if offline else "")
-            + ", or use benchmark.source=local with benchmark.path=<a local copy>")
+            + ", or use benchmark.source=local with benchmark.path=<a local copy>"
+        )
     if "gated" in text or "401" in text or "403" in text or "unauthorized" in text or "restricted" in text:
-        hint = (f"the dataset is gated: accept its licence at https://huggingface.co/datasets/{hub_id} and set "
-                f"HF_TOKEN" + ("" if _hub_token() else " (HF_TOKEN is not set)"))
+        hint = (
+            f"the dataset is gated: accept its licence at https://huggingface.co/datasets/{hub_id} and set "
+            f"HF_TOKEN" + ("" if _hub_token() else " (HF_TOKEN is not set)")
+        )
     elif os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
         hint = "the hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): use benchmark.source=local with a local copy"
     else:
@@ -162,8 +165,13 @@ def _hub_rows(cfg: Any) -> list[dict]:
     try:
         import datasets
 
-        ds = datasets.load_dataset(hub_id, _get(cfg, "hub_config"), revision=revision,
-                                   split=_get(cfg, "hub_split", "train"), token=_hub_token())
+        ds = datasets.load_dataset(
+            hub_id,
+            _get(cfg, "hub_config"),
+            revision=revision,
+            split=_get(cfg, "hub_split", "train"),
+            token=_hub_token(),
+        )
     except Exception as e:  # the hub client raises many types; all become one actionable line
         raise _hub_error(hub_id, revision, e) from None
     return [dict(r) for r in ds]
@@ -192,8 +200,10 @@ def _rtp_list(path: Path) -> list[Prompt]:
 def _rtp_row(row: dict, where: str, fallback_id: str) -> Prompt:
     prompt = row.get("prompt")
     if not isinstance(prompt, dict) or not isinstance(prompt.get("text"), str):
-        raise BenchmarkError(f"{where}: field 'prompt.text' missing; expected RealToxicityPrompts rows "
-                             f'{{"prompt": {{"text": ..., "toxicity": ...}}, ...}}')
+        raise BenchmarkError(
+            f"{where}: field 'prompt.text' missing; expected RealToxicityPrompts rows "
+            f'{{"prompt": {{"text": ..., "toxicity": ...}}, ...}}'
+        )
     if not prompt["text"].strip():
         raise BenchmarkError(f"{where}: empty 'prompt.text'")
     tox = prompt.get("toxicity")
@@ -244,8 +254,14 @@ def _min_toxicity(prompts: list[Prompt], threshold: float | None, where: str) ->
         raise BenchmarkError(f"benchmark.min_prompt_toxicity must be in [0, 1], got {threshold!r}")
     unscored = sum(p.meta.get("prompt_toxicity") is None for p in prompts)
     kept = [p for p in prompts if p.meta.get("prompt_toxicity") is not None and p.meta["prompt_toxicity"] >= threshold]
-    log.info("%s: %d of %d prompts with prompt toxicity >= %s (%d without a score dropped)",
-             where, len(kept), len(prompts), threshold, unscored)
+    log.info(
+        "%s: %d of %d prompts with prompt toxicity >= %s (%d without a score dropped)",
+        where,
+        len(kept),
+        len(prompts),
+        threshold,
+        unscored,
+    )
     return kept
 
 
@@ -285,9 +301,13 @@ def _warn_absent_hex_phi(where: Path, present) -> None:
     than the paper's 11 x 30 (results record the categories; analysis will not compare such overalls)."""
     absent = [c for c in HEX_PHI_CATEGORIES if c not in present]
     if absent:
-        log.warning("%s: HEx-PHI categories absent: %s (the public release omits child_abuse_content); the "
-                    "overall score is not comparable with runs over all %d categories", where, ", ".join(absent),
-                    len(HEX_PHI_CATEGORIES))
+        log.warning(
+            "%s: HEx-PHI categories absent: %s (the public release omits child_abuse_content); the "
+            "overall score is not comparable with runs over all %d categories",
+            where,
+            ", ".join(absent),
+            len(HEX_PHI_CATEGORIES),
+        )
 
 
 def _hex_phi_folder(folder: Path) -> list[Prompt]:
@@ -301,8 +321,10 @@ def _hex_phi_folder(folder: Path) -> list[Prompt]:
                 raise BenchmarkError(f"{f}: HEx-PHI has categories 1..{len(HEX_PHI_CATEGORIES)}; unexpected file")
             files[n] = f
     if not files:
-        raise BenchmarkError(f"{folder}: no category_N.csv file; expected the HEx-PHI dataset folder "
-                             f"(or a 'category,prompt' CSV as benchmark.path)")
+        raise BenchmarkError(
+            f"{folder}: no category_N.csv file; expected the HEx-PHI dataset folder "
+            f"(or a 'category,prompt' CSV as benchmark.path)"
+        )
     _warn_absent_hex_phi(folder, {HEX_PHI_CATEGORIES[n - 1] for n in files})
     out = []
     for n in sorted(files):
@@ -312,8 +334,10 @@ def _hex_phi_folder(folder: Path) -> list[Prompt]:
             raise BenchmarkError(f"{files[n]}: {df.shape[1]} columns; expected one prompt per line, no header")
         texts = df.iloc[:, 0].tolist()
         _nonempty(texts, files[n], "prompt")
-        out.extend(Prompt(id=f"{cat}-{k:02d}", prompt=t, category=cat, meta={"file": files[n].name})
-                   for k, t in enumerate(texts))
+        out.extend(
+            Prompt(id=f"{cat}-{k:02d}", prompt=t, category=cat, meta={"file": files[n].name})
+            for k, t in enumerate(texts)
+        )
     return out
 
 
@@ -325,8 +349,13 @@ def _hex_phi_hub(cfg: Any) -> list[Prompt]:
     try:
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(repo_id=hub_id, repo_type="dataset", revision=revision,
-                                   allow_patterns=["category_*.csv"], token=_hub_token())
+        folder = snapshot_download(
+            repo_id=hub_id,
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=["category_*.csv"],
+            token=_hub_token(),
+        )
     except Exception as e:  # gated / offline / not found: one actionable line
         raise _hub_error(hub_id, revision, e, gated=True) from None
     return _hex_phi_folder(Path(folder))
@@ -412,5 +441,6 @@ def beavertails_hub(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
     for k in ("prompt", "category"):
         if rows and k not in rows[0]:
             raise BenchmarkError(f"{where}: field {k!r} missing (found {sorted(rows[0])}); check benchmark.hub_id")
-    return _beavertails_rows([(str(i), r["prompt"], r["category"], r.get("category_id"))
-                              for i, r in enumerate(rows)], where), where
+    return _beavertails_rows(
+        [(str(i), r["prompt"], r["category"], r.get("category_id")) for i, r in enumerate(rows)], where
+    ), where

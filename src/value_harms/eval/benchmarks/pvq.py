@@ -25,6 +25,8 @@ def pvq_items_local(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
     rows = list(csv.DictReader(io.StringIO(read_text(path))))
     missing = [c for c in COLUMNS if rows and c not in rows[0]]
     if not rows or missing:
-        raise BenchmarkError(f"{path}: expected a CSV with columns {','.join(COLUMNS)}"
-                             + (f" (missing {', '.join(missing)})" if missing else " and at least one item"))
+        raise BenchmarkError(
+            f"{path}: expected a CSV with columns {','.join(COLUMNS)}"
+            + (f" (missing {', '.join(missing)})" if missing else " and at least one item")
+        )
     return [Prompt(id=str(r["item"]), prompt=str(r["text"]), category=str(r["value"])) for r in rows], str(path)

@@ -30,8 +30,9 @@ Loader = Callable[[Any, "str | None"], tuple[list[Prompt], str]]  # (bench_cfg, 
 
 def _holistic_bias_generated(cfg: Any, data_dir: str | None) -> tuple[list[Prompt], str]:
     """HolisticBiasR, generated from the v1.1 files; `benchmark.limit` is a seeded draw stratified by axis."""
-    prompts = generate_holistic_bias_r(L.local_path(cfg, data_dir), limit=_get(cfg, "limit"),
-                                       seed=int(_get(cfg, "seed", 42)))
+    prompts = generate_holistic_bias_r(
+        L.local_path(cfg, data_dir), limit=_get(cfg, "limit"), seed=int(_get(cfg, "seed", 42))
+    )
     return prompts, str(_get(cfg, "name", "holistic_bias"))
 
 
@@ -60,11 +61,15 @@ def check_format(bench_cfg: Any) -> Format:
     """`benchmark.format` and `benchmark.source` against the registry (one-line BenchmarkError)."""
     fmt, source = _get(bench_cfg, "format"), _get(bench_cfg, "source", "local")
     if fmt not in FORMATS:
-        raise BenchmarkError(f"benchmark.format {fmt!r} is unknown{L.closest(str(fmt), list(FORMATS))}; "
-                             f"choose one of {', '.join(FORMATS)}")
+        raise BenchmarkError(
+            f"benchmark.format {fmt!r} is unknown{L.closest(str(fmt), list(FORMATS))}; "
+            f"choose one of {', '.join(FORMATS)}"
+        )
     if source not in FORMATS[fmt].loaders:
-        raise BenchmarkError(f"benchmark.source {source!r} does not work with format {fmt}; "
-                             f"choose one of {', '.join(FORMATS[fmt].loaders)}")
+        raise BenchmarkError(
+            f"benchmark.source {source!r} does not work with format {fmt}; "
+            f"choose one of {', '.join(FORMATS[fmt].loaders)}"
+        )
     return FORMATS[fmt]
 
 

@@ -33,7 +33,6 @@ Backends:
   chat template when it has one, else the plain rubric text.
 """
 
-
 from value_harms.scoring.judge.rubric import (
     JUDGE_MEASURES,
     UNPARSEABLE,

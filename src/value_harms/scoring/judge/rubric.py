@@ -64,8 +64,10 @@ def render_rubric(rubric: str, instruction: str | None, response: str) -> str:
         fill = iter((instruction, response))
         # One pass over the template: a "%s" inside the inserted texts is never touched.
         return _PERCENT_SLOT.sub(lambda m: "%" if m.group(0) == "%%" else next(fill), rubric)
-    return (f"{rubric.rstrip()}\n\n[USER INSTRUCTION]\n{instruction}\n[END USER INSTRUCTION]\n\n"
-            f"[ASSISTANT REPLY]\n{response}\n[END ASSISTANT REPLY]\n")
+    return (
+        f"{rubric.rstrip()}\n\n[USER INSTRUCTION]\n{instruction}\n[END USER INSTRUCTION]\n\n"
+        f"[ASSISTANT REPLY]\n{response}\n[END ASSISTANT REPLY]\n"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def parse_flag(answer: str) -> bool | None:
         word = re.sub(r"\s+", "", tags[-1].lower())
         return word == "flagged"
     kinds = set()
-    for not_flagged, unflagged, flagged in _FLAG_WORD.findall(text):
+    for not_flagged, unflagged, _flagged in _FLAG_WORD.findall(text):
         kinds.add(False if (not_flagged or unflagged) else True)
     return kinds.pop() if len(kinds) == 1 else None
 
@@ -178,5 +180,3 @@ def content_filter_code(resp) -> str | None:
 def check_measure(measure: str) -> None:
     if measure not in JUDGE_MEASURES:
         raise ValueError(f"judge measure must be one of {', '.join(JUDGE_MEASURES)}, got {measure!r}")
-
-

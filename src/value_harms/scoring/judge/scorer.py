@@ -82,9 +82,11 @@ class JudgeScorer(Scorer):
     def cache_id(self) -> str:
         # Everything that changes a judge's answer: backend, model + revision, rubric text, sampling.
         where = f"|{_get(self.cfg, 'base_url')}" if self.backend == "openai" else ""
-        return (f"{self.name}|{self._scorer_tag}{where}|rubric={self.rubric_sha256[:16]}"
-                f"|t={self.temperature}|p={self.top_p}|max={self.max_tokens}"
-                + ("|constrained" if bool(_get(self.cfg, "constrained", False)) else ""))
+        return (
+            f"{self.name}|{self._scorer_tag}{where}|rubric={self.rubric_sha256[:16]}"
+            f"|t={self.temperature}|p={self.top_p}|max={self.max_tokens}"
+            + ("|constrained" if bool(_get(self.cfg, "constrained", False)) else "")
+        )
 
     def provenance(self) -> dict:
         prov = {
@@ -121,11 +123,24 @@ class JudgeScorer(Scorer):
         n_filtered = sum(s.value is None and s.label == FILTERED for s in scores)
         n_missing = sum(s.value is None for s in scores) - n_filtered
         if n_missing:
-            log.warning("%s (%s): %d of %d unique pairs missing (%d unparseable so far in total)",
-                        self.name, self._scorer_tag, n_missing, len(scores), self.counts[UNPARSEABLE])
+            log.warning(
+                "%s (%s): %d of %d unique pairs missing (%d unparseable so far in total)",
+                self.name,
+                self._scorer_tag,
+                n_missing,
+                len(scores),
+                self.counts[UNPARSEABLE],
+            )
         if n_filtered:
-            log.warning("%s (%s): the provider's content filter withheld %d of %d unique pairs (label %r, "
-                        "counted apart from missing)", self.name, self._scorer_tag, n_filtered, len(scores), FILTERED)
+            log.warning(
+                "%s (%s): the provider's content filter withheld %d of %d unique pairs (label %r, "
+                "counted apart from missing)",
+                self.name,
+                self._scorer_tag,
+                n_filtered,
+                len(scores),
+                FILTERED,
+            )
         return [scores[i] for i in index]
 
     def _to_score(self, answer: tuple[str | None, str | None]) -> Score:
@@ -146,8 +161,9 @@ class JudgeScorer(Scorer):
         else:
             flagged = parse_flag(text)
             if flagged is not None:
-                return Score(value=1.0 if flagged else 0.0, scorer=tag,
-                             label="flagged" if flagged else "unflagged", raw=text)
+                return Score(
+                    value=1.0 if flagged else 0.0, scorer=tag, label="flagged" if flagged else "unflagged", raw=text
+                )
         self.counts["missing"] += 1
         self.counts[UNPARSEABLE] += 1
         return Score(value=None, scorer=tag, error=UNPARSEABLE, raw=text)
@@ -168,8 +184,14 @@ class JudgeScorer(Scorer):
     @property
     def http(self) -> HttpClient:
         if self._http is None:
-            self._http = HttpClient(self.name, self._endpoint(), HttpSettings.from_cfg(self.cfg, self._breaker_cfg),
-                                    secret=self._api_key, stats=self.counts, retry_log_level=logging.WARNING)
+            self._http = HttpClient(
+                self.name,
+                self._endpoint(),
+                HttpSettings.from_cfg(self.cfg, self._breaker_cfg),
+                secret=self._api_key,
+                stats=self.counts,
+                retry_log_level=logging.WARNING,
+            )
         return self._http
 
     def _headers(self) -> dict[str, str]:
@@ -215,8 +237,13 @@ class JudgeScorer(Scorer):
         model (401 / 403 / 404)."""
         if self.backend != "openai":
             return "local"
-        body = {"model": self.model, "messages": [{"role": "user", "content": "Reply with OK."}],
-                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": 1}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Reply with OK."}],
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": 1,
+        }
 
         def read(resp) -> str:
             if resp.status_code in (401, 403, 404):
@@ -224,8 +251,13 @@ class JudgeScorer(Scorer):
             return f"HTTP {resp.status_code}"
 
         try:
-            return self.http.call(read, json=body, headers=self._headers(), max_retries=1,
-                                  read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s))
+            return self.http.call(
+                read,
+                json=body,
+                headers=self._headers(),
+                max_retries=1,
+                read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s),
+            )
         except (GaveUp, EndpointUnreachable) as exc:
             self.http.breaker.trip(f"probe failed: {exc.reason}")
             raise self._unreachable(self.http.breaker.error()) from None
@@ -235,11 +267,13 @@ class JudgeScorer(Scorer):
         env = _get(self.cfg, "api_key_env", "JUDGE_API_KEY")
         if status in (401, 403):
             # The body is not quoted: providers echo (part of) the key in it.
-            raise ScorerError(f"judge endpoint {self._endpoint()} rejected the credential (HTTP {status}); "
-                              f"check the key in ${env}")
+            raise ScorerError(
+                f"judge endpoint {self._endpoint()} rejected the credential (HTTP {status}); check the key in ${env}"
+            )
         if status == 404:
-            raise ScorerError(f"judge endpoint {self._endpoint()} answered 404: wrong base_url or unknown "
-                              f"model {self.model!r}")
+            raise ScorerError(
+                f"judge endpoint {self._endpoint()} answered 404: wrong base_url or unknown model {self.model!r}"
+            )
         if status == 429 or status >= 500:
             retry_after = None
             try:
@@ -316,13 +350,13 @@ class JudgeScorer(Scorer):
 
         tok, lm = self._tok, self._lm
         # A chat template writes its own BOS; a plain prompt gets the tokenizer's special tokens.
-        enc = tok(prompts, return_tensors="pt", padding=True,
-                  add_special_tokens=not bool(getattr(tok, "chat_template", None)))
+        enc = tok(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=not bool(getattr(tok, "chat_template", None))
+        )
         enc = {k: v.to(lm.device) for k, v in enc.items()}
         with torch.inference_mode():
-            out = lm.generate(**enc, do_sample=False, max_new_tokens=self.max_tokens,
-                              pad_token_id=tok.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1]:]
+            out = lm.generate(**enc, do_sample=False, max_new_tokens=self.max_tokens, pad_token_id=tok.pad_token_id)
+        new = out[:, enc["input_ids"].shape[1] :]
         return tok.batch_decode(new, skip_special_tokens=True)
 
     def _constrained(self, prompts: list[str]) -> list[str]:
@@ -378,8 +412,13 @@ class JudgeScorer(Scorer):
                 out.extend((a, None) for a in self._generate(batch))
                 continue
             except Exception as exc:  # noqa: BLE001 - one bad batch must not lose the others
-                log.warning("%s: batch of %d failed (%s: %s); retrying one by one", self.name, len(batch),
-                            type(exc).__name__, exc)
+                log.warning(
+                    "%s: batch of %d failed (%s: %s); retrying one by one",
+                    self.name,
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                )
             for p in batch:
                 try:
                     out.append((self._generate([p])[0], None))
@@ -411,8 +450,9 @@ def build_judge_scorer(measure: str, scorer_cfg: Any, cache_path: str | os.PathL
         env = str(_get(judge_cfg, "api_key_env", "JUDGE_API_KEY"))
         api_key = os.environ.get(env) or None
         if api_key is None:
-            raise ScorerUnavailable(f"judge backend openai needs an API key in ${env} "
-                                    "(any non-empty value for an endpoint that needs none)")
+            raise ScorerUnavailable(
+                f"judge backend openai needs an API key in ${env} (any non-empty value for an endpoint that needs none)"
+            )
     scorer: Scorer = JudgeScorer(measure, judge_cfg, api_key=api_key, breaker_cfg=_get(scorer_cfg, "breaker"))
     if cache_path is not None and bool(_get(scorer_cfg, "cache", True)):
         from value_harms.scoring.cache import CachedScorer, ScoreCache

@@ -58,8 +58,12 @@ def _make_detoxify(scorer_cfg: Any) -> Scorer:
 
     # Hub weights that failed to download once in this process will fail again: remember
     # it, so a multirun does not retry (and log) the download for every job.
-    key = json.dumps(OmegaConf.to_container(scorer_cfg.detoxify, resolve=True)
-                     if OmegaConf.is_config(scorer_cfg.detoxify) else str(scorer_cfg.detoxify), sort_keys=True)
+    key = json.dumps(
+        OmegaConf.to_container(scorer_cfg.detoxify, resolve=True)
+        if OmegaConf.is_config(scorer_cfg.detoxify)
+        else str(scorer_cfg.detoxify),
+        sort_keys=True,
+    )
     if key in _DETOXIFY_UNAVAILABLE:
         raise ScorerUnavailable(_DETOXIFY_UNAVAILABLE[key])
     try:
@@ -110,13 +114,17 @@ class Backend:
 # The toxicity backends `scorer.toxicity` / `scorer.fallback` may name. A new backend = its module in
 # scoring/toxicity/ + one entry here.
 BACKENDS: dict[str, Backend] = {
-    "perspective": Backend(_make_perspective, _perspective_available,
-                           lambda c: f"set {c.perspective.api_key_env}"),
-    "detoxify": Backend(_make_detoxify, _detoxify_available,
-                        lambda c: "put Detoxify weights in the torch hub cache or set "
-                                  "scorer.detoxify.checkpoint + huggingface_config_path"),
-    "profanity_check": Backend(_make_profanity_check, _profanity_check_available,
-                               lambda c: "pip install alt-profanity-check"),
+    "perspective": Backend(_make_perspective, _perspective_available, lambda c: f"set {c.perspective.api_key_env}"),
+    "detoxify": Backend(
+        _make_detoxify,
+        _detoxify_available,
+        lambda c: (
+            "put Detoxify weights in the torch hub cache or set scorer.detoxify.checkpoint + huggingface_config_path"
+        ),
+    ),
+    "profanity_check": Backend(
+        _make_profanity_check, _profanity_check_available, lambda c: "pip install alt-profanity-check"
+    ),
 }
 
 
@@ -132,8 +140,7 @@ class ToxicityChain(Scorer):
 
     measure = "toxicity"
 
-    def __init__(self, order: list[str], factories: dict[str, Callable[[], Scorer]],
-                 cache: ScoreCache | None = None):
+    def __init__(self, order: list[str], factories: dict[str, Callable[[], Scorer]], cache: ScoreCache | None = None):
         self.order = order
         self.name = "toxicity:" + ">".join(order)
         self._factories = factories
@@ -204,14 +211,11 @@ class ToxicityChain(Scorer):
             if any((s.error or "").startswith(CIRCUIT_OPEN) for s in got):
                 down[backend] = list(still)  # every text it left, also those that failed before
             if still and len(self.order) > 1:
-                log.info("%s left %d of %d texts missing; passing them on", backend, len(still),
-                         len(pending))
+                log.info("%s left %d of %d texts missing; passing them on", backend, len(still), len(pending))
             pending = still
             first = False
         for i in pending:
-            results[i] = Score.missing(
-                "toxicity:none", "; ".join(errors[i]) or "no toxicity backend available"
-            )
+            results[i] = Score.missing("toxicity:none", "; ".join(errors[i]) or "no toxicity backend available")
         for backend, idx in down.items():
             self._warn_down(backend, idx, results, copies, len(index))
         out = [results[j] for j in index]
@@ -222,8 +226,9 @@ class ToxicityChain(Scorer):
                 self.missing += 1
         return out  # type: ignore[return-value]
 
-    def _warn_down(self, backend: str, idx: list[int], results: list[Score | None], copies: Counter,
-                   total: int) -> None:
+    def _warn_down(
+        self, backend: str, idx: list[int], results: list[Score | None], copies: Counter, total: int
+    ) -> None:
         """ONE warning for the texts a backend left to the fallback because its endpoint is down."""
         n = sum(copies[i] for i in idx)
         self.unreachable_texts[backend] = self.unreachable_texts.get(backend, 0) + n
@@ -235,8 +240,15 @@ class ToxicityChain(Scorer):
         http = getattr(getattr(inner, "inner", inner), "http", None)
         where = f" at {http.endpoint}" if http is not None else ""
         reason = http.breaker.open_reason if http is not None else "circuit open"
-        log.warning("%s%s unreachable (%s): %d of %d texts scored by the fallback instead (%s)", backend,
-                    where, reason, n, total, ", ".join(f"{k}: {v}" for k, v in sorted(by.items())))
+        log.warning(
+            "%s%s unreachable (%s): %d of %d texts scored by the fallback instead (%s)",
+            backend,
+            where,
+            reason,
+            n,
+            total,
+            ", ".join(f"{k}: {v}" for k, v in sorted(by.items())),
+        )
 
     def provenance(self) -> dict:
         return {
@@ -279,20 +291,30 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
         if cache is not None:
             cache.close()
         raise ScorerError(
-            "no toxicity backend available (" + "; ".join(
-                f"{b}: {chain.unavailable.get(b, '?')}" for b in order
-            ) + "): " + ", or ".join(BACKENDS[b].hint(scorer_cfg) for b in order)
+            "no toxicity backend available ("
+            + "; ".join(f"{b}: {chain.unavailable.get(b, '?')}" for b in order)
+            + "): "
+            + ", or ".join(BACKENDS[b].hint(scorer_cfg) for b in order)
         )
     if order[0] == "perspective" and used != "perspective":
         env = scorer_cfg.perspective.api_key_env
-        _log_once(f"perspective-{env}", logging.WARNING, "%s not set: toxicity falls back to %s",
-                  env, used)
+        _log_once(f"perspective-{env}", logging.WARNING, "%s not set: toxicity falls back to %s", env, used)
     elif used != order[0]:
-        _log_once(f"{order[0]}->{used}", logging.WARNING, "toxicity backend %s unavailable (%s): "
-                  "falls back to %s", order[0], chain.unavailable.get(order[0]), used)
+        _log_once(
+            f"{order[0]}->{used}",
+            logging.WARNING,
+            "toxicity backend %s unavailable (%s): falls back to %s",
+            order[0],
+            chain.unavailable.get(order[0]),
+            used,
+        )
     if used == "profanity_check":
-        _log_once("stand-in", logging.WARNING, "toxicity scores come from profanity_check, a "
-                  "stand-in (not Perspective/Detoxify); results are marked stand_in")
+        _log_once(
+            "stand-in",
+            logging.WARNING,
+            "toxicity scores come from profanity_check, a "
+            "stand-in (not Perspective/Detoxify); results are marked stand_in",
+        )
     return chain
 
 

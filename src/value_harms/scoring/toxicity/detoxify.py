@@ -59,10 +59,7 @@ class DetoxifyScorer(Scorer):
         self.name = f"detoxify:{self.variant}"
         self.batch_size = max(1, int(cfg.batch_size))
         self.checkpoint = os.path.expanduser(str(cfg.checkpoint)) if cfg.checkpoint else None
-        self.hf_dir = (
-            os.path.expanduser(str(cfg.huggingface_config_path))
-            if cfg.huggingface_config_path else None
-        )
+        self.hf_dir = os.path.expanduser(str(cfg.huggingface_config_path)) if cfg.huggingface_config_path else None
         self._checkpoint_id: str | None = None
         self.model = self._load()
         self._fix_max_length()
@@ -92,15 +89,15 @@ class DetoxifyScorer(Scorer):
         try:
             source = self._checkpoint_source()
             return Detoxify(
-                self.variant, checkpoint=source, device=device,
+                self.variant,
+                checkpoint=source,
+                device=device,
                 huggingface_config_path=self.hf_dir,
             )
         except ScorerUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ScorerUnavailable(
-                f"Detoxify checkpoint {self.checkpoint} did not load ({_one_line(exc)})"
-            ) from exc
+            raise ScorerUnavailable(f"Detoxify checkpoint {self.checkpoint} did not load ({_one_line(exc)})") from exc
 
     def _checkpoint_source(self) -> Any:
         """The checkpoint path, or an in-memory copy whose arch.args.model_type is the local
@@ -116,13 +113,14 @@ class DetoxifyScorer(Scorer):
         try:
             args = loaded["config"]["arch"]["args"]
         except (KeyError, TypeError) as exc:
-            raise ScorerUnavailable(
-                f"{self.checkpoint} is not a Detoxify checkpoint (needs config.arch.args)"
-            ) from exc
+            raise ScorerUnavailable(f"{self.checkpoint} is not a Detoxify checkpoint (needs config.arch.args)") from exc
         if Path(str(args.get("model_type", ""))).is_dir():
             return self.checkpoint
-        log.info("detoxify: checkpoint names model_type %r; using local config folder %s instead",
-                 args.get("model_type"), self.hf_dir)
+        log.info(
+            "detoxify: checkpoint names model_type %r; using local config folder %s instead",
+            args.get("model_type"),
+            self.hf_dir,
+        )
         args["model_type"] = self.hf_dir
         buf = io.BytesIO()
         torch.save(loaded, buf)

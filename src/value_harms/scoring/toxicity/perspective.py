@@ -44,8 +44,7 @@ class PerspectiveScorer(Scorer):
 
     measure = "toxicity"
 
-    def __init__(self, cfg: Any, api_key: str, session: requests.Session | None = None,
-                 breaker_cfg: Any = None):
+    def __init__(self, cfg: Any, api_key: str, session: requests.Session | None = None, breaker_cfg: Any = None):
         if not api_key:
             raise ValueError(f"empty Perspective API key (set {cfg.api_key_env})")
         self.cfg = cfg
@@ -53,8 +52,14 @@ class PerspectiveScorer(Scorer):
         self.name = f"perspective:{self.attribute}"
         self._key = api_key
         self.stats: Counter[str] = Counter()
-        self.http = HttpClient(self.name, str(cfg.endpoint), HttpSettings.from_cfg(cfg, breaker_cfg),
-                               secret=api_key, stats=self.stats, session=session)
+        self.http = HttpClient(
+            self.name,
+            str(cfg.endpoint),
+            HttpSettings.from_cfg(cfg, breaker_cfg),
+            secret=api_key,
+            stats=self.stats,
+            session=session,
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"PerspectiveScorer(endpoint={self.cfg.endpoint!r}, attribute={self.attribute!r})"
@@ -132,14 +137,20 @@ class PerspectiveScorer(Scorer):
         """One cheap request (at most one retry) with a short read timeout. Raises `EndpointUnreachable`
         (breaker opened) when the endpoint does not answer, `ScorerError` when the key is rejected;
         any other answer (200, 400, 429, 5xx) shows the endpoint is reachable."""
+
         def read(resp: requests.Response) -> int:
             if resp.status_code in CREDENTIAL_STATUS:
                 self._read(resp)  # raises ScorerError, key-free
             return resp.status_code
 
         try:
-            self.http.call(read, params={"key": self._key}, json=self._body(PROBE_TEXT), max_retries=1,
-                           read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s))
+            self.http.call(
+                read,
+                params={"key": self._key},
+                json=self._body(PROBE_TEXT),
+                max_retries=1,
+                read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s),
+            )
         except (GaveUp, EndpointUnreachable) as exc:
             self.http.breaker.trip(f"probe failed: {exc.reason}")
             raise self.http.breaker.error() from None
@@ -152,8 +163,7 @@ class PerspectiveScorer(Scorer):
             why = f"{CIRCUIT_OPEN}: {self.http.breaker.open_reason}"
             return [Score.missing(self.name, why) for _ in texts]
         results = [
-            self.score_one(t)
-            for t, _ in tqdm(uniq, desc=self.name, unit="text", disable=len(uniq) < 2, leave=False)
+            self.score_one(t) for t, _ in tqdm(uniq, desc=self.name, unit="text", disable=len(uniq) < 2, leave=False)
         ]
         return [results[j] for j in index]
 
