@@ -257,7 +257,7 @@ def test_power_command(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "value_harms.tools.power",
+        "value_harms.power",
         str(root),
         "--models",
         "10",

@@ -234,7 +234,7 @@ def test_cli_rebuild(data_dir: Path) -> None:
         [
             sys.executable,
             "-m",
-            "value_harms.core.profiles",
+            "value_harms.profiles",
             "rebuild",
             "--ess",
             str(ESS_CSV),

@@ -40,7 +40,7 @@ def _sweep_dir(tmp_path) -> Path:
 
 def _status_cli(sweep: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra],
+        [sys.executable, "-m", "value_harms.status", str(sweep), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

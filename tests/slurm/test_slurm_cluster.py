@@ -142,7 +142,7 @@ def status(sweep: Path) -> tuple[int, dict, str]:
 
     def call(*extra):
         return subprocess.run(
-            [sys.executable, "-m", "value_harms.tools.status", str(sweep), *extra],
+            [sys.executable, "-m", "value_harms.status", str(sweep), *extra],
             cwd=ROOT,
             env=_env(),
             capture_output=True,
