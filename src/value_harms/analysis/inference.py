@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from value_harms.analysis.design import POWER, design_se, mde, prompts_needed, two_way, variance_components
+from value_harms.core.values import VALUES
 from value_harms.metrics import PROMPT_VALUES
 
 log = logging.getLogger(__name__)
@@ -352,8 +353,6 @@ def value_regressions_mixed(
 
     import statsmodels.api as sm
     from statsmodels.stats.multitest import multipletests
-
-    from value_harms.core.values import VALUES
 
     cols = [
         "model",

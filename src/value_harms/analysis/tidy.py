@@ -25,6 +25,7 @@ import pandas as pd
 
 from value_harms.core.values import KEY_TO_VALUE, VALUES
 from value_harms.errors import AnalysisError
+from value_harms.metrics import scorer_shares
 from value_harms.store import records as stored
 from value_harms.store.identity import SCHEMA_VERSION
 
@@ -234,7 +235,6 @@ def fallback_share(scorer: Mapping[str, Any] | None) -> float:
     """Share of a result's scored texts scored by a fallback backend: the recorded `fallback_share`, else
     (results written before it was recorded) from `by_scorer` and the toxicity chain's first backend;
     0.0 for scorers without a chain (judge, regard); NaN when nothing was scored."""
-    from value_harms.metrics import scorer_shares
 
     scorer = scorer or {}
     if "fallback_share" in scorer:

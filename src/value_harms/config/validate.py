@@ -26,7 +26,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from value_harms.errors import ConfigError
+from value_harms.config.paths import conf_dir
+from value_harms.config.sweep import BASIC_SWEEPER as _BASIC_SWEEPER
+from value_harms.config.sweep import expand_overrides
+from value_harms.core.names import safe_name
+from value_harms.errors import ConfigError, UnsafeNameError
 
 __all__ = [
     "ConfigError",
@@ -60,10 +64,8 @@ NAME_KEYS = (
 
 def name_problem(name: Any, key: str = "name") -> str | None:
     """Why `name` (the value of config key `key`) cannot be one file or folder name, else None. The
-    rule is the store's own (value_harms.store.layout.safe_name): checked here at composition so
+    rule is the store's own (value_harms.core.names.safe_name): checked here at composition so
     that no job starts, and there again where the folder is made."""
-    from value_harms.errors import UnsafeNameError
-    from value_harms.store.layout import safe_name
 
     try:
         safe_name(name, key)
@@ -74,7 +76,6 @@ def name_problem(name: Any, key: str = "name") -> str | None:
 
 def check_name(name: Any, key: str) -> None:
     """Raise the store's one-line UnsafeNameError when `name` is not one safe folder name."""
-    from value_harms.store.layout import safe_name
 
     safe_name(name, key)
 
@@ -289,8 +290,6 @@ def _job_configs(config: DictConfig) -> Iterable[tuple[int, int, list[str], Dict
     that differ from the composed base config in a swept plain value, one job per distinct set of
     such values (a 154-profile x 2-lr sweep checks 2 configs). Swept group options are not applied:
     they only bring the repository's own files, whose names the group guard has checked."""
-    from value_harms.config.sweep import BASIC_SWEEPER as _BASIC_SWEEPER
-    from value_harms.config.sweep import expand_overrides
 
     if OmegaConf.select(config, "hydra.sweeper._target_", default=_BASIC_SWEEPER) != _BASIC_SWEEPER:
         return
@@ -324,7 +323,6 @@ def _job_configs(config: DictConfig) -> Iterable[tuple[int, int, list[str], Dict
 
 
 def _groups() -> list[str]:
-    from value_harms.config.paths import conf_dir
 
     conf = conf_dir()
     return [p.name for p in conf.iterdir() if p.is_dir()] if conf.is_dir() else []

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from value_harms.config.paths import conf_dir
+from value_harms.core.names import safe_name
 from value_harms.core.values import ANCHORS, KEY_TO_VALUE, SCALE_MAX, SCALE_MIN, VALUE_KEYS, VALUE_TO_KEY, VALUES
 from value_harms.errors import ProfileError
 
@@ -171,9 +172,7 @@ def profile_from_cfg(node: Any) -> Profile:
     name = data.get("name")
     if name is None or name == _MISSING or not isinstance(name, str) or not name.strip():
         raise ProfileError(f"value profile config has no usable 'name' (got {name!r})")
-    from value_harms.config.validate import check_name
-
-    check_name(name, "value_profile.name")  # it names store and run folders: no '/', '..', control chars
+    safe_name(name, "value_profile.name")  # it names store and run folders: no '/', '..', control chars
     unknown = sorted(set(map(str, data)) - {"name", "kind", "anchor", "rank", "values"})
     if unknown:
         raise ProfileError(

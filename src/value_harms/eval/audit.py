@@ -12,7 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from value_harms.data.touche import load_arguments
 from value_harms.runtime import runs
+from value_harms.runtime.runs import output_dir
+from value_harms.scoring import build_scorer, probe
 from value_harms.store import files
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,6 @@ def audit_texts(args_df) -> list[tuple[str, str]]:
 
 
 def run_audit(cfg) -> dict[str, Any]:
-    from value_harms.data.touche import load_arguments
-    from value_harms.runtime.runs import output_dir
-    from value_harms.scoring import build_scorer, probe
 
     run_dir = output_dir(cfg)
     args_df = load_arguments(

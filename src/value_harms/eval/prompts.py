@@ -8,6 +8,7 @@ applies identically to vanilla, value-aligned and in-context (ICL) models.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -112,7 +113,6 @@ def prefix_for(mitigation, persona_values: Mapping[str, float] | None, disregard
 
 def load_auto_mitigation(path: str | None) -> dict:
     """The per-benchmark, per-category values chosen by analyze.py for mitigation=auto."""
-    import json
 
     if not path:
         raise ValueError("mitigation=auto needs mitigation.auto_file; run analyze.py first, which writes it")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from value_harms.eval.measures import get_measure
+from value_harms.runtime import tracking
 from value_harms.store import files, records
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ def _record_store(run_dir: Path, store: Path) -> None:
 
 def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
     """Copy results into the run folder and send the summary, samples table and chart to W&B."""
-    from value_harms.runtime import tracking
 
     record = result if isinstance(result, records.EvalRecord) else records.EvalRecord.from_json(result)
     record.store_dir, record.run_dir, record.skipped = str(store), str(run_dir), skipped

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from value_harms.core.profiles import Profile
+from value_harms.core.profiles import Profile, load_profile
 from value_harms.errors import EvaluationError
 from value_harms.eval.measures import check_benchmark_config
 from value_harms.models.identity import base_identity
+from value_harms.models.lora import adapter_fingerprint, adapter_problem
 from value_harms.store import files, layout
+from value_harms.train.task import train_command, train_store_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,6 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
     that `train.py` files under the training key of THIS composed config (same function, same
     inputs), so an ablation or another stage can never stand in for it. A damaged adapter is
     reported, never loaded."""
-    from value_harms.models.lora import adapter_problem
-    from value_harms.train.task import train_command, train_store_dir
 
     if cfg.adapter_dir:
         p = Path(os.path.expanduser(cfg.adapter_dir))
@@ -53,7 +53,6 @@ def find_adapter(cfg: DictConfig, profile: Profile, baseline: str) -> tuple[Path
                     raise EvaluationError(f"adapter_dir={cand}: {problem}; retrain it or point at another adapter")
                 return cand, None
         raise EvaluationError(f"adapter_dir={p} holds no adapter_config.json; point it at a trained adapter folder")
-    from value_harms.core.profiles import load_profile
 
     train_profile = profile if baseline == "vim" else load_profile("vanilla")
     folder = train_store_dir(cfg, train_profile)
@@ -106,7 +105,6 @@ def _model_identity(cfg, profile: Profile, baseline: str):
 
     The model key names the weights that answer by content (base identity + adapter sha256 + dtype):
     two models never share generations, whatever their config names."""
-    from value_harms.models.lora import adapter_fingerprint
 
     adapter, train_key = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else (None, None)
     adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig
 
+from value_harms.runtime import tracking
 from value_harms.store.files import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 def job_status(run_dir: str | os.PathLike, info: Mapping[str, Any], wandb_run=None) -> Iterator[dict]:
     """Record a job as running / complete / failed in `run_dir/status.json` and always close W&B,
     even when the job raises (the task-wrapper practice of lightning-hydra-template)."""
-    from value_harms.runtime import tracking
 
     status = {"status": "running", **info, "git": git_hash()}
     atomic_write_json(Path(run_dir) / "status.json", status)

@@ -19,6 +19,14 @@ from typing import Any, Callable
 from value_harms.errors import ConfigError, EndpointUnreachable, ScorerError, ScorerUnavailable
 from value_harms.scoring.base import Score, Scorer, cfg_get, text_key, unique_items
 from value_harms.scoring.cache import CachedScorer, ScoreCache
+from value_harms.scoring.http import endpoint_id
+from value_harms.scoring.http import reset_breakers as _reset
+from value_harms.scoring.judge import build_judge_scorer
+from value_harms.scoring.judge.rubric import BACKENDS as JUDGE_BACKENDS
+from value_harms.scoring.regard import build_regard_scorer
+from value_harms.scoring.toxicity.chain import BACKENDS as TOXICITY_BACKENDS
+from value_harms.scoring.toxicity.chain import build_toxicity_scorer
+from value_harms.scoring.toxicity.perspective import PerspectiveScorer
 
 __all__ = [
     "SCORERS",
@@ -46,35 +54,30 @@ log = logging.getLogger(__name__)
 
 
 def _build_toxicity(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
-    from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 
     return build_toxicity_scorer(scorer_cfg, cache_path=cache_path)
 
 
 def _build_regard(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
-    from value_harms.scoring.regard import build_regard_scorer
 
     return build_regard_scorer(scorer_cfg, cache_path=cache_path)
 
 
 def _build_judge(name: str, scorer_cfg: Any, cache_path: str | None) -> Scorer:
-    from value_harms.scoring.judge import build_judge_scorer
 
     return build_judge_scorer(name, scorer_cfg, cache_path)
 
 
 def _toxicity_backends(scorer_cfg: Any) -> dict[str, tuple[list[str], tuple[str, ...]]]:
-    from value_harms.scoring.toxicity.chain import BACKENDS
 
     primary, fallback = cfg_get(scorer_cfg, "toxicity", "perspective"), cfg_get(scorer_cfg, "fallback", [])
     names = [str(b) for b in [primary, *list(fallback)]]
-    return {"scorer.toxicity / scorer.fallback": (names, tuple(BACKENDS))}
+    return {"scorer.toxicity / scorer.fallback": (names, tuple(TOXICITY_BACKENDS))}
 
 
 def _judge_backends(scorer_cfg: Any) -> dict[str, tuple[list[str], tuple[str, ...]]]:
-    from value_harms.scoring.judge.rubric import BACKENDS
 
-    return {"scorer.judge.backend": ([str(cfg_get(cfg_get(scorer_cfg, "judge"), "backend", "openai"))], BACKENDS)}
+    return {"scorer.judge.backend": ([str(cfg_get(cfg_get(scorer_cfg, "judge"), "backend", "openai"))], JUDGE_BACKENDS)}
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,6 @@ def check_scorer_config(name: str, scorer_cfg: Any) -> None:
 
 def reset_breakers() -> None:
     """Forget every endpoint's failures (each job starts with closed circuit breakers)."""
-    from value_harms.scoring.http import reset_breakers as _reset
 
     _reset()
 
@@ -159,7 +161,6 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
 
 def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: float) -> bool:
     """Perspective, when the chain has it and its key is set (else False: nothing was checked)."""
-    from value_harms.scoring.http import endpoint_id
 
     order = [str(b) for b in [scorer_cfg.toxicity, *list(scorer_cfg.fallback or [])]]
     if "perspective" not in order:
@@ -171,7 +172,6 @@ def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: f
     if not key:
         info["reason"] = f"{env} not set: Perspective is not used"
         return False
-    from value_harms.scoring.toxicity.perspective import PerspectiveScorer
 
     scorer = PerspectiveScorer(pcfg, key, breaker_cfg=cfg_get(scorer_cfg, "breaker"))
     try:
@@ -194,7 +194,6 @@ def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: f
 
 def _probe_judge(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: float) -> bool:
     """The openai judge backend's endpoint, key, model and rubric (a local judge: False, nothing to reach)."""
-    from value_harms.scoring.http import endpoint_id
 
     judge_cfg = cfg_get(scorer_cfg, "judge")
     backend = str(cfg_get(judge_cfg, "backend", "openai"))
@@ -202,7 +201,6 @@ def _probe_judge(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: floa
     if backend != "openai":
         info["reason"] = "local judge: nothing to reach"
         return False
-    from value_harms.scoring.judge import build_judge_scorer
 
     info["endpoint"] = endpoint_id(str(cfg_get(judge_cfg, "base_url")).rstrip("/") + "/chat/completions")
     judge = build_judge_scorer(name, scorer_cfg, None)  # no key / no rubric: ScorerUnavailable

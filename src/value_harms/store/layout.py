@@ -11,26 +11,9 @@ No reader parses these paths: every fact a reader needs is in the stored record 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-from value_harms.errors import UnsafeNameError
-
-MAX_NAME = 100
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
-
-
-def safe_name(name: object, what: str = "name") -> str:
-    """`name` unchanged when it is a safe single folder name, else a one-line UnsafeNameError."""
-    text = str(name)
-    if not text or text in (".", "..") or _UNSAFE.search(text) or text.startswith("~"):
-        raise UnsafeNameError(
-            f"{what}={text!r} cannot be a folder name: use letters, digits, '_', '-', '.' "
-            f"without '/', '\\\\', '..' or control characters"
-        )
-    if len(text) > MAX_NAME:
-        raise UnsafeNameError(f"{what}={text[:40]!r}... is {len(text)} characters long; use at most {MAX_NAME}")
-    return text
+from value_harms.core.names import safe_name
 
 
 def _root(store_dir: str | os.PathLike) -> Path:

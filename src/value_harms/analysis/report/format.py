@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from value_harms.analysis.design import design_text
+
 log = logging.getLogger(__name__)
 
 
@@ -165,7 +167,6 @@ def _stars(p: Any) -> str:
 
 
 def _design(row: Any) -> str:
-    from value_harms.analysis.design import design_text
 
     return design_text(row)
 

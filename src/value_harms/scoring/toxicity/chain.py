@@ -26,6 +26,8 @@ from omegaconf import OmegaConf
 from value_harms.errors import ScorerError, ScorerUnavailable
 from value_harms.scoring.base import Score, Scorer, cfg_get, unique_items
 from value_harms.scoring.cache import CachedScorer, ScoreCache
+from value_harms.scoring.calibration import calibrator_for
+from value_harms.scoring.toxicity.perspective import PerspectiveScorer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ _DETOXIFY_UNAVAILABLE: dict[str, str] = {}
 
 def _make_perspective(scorer_cfg: Any) -> Scorer:
     # backends are imported when built: a missing optional dependency only matters to its backend
-    from value_harms.scoring.toxicity.perspective import PerspectiveScorer
 
     env = scorer_cfg.perspective.api_key_env
     key = os.environ.get(env, "").strip()
@@ -283,7 +284,6 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
     factories = {b: _factory(b, scorer_cfg) for b in order}  # unknown names fail here
     cache = ScoreCache(cache_path) if cache_path is not None and scorer_cfg.cache else None
     chain = ToxicityChain(order, factories, cache)
-    from value_harms.scoring.calibration import calibrator_for
 
     chain.calibrate = calibrator_for(scorer_cfg, os.path.dirname(os.fspath(cache_path)) if cache_path else None)
     used = chain.first_available()
