@@ -6,7 +6,6 @@ A thin entry point: every knob is in conf/, every step in the value_harms packag
 import hydra
 from omegaconf import DictConfig
 
-import value_harms.config.schema
 from value_harms.runtime.cli import guard_overrides, run_task
 
 

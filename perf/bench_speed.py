@@ -1,6 +1,6 @@
 """Speed ratios of the framework, measured in one run on one machine (issue #5 targets in brackets).
 
-    python benchmarks/bench_speed.py [--model tiny|smollm2_135m] [--skip-train]
+    python perf/bench_speed.py [--model tiny|smollm2_135m] [--skip-train]
 
 1. training step, project's Lightning path / plain PyTorch + PEFT loop, same batches   [<= 1.05]
 2. generation at batch 16 / one prompt at a time (tokens per second)                  [>= 4x]

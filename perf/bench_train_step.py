@@ -1,6 +1,6 @@
 """Training step time: the project's Lightning path vs a plain PyTorch + PEFT loop, same batches.
 
-    python benchmarks/bench_train_step.py [--model smollm2_135m|tiny] [--steps 12] [--batch-size 8]
+    python perf/bench_train_step.py [--model smollm2_135m|tiny] [--steps 12] [--batch-size 8]
 
 Both paths train the same LoRA (r 8 on q/v) from the same seed on the same VIM stage-1 batches.
 Step time = time between the starts of consecutive steps (so every per-step overhead of the loop,

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from helpers.cli import CONF, ROOT
 
 
 def _data_dir() -> Path:
@@ -55,13 +52,3 @@ def compose():
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def run_script(script: str, args: list[str], env_extra: dict | None = None, timeout: int = 600):
-    """Run one of the entry points in a subprocess, as a user would."""
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from helpers.cli import run_script
 
 PROFILES = [
     "Ach",
@@ -32,7 +32,7 @@ def sweep(tmp_path_factory, cache_dir, data_dir):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from conftest import CONF
+    from helpers.cli import CONF
     from value_harms.eval.task import run_evaluate
 
     root = tmp_path_factory.mktemp("sweep")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import run_script
+from helpers.cli import run_script
 
 VALUES_HEADER = (
     "\tConclusion\tStance\tPremise\tAchievement\tBenevolence\tConformity\tHedonism\tPower\tSecurity"

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import CONF, run_script
+from helpers.cli import CONF, run_script
 
 PRIMARY = ["train", "evaluate"]
 # Groups that the primary config selects from (the domain and infrastructure folders of conf/).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from helpers.cli import run_script
 from helpers.fake_openai import FakeOpenAI
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from helpers.cli import ROOT, run_script
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import FakePerspective, fake_score
 

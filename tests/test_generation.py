@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from helpers.cli import ROOT
 from value_harms.eval.generation import (
     GenerationCache,
     GenRequest,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from helpers.cli import run_script
 from helpers.fake_perspective import FakePerspective
 
 KEY = "test-key-5f3a9c"

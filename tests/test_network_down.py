@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from helpers.cli import ROOT, run_script
 from helpers.fake_network import BlackHole, closed_port
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import PATH as PERSPECTIVE_PATH

@@ -224,7 +224,7 @@ def test_a_scorer_registered_in_a_test_is_built_and_probed_through_the_registry(
 
 
 def test_cli_reports_a_registry_miss_in_one_line_before_loading(tmp_path):
-    from conftest import run_script
+    from helpers.cli import run_script
 
     res = run_script(
         "evaluate.py",

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers.cli import ROOT
 
 MAX_STEPS = 16
 # 5 batches an epoch (16 steps cross 3 epoch ends), validation every 2 batches, a checkpoint every

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from helpers.cli import run_script
 from helpers.fake_openai import FakeOpenAI
 from helpers.fake_perspective import FakePerspective
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from conftest import run_script
+from helpers.cli import run_script
 
 RESOURCES = {"gpus_per_node", "gres", "cpus_per_task", "mem_gb", "timeout_min", "setup"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_script
+from helpers.cli import ROOT, run_script
 from value_harms.tools.status import sweep_status
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from helpers.cli import ROOT, run_script
 
 
 def _overrides(tmp_path, cache_dir, data_dir, *extra):

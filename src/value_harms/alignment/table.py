@@ -17,6 +17,7 @@ def format_alignment_table(results: dict[str, AlignmentResult], targets: dict[st
     """Plain-text table: rows = 10 values + NMSE(greedy) + NMSE(expected) + parse rate; per run the
     columns target / greedy / expected; then the vanilla baseline NMSE against each run's target and
     one plain sentence per run (movement vs a run named "vanilla", collapse of greedy answers)."""
+    # size: one text table built row by row; split, its column layout would be spread over helpers
     names = list(results)
     tgts = {n: normalise_target(targets.get(n)) for n in names}
     head_w, col_w = 16, 8

@@ -209,6 +209,7 @@ def compare_prompt_level(
     n_samples), se, df, mde (at 80% power), powered (the design meets min_models for a sampled group
     and min_prompts) and method. Rows without prompt-level data keep their model-level test and are
     marked not powered (prompts unaccounted for)."""
+    # size: one statistical procedure end to end; its steps share the same grouped frames
     out = cmp.copy()
     for c, v in (
         ("diff_low", math.nan),
@@ -349,6 +350,7 @@ def value_regressions_mixed(
     per profile; prompt effects are removed first by centring each prompt's values (prompts are crossed
     with profiles, so their fixed effects are orthogonal to the profile-level intensities). Wald tests,
     Benjamini-Hochberg over all non-intercept terms. Columns as stats.REGRESSION_COLUMNS' core."""
+    # size: one statistical procedure end to end (fit per group, then BH over the family)
     import warnings
 
     import statsmodels.api as sm

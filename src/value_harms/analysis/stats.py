@@ -266,6 +266,7 @@ def compare_baselines(
     Columns: model, benchmark, metric, category, mitigation, baseline, stage, mean, ci_low, ci_high, n,
     diff_vs_ref, p_value, test.
     """
+    # size: one statistical procedure end to end; its steps share the same grouped frames
     cols = [
         "model",
         "benchmark",
@@ -366,6 +367,7 @@ def mitigation_effects(
     Columns: model, benchmark, metric, category, baseline, stage, mitigation, disregard, mean_reference,
     mean_mitigated, mean_delta, ci_low, ci_high, n, p_value, test.
     """
+    # size: one statistical procedure end to end (pairing, test, interval per group)
     cols = [
         "model",
         "benchmark",

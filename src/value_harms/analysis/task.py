@@ -183,6 +183,7 @@ def _print_summary(paths: dict[str, Path], findings: list[str], prov: dict[str, 
 
 def run_analyze(cfg) -> dict[str, Any]:
 
+    # size: the analyze task's steps in order, each one call; the run's status wraps them all
     check_task(cfg)  # bad names and folders: one line, before anything is read
     a = cfg.analysis
     run_dir = output_dir(cfg)

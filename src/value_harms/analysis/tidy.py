@@ -11,6 +11,9 @@ store.records.EvalRecord.identity), never on where the files are, so a store mov
 or renamed still matches its run folders. Paths are never parsed (the layout is store.layout's own).
 """
 
+# size: the one reader of stored records for analysis (evaluation, training, alignment, audit results into
+# tidy frames, with the pooling and comparability checks); split, its record contract would have two owners.
+
 from __future__ import annotations
 
 import glob
@@ -432,6 +435,7 @@ def alignment_to_frame(records: Iterable[tuple[Mapping[str, Any], str, str | Pat
     benchmark 'pvq', measure 'alignment', mitigation 'none', source 'train'; category 'overall' holds
     nmse_greedy, nmse_expected, parse_rate, collapsed (0/1), greedy_values_covered, mean_digit_mass;
     category <Value> holds greedy, expected and target (the per-value means)."""
+    # size: one record kind to rows, field by field
     rows: list[dict[str, Any]] = []
     for data, result_id, path in records:
         al = data.get("alignment")

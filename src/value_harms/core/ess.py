@@ -214,7 +214,7 @@ def _yaml_text(p: Profile) -> str:
     lines = [
         f"# value profile '{p.name}'; source: {SOURCE_NOTE}"
         if p.values is not None
-        else "# no value alignment (the base model); see docs/INTERFACES.md",
+        else "# no value alignment (the base model); see docs/ARCHITECTURE.md",
         f"name: {scalar(p.name)}",
         f"kind: {p.kind}",
         f"anchor: {scalar(p.anchor)}",

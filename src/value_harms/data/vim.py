@@ -286,6 +286,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         add_eos: bool = True,
         truncation_side: str = "end",
     ):
+        # size: tokenisation under the protocol's truncation rules, in one pass with its counters
         if pad_to not in ("max_length", "longest"):
             raise ValueError(f"pad_to must be 'max_length' or 'longest', got {pad_to!r}")
         if truncation_side not in TRUNCATION_SIDES:

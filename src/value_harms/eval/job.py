@@ -310,6 +310,7 @@ def _preferred_scorer_now_available(cfg, result: dict[str, Any]) -> str | None:
 
 def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     """Score every continuation with the benchmark's measure; returns (samples, metrics, scorer info)."""
+    # size: one pass over the rows: scoring text, per-text fallback, counts, measures
 
     bench = cfg.benchmark
     spec = get_measure(bench.measure)  # the measure registry (eval.measures.MEASURES) says how to score

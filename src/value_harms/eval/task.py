@@ -160,6 +160,7 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
 def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
     """`benchmark=pvq`: the PVQ value-alignment check under this job's persona / mitigation prefix,
     so the cost of a value prompt on persona fidelity is measured like any other result."""
+    # size: one job: key, lock, check, record
 
     t_start = time.perf_counter()
     bench = cfg.benchmark
@@ -240,6 +241,7 @@ def _alignment_record(
     t_start: float,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(samples, result) of a PVQ check, in the shape of every evaluation result."""
+    # size: a results.json record literal, field by field
     bench = cfg.benchmark
     adapter, adapter_sha, base_id = model_ident
     samples = [

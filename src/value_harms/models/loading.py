@@ -1,4 +1,4 @@
-"""Base model + tokenizer loading (tiny / gguf / hub) and LoRA attach / load / detach.
+"""Base model + tokenizer loading (tiny / gguf / hub), cached per process; LoRA adapters are in models/lora.py.
 
 Every model, whatever its source, is loaded by the same two calls,
 ``AutoModelForCausalLM.from_pretrained(dir_or_id, ...)`` and ``AutoTokenizer.from_pretrained(...)``:

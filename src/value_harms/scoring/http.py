@@ -395,6 +395,7 @@ class HttpClient:
         max_retries: int | None = None,
         read_timeout_s: float | None = None,
     ) -> T:
+        # size: one request loop: breaker, retries with backoff, and each class of error answered in place
         s = self.settings
         retries = s.max_retries if max_retries is None else max(0, int(max_retries))
         base_read = s.read_timeout_s if read_timeout_s is None else read_timeout_s

@@ -116,6 +116,7 @@ def _run(cmd: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # size: the demo's script in the order its output is read
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles", default="vanilla,Pow,Uni", help="comma-separated value profiles")
     ap.add_argument("--benchmarks", default="rtp,beavertails")

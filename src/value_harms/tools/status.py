@@ -208,6 +208,7 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
     rerun (argv lists: python <task>.py -m ...), rerun_commands (the same, shell-quoted),
     rerun_all (argv rerunning the whole sweep), rerun_dir, note.
     """
+    # size: one pass joining expected jobs with every attempt's folders and the store
     sweep_dir = Path(sweep_dir).resolve()
     cfg = _load_sweep(sweep_dir)
     conf = sweep_conf_dir(cfg)

@@ -61,6 +61,7 @@ def _column_label(bench: Any, cat: Any, metric: Any) -> str:
 
 
 def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
+    # size: one matplotlib figure: data, cells, significance marks, labels
     terms = _term_order(reg["term"])
     if not terms:
         return None

@@ -44,6 +44,7 @@ def _stand_in_warning(provenance: Mapping[str, Any]) -> str | None:
 
 
 def provenance_section(doc: Page, provenance: Mapping[str, Any]) -> None:
+    # size: one report section, written in reading order
     warning = _stand_in_warning(provenance)
     if warning:
         doc.warn(warning)
@@ -183,6 +184,7 @@ def summary_section(doc: Page, findings: list[str] | None, provenance: Mapping[s
 
 def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, Path]) -> None:
     """Value -> harm regressions: heatmap, significant coefficients (BH), rank deficiency, skipped fits."""
+    # size: one report section, written in reading order
     doc.h2("Value → harm regressions")
     if _empty(reg):
         doc.p("No regression results.")

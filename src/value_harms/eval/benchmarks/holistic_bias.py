@@ -96,6 +96,7 @@ def _definite(phrase: str) -> str:
 
 def _noun_phrases(folder: Path) -> list[dict[str, Any]]:
     """The dispreferred noun phrases of HolisticBias v1.1, with their metadata, in file order."""
+    # size: HolisticBias v1.1's noun-phrase rules kept together, to be read against the reference code
     for name in FILES:
         if not (folder / name).is_file():
             raise BenchmarkError(

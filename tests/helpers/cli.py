@@ -1,0 +1,23 @@
+"""What tests share besides fixtures: the repository's paths and running an entry point as a user would.
+
+(Tests import these from here, never from conftest.py, which pytest loads itself.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+
+
+def run_script(script: str, args: list[str], env_extra: dict | None = None, timeout: int = 600):
+    """Run one of the entry points in a subprocess, as a user would."""
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
