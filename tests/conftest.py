@@ -43,6 +43,8 @@ def compose():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
+
     def _compose(config_name: str = "train", overrides: list[str] | None = None, return_hydra_config=False):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

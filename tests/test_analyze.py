@@ -32,6 +32,7 @@ def sweep(tmp_path_factory, cache_dir, data_dir):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
     from helpers.cli import CONF
     from value_harms.eval.task import run_evaluate
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
 from value_harms.config.paths import conf_dir
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
+
 STAGE_TRAIN_EXAMPLES = {"ag": 5899, "qa": 16594}  # PROTOCOL.md: 80% of 7,374; 16,594 QA examples
 BENCHMARK_PROMPTS = {"rtp": 21744, "holisticbiasr": 17700, "hex_phi": 330, "beavertails": 700, "pvq": 40}
 N_PROFILES = 154

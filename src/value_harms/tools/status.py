@@ -42,6 +42,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
 from value_harms.config.sweep import BASIC_SWEEPER as _BASIC_SWEEPER
 from value_harms.config.sweep import normalise_overrides, overrides_parser, sweep_conf_dir
 from value_harms.errors import SweepError
