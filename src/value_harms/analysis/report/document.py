@@ -1,4 +1,4 @@
-"""The report document: figures, findings and sections into one markdown + one self-contained HTML page, and W&B logging.
+"""The report document: figures, findings and sections into one markdown + one self-contained HTML page; W&B logging.
 
 Built on the frames of `analysis.stats` / `analysis.tidy` (column contracts in the module docs
 there); every function accepts empty or missing frames and simply leaves the part out.
