@@ -118,6 +118,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "vim_stage.weight_decay": (_non_negative, "a number >= 0", "0.0"),
     "vim_stage.warmup_steps": (_int_at_least(0), "an integer >= 0", "0"),
     "vim_stage.max_length": (_int_at_least(1), "a number of tokens >= 1", "128"),
+    "vim_stage.answer_weight": (_positive, "a loss weight > 0", "1.0"),
+    "vim_stage.qa_balance_power": (lambda x: _non_negative(x) and float(x) <= 1, "a number in [0, 1]", "1.0"),
+    "vim_stage.qa_balance": (lambda x: x in ("none", "score"), "one of none, score", "none"),
     "trainer.max_steps": (
         lambda x: x == -1 or _int_at_least(1)(x),
         "-1 (no limit) or an integer >= 1 (0 trains nothing)",

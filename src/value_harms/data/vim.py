@@ -231,6 +231,40 @@ def stage2_examples(
     return out
 
 
+QA_BALANCE = ("none", "score")
+
+
+def balance_by_score(examples: Sequence[Example], seed: int = 42, power: float = 1.0) -> list[Example]:
+    """About as many QA examples, resampled so that the answer scores are more evenly frequent (issue 15:
+    for an extreme profile ~90% of QA targets are the lowest score and a short run learns "answer low").
+
+    Score group g of size n_g gets ceil(n * w_g / sum w) examples with w_g = n_g ** (1 - power): power 1
+    makes every score equally frequent, 0 keeps the original shares, 0.5 is in between (square-root
+    weights). A group with enough examples is drawn without replacement, a smaller one is taken whole
+    plus draws with replacement. Deterministic for a seed; the order is shuffled.
+    """
+    if not 0 <= power <= 1:
+        raise ValueError(f"vim_stage.qa_balance_power={power!r}: expected a number in [0, 1]")
+    groups: dict[int, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(int(e.meta["score"]), []).append(e)
+    if len(groups) < 2:
+        return list(examples)
+    rng = np.random.default_rng(seed)
+    weights = {s: len(g) ** (1.0 - float(power)) for s, g in groups.items()}
+    total = sum(weights.values())
+    out: list[Example] = []
+    for score in sorted(groups):
+        g = groups[score]
+        per = math.ceil(len(examples) * weights[score] / total - 1e-9)
+        if len(g) >= per:
+            idx = rng.choice(len(g), size=per, replace=False)
+        else:
+            idx = np.concatenate([np.arange(len(g)), rng.choice(len(g), size=per - len(g), replace=True)])
+        out.extend(g[int(i)] for i in idx)
+    return [out[int(i)] for i in rng.permutation(len(out))]
+
+
 def vim_datasets(
     stage: str,
     args_df: pd.DataFrame,
@@ -316,6 +350,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self.n_truncated = 0
         self.n_without_target = 0
         self.n_answer_lost = 0
+        # per token: 1 where it spells the answer (meta["answer_span"], e.g. the QA digit), else 0
+        self.answer_flags: list[list[int]] = []
         for e, ids, offs in zip(self.examples, enc["input_ids"], enc["offset_mapping"]):
             boundary = len(e.prompt)
             is_target = []
@@ -348,6 +384,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
                 self.n_answer_lost += 1
             if all(x == -100 for x in labels):
                 self.n_without_target += 1
+            self.answer_flags.append(
+                [int(s1 > s0 and s1 > a0 and s0 < a1 and lab != -100) for (s0, s1), lab in zip(offs, labels)]
+            )
             self.input_ids.append(ids)
             self.labels.append(labels)
 
@@ -364,7 +403,12 @@ class SupervisedDataset(torch.utils.data.Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i], "num_tokens": len(self.input_ids[i])}
+        return {
+            "input_ids": self.input_ids[i],
+            "labels": self.labels[i],
+            "num_tokens": len(self.input_ids[i]),
+            "answer": self.answer_flags[i],
+        }
 
     def collate(self, batch: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = self.max_length if self.pad_to == "max_length" else max(len(b["input_ids"]) for b in batch)
@@ -372,6 +416,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         input_ids = torch.full((n, length), self.pad_id, dtype=torch.long)
         labels = torch.full((n, length), -100, dtype=torch.long)
         attention_mask = torch.zeros((n, length), dtype=torch.long)
+        answer_mask = torch.zeros((n, length), dtype=torch.long)
         for r, b in enumerate(batch):
             ids = b["input_ids"][:length]  # items are already cut at max_length (the end is cut)
             k = len(ids)
@@ -380,12 +425,15 @@ class SupervisedDataset(torch.utils.data.Dataset):
             input_ids[r, length - k :] = torch.tensor(ids, dtype=torch.long)
             labels[r, length - k :] = torch.tensor(b["labels"][:k], dtype=torch.long)
             attention_mask[r, length - k :] = 1
+            if b.get("answer") is not None:
+                answer_mask[r, length - k :] = torch.tensor(b["answer"][:k], dtype=torch.long)
         labels = labels.masked_fill(attention_mask == 0, -100)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
             "num_tokens": attention_mask.sum(dim=1),
+            "answer_mask": answer_mask * attention_mask,
         }
 
 

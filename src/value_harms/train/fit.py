@@ -18,7 +18,7 @@ from value_harms.core.profiles import Profile
 from value_harms.data.instruct import load_instruction_examples
 from value_harms.data.resumable import ResumableDataLoader
 from value_harms.data.touche import load_arguments
-from value_harms.data.vim import SupervisedDataset, vim_datasets
+from value_harms.data.vim import SupervisedDataset, balance_by_score, vim_datasets
 from value_harms.models.lora import adapter_problem, attach_lora, detach_lora, load_adapter
 from value_harms.runtime import runs
 from value_harms.runtime.tracking import lightning_logger, safe_log
@@ -68,7 +68,12 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
     split, counts = vim_datasets(
         step, args_df, profile.values, threshold=float(cfg.vim_stage.threshold), seed=int(cfg.data.split_seed)
     )
-    return split["train"], split["valid"], {step: counts}
+    train = split["train"]
+    if step == "qa" and str(cfg.vim_stage.get("qa_balance") or "none") == "score":
+        power = float(cfg.vim_stage.get("qa_balance_power", 1.0))
+        train = balance_by_score(train, seed=int(cfg.data.split_seed), power=power)  # issue 15
+        counts["examples"]["train_balanced"] = len(train)
+    return train, split["valid"], {step: counts}
 
 
 def _datasets(step: str, cfg: DictConfig, tokenizer, train_examples, valid_examples, wandb_run):
@@ -148,9 +153,7 @@ def fit_step(
         num_workers=0,
         generator=torch.Generator(),
     )  # never draws from the global RNG
-    module = LoRAModule(
-        model, lr=float(stage.lr), weight_decay=float(stage.weight_decay), warmup_steps=int(stage.warmup_steps)
-    )
+    module = LoRAModule.from_stage(model, stage)
     ckpt_dir = step_dir / "ckpt"
     best_cb = BestAdapterCallback(step_dir / "adapter")
     tput = ThroughputCallback()

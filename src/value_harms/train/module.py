@@ -31,14 +31,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class LoRAModule(L.LightningModule):
     """Causal-LM fine-tuning of a PEFT model; loss on target tokens only (labels = -100 elsewhere)."""
 
-    def __init__(self, model, *, lr: float, weight_decay: float, warmup_steps: int) -> None:
+    def __init__(self, model, *, lr: float, weight_decay: float, warmup_steps: int, answer_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
+        self.answer_weight = float(answer_weight)  # vim_stage.answer_weight (issue 15); 1 = the paper's loss
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         # Checkpoints hold only the trainable (LoRA) weights, so loading must not demand the rest.
         self.strict_loading = False
+
+    @classmethod
+    def from_stage(cls, model, stage) -> "LoRAModule":
+        """The module with the optimiser and loss settings of a `vim_stage` config section."""
+        return cls(
+            model,
+            lr=float(stage.lr),
+            weight_decay=float(stage.weight_decay),
+            warmup_steps=int(stage.warmup_steps),
+            answer_weight=float(stage.get("answer_weight", 1.0)),
+        )
 
     def forward(self, **batch):
         return self.model(**batch)
@@ -59,6 +71,9 @@ class LoRAModule(L.LightningModule):
             # Cutting at max_length can remove every target token of a batch (long QA prompts):
             # HF's mean over zero tokens is NaN; such a batch contributes nothing instead.
             return None, out.logits.sum() * 0.0
+        if self.answer_weight != 1.0 and "answer_mask" in batch:
+            loss = weighted_target_loss(out.logits, batch["labels"], batch["answer_mask"], self.answer_weight)
+            return loss, loss
         return out.loss, out.loss
 
     def training_step(self, batch, batch_idx):
@@ -93,6 +108,21 @@ class LoRAModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+def weighted_target_loss(
+    logits: torch.Tensor, labels: torch.Tensor, answer_mask: torch.Tensor, answer_weight: float
+) -> torch.Tensor:
+    """Next-token cross-entropy over the target tokens (labels != -100) where the answer tokens
+    (answer_mask 1, e.g. the QA digit) weigh `answer_weight` and the others 1: sum(w * ce) / sum(w).
+    At answer_weight 1 it equals the causal-LM loss of transformers (issue 15)."""
+    logits, labels, amask = logits[:, :-1, :].float(), labels[:, 1:], answer_mask[:, 1:]
+    valid = labels != -100
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.clamp_min(0).reshape(-1), reduction="none"
+    ).view_as(labels)
+    w = torch.where(amask.bool(), torch.full_like(ce, float(answer_weight)), torch.ones_like(ce)) * valid
+    return (ce * w).sum() / w.sum().clamp_min(1e-8)
 
 
 # adapter_config.json fields that PEFT keeps as sets and writes in hash order
