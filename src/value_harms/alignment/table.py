@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from value_harms.alignment.pvq import AlignmentResult, nmse, normalise_target
+from value_harms.alignment.shift import target_lifts
 from value_harms.core.values import VALUES
 
 
@@ -69,6 +70,13 @@ def format_alignment_table(results: dict[str, AlignmentResult], targets: dict[st
                 parts.append(
                     f"expected per-value scores moved by a mean of {sum(diffs) / len(diffs):.2f}"
                     " points relative to vanilla."
+                )
+            lifts = target_lifts(r, van, tgts[n])
+            if lifts:
+                parts.append(
+                    "target lift (expected, vs vanilla, target value minus the others' mean): "
+                    + ", ".join(f"{v} {x:+.2f}" for v, x in lifts.items())
+                    + "."
                 )
         if r.collapsed:
             parts.append(

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from value_harms.alignment.pvq import AlignmentResult
+from value_harms.alignment.shift import separation_lines
 from value_harms.alignment.table import format_alignment_table
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"== PVQ value alignment after VIM ({len(results)} runs, training {t_train:.0f} s) ==")
     print(format_alignment_table(results, targets))
+    for line in separation_lines(results, targets):
+        print(line)
     if any(r.settings.get("items_source") == "demo_items" for r in results.values()):
         print("note: the PVQ-40 items were not found; the table uses the project's own demo items.")
     if not args.skip_eval:

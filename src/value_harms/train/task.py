@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from value_harms.alignment.pvq import load_items, resolve_items, run_alignment_check
+from value_harms.alignment.shift import summary_scalars
 from value_harms.config.validate import check_task
 from value_harms.core.profiles import Profile, profile_from_cfg
 from value_harms.models.loading import get_base_model
@@ -188,15 +189,7 @@ def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identit
         },
     )
     files.atomic_write_json(run_dir / "train_result.json", result)
-
-    flat = {f"data/{step}/{k}": v for step, c in result.get("data_counts", {}).items() for k, v in _flatten(c).items()}
-    al = result.get("alignment") or {}
-    flat.update({f"alignment/{k}": v for k, v in al.items() if isinstance(v, (int, float, bool, str)) or v is None})
-    tracking.safe_log(wandb_run, flat, summary=True)
-    if al.get("rows"):
-        tracking.log_table(wandb_run, "alignment/items", al["rows"])
-    if al.get("per_value"):
-        tracking.log_table(wandb_run, "alignment/per_value", al["per_value"])
+    _log_summary(cfg, store, wandb_run, result)
     if wandb_run is not None and result.get("adapter_dir") and cfg.logger.get("log_adapter", True):
         tracking.log_artifact_dir(
             wandb_run,
@@ -206,6 +199,38 @@ def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identit
             metadata={"store_dir": str(store), "sha256": result.get("adapter_sha256")},
         )
     return result
+
+
+def _log_summary(cfg, store: Path, wandb_run, result: dict[str, Any]) -> None:
+    """W&B summary scalars (data counts, the alignment check) and the alignment tables of one job."""
+    flat = {f"data/{step}/{k}": v for step, c in result.get("data_counts", {}).items() for k, v in _flatten(c).items()}
+    al = result.get("alignment") or {}
+    flat.update({f"alignment/{k}": v for k, v in al.items() if isinstance(v, (int, float, bool, str)) or v is None})
+    if al.get("expected"):
+        # per-value expected / greedy scores, Spearman vs the target and, when this store holds the
+        # vanilla model's check, the vanilla-relative shifts and the target lift (issue 15)
+        scalars = summary_scalars(al, _vanilla_alignment(cfg, store))
+        flat.update({f"alignment/{k}": v for k, v in scalars.items()})
+    tracking.safe_log(wandb_run, flat, summary=True)
+    if al.get("rows"):
+        tracking.log_table(wandb_run, "alignment/items", al["rows"])
+    if al.get("per_value"):
+        tracking.log_table(wandb_run, "alignment/per_value", al["per_value"])
+
+
+def _vanilla_alignment(cfg, store: Path) -> dict[str, Any] | None:
+    """The vanilla model's alignment check with this job's settings (the same cache file name) from this
+    store (<store>/train/<model>/none/vanilla/<key>/), the newest readable one; None when absent."""
+    if not cfg.alignment.enabled:
+        return None
+    name = _alignment_source(cfg, store, cfg.paths.data_dir)[2].name
+    found = sorted(store.parents[2].glob(f"none/vanilla/*/{name}"), key=lambda p: p.stat().st_mtime)
+    for f in reversed(found):
+        try:
+            return files.read_json(f)
+        except ValueError:
+            continue
+    return None
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
