@@ -240,8 +240,12 @@ def test_sweep_file_hands_hydra_valid_overrides(path, compose):
         for k, v in zip(keys, point):
             if "." in k:
                 assert cfg[k.split(".")[0]][k.split(".", 1)[1]] == v, (k, v)
+            elif k == "experiment":  # a preset (@package _global_): it names the run's experiment
+                assert cfg.experiment_name == v, (k, v)
             else:
                 assert cfg[k].name == v, (k, v)
+        if path.stem == "lora_rank":  # the W&B sweep scales alpha like experiment=ablation_lora_rank (alpha/r = 4)
+            assert cfg.train.lora_alpha == 4 * cfg.train.lora_r
 
 
 def test_batched_evaluate_job_is_done_when_every_profile_is(tmp_path):
