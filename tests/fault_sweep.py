@@ -50,8 +50,8 @@ N_PROMPTS, N_SAMPLES = 3, 2
 PHASES = ("training", "generation", "scoring", "analysis")
 
 _JOB = re.compile(r"\[HYDRA\]\s+#(\d+) : ")
-_GEN = "[value_harms.eval.task][INFO] - generating:"
-_SCORE = "[value_harms.eval.task][INFO] - scoring:"
+_GEN = "[value_harms.eval.job][INFO] - generating:"
+_SCORE = "[value_harms.eval.job][INFO] - scoring:"
 
 
 def data_dir() -> Path:
