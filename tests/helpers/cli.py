@@ -21,3 +21,14 @@ def run_script(script: str, args: list[str], env_extra: dict | None = None, time
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def deselect_unless_marked(config, items, marker: str, folder: Path) -> None:
+    """pytest_collection_modifyitems of a suite that runs only when `-m` names its marker: the tests
+    under `folder` are deselected from every other run (`make test` never starts their services)."""
+    if marker in (config.option.markexpr or ""):
+        return
+    mine = [i for i in items if folder in Path(str(i.fspath)).parents]
+    if mine:
+        items[:] = [i for i in items if i not in mine]
+        config.hook.pytest_deselected(items=mine)

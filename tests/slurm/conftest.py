@@ -13,18 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import deselect_unless_marked
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "slurm"
 HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
-    if "slurm" in (config.option.markexpr or ""):
-        return
-    mine = [i for i in items if HERE in Path(str(i.fspath)).parents]
-    if mine:
-        items[:] = [i for i in items if i not in mine]
-        config.hook.pytest_deselected(items=mine)
+    deselect_unless_marked(config, items, "slurm", HERE)
 
 
 def _cluster_answers() -> bool:

@@ -133,6 +133,20 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "alignment.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
     "alignment.max_new_tokens": (_int_at_least(1), "an integer >= 1", "20"),
     "generation.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+    "generation.engine": (lambda x: x in ("hf", "vllm", "openai"), "one of hf, vllm, openai", "hf"),
+    "generation.vllm.concurrency": (_int_at_least(1), "an integer >= 1", "16"),
+    "generation.vllm.batch_size": (_int_at_least(1), "an integer >= 1", "64"),
+    "generation.vllm.max_model_len": (_int_at_least(1), "a number of tokens >= 1", "2048"),
+    "generation.vllm.max_loras": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
+    "generation.vllm.max_lora_rank": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
+    "generation.vllm.dtype": (
+        lambda x: x is None or x in ("float32", "bfloat16", "float16"),
+        "null (model.dtype) or one of float32, bfloat16, float16",
+        "float32",
+    ),
+    "generation.vllm.startup_timeout_s": (_positive, "seconds > 0", "900"),
+    "generation.vllm.timeout_s": (_positive, "seconds > 0", "600"),
+    "generation.vllm.max_retries": (_int_at_least(0), "an integer >= 0", "4"),
     "benchmark.max_new_tokens": (_int_at_least(1), "an integer >= 1", "64"),
     "benchmark.num_samples": (_int_at_least(1), "an integer >= 1", "1"),
     "benchmark.limit": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
@@ -184,6 +198,12 @@ def config_problems(cfg: DictConfig) -> list[str]:
         out.append(
             "benchmark.temperature=0 with benchmark.do_sample=true: sampling needs a temperature > 0; "
             "for greedy decoding set benchmark.do_sample=false"
+        )
+    engine, url = _select(cfg, "generation.engine"), _select(cfg, "generation.vllm.base_url")
+    if engine == "openai" and not url:
+        out.append(
+            "generation.engine=openai needs generation.vllm.base_url (the server's .../v1 URL); "
+            "use generation.engine=vllm to have the project start a vLLM server"
         )
     return out
 

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -172,6 +172,37 @@ def generate(
     stats: GenStats | None = None,
 ) -> list[list[str]]:
     """Continuations (num_samples each) for every request, in order; cached rows are not regenerated."""
+    model_was_training = model.training
+    model.eval()
+    try:
+        return generate_rows(
+            lambda reqs: _generate_batch(model, tokenizer, reqs, settings),
+            requests,
+            settings,
+            batch_size=batch_size,
+            cache=cache,
+            progress=progress,
+            stats=stats,
+        )
+    finally:
+        if model_was_training:
+            model.train()
+
+
+def generate_rows(
+    batch_fn: Callable[[list[GenRequest]], list[list[str]]],
+    requests: Sequence[GenRequest],
+    settings: GenSettings,
+    *,
+    batch_size: int = 8,
+    cache: GenerationCache | None = None,
+    progress: bool = True,
+    stats: GenStats | None = None,
+) -> list[list[str]]:
+    """The engine-independent part of generation: look every request up in the cache, hand the missing
+    ones to `batch_fn` (any engine: this module's HF path, a vLLM server) `batch_size` at a time,
+    longest first, and commit each batch to the cache as soon as it is back (an interruption loses one
+    batch at most). Returns the continuations of every request, in order."""
     from tqdm.auto import tqdm
 
     stats = stats if stats is not None else GenStats()
@@ -189,26 +220,20 @@ def generate(
     todo_idx.sort(key=lambda i: -len(requests[i].text))
     rows_per_batch = max(1, batch_size)
     bar = tqdm(total=len(todo_idx), desc="generate", unit="prompt", disable=not progress or not todo_idx, leave=False)
-    model_was_training = model.training
-    model.eval()
     try:
         for start in range(0, len(todo_idx), rows_per_batch):
             idx = todo_idx[start : start + rows_per_batch]
             t0 = time.perf_counter()
-            outs = _generate_batch(model, tokenizer, [requests[i] for i in idx], settings)
+            outs = batch_fn([requests[i] for i in idx])
             stats.seconds += time.perf_counter() - t0
-            new = {}
-            for i, texts in zip(idx, outs):
-                new[keys[i]] = texts
+            new = {keys[i]: texts for i, texts in zip(idx, outs)}
             stats.generated += len(idx)
             results.update(new)
             if cache is not None:
-                cache.put_many(new)  # committed per batch: an interruption loses one batch at most
+                cache.put_many(new)
             bar.update(len(idx))
     finally:
         bar.close()
-        if model_was_training:
-            model.train()
     return [results[k] for k in keys]
 
 

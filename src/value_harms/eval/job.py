@@ -20,7 +20,9 @@ from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
 from value_harms.eval.benchmarks import load_prompts, prompt_fingerprint, render
-from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate
+from value_harms.eval.engines import adapter_name, engine_identity, get_engine
+from value_harms.eval.engines.vllm import check_served_lengths
+from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, generate_rows
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
 from value_harms.eval.variants import _model_identity, eval_store_dir
 from value_harms.models.loading import get_base_model, resolve_model_dir
@@ -150,21 +152,8 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
     stats = GenStats()
     cache = GenerationCache(cache_root / "generations.sqlite") if cfg.generation.cache else None
     try:
-        names = {}
-        for j in jobs:
-            if j.adapter is not None:
-                names.setdefault(j.adapter_sha, f"a{len(names)}_{j.profile.name}")
-        # seed_key = prompt id: duplicate prompt texts get independent samples (issue 10 item 7)
-        reqs = [
-            GenRequest(
-                text=t,
-                model_key=j.model_key,
-                seed_key=str(p.id),
-                adapter_name=names.get(j.adapter_sha) if (j.adapter and len(jobs) > 1) else None,
-            )
-            for j in jobs
-            for p, t in zip(j.prompts, j.inputs)
-        ]
+        served = str(cfg.generation.engine) != "hf"  # a server: adapters by content name, always per row
+        names, reqs = _requests(jobs, served)
         keys = [r.cache_key(settings) for r in reqs]
         cached = cache.get_many(keys) if cache is not None else {}
         log.info(
@@ -173,6 +162,9 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
         if len(cached) == len(set(keys)):
             flat = [cached[k] for k in keys]
             stats.requested = stats.cached = len(keys)
+        elif served:
+            adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
+            flat = _generate_served(cfg, reqs, settings, adapters, cache, stats)
         else:
             base, tok = get_base_model(cfg.model, str(cache_root))
             _check_length(settings, base, tok, list(dict.fromkeys(r.text for r in reqs)))
@@ -202,6 +194,46 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
         out.append(flat[k : k + len(j.inputs)])
         k += len(j.inputs)
     return out, stats
+
+
+def _requests(jobs: list[EvalJob], served: bool) -> tuple[dict[str, str], list[GenRequest]]:
+    """({adapter sha: adapter name}, every job's rows). On the HF path a lone job uses its adapter as the
+    active one; a server (and a mixed batch) names each row's adapter."""
+    names: dict[str, str] = {}
+    for j in jobs:
+        if j.adapter is not None:
+            names.setdefault(
+                j.adapter_sha, adapter_name(j.adapter_sha) if served else f"a{len(names)}_{j.profile.name}"
+            )
+    # seed_key = prompt id: duplicate prompt texts get independent samples (issue 10 item 7)
+    reqs = [
+        GenRequest(
+            text=t,
+            model_key=j.model_key,
+            seed_key=str(p.id),
+            adapter_name=names.get(j.adapter_sha) if (j.adapter and (served or len(jobs) > 1)) else None,
+        )
+        for j in jobs
+        for p, t in zip(j.prompts, j.inputs)
+    ]
+    return names, reqs
+
+
+def _generate_served(cfg, reqs, settings, adapters: dict[str, str], cache, stats) -> list[list[str]]:
+    """generation.engine=vllm | openai: the same rows, cache and per-row seeds, sent to a server."""
+    model_dir = resolve_model_dir(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
+    texts = list(dict.fromkeys(r.text for r in reqs))
+    check_served_lengths(cfg, model_dir, settings, texts)
+    engine = get_engine(cfg, model_dir, adapters, runs.output_dir(cfg))
+    return generate_rows(
+        lambda batch: engine.generate_batch(batch, settings),
+        reqs,
+        settings,
+        batch_size=int(cfg.generation.vllm.batch_size),
+        cache=cache,
+        progress=bool(cfg.generation.progress),
+        stats=stats,
+    )
 
 
 def _check_length(settings, model, tok, texts: list[str]) -> None:
@@ -245,6 +277,7 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
         "prefix": job.prefix,
         "generation": {
             **job.settings.key(),
+            "engine": engine_identity(cfg) or {"name": "hf"},
             "batch_size": int(cfg.generation.batch_size),
             "requested": gen_stats.requested,
             "cached": gen_stats.cached,

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from value_harms.core.profiles import Profile, load_profile
 from value_harms.errors import EvaluationError
+from value_harms.eval.engines import engine_identity
 from value_harms.eval.measures import check_benchmark_config
 from value_harms.models.identity import base_identity
 from value_harms.models.lora import adapter_fingerprint, adapter_problem
@@ -110,5 +111,9 @@ def _model_identity(cfg, profile: Profile, baseline: str):
     adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
     base = base_identity(cfg.model, cfg.paths.cache_dir)
     base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
-    mk = json.dumps({"base": base, "adapter": adapter_sha}, sort_keys=True)
+    ident = {"base": base, "adapter": adapter_sha}
+    engine = engine_identity(cfg)
+    if engine is not None:  # a server's sampler is not the HF path's: never the same key (issue 12)
+        ident["engine"] = engine
+    mk = json.dumps(ident, sort_keys=True)
     return adapter, adapter_sha, base_id, mk, train_key

