@@ -124,19 +124,16 @@ def test_a_failing_part_is_recorded_and_the_others_still_run(gc, tmp_path, monke
     assert "error: RuntimeError: CUDA out of memory (planted)" in capsys.readouterr().out
 
 
-def test_vllm_process_group_is_killed_at_its_cap(gc, tmp_path):
+def test_vllm_process_group_is_killed_at_its_cap(gc, tmp_path, monkeypatch):
     """vLLM starts worker processes: at the cap the whole group goes, children included."""
     pidfile = tmp_path / "child.pid"
     fake = tmp_path / "slow_python"
     fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {pidfile}\nwait\n")
     fake.chmod(0o755)
-    os.environ["VLLM_PYTHON"] = str(fake)
-    try:
-        t = time.perf_counter()
-        rec = gc.vllm_part({"cases": [1]}, tmp_path, cap_s=1.0, device="cpu")
-        assert time.perf_counter() - t < 10
-    finally:
-        del os.environ["VLLM_PYTHON"]
+    monkeypatch.setenv("VLLM_PYTHON", str(fake))
+    t = time.perf_counter()
+    rec = gc.vllm_part({"cases": [1]}, tmp_path, cap_s=1.0, device="cpu")
+    assert time.perf_counter() - t < 10
     assert rec["status"] == "error" and rec["error"] == "vLLM process timed out after 1 s"
     child = int(pidfile.read_text())
     time.sleep(0.2)
