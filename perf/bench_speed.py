@@ -27,7 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "perf"))
 
 
 def _model(name):
@@ -183,7 +183,7 @@ def main():
         r = subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "benchmarks" / "bench_train_step.py"),
+                str(ROOT / "perf" / "bench_train_step.py"),
                 "--model",
                 a.model,
                 "--steps",

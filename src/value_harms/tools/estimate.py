@@ -4,7 +4,10 @@ The estimate multiplies token counts (from the protocol's data sizes and the com
 throughputs that are command-line options, because they depend on the card and the serving stack:
 
 - training: LoRA fine-tuning tokens per second per GPU (`--train-tps`);
-- generation: generated tokens per second per GPU with batched HF generation (`--gen-tps`).
+- generation: generated tokens per second per GPU (`--gen-tps`), or the figure measured for the
+  engine (`--engine hf|vllm`, default the config's `generation.engine`) and the study's model by
+  `perf/bench_engines.py` / `perf/gpu_check.sh`, read from a throughput file (`--throughput`,
+  default `<paths.cache_dir>/throughput.json`). The line printed says which figure was used.
 
 Data sizes (PROTOCOL.md): VIM stage 1 trains on the 80% split of the 7,374 arguments (5,899),
 stage 2 on 16,594 (argument, value) examples; sequences are padded to `vim_stage.max_length`.
@@ -16,7 +19,10 @@ samples, epochs), so an override changes the estimate.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
 
@@ -77,6 +83,57 @@ def estimate(
     return Estimate(train_tokens, gen_tokens, train_tokens / train_tps / 3600, gen_tokens / gen_tps / 3600)
 
 
+def throughput_records(data) -> list[dict]:
+    """Records of a throughput file: perf/bench_engines.py's list as it is, or perf/gpu_check.py's
+    gpu_check.json turned into records (its Llama-2-7B shape counts for model llama2_7b; any other
+    shape is named `<shape>-shape`, so a CPU smoke run never stands for the paper's model)."""
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict) or "parts" not in data:
+        return []
+    shape = str((data.get("shape") or {}).get("name"))
+    common = {"model": "llama2_7b" if shape == "llama2-7b" else f"{shape}-shape", "device": data.get("device_name")}
+    common.update(date=str(data.get("date_utc", ""))[:10], script="perf/gpu_check.py")
+    out = []
+    for name, part in (data.get("parts") or {}).items():
+        if not isinstance(part, dict) or part.get("status") != "ok":
+            continue
+        if name.startswith("train_") and part.get("tokens_per_s"):
+            out.append({**common, "engine": "train", "dtype": name[6:], "tokens_per_s": part["tokens_per_s"]})
+        elif name.startswith("hf_gen_") and part.get("tokens_per_s"):
+            out.append(
+                {**common, "engine": "hf", "adapters": part.get("adapters"), "tokens_per_s": part["tokens_per_s"]}
+            )
+        elif name == "vllm":
+            for k, case in (part.get("cases") or {}).items():
+                if isinstance(case, dict) and case.get("tokens_per_s"):
+                    out.append({**common, "engine": "vllm", "adapters": int(k), "tokens_per_s": case["tokens_per_s"]})
+    return out
+
+
+def measured_gen_tps(path: str | os.PathLike, engine: str, model: str, adapters: int | None = None) -> dict | None:
+    """The latest record of `path` (a list written by perf/bench_engines.py or perf/gpu_check.py) for
+    `engine` and `model` (the most adapters measured when `adapters` is None), else None."""
+    p = Path(os.path.expanduser(str(path)))
+    try:
+        records = throughput_records(json.loads(p.read_text()))
+    except (OSError, ValueError):
+        return None
+    mine = [
+        r
+        for r in records
+        if isinstance(r, dict)
+        and r.get("engine") == engine
+        and r.get("model") == model
+        and r.get("tokens_per_s")
+        and (adapters is None or r.get("adapters") == adapters)
+    ]
+    if not mine:
+        return None
+    top = max(int(r.get("adapters") or 0) for r in mine)
+    return [r for r in mine if int(r.get("adapters") or 0) == top][-1]
+
+
 def _experiment_overrides(cfg) -> list[str]:
     exp = cfg.get("experiment_name")
     return [f"experiment={exp}"] if exp and exp != "default" else []
@@ -106,6 +163,29 @@ class EstimateCallback:
         raise AttributeError(name)
 
 
+def _throughputs(a, cfg, engine: str) -> tuple[float, str, float, str]:
+    """(training tok/s, where it comes from, generation tok/s, where it comes from): given on the
+    command line, else measured (throughput file), else assumed."""
+    figures = a.throughput or Path(os.path.expanduser(cfg.paths.cache_dir)) / "throughput.json"
+    train_tps, train_source = a.train_tps, "given"
+    if train_tps is None:
+        found = measured_gen_tps(figures, "train", str(cfg.model.name))
+        train_tps = float(found["tokens_per_s"]) if found else 5000.0
+        train_source = f"measured on {found.get('device')} ({found.get('date')})" if found else "assumed"
+    gen_tps, source = a.gen_tps, "given"
+    if gen_tps is None:
+        found = measured_gen_tps(figures, engine, str(cfg.model.name))
+        if found is not None:
+            gen_tps = float(found["tokens_per_s"])
+            source = (
+                f"measured for engine {engine}, {found.get('adapters', 0)} adapter(s), on {found.get('device')} "
+                f"({found.get('date')}, {found.get('script')})"
+            )
+        else:
+            gen_tps, source = 2000.0, f"assumed: no figure measured for engine {engine} and model {cfg.model.name}"
+    return train_tps, train_source, gen_tps, source
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="GPU-hours of a study, before launch")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=paper")
@@ -114,16 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--train-tps",
         type=float,
-        default=5000.0,
-        help="LoRA training tokens/s per GPU (assumed for a 7B model on one H100 in bf16)",
+        default=None,
+        help="LoRA training tokens/s per GPU (default: measured by perf/gpu_check.sh, else 5,000 assumed)",
     )
     ap.add_argument(
         "--gen-tps",
         type=float,
-        default=2000.0,
-        help="generated tokens/s per GPU with batched HF generation (vLLM is several times faster)",
+        default=None,
+        help="generated tokens/s per GPU (default: the figure measured for --engine, else 2,000 assumed)",
     )
-    a = ap.parse_args(argv)
+    ap.add_argument("--engine", choices=("hf", "vllm"), default=None, help="default: the config's generation.engine")
+    ap.add_argument("--throughput", default=None, help="measured figures (default <paths.cache_dir>/throughput.json)")
+    a = ap.parse_intermixed_args(argv)  # options before or after the overrides
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -133,18 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=a.overrides)
     GlobalHydra.instance().clear()
-    e = estimate(cfg, n_profiles=a.profiles, n_mitigations=a.mitigations, train_tps=a.train_tps, gen_tps=a.gen_tps)
+    engine = a.engine or ("vllm" if str(cfg.generation.engine) != "hf" else "hf")
+    train_tps, train_source, gen_tps, source = _throughputs(a, cfg, engine)
+    e = estimate(cfg, n_profiles=a.profiles, n_mitigations=a.mitigations, train_tps=train_tps, gen_tps=gen_tps)
     print(
         f"study: model={cfg.model.name} stage={cfg.vim_stage.name} epochs={cfg.vim_stage.epochs} "
         f"profiles={a.profiles} mitigations={a.mitigations}"
     )
     print(
-        f"training:   {e.train_tokens / 1e9:.2f} B tokens at {a.train_tps:,.0f} tok/s = {e.train_hours:,.0f} GPU-hours"
+        f"training:   {e.train_tokens / 1e9:.2f} B tokens at {train_tps:,.0f} tok/s ({train_source}) "
+        f"= {e.train_hours:,.0f} GPU-hours"
     )
-    print(f"generation: {e.gen_tokens / 1e9:.2f} B tokens at {a.gen_tps:,.0f} tok/s = {e.gen_hours:,.0f} GPU-hours")
+    print(f"generation: {e.gen_tokens / 1e9:.2f} B tokens at {gen_tps:,.0f} tok/s = {e.gen_hours:,.0f} GPU-hours")
+    print(f"            ({gen_tps:,.0f} tok/s {source})")
     print(
-        f"total:      {e.total:,.0f} GPU-hours (throughputs are assumptions: pass --train-tps/--gen-tps "
-        f"measured on your cards)"
+        f"total:      {e.total:,.0f} GPU-hours (measure the throughputs on your cards: perf/gpu_check.sh, "
+        f"perf/bench_engines.py; or pass --train-tps / --gen-tps)"
     )
     return 0
 
