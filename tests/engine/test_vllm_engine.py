@@ -265,3 +265,37 @@ def _eval_args(out: Path) -> list[str]:
         f"paths.output_dir={out}",
         f"paths.cache_dir={_cache()}",
     ]
+
+
+def test_the_judge_runs_on_the_same_engine_with_a_local_judge_model(engine_python, tmp_path):
+    """scorer.judge.backend=vllm: evaluate.py serves the generations AND the judge (SmolLM2 itself,
+    free answers through its chat template) from vLLM servers it starts and stops."""
+    res = run_script(
+        "evaluate.py",
+        [
+            "experiment=demo",
+            "value_profile=vanilla",
+            "benchmark=beavertails",
+            "benchmark.per_category=null",
+            "benchmark.limit=4",
+            "benchmark.max_new_tokens=24",
+            "logger=none",
+            "generation.engine=vllm",
+            f"generation.vllm.python={engine_python}",
+            "scorer.judge.backend=vllm",
+            "scorer.judge.constrained=false",
+            "scorer.judge.max_tokens=48",
+            "scorer.cache=false",  # the cache folder is shared between runs: make both servers work
+            "generation.cache=false",
+            f"paths.output_dir={tmp_path}",
+            f"paths.cache_dir={_cache()}",
+        ],
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("ready at") == 2, "one server for the generations, one for the judge"
+    r = _result(tmp_path, None)
+    prov = r["scorer"]["provenance"]
+    assert prov["backend"] == "openai" and prov["base_url"].startswith("http://127.0.0.1:")
+    assert prov["counts"]["requests"] == 4, prov
+    assert r["scorer"]["n"] == 4 and r["scorer"]["missing"] + sum(r["scorer"]["by_scorer"].values()) == 4

@@ -136,7 +136,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "generation.engine": (lambda x: x in ("hf", "vllm", "openai"), "one of hf, vllm, openai", "hf"),
     "generation.vllm.concurrency": (_int_at_least(1), "an integer >= 1", "16"),
     "generation.vllm.batch_size": (_int_at_least(1), "an integer >= 1", "64"),
-    "generation.vllm.max_model_len": (_int_at_least(1), "a number of tokens >= 1", "2048"),
+    "generation.vllm.max_model_len": (_optional(_int_at_least(1)), "a number of tokens >= 1 or null", "2048"),
     "generation.vllm.max_loras": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
     "generation.vllm.max_lora_rank": (_optional(_int_at_least(1)), "a positive integer or null", "null"),
     "generation.vllm.dtype": (
@@ -204,6 +204,11 @@ def config_problems(cfg: DictConfig) -> list[str]:
         out.append(
             "generation.engine=openai needs generation.vllm.base_url (the server's .../v1 URL); "
             "use generation.engine=vllm to have the project start a vLLM server"
+        )
+    if _select(cfg, "scorer.judge.backend") == "vllm" and _select(cfg, "scorer.judge.constrained") is True:
+        out.append(
+            "scorer.judge.constrained=true with scorer.judge.backend=vllm: constrained answers are chosen by "
+            "log-probability in-process; set scorer.judge.constrained=false or scorer.judge.backend=transformers"
         )
     return out
 

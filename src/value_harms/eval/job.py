@@ -21,7 +21,7 @@ from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
 from value_harms.eval.benchmarks import load_prompts, prompt_fingerprint, render
 from value_harms.eval.engines import adapter_name, engine_identity, get_engine
-from value_harms.eval.engines.vllm import check_served_lengths
+from value_harms.eval.engines.vllm import check_served_lengths, judge_engine_identity, serve_judge
 from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, generate_rows
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
 from value_harms.eval.variants import _model_identity, eval_store_dir
@@ -117,7 +117,7 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
         inputs=inputs,
         prompts_sha=identity.prompts_sha256(prompts),
         benchmark=bench,
-        scorer=scorer_identity(cfg.scorer, str(bench.measure)),
+        scorer=_scorer_identity(cfg, str(bench.measure)),
         generation_seed=int(cfg.generation.seed),
     )
     store = eval_store_dir(cfg, profile, baseline, key)
@@ -136,6 +136,14 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
         prefix,
         settings,
     )
+
+
+def _scorer_identity(cfg, measure: str) -> dict:
+    sid = scorer_identity(cfg.scorer, measure)
+    served = judge_engine_identity(cfg) if "judge" in sid else None
+    if served is not None:
+        sid["judge"]["engine"] = served
+    return sid
 
 
 def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]:
@@ -423,6 +431,8 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
 def _resolve_judge_model(cfg):
     """`scorer.judge.model=model:<option>` names a model config (e.g. the embedded SmolLM2) as judge."""
     judge = cfg.scorer.judge
+    if judge.backend == "vllm":  # the same engine as generation, serving the judge model (issue 12)
+        return serve_judge(cfg, runs.output_dir(cfg))
     if judge.backend != "transformers" or not str(judge.model).startswith("model:"):
         return cfg.scorer
 

@@ -76,7 +76,9 @@ class DetoxifyConfig:
 
 @dataclass
 class JudgeConfig:
-    backend: str = "openai"  # openai (any OpenAI-compatible endpoint) | transformers (local model)
+    # openai (any OpenAI-compatible endpoint) | transformers (local model) | vllm (a vLLM server the
+    # evaluate task starts for `model`, with generation.vllm's settings; issue 12)
+    backend: str = "openai"
     model: str = "gpt-4o-2024-08-06"
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str = "JUDGE_API_KEY"
@@ -177,7 +179,7 @@ class VllmConfig:
     host: str = "127.0.0.1"
     port: Optional[int] = None  # None = a free port
     dtype: Optional[str] = None  # None = model.dtype; part of the cache key
-    max_model_len: int = 2048
+    max_model_len: Optional[int] = 2048  # null = the model's own context
     max_num_batched_tokens: int = 16384  # >= one step's prompts: seeded requests need it on CPU (VLLM.md)
     max_loras: Optional[int] = None  # adapters per batch; None = those of the first pass (at least 1)
     max_lora_rank: Optional[int] = None  # None = the largest rank of the first pass's adapters (at least 8)

@@ -303,12 +303,13 @@ def server_argv(cfg, python: str, model_dir: str, port: int, adapters: dict[str,
         "--model", model_dir, "--served-model-name", BASE_NAME,
         "--host", str(v.host), "--port", str(port),
         "--dtype", str(v.dtype or cfg.model.dtype),
-        "--max-model-len", str(int(v.max_model_len)),
         "--max-num-batched-tokens", str(int(v.max_num_batched_tokens)),
         "--enable-lora", "--max-loras", str(int(v.max_loras or max(1, len(adapters)))),
         "--max-lora-rank", str(server_rank(cfg, adapters)),
         "--disable-uvicorn-access-log",
     ]  # fmt: skip
+    if v.max_model_len:
+        argv += ["--max-model-len", str(int(v.max_model_len))]
     if cfg.model.source == "hub" and cfg.model.revision:
         argv += ["--revision", str(cfg.model.revision)]
     if v.gpu_memory_utilization:
@@ -373,5 +374,52 @@ def check_served_lengths(cfg, model_dir: str, settings: GenSettings, texts: list
     kw = {"revision": str(cfg.model.revision)} if cfg.model.source == "hub" and cfg.model.revision else {}
     tok = AutoTokenizer.from_pretrained(model_dir, **kw)
     ctx = getattr(AutoConfig.from_pretrained(model_dir, **kw), "max_position_embeddings", None)
-    limit = min(int(ctx), int(cfg.generation.vllm.max_model_len)) if ctx else int(cfg.generation.vllm.max_model_len)
+    limits = [int(x) for x in (ctx, cfg.generation.vllm.max_model_len) if x]
+    limit = min(limits) if limits else None
     check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), limit)
+
+
+def serve_judge(cfg, log_dir: Path):
+    """scorer.judge.backend=vllm: a vLLM server for the judge model (`scorer.judge.model`: a hub id, a
+    folder, or `model:<option>` of conf/model), started with generation.vllm's settings and the
+    judge's dtype, the model's own context and no LoRA; returns the scorer config that points the
+    OpenAI-compatible judge at it (key passed through this process's environment only)."""
+    judge = cfg.scorer.judge  # constrained=true is refused at load (config/validate.py)
+    name = str(judge.model)
+    if name.startswith("model:"):
+        model_cfg = OmegaConf.load(conf_dir() / "model" / f"{name.split(':', 1)[1]}.yaml")
+    else:
+        model_cfg = OmegaConf.create(
+            {"name": "judge", "source": "hub", "pretrained": name, "revision": judge.revision, "dtype": judge.dtype}
+        )
+    from value_harms.models.loading import resolve_model_dir  # eval imports models; kept local: judge only
+
+    model_dir = resolve_model_dir(model_cfg, os.path.expanduser(cfg.paths.cache_dir))
+    served = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    served.model = model_cfg
+    served.model.dtype = str(judge.dtype)
+    served.generation.engine = "vllm"
+    served.generation.vllm.base_url = None
+    served.generation.vllm.dtype = str(judge.dtype)
+    served.generation.vllm.max_model_len = None
+    engine = get_engine(served, model_dir, {}, log_dir)
+    dist, version = installed_engine(_python(served))
+    os.environ[JUDGE_KEY_ENV] = engine.client.api_key or "none"
+    scorer = OmegaConf.create(OmegaConf.to_container(cfg.scorer, resolve=True))
+    scorer.judge.backend = "openai"
+    scorer.judge.base_url = engine.base_url
+    scorer.judge.model = engine.base_model
+    scorer.judge.api_key_env = JUDGE_KEY_ENV
+    scorer.judge.served_by = f"{dist}=={version}:{model_dir}:{judge.dtype}"
+    return scorer
+
+
+def judge_engine_identity(cfg) -> dict | None:
+    """What the evaluation key adds for a judge served by vLLM (its sampler is not the API's)."""
+    if str(cfg.scorer.judge.backend) != "vllm":
+        return None
+    dist, version = installed_engine(_python(cfg))
+    return {"name": dist, "version": version}
+
+
+JUDGE_KEY_ENV = "VALUE_HARMS_JUDGE_ENGINE_KEY"  # set in this process for the judge's own server

@@ -13,7 +13,7 @@ from value_harms.errors import ScorerUnavailable
 log = logging.getLogger(__name__)
 
 JUDGE_MEASURES = ("harmfulness", "flag")
-BACKENDS = ("openai", "transformers")
+BACKENDS = ("openai", "transformers", "vllm")  # vllm: a server the evaluate task starts (eval/engines)
 UNPARSEABLE = "unparseable"
 # A pair the provider's content filter refused to judge (HTTP 400 code "content_filter", or an answer
 # cut with finish_reason "content_filter"): Score.label FILTERED ("filtered", the value the harm

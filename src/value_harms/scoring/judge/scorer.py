@@ -50,6 +50,8 @@ class JudgeScorer(Scorer):
         self.measure = measure
         self.cfg = cfg
         self.backend = str(_get(cfg, "backend", "openai"))
+        if self.backend == "vllm":
+            raise ScorerUnavailable("judge backend vllm is served by the evaluate task (eval/engines), not built here")
         if self.backend not in BACKENDS:
             raise ScorerUnavailable(f"unknown judge backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
         self.model = str(_get(cfg, "model"))
@@ -81,7 +83,8 @@ class JudgeScorer(Scorer):
     @property
     def cache_id(self) -> str:
         # Everything that changes a judge's answer: backend, model + revision, rubric text, sampling.
-        where = f"|{_get(self.cfg, 'base_url')}" if self.backend == "openai" else ""
+        # a judge served by a vLLM server the project started: its engine, not its (random) port
+        where = f"|{_get(self.cfg, 'served_by') or _get(self.cfg, 'base_url')}" if self.backend == "openai" else ""
         return (
             f"{self.name}|{self._scorer_tag}{where}|rubric={self.rubric_sha256[:16]}"
             f"|t={self.temperature}|p={self.top_p}|max={self.max_tokens}"
