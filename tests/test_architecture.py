@@ -60,6 +60,7 @@ ALLOWED: dict[str, set[str]] = {
     "estimate": {"tools"},
     "demo": {"tools"},
     "power": {"tools"},
+    "serve": {"tools"},
     "profiles": {"core"},
     "(root)": set(),  # value_harms/__init__.py: the version only
 }

@@ -321,3 +321,19 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     else:
         os.killpg(pid, signal.SIGKILL)
         pytest.fail("the server outlived the process that started it")
+
+
+def test_serve_prints_the_command_a_cluster_job_runs_and_never_the_key(tmp_path, cache_dir, monkeypatch, capsys):
+    from value_harms.tools.serve import main
+
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/sh\necho \'["vllm", "9.9.9"]\'\n')  # answers the version query only
+    fake_python.chmod(0o755)
+    monkeypatch.setenv("VLLM_API_KEY", "s3cret-key")
+    args = ["model=tiny", f"paths.cache_dir={cache_dir}", f"generation.vllm.python={fake_python}", "--port", "8123"]
+    assert main([*args, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "vllm 9.9.9: serving" in err and "generation.vllm.base_url=http://0.0.0.0:8123/v1" in err
+    assert "--served-model-name base" in err and "--max-loras 8 --max-lora-rank 64" in err
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in err and "VLLM_API_KEY=..." in err
+    assert "s3cret-key" not in err
