@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mitigations", default="none,value_prompt")
     ap.add_argument("--out", default="outputs/demo", help="folder of the demo sweeps")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument(
+        "--engine",
+        default="hf",
+        choices=("hf", "vllm"),
+        help="generation engine of the evaluation (vllm: make engine-env)",
+    )
     args = ap.parse_args(argv)
 
     out = Path(args.out) / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"value_profile={args.profiles}",
                 f"benchmark={args.benchmarks}",
                 f"mitigation={args.mitigations}",
+                f"generation.engine={args.engine}",
                 f"hydra.sweep.dir={out / 'evaluate'}",
             ]
         )
