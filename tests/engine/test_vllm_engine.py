@@ -202,6 +202,7 @@ def test_the_project_starts_serves_and_stops_its_own_server(engine_python, tmp_p
         f"generation.vllm.python={engine_python}",
         "benchmark.num_samples=1",
         "mitigation=value_prompt",
+        "generation.cache=false",  # the cache folder is shared between runs: make the server work
     )
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr  # Hydra logs to stdout
