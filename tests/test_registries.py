@@ -192,10 +192,10 @@ def test_unknown_scorer_and_backend_are_one_line_errors(compose):
     with pytest.raises(ConfigError) as e:
         check_scorer_fits(cfg)
     assert "'detoxfy'" in _one_line(e) and "perspective, detoxify, profanity_check" in str(e.value)
-    cfg = compose("evaluate", ["benchmark=hex_phi", "scorer=llm_judge", "scorer.judge.backend=vllm"])
+    cfg = compose("evaluate", ["benchmark=hex_phi", "scorer=llm_judge", "scorer.judge.backend=tgi"])
     with pytest.raises(ConfigError) as e:
         check_scorer_fits(cfg)
-    assert "scorer.judge.backend" in _one_line(e) and "'vllm'" in str(e.value) and "openai" in str(e.value)
+    assert "scorer.judge.backend" in _one_line(e) and "'tgi'" in str(e.value) and "openai" in str(e.value)
 
 
 def test_a_scorer_registered_in_a_test_is_built_and_probed_through_the_registry(monkeypatch):
