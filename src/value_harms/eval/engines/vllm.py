@@ -253,6 +253,8 @@ def get_engine(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> 
         log.warning("engine: the vLLM server (log %s) is gone; starting a new one", engine.server.log_path)
         engine.close()
         engine = None
+    # absolute folders: a server on another node (or another cwd) must find them
+    adapters = {n: str(Path(os.path.expanduser(p)).resolve()) for n, p in adapters.items()}
     zero = None
     if str(cfg.generation.engine) == "vllm" and bool(v.base_as_adapter) and adapters:
         zero = zero_adapter(cfg, model_dir)
