@@ -136,7 +136,8 @@ def test_adapters_are_served_by_content_name_and_loaded_at_run_time(evaluate, tr
     assert {b["model"] for b in srv.completions} == {name}, "every row of the job names its adapter"
     # a server that refuses run-time loading: one line that says how to serve the adapter
     with FakeVllm(root=tiny_root, key="test-key", runtime_loading=False) as srv:
-        with pytest.raises(EngineError, match=r"did not load adapter vh-\w+ from \S+ .*VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+        refused = r"did not load adapter vh-\w+ from \S+ .*VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+        with pytest.raises(EngineError, match=refused):
             evaluate(*POW, *RTP, "force=true", "generation.seed=5", *_served(srv.base_url))
 
 
