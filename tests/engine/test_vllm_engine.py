@@ -149,7 +149,7 @@ def test_an_adapter_not_served_at_start_is_loaded_at_run_time(engine, adapters):
     assert out[:3] != out[3:]
 
 
-def _evaluate(out: Path, *extra: str, env=None, timeout=900):
+def _evaluate(out: Path, *extra: str, env=None, timeout=900, cache: Path | None = None):
     args = [
         "experiment=demo",
         "value_profile=vanilla",
@@ -159,7 +159,7 @@ def _evaluate(out: Path, *extra: str, env=None, timeout=900):
         "benchmark.num_samples=2",
         "benchmark.max_new_tokens=16",
         f"paths.output_dir={out}",
-        f"paths.cache_dir={_cache()}",
+        f"paths.cache_dir={cache or _cache()}",
         *extra,
     ]
     return run_script("evaluate.py", args, env_extra=env, timeout=timeout)
@@ -179,17 +179,18 @@ def test_evaluate_end_to_end_and_a_cache_never_shared_across_engines(engine, eng
     key = engine.client.api_key
     connected = ["generation.engine=vllm", f"generation.vllm.base_url={engine.base_url}"]
     env = {"VLLM_API_KEY": key}
-    res = _evaluate(tmp_path, *connected, env=env)
+    cache = tmp_path / "cache"  # its own generation cache: what it finds cached, this test put there
+    res = _evaluate(tmp_path, *connected, env=env, cache=cache)
     assert res.returncode == 0, res.stderr[-3000:]
     served = _result(tmp_path, "vllm")
     assert served["status"] == "complete" and served["generation"]["generated"] > 0
-    hf = _evaluate(tmp_path, "generation.engine=hf")
+    hf = _evaluate(tmp_path, "generation.engine=hf", cache=cache)
     assert hf.returncode == 0, hf.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in (tmp_path / "store").rglob("results.json")]
     assert len({r["key"] for r in results}) == 2, "the two engines file their results apart"
     by_engine = {(r["generation"].get("engine") or {}).get("name"): r for r in results}
     assert by_engine["hf"]["generation"]["cached"] == 0, "the HF run reused no vLLM row"
-    again = _evaluate(tmp_path, *connected, "force=true", env=env)
+    again = _evaluate(tmp_path, *connected, "force=true", env=env, cache=cache)
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = _result(tmp_path, "vllm")["generation"]
     assert rerun["generated"] == 0 and rerun["cached"] == rerun["requested"], rerun
