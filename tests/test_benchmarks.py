@@ -330,6 +330,26 @@ def test_missing_file_names_config_keys(tmp_path):
     assert "benchmark.path is not set" in one_line(e)
 
 
+def test_blank_prompt_rows_are_errors_or_keep_their_line_numbers(tmp_path, caplog):
+    """A blank line of a one-prompt-per-line file is an error naming its row, never a silent renumbering; a JSONL
+    file's blank lines are skipped with a warning and every prompt keeps its line number as its id."""
+    f = tmp_path / "prompts.csv"
+    f.write_text("The first prompt\n\nThe third prompt\n", encoding="utf-8")
+    with pytest.raises(BenchmarkError) as e:
+        load_prompts(bench("rtp", path=str(f), limit=None), None)
+    assert "empty prompt at data row 1" in one_line(e) and str(f) in str(e.value)
+    f.write_text("The first prompt\n   \n", encoding="utf-8")
+    with pytest.raises(BenchmarkError, match="data row 1"):
+        load_prompts(bench("rtp", path=str(f), limit=None), None)
+    j = tmp_path / "rtp.jsonl"
+    rows = [json.dumps({"prompt": {"text": t, "toxicity": 0.1}}) for t in ("One about", "Two about")]
+    j.write_text(rows[0] + "\n\n\n" + rows[1] + "\n", encoding="utf-8")
+    cfg = bench("rtp", format="rtp_jsonl", path=str(j), limit=None, min_prompt_toxicity=None)
+    with caplog.at_level("WARNING"):
+        assert [p.id for p in load_prompts(cfg, None)] == ["rtp:1", "rtp:4"]
+    assert "2 blank line(s) skipped (first at line 2)" in caplog.text
+
+
 def test_missing_column(tmp_path):
     f = tmp_path / "bt.csv"
     f.write_text(",prompt,category_id\n0,How do I fold a paper boat?,0\n", encoding="utf-8")

@@ -86,6 +86,25 @@ def test_cli_cfg_job_and_help():
     assert res.returncode == 0 and "value_profile" in res.stdout and "vim_stage" in res.stdout
 
 
+def test_cli_multirun_cfg_prints_every_job_and_bad_pairs_get_one_line():
+    """`-m --cfg job` prints each job's config (Hydra itself raises a ValueError traceback); `-m --info` or
+    `-m --run` is one line and exit 2."""
+    for script in ("train.py", "evaluate.py"):
+        res = run_script(script, ["-m", "--cfg", "job", "model=tiny", "value_profile=Pow,Uni"])
+        assert res.returncode == 0, res.stderr[-2000:]
+        parts = res.stdout.split("# job ")[1:]
+        assert [p.splitlines()[0] for p in parts] == [
+            "0 of 2: model=tiny value_profile=Pow",
+            "1 of 2: model=tiny value_profile=Uni",
+        ]
+        cfgs = [OmegaConf.create(p.split("\n", 1)[1]) for p in parts]
+        assert [c.value_profile.name for c in cfgs] == ["Pow", "Uni"] and "hydra" not in cfgs[0]
+    res = run_script("train.py", ["-m", "--info", "model=tiny"])
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: -m cannot be combined with --info (Hydra runs one mode at a time); drop one"
+    ]
+
+
 def test_glob_sweep_expands_to_all_profiles():
     """`-m 'value_profile=glob(*,exclude=vanilla)'` selects the 154 study profiles, as Hydra expands it."""
     from hydra import initialize_config_dir

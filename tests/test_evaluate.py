@@ -252,7 +252,16 @@ def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir,
         assert r["model"]["adapter_sha256"] == s["model"]["adapter_sha256"]
         assert r["prefix"] == s["prefix"]
         assert a == b, (r["profile"]["name"], r["generation"], s["generation"])
-    assert len({json.dumps(r["metrics"]) for r in batch}) >= 2, "the adapters should change the outputs"
+    # What the adapters change is the text; what a scorer makes of a tiny random model's gibberish is not
+    # a property of batching (profanity_check gives such words no weight, so every model may score alike).
+    continuations = {
+        r["profile"]["name"]: [
+            json.loads(x)["continuation"] for x in (Path(r["run_dir"]) / "samples.jsonl").read_text().splitlines()
+        ]
+        for r in batch
+    }
+    assert continuations["Pow"] != continuations["vanilla"], "the Pow adapter should change the continuations"
+    assert continuations["Uni"] != continuations["vanilla"], "the Uni adapter should change the continuations"
 
 
 def test_pvq_benchmark_honours_the_demo_items_switch(evaluate, tmp_path):

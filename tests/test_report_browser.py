@@ -3,12 +3,14 @@
 to the report. The report holds issue 14's two-way intervals and the design of every comparison.
 
 Chromium: the Debian package `chromium` (`scripts/browser/ensure_chromium.sh` installs it; `.ci/run`
-calls it). Where no binary is on PATH the test skips, saying so.
+calls it, and so does `make test`). Where no binary is on PATH the test skips with the true reason and
+the command that installs it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -23,11 +25,23 @@ from value_harms.analysis.report.findings import top_findings
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on PATH (run scripts/browser/ensure_chromium.sh: Debian package "
-    "'chromium'; it cannot be installed without apt-get and root)",
-)
+
+
+def _why_no_chromium() -> str:
+    """The true reason there is no browser here, and the one command that fixes it where one exists."""
+    fix = "scripts/browser/ensure_chromium.sh (Debian package 'chromium'; `make test` runs it)"
+    if shutil.which("apt-get") is None:
+        return "no chromium on PATH and no apt-get on this machine: install a chromium binary by hand"
+    root = os.geteuid() == 0
+    sudo = (
+        shutil.which("sudo") is not None and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+    )
+    if not (root or sudo):
+        return "no chromium on PATH; apt-get exists but installing needs root or passwordless sudo: " + fix
+    return f"no chromium on PATH, but it can be installed here (apt-get and {'root' if root else 'sudo'}): run {fix}"
+
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason=_why_no_chromium() if CHROMIUM is None else "")
 FLAGS = [
     "--headless=new",
     "--no-sandbox",

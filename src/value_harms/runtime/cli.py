@@ -59,12 +59,77 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
     return key_problem(argv, groups, script=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py")
 
 
+_MULTIRUN = {"-m", "--multirun"}
+_CFG = {"-c", "--cfg"}
+_OTHER_MODES = {"-r": "--run", "--run": "--run", "-i": "--info", "--info": "--info"}
+_VALUED = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+
+
+def _split_flags(argv: list[str]) -> tuple[dict[str, str | None], list[str]]:
+    """Hydra's flags ({flag: value or None}) and the overrides of a command line."""
+    flags: dict[str, str | None] = {}
+    overrides: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            flags[name] = value if eq else (next(it, None) if name in _VALUED else None)
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def multirun_cfg(argv: list[str], script: str) -> str | None:
+    """Hydra refuses `-m` beside `--cfg` / `--info` / `--run` with a traceback. `-m --cfg job|all` prints the
+    config of every job of the sweep (what a user means by it); the other pairs get one line. None when the
+    command line is not such a pair; else the text to print on stdout."""
+    flags, overrides = _split_flags(argv)
+    if not _MULTIRUN & flags.keys():
+        return None
+    other = sorted({_OTHER_MODES[f] for f in flags if f in _OTHER_MODES})
+    if other:
+        raise ValueHarmsError(
+            f"-m cannot be combined with {', '.join(other)} (Hydra runs one mode at a time); drop one"
+        )
+    cfg_flag = next((f for f in flags if f in _CFG), None)
+    if cfg_flag is None:
+        return None
+    what = flags[cfg_flag]
+    if what not in ("job", "all"):
+        raise ValueHarmsError(f"{cfg_flag} {what}: with -m, expected --cfg job or --cfg all (one config per job)")
+    from hydra import compose, initialize_config_dir  # noqa: PLC0415 - only this rare path needs Hydra's API
+    from omegaconf import OmegaConf  # noqa: PLC0415 - as above
+
+    from value_harms.config.sweep import expand_overrides  # noqa: PLC0415 - as above
+
+    jobs = expand_overrides(overrides)
+    out = []
+    with initialize_config_dir(config_dir=str(_conf_dir()), version_base="1.3"):
+        for i, job in enumerate(jobs):
+            cfg = compose(config_name=Path(script).stem, overrides=job, return_hydra_config=what == "all")
+            out.append(
+                f"# job {i} of {len(jobs)}: {' '.join(job)}\n{OmegaConf.to_yaml(cfg, resolve='--resolve' in flags)}"
+            )
+    return "\n".join(out)
+
+
 def guard_overrides(argv: list[str] | None = None) -> None:
-    """Exit with status 2 and a one-line message when an override names an unknown option."""
-    msg = check_group_overrides(list(sys.argv[1:] if argv is None else argv))
+    """Exit with status 2 and a one-line message when an override names an unknown option; print every job's
+    config for `-m --cfg job` (then exit 0) rather than let Hydra raise."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    msg = check_group_overrides(argv)
     if msg:
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2)
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py"
+    try:
+        text = multirun_cfg(argv, script)
+    except ValueHarmsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if text is not None:
+        print(text)
+        raise SystemExit(0)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -80,7 +80,9 @@ def _read_csv(path: Path, what: str, **kw) -> pd.DataFrame:
     if not text.strip():
         raise BenchmarkError(f"{path}: file is empty; expected {what} (fix the file or benchmark.path)")
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, **kw)
+        # skip_blank_lines=False: a blank line is a row (then reported by `_nonempty`), never dropped silently
+        # with every later prompt renumbered.
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False, **kw)
     except pd.errors.ParserError as e:
         raise BenchmarkError(f"{path}: not a readable CSV of {what} ({str(e).splitlines()[0]})") from None
     if df.empty:
@@ -100,7 +102,9 @@ def _require(df: pd.DataFrame, columns: Iterable[str], path: Path | str, what: s
 def _nonempty(values: Sequence[str], path: Path | str, column: str) -> None:
     for i, v in enumerate(values):
         if not str(v).strip():
-            raise BenchmarkError(f"{path}: empty {column} at data row {i}; remove the row or fill it in")
+            raise BenchmarkError(
+                f"{path}: empty {column} at data row {i} (counted from 0, after any header); remove the row or fill it in"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,6 +232,16 @@ def _rtp_jsonl(path: Path) -> list[Prompt]:
     for f in files:
         lines = read_text(f).splitlines()
         n_before = len(out)
+        # Blank lines of a JSONL file are skipped (a common trailing artefact); ids stay the file's line numbers,
+        # so nothing is renumbered, and the count is said.
+        blank = [lineno for lineno, line in enumerate(lines, 1) if not line.strip()]
+        if blank and blank != [len(lines)]:
+            log.warning(
+                "%s: %d blank line(s) skipped (first at line %d); prompt ids keep their line numbers",
+                f,
+                len(blank),
+                blank[0],
+            )
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
