@@ -153,6 +153,25 @@ def key_problem(argv: Sequence[str], groups: Iterable[str], script: str = "train
     return None
 
 
+def vanilla_values_problem(argv: Sequence[str], default_profile: str = "vanilla") -> str | None:
+    """`value_profile.values.X=...` on the vanilla profile (the default), whose `values` is null: Hydra would
+    stop with an AssertionError traceback. One line naming the fix instead."""
+    choice = default_profile
+    for arg in argv:
+        if arg.lstrip("+~").startswith("value_profile="):
+            choice = arg.partition("=")[2]
+    if choice != "vanilla":
+        return None
+    for arg in argv:
+        if arg.lstrip("+~").startswith("value_profile.values"):
+            return (
+                f"{arg}: value_profile=vanilla (the default) has no values to change (it is the untrained base "
+                f"model); start from a profile, e.g. value_profile=Uni {arg} value_profile.name=Uni_custom "
+                f"value_profile.kind=custom"
+            )
+    return None
+
+
 def sweep_problem(key: str, value: str, options: list[str]) -> str | None:
     """A one-line error when a sweep over a config group (`glob(...)`, `choice(...)`) launches
     nothing or names an option that does not exist, else None."""

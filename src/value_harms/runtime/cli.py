@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from value_harms.config.overrides import key_problem, sweep_problem
+from value_harms.config.overrides import key_problem, sweep_problem, vanilla_values_problem
 from value_harms.config.paths import conf_dir as _conf_dir
 from value_harms.errors import ValueHarmsError
 
@@ -56,7 +56,9 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
                 ]
                 hint = f"closest: {', '.join(close[:5])}" if close else f"options: {', '.join(options[:12])}"
                 return f"unknown {key} '{opt}'; {hint} (all options: ls conf/{key}/)"
-    return key_problem(argv, groups, script=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py")
+    return vanilla_values_problem(argv) or key_problem(
+        argv, groups, script=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py"
+    )
 
 
 _MULTIRUN = {"-m", "--multirun"}

@@ -79,21 +79,28 @@ _NOT_TRAIN = (
 
 def train_command(cfg: DictConfig, profile: Profile) -> str:
     """The exact `python train.py ...` that trains the adapter this config evaluates: the current
-    command's overrides minus evaluation-only ones (outside Hydra: the group choices)."""
-    args: list[str] = []
+    command's overrides minus evaluation-only ones, with the value profile given as its group choice plus
+    the `value_profile.*` edits of this command, so the printed command runs as shown and files its adapter
+    under this config's training key (outside Hydra: the group choices)."""
     try:
-        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415 - only set inside a Hydra job
 
-        args = [
-            str(o)
-            for o in HydraConfig.get().overrides.task
-            if str(o).lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in _NOT_TRAIN
-        ]
-    except Exception:
-        args = [f"model={cfg.model.name}", f"vim_stage={cfg.vim_stage.name}"]
-    args = [a for a in args if not a.startswith("value_profile=")]
-    if not any(a.startswith("value_profile.") for a in args):
-        args.append(f"value_profile={profile.name}")
+        hc = HydraConfig.get()
+        task = [str(o) for o in hc.overrides.task]
+        choice = hc.runtime.choices.get("value_profile") or profile.name
+    except ValueError:  # not inside a Hydra job (tests compose the config themselves)
+        task = [f"model={cfg.model.name}", f"vim_stage={cfg.vim_stage.name}"]
+        choice = profile.name
+    args = [
+        a
+        for a in task
+        if a.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in (*_NOT_TRAIN, "value_profile")
+    ]
+    if profile.is_vanilla:  # a benign baseline trains on the base model: the evaluated profile's edits do not apply
+        args.append("value_profile=vanilla")
+    else:
+        args.append(f"value_profile={choice}")
+        args += [a for a in task if a.lstrip("+~").startswith("value_profile.")]
     return "python train.py " + " ".join(args)
 
 
