@@ -205,7 +205,7 @@ def test_missing_scores_make_a_partial_result_that_a_rerun_completes(evaluate, m
         srv.stop()
 
 
-def test_stand_in_result_is_rescored_once_perspective_is_available(evaluate, monkeypatch):
+def test_stand_in_result_is_rescored_once_perspective_is_available(evaluate, monkeypatch, caplog):
     srv = FakePerspective(valid_key=KEY).start()
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
     try:
@@ -218,8 +218,10 @@ def test_stand_in_result_is_rescored_once_perspective_is_available(evaluate, mon
         first = evaluate("value_profile=vanilla", *RTP, *scorer)
         assert first["scorer"]["stand_in"] is True and not srv.requests
         monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)
+        caplog.clear()
         second = evaluate("value_profile=vanilla", *RTP, *scorer)
         assert second["skipped"] is False and second["generation"]["generated"] == 0
+        assert sum("re-scoring" in r.getMessage() for r in caplog.records) == 1, "said once"
         assert set(second["scorer"]["by_scorer"]) == {"perspective:TOXICITY"}
         assert second["scorer"]["stand_in"] is False
     finally:
@@ -237,10 +239,13 @@ def test_truncated_samples_file_is_detected_and_recomputed(evaluate, caplog):
     samples.write_text(text[: len(text) // 2])
     again = evaluate("value_profile=vanilla", *RTP, "scorer=profanity_check")
     assert again["skipped"] is False
-    assert "damaged" in caplog.text and "samples.jsonl" in caplog.text
+    damaged = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(damaged) == 1 and "samples.jsonl" in damaged[0].getMessage(), "said once, not once per look"
     assert samples.read_text() == text
     run_copy = Path(again["run_dir"]) / "samples.jsonl"
     assert len(run_copy.read_text().splitlines()) == 6
+    status = json.loads((Path(again["run_dir"]) / "status.json").read_text())
+    assert status["status"] == "complete" and status["store_dir"] == again["store_dir"], "store_dir kept at the end"
 
 
 def test_edited_train_result_is_detected(train, caplog):
@@ -389,3 +394,32 @@ def test_one_content_hash_keeps_the_persisted_keys(tmp_path):
     old_short = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
     assert Path(loading.resolve_model_dir({"source": "tiny", "name": "tiny"}, tmp_path)).name == f"tiny-{old_short}"
     assert not hasattr(files, "fingerprint") and not hasattr(files, "file_fingerprint")
+
+
+def test_in_place_edit_with_size_and_mtime_restored_gets_a_new_hash(tmp_path):
+    """The content-hash cache (memory and persisted) is keyed on what an edit or a copy changes: an in-place
+    edit that restores the file's size and mtime, and a copy that keeps them, are both hashed again."""
+    import hashlib
+    import os
+
+    from value_harms.store import identity
+
+    f = tmp_path / "items.csv"
+    f.write_bytes(b"id,text\n1,first\n")
+    st = f.stat()
+    assert identity.content_sha256(f, cache_dir=tmp_path / "c") == hashlib.sha256(f.read_bytes()).hexdigest()
+    with open(f, "r+b") as fh:  # same size, other bytes, in place (same inode)
+        fh.seek(10)
+        fh.write(b"X")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    want = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert identity.content_sha256(f, cache_dir=tmp_path / "c") == want
+    identity._HASHES.clear()  # a new process: only the persisted cache remains
+    assert identity.content_sha256(f, cache_dir=tmp_path / "c") == want
+    g = tmp_path / "copy"
+    g.mkdir()
+    shutil.copy2(f, g / "items.csv")  # a copy keeps size and mtime, not the inode
+    (g / "items.csv").write_bytes(b"id,text\n1,fXrst\n".replace(b"X", b"Y"))
+    os.utime(g / "items.csv", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert identity.content_sha256(g / "items.csv") == hashlib.sha256((g / "items.csv").read_bytes()).hexdigest()

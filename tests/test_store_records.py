@@ -115,3 +115,27 @@ def test_tidy_counts_copies_once_after_the_store_is_moved_and_renamed(tmp_path):
     copy = tmp_path / "second_store" / "x"  # the same stored result given twice (a copy of the store)
     shutil.copytree(moved, copy)
     assert len(tidy.find_results([tmp_path / "elsewhere", tmp_path / "runs", tmp_path / "second_store"])) == 2
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_stored_files_and_folders_follow_the_umask(tmp_path, mask):
+    """Atomic writes give the mode a plain open() / mkdir() gives under the umask, not mkstemp's 0600 / 0700, so a
+    team sharing a store can read each other's results."""
+    import os
+    import stat
+
+    from value_harms.store import files
+
+    old = os.umask(mask)
+    files._UMASK = None
+    try:
+        files.atomic_write_json(tmp_path / "results.json", {"a": 1})
+        with files.atomic_dir(tmp_path / "adapter") as d:
+            (d / "w.bin").write_bytes(b"x")
+        files.mark_complete(tmp_path / "adapter", {"n": 1})
+    finally:
+        os.umask(old)
+        files._UMASK = None
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "adapter").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "adapter" / "COMPLETE").stat().st_mode) == 0o666 & ~mask

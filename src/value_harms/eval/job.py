@@ -314,23 +314,25 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
     return result, samples
 
 
-def _stored(job: EvalJob, cfg) -> dict[str, Any] | None:
+def _stored(job: EvalJob, cfg, quiet: bool = False) -> dict[str, Any] | None:
     """The stored result of this job when it is complete, whole and still what the config asks for
-    (a stand-in-scored result is not, once the preferred scorer is available); else None."""
+    (a stand-in-scored result is not, once the preferred scorer is available); else None. `quiet`: the second
+    look under the job's lock says nothing the first look said already."""
     if cfg.force:
         return None
-    found = records.read_result(job.store)
+    found = records.read_result(job.store, quiet=quiet)
     if not found.complete:
         if found.state == "partial":
             log.info("partial result in %s: retrying its missing generations / scores", job.store)
         return None
     stale = _preferred_scorer_now_available(cfg, found.result)
     if stale:
-        log.warning(
-            "stored result %s was scored without %s, which is available now: re-scoring (generations are reused)",
-            job.store,
-            stale,
-        )
+        if not quiet:
+            log.warning(
+                "stored result %s was scored without %s, which is available now: re-scoring (generations are reused)",
+                job.store,
+                stale,
+            )
         return None
     return found.result
 

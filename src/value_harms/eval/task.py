@@ -108,7 +108,7 @@ def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run
     stored = _stored(job, cfg)
     if stored is None:
         with files.locked(job.store):
-            stored = _stored(job, cfg)  # another process may have finished it while we waited
+            stored = _stored(job, cfg, quiet=True)  # another process may have finished it while we waited
             if stored is None:
                 # a scorer that cannot be used fails here, before any generation (scoring.probe)
                 probe_scorer(str(cfg.benchmark.measure), cfg.scorer)

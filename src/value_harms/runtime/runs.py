@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping
 from omegaconf import DictConfig
 
 from value_harms.runtime import tracking
-from value_harms.store.files import atomic_write_json
+from value_harms.store.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def job_status(run_dir: str | os.PathLike, info: Mapping[str, Any], wandb_run=No
         failed = False
     finally:
         status["status"] = "failed" if failed else "complete"
+        try:  # keep what the job added to the file meanwhile (its store_dir, named once it is known)
+            on_disk = read_json(Path(run_dir) / "status.json")
+        except (OSError, ValueError):
+            on_disk = {}
+        status.update({k: v for k, v in (on_disk if isinstance(on_disk, dict) else {}).items() if k not in status})
         atomic_write_json(Path(run_dir) / "status.json", status)
         tracking.finish_run(wandb_run, failed=failed)
 

@@ -27,12 +27,27 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """The process umask (read once: os.umask can only be read by setting it)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file so that readers see the old content or the new one, never a partial file."""
+    """Write a file so that readers see the old content or the new one, never a partial file. The file gets the
+    mode a plain open() would give (0666 less the umask), not mkstemp's 0600: a team sharing a store on a cluster
+    reads each other's results (no secret is ever written to the store)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -59,6 +74,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~umask())  # mkdtemp's 0700 would hide the folder from the rest of a team (see above)
     try:
         yield tmp
         if final.exists():

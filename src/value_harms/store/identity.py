@@ -43,10 +43,16 @@ _PERSIST_NAME = "content_hashes.json"
 
 
 def _stamp(p: Path) -> tuple:
+    """What says a file is unchanged without reading it: name, size, mtime, and the inode, device and ctime,
+    which a copy or an in-place edit changes even when it restores size and mtime (only a deliberate forgery
+    of ctime, which needs the clock, could keep an old hash)."""
     files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-    return tuple(
-        (str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files
-    )
+    out = []
+    for f in files:
+        st = f.stat()
+        name = str(f.relative_to(p)) if p.is_dir() else f.name
+        out.append((name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns))
+    return tuple(out)
 
 
 def content_sha256(

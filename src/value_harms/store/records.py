@@ -208,8 +208,9 @@ def result_state(folder: str | os.PathLike) -> str:
     return "absent"
 
 
-def read_result(folder: str | os.PathLike) -> ResultState:
-    """The stored result of `folder` with its state; files are checked against the marker's sha256."""
+def read_result(folder: str | os.PathLike, quiet: bool = False) -> ResultState:
+    """The stored result of `folder` with its state; files are checked against the marker's sha256.
+    `quiet`: no warning for a damaged file (a second look under the lock, after one that warned)."""
     folder = Path(folder)
     marker_name = COMPLETE if (folder / COMPLETE).is_file() else PARTIAL if (folder / PARTIAL).is_file() else None
     if marker_name is None:
@@ -218,23 +219,24 @@ def read_result(folder: str | os.PathLike) -> ResultState:
         marker = files.read_json(folder / marker_name)
         sums = marker["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return _damaged(folder / marker_name, f"unreadable marker ({type(exc).__name__})")
+        return _damaged(folder / marker_name, f"unreadable marker ({type(exc).__name__})", quiet)
     for name in (RESULTS, SAMPLES):
         path = folder / name
         if not path.is_file():
-            return _damaged(path, "missing")
+            return _damaged(path, "missing", quiet)
         if files.file_sha256(path) != sums.get(name):
-            return _damaged(path, "its bytes differ from the checksum written with it (truncated or edited)")
+            return _damaged(path, "its bytes differ from the checksum written with it (truncated or edited)", quiet)
     try:
         result = files.read_json(folder / RESULTS)
     except (OSError, ValueError) as exc:
-        return _damaged(folder / RESULTS, f"unreadable ({type(exc).__name__})")
+        return _damaged(folder / RESULTS, f"unreadable ({type(exc).__name__})", quiet)
     return ResultState("complete" if marker_name == COMPLETE else "partial", result)
 
 
-def _damaged(path: Path, why: str) -> ResultState:
+def _damaged(path: Path, why: str, quiet: bool = False) -> ResultState:
     msg = f"stored result file {path} is damaged: {why}; recomputing it"
-    log.warning(msg)
+    if not quiet:
+        log.warning(msg)
     return ResultState("damaged", None, msg)
 
 
