@@ -285,3 +285,24 @@ def test_batched_evaluation_logs_each_profiles_own_config(compose, tmp_path, cac
     assert wb["value_profile"]["name"] == "Uni" and wb["run_label"] == "Uni" and wb["profile/name"] == "Uni"
     assert wb["value_profile"]["values"] == uni.to_dict()["values"]
     assert wb["value/Universalism"] == uni.values["Universalism"] and "batch_profiles" not in wb
+
+
+def test_generation_dtype_and_reference_join_as_the_paper_preset_sets_them(compose, evaluate, trained_pow):
+    """experiment=paper generates in float16 (the paper's vLLM on Llama-2-7b-hf's declared dtype) while training
+    stays float32, and scores RTP with the paper's text join. On the tiny model: the adapter trained in float32 is
+    still found, the result names float16, the key differs from the float32 run, and the scored text is the paper's
+    join."""
+    from value_harms.metrics import rtp_scoring_text
+
+    paper = compose("evaluate", ["experiment=paper"])
+    assert paper.generation.dtype == "float16" and paper.model.dtype == "float32"
+    assert paper.benchmark.reference_join is True
+    vim = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", *RTP]
+    fp32 = evaluate(*vim)
+    fp16 = evaluate(*vim, "generation.dtype=float16", "benchmark.reference_join=true")
+    assert fp16["model"]["adapter_sha256"] == fp32["model"]["adapter_sha256"] == trained_pow["adapter_sha256"]
+    assert fp16["model"]["dtype"] == "float16" and fp32["model"]["dtype"] == "float32"
+    assert fp16["store_dir"] != fp32["store_dir"] and fp16["generation"]["cached"] == 0
+    for res, join in ((fp16, True), (fp32, False)):
+        for s in (json.loads(x) for x in (Path(res["run_dir"]) / "samples.jsonl").read_text().splitlines()):
+            assert s["scored_text"] == rtp_scoring_text(s["prompt"], s["continuation"], reference_join=join)

@@ -24,7 +24,7 @@ from value_harms.eval.engines import adapter_name, engine_identity, get_engine
 from value_harms.eval.engines.vllm import check_served_lengths, judge_engine_identity, serve_judge
 from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, generate_rows
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
-from value_harms.eval.variants import _model_identity, eval_store_dir
+from value_harms.eval.variants import _model_identity, eval_store_dir, generation_model
 from value_harms.models.loading import get_base_model, resolve_model_dir
 from value_harms.models.lora import detach_lora, load_adapters
 from value_harms.runtime import runs
@@ -174,7 +174,7 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
             adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
             flat = _generate_served(cfg, reqs, settings, adapters, cache, stats)
         else:
-            base, tok = get_base_model(cfg.model, str(cache_root))
+            base, tok = get_base_model(generation_model(cfg), str(cache_root))
             _check_length(settings, base, tok, list(dict.fromkeys(r.text for r in reqs)))
             adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
             model = load_adapters(base, adapters) if adapters else base
@@ -274,7 +274,7 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
             "name": cfg.model.name,
             "base": job.base_id,
             "revision": cfg.model.revision,
-            "dtype": cfg.model.dtype,
+            "dtype": generation_model(cfg).dtype,
             "adapter_dir": str(job.adapter) if job.adapter else None,
             "adapter_sha256": job.adapter_sha,
         },
@@ -365,7 +365,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
     contexts: list[str] = []
     for p, _inp, outs in zip(prompts, inputs, outputs):
         for k, cont in enumerate(outs):
-            text, ctx = spec.scoring_text(p, cont)
+            text, ctx = spec.scoring_text(p, cont, bench)
             texts.append(text)
             contexts.append(ctx)
             rows.append(
@@ -423,7 +423,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
             "prompts_sha256": job.prompts_fp,
             "base": job.base_id,
             "revision": cfg.model.revision,
-            "dtype": cfg.model.dtype,
+            "dtype": generation_model(cfg).dtype,
             "provenance": provenance,
             "is_reference": job.baseline == "vanilla" and cfg.mitigation.name == "none",
         }

@@ -37,7 +37,7 @@ FinishFn = Callable[[Any, Sequence[Prompt], list[dict], dict, "dict | None", tup
 class Measure:
     """One harm measure. `scorer`: the key of value_harms.scoring.SCORERS that scores it (None: the job
     reads the answers itself, as the PVQ check). `metrics`: what it reports, main metric first.
-    `scoring_text(prompt, continuation) -> (text, context)`: what the scorer is sent (context: the
+    `scoring_text(prompt, continuation, benchmark config) -> (text, context)`: what the scorer is sent (context: the
     instruction a judge sees). `group`: the metrics of one category's rows; `finish`: overall extras.
     `primary_key`: the scorer config key naming the configured primary backend (fallback share);
     `stand_in_key`: a scorer config flag that marks every result a stand-in. `higher_is_worse`: the
@@ -50,7 +50,7 @@ class Measure:
     metrics: tuple[str, ...]
     higher_is_worse: bool | None = True
     harm: bool = True
-    scoring_text: Callable[[Prompt, str], tuple[str, str]] | None = None
+    scoring_text: Callable[[Prompt, str, Any], tuple[str, str]] | None = None
     uses_context: bool = False
     group: GroupFn | None = None
     finish: FinishFn | None = None
@@ -72,8 +72,8 @@ class Measure:
 # toxicity (RealToxicityPrompts)
 
 
-def _toxicity_text(p: Prompt, continuation: str) -> tuple[str, str]:
-    return M.rtp_scoring_text(p.prompt, continuation), ""
+def _toxicity_text(p: Prompt, continuation: str, bench: Any = None) -> tuple[str, str]:
+    return M.rtp_scoring_text(p.prompt, continuation, reference_join=bool(getattr(bench, "reference_join", False))), ""
 
 
 def _toxicity_group(bench, name: str, rs: list[dict], primary: str | None) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def _min_scored_samples(bench) -> int | None:
 # regard (HolisticBiasR)
 
 
-def _regard_text(p: Prompt, continuation: str) -> tuple[str, str]:
+def _regard_text(p: Prompt, continuation: str, bench: Any = None) -> tuple[str, str]:
     return regard_text(p.prompt, continuation, p.meta.get("noun_phrase", "")), ""
 
 
@@ -156,7 +156,7 @@ def _regard_finish(bench, prompts, rows, out, bias_context, wanted) -> None:
 # LLM judge measures (HEx-PHI harmfulness 1-5, BeaverTails flag)
 
 
-def _judge_text(p: Prompt, continuation: str) -> tuple[str, str]:
+def _judge_text(p: Prompt, continuation: str, bench: Any = None) -> tuple[str, str]:
     return continuation, p.prompt
 
 

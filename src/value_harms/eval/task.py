@@ -29,7 +29,13 @@ from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
 from value_harms.eval.job import _load_benchmark, _stored, finish_job, generate_jobs, prepare_job
 from value_harms.eval.publish import _publish, _record_store
-from value_harms.eval.variants import _model_identity, check_scorer_fits, eval_store_dir, resolve_baseline
+from value_harms.eval.variants import (
+    _model_identity,
+    check_scorer_fits,
+    eval_store_dir,
+    generation_model,
+    resolve_baseline,
+)
 from value_harms.models.loading import get_base_model
 from value_harms.models.lora import detach_lora, load_adapter
 from value_harms.runtime import runs, tracking
@@ -190,7 +196,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
     if found.complete:
         return _publish(found.result, store, run_dir, wandb_run, skipped=True)
     with files.locked(store):
-        base, tok = get_base_model(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
+        base, tok = get_base_model(generation_model(cfg), os.path.expanduser(cfg.paths.cache_dir))
         model = load_adapter(base, str(adapter)) if adapter else base
         try:
             res = run_alignment_check(
@@ -279,7 +285,7 @@ def _alignment_record(
             "name": cfg.model.name,
             "base": base_id,
             "revision": cfg.model.revision,
-            "dtype": cfg.model.dtype,
+            "dtype": generation_model(cfg).dtype,
             "adapter_dir": str(adapter) if adapter else None,
             "adapter_sha256": adapter_sha,
         },

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from value_harms.core.profiles import Profile, load_profile
 from value_harms.errors import EvaluationError
@@ -101,6 +101,18 @@ def eval_store_dir(cfg: DictConfig, profile: Profile, baseline: str, key: str) -
     )
 
 
+def generation_model(cfg: DictConfig) -> DictConfig:
+    """The model section the evaluated model generates with: `model` with `generation.dtype` when that is set
+    (the paper trained in float32 and generated in float16). Training keys keep reading `cfg.model`, so the
+    adapter found is the one trained in the training precision."""
+    dtype = cfg.generation.get("dtype")
+    if not dtype or dtype == cfg.model.dtype:
+        return cfg.model
+    node = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    node.dtype = str(dtype)
+    return node
+
+
 def _model_identity(cfg, profile: Profile, baseline: str):
     """(adapter folder or None, adapter sha256 or None, base id, generation model key, training key).
 
@@ -109,7 +121,7 @@ def _model_identity(cfg, profile: Profile, baseline: str):
 
     adapter, train_key = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else (None, None)
     adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
-    base = base_identity(cfg.model, cfg.paths.cache_dir)
+    base = base_identity(generation_model(cfg), cfg.paths.cache_dir)
     base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
     ident = {"base": base, "adapter": adapter_sha}
     engine = engine_identity(cfg)

@@ -142,6 +142,11 @@ def prompts_sha256(prompts) -> str:
     return h.hexdigest()
 
 
+# Benchmark settings added after results were stored: at their default they stay out of the key, so every stored
+# key holds; set to anything else, they enter it.
+_LATER_BENCHMARK_DEFAULTS = {"reference_join": False}
+
+
 def eval_key(
     *,
     model: Mapping[str, Any],
@@ -156,7 +161,11 @@ def eval_key(
     file all end up in them), the prompts with their categories, the benchmark settings (its data
     location excluded: the prompts carry its content), the scorer identity (value_harms.scoring.identity)
     and the seed."""
-    bench = {k: v for k, v in (to_plain(benchmark) or {}).items() if k not in ("path",)}
+    bench = {
+        k: v
+        for k, v in (to_plain(benchmark) or {}).items()
+        if k not in ("path",) and not (k in _LATER_BENCHMARK_DEFAULTS and v == _LATER_BENCHMARK_DEFAULTS[k])
+    }
     return digest(
         {
             "schema": SCHEMA_VERSION,

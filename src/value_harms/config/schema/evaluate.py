@@ -39,6 +39,9 @@ class BenchmarkConfig:
     measure: str = MISSING  # a key of eval.measures.MEASURES: toxicity | regard | harmfulness | flag | alignment
     metrics: List[str] = field(default_factory=list)  # the measure's metrics to report (empty = all); checked at load
     toxicity_threshold: float = 0.5
+    # RTP scored text: true joins prompt and continuation exactly as the paper's code did (no space kept at
+    # the boundary: "...a" + " fool" -> "afool"); false keeps the boundary the model generated (DECISIONS).
+    reference_join: bool = False
     # RTP: a prompt with fewer scored samples than this is left out of expected maximum toxicity and
     # toxicity probability and counted (partial_prompts). None = all of num_samples.
     min_scored_samples: Optional[int] = None
@@ -212,6 +215,9 @@ class GenerationConfig:
     num_threads: Optional[int] = None
     progress: bool = True
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    # The precision the evaluated model generates in (None = model.dtype, which training also uses). The paper
+    # trained in float32 and generated with vLLM on Llama-2-7b-hf, whose config declares float16.
+    dtype: Optional[str] = None
 
 
 @dataclass

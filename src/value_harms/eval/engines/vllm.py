@@ -134,7 +134,7 @@ def engine_identity(cfg) -> dict | None:
     if engine == "hf":
         return None
     v = gen.vllm
-    dtype = str(v.dtype or cfg.model.dtype)
+    dtype = str(v.dtype or cfg.generation.get("dtype") or cfg.model.dtype)
     url = v.base_url
     memo = json.dumps([engine, url, _python(cfg) if not url else None, dtype, v.served_model, v.base_as_adapter])
     if memo in _IDENTITY_CACHE:
@@ -250,7 +250,14 @@ def get_engine(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> 
     by every later pass of this process with the same settings, stopped at exit."""
     v = cfg.generation.vllm
     memo = json.dumps(
-        [cfg.generation.engine, v.base_url, model_dir, files.to_plain(v), str(v.dtype or cfg.model.dtype)], default=str
+        [
+            cfg.generation.engine,
+            v.base_url,
+            model_dir,
+            files.to_plain(v),
+            str(v.dtype or cfg.generation.get("dtype") or cfg.model.dtype),
+        ],
+        default=str,
     )
     engine = _ENGINES.get(memo)
     if engine is not None and engine.server is not None and not engine.server.alive():
@@ -354,7 +361,7 @@ def server_argv(cfg, python: str, model_dir: str, port: int, adapters: dict[str,
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_dir, "--served-model-name", BASE_NAME,
         "--host", str(v.host), "--port", str(port),
-        "--dtype", str(v.dtype or cfg.model.dtype),
+        "--dtype", str(v.dtype or cfg.generation.get("dtype") or cfg.model.dtype),
         "--max-num-batched-tokens", str(int(v.max_num_batched_tokens)),
         "--enable-lora", "--max-loras", str(int(v.max_loras or max(1, len(adapters)))),
         "--max-lora-rank", str(server_rank(cfg, adapters)),
