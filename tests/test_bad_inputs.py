@@ -170,6 +170,13 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
         False,
     ),
     # --- names that become folders ---------------------------------------------------------------------
+    "profile_value_out_of_scale": (
+        "train.py",
+        ["value_profile=Pow", "value_profile.values.power=7", *TRAIN],
+        {},
+        ["value profile 'Pow': value 'Power' is 7, outside the scale", "[1, 6]"],
+        False,
+    ),
     "profile_name_escapes": (
         "train.py",
         ["-m", "value_profile=Pow", "value_profile.name=../../../../x", *TRAIN],
@@ -469,6 +476,7 @@ CLI_CASES = (
     "glob_matches_nothing",
     "sweep_job_negative_lr",
     "profile_name_escapes",
+    "profile_value_out_of_scale",
     "unknown_profile",
     "unknown_benchmark",
     "unknown_scorer",
@@ -531,6 +539,12 @@ def test_bad_input_cli(case, cli_outcomes):
     tmp, done = cli_outcomes
     res = done[case]
     _check(case, res.returncode, res.stderr, tmp / case)
+    if case in CHECKED_BEFORE_ANY_FOLDER:
+        assert not (tmp / case / "out").exists(), f"{case}: a run folder was created before the check"
+
+
+# Checked on the composed config by the Hydra callback, before Hydra creates the run folder.
+CHECKED_BEFORE_ANY_FOLDER = ("profile_value_out_of_scale", "sweep_job_negative_lr", "profile_name_escapes")
 
 
 @pytest.mark.parametrize("case", IN_PROCESS_CASES)

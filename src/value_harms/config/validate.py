@@ -30,7 +30,8 @@ from value_harms.config.paths import conf_dir
 from value_harms.config.sweep import BASIC_SWEEPER as _BASIC_SWEEPER
 from value_harms.config.sweep import expand_overrides
 from value_harms.core.names import safe_name
-from value_harms.errors import ConfigError, UnsafeNameError
+from value_harms.core.profiles import profile_from_cfg
+from value_harms.errors import ConfigError, UnsafeNameError, ValueHarmsError
 
 __all__ = [
     "ConfigError",
@@ -199,6 +200,12 @@ def config_problems(cfg: DictConfig) -> list[str]:
             "benchmark.temperature=0 with benchmark.do_sample=true: sampling needs a temperature > 0; "
             "for greedy decoding set benchmark.do_sample=false"
         )
+    profile = _select(cfg, "value_profile")
+    if profile is not _ABSENT and profile is not None:
+        try:  # the vector's scale and names, before Hydra creates the run folder
+            profile_from_cfg(profile)
+        except ValueHarmsError as exc:
+            out.append(str(exc).strip().splitlines()[0])
     engine, url = _select(cfg, "generation.engine"), _select(cfg, "generation.vllm.base_url")
     if engine == "openai" and not url:
         out.append(
