@@ -1,4 +1,4 @@
-"""Training callbacks: best-adapter keeping, resumable checkpoints, throughput."""
+"""Training callbacks: best-adapter keeping, resumable checkpoints, throughput, a progress bar bounded by max_steps."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 from value_harms.store import files
 from value_harms.train.module import save_adapter
@@ -172,3 +173,32 @@ class ThroughputCallback(Callback):
         self.seconds += dt
         if dt > 0:
             pl_module.log("train/tokens_per_s", n / dt, on_step=True, on_epoch=False, batch_size=1)
+
+
+class _StepBounded:
+    """Lightning sizes the epoch's bar by the epoch's batches unless max_epochs is -1: a run stopped by
+    `trainer.max_steps` (the demo: 12 steps of a 738-batch epoch) showed 738 batches and hours of ETA. Here the
+    bar counts the batches that will run: the steps left times the gradient accumulation, at most the epoch."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        t = self.trainer
+        total = t.num_training_batches
+        if t.max_steps is not None and t.max_steps > 0:
+            done = t.fit_loop.epoch_loop.batch_progress.current.ready  # resumed mid-epoch: batches already run
+            left = (t.max_steps - t.global_step) * max(1, int(t.accumulate_grad_batches))
+            return min(total, done + left)
+        return total
+
+
+class StepBoundedRichBar(_StepBounded, RichProgressBar):
+    pass
+
+
+class StepBoundedTQDMBar(_StepBounded, TQDMProgressBar):
+    pass
+
+
+def progress_bar() -> Callback:
+    """The bar Lightning would pick (rich when installed), bounded by max_steps."""
+    return StepBoundedRichBar() if _RICH_AVAILABLE else StepBoundedTQDMBar()

@@ -23,7 +23,13 @@ from value_harms.models.lora import adapter_problem, attach_lora, detach_lora, l
 from value_harms.runtime import runs
 from value_harms.runtime.tracking import lightning_logger, safe_log
 from value_harms.store import files
-from value_harms.train.callbacks import STATE_FILE, BestAdapterCallback, ResumeCheckpoint, ThroughputCallback
+from value_harms.train.callbacks import (
+    STATE_FILE,
+    BestAdapterCallback,
+    ResumeCheckpoint,
+    ThroughputCallback,
+    progress_bar,
+)
 from value_harms.train.module import AtomicCheckpointIO, LoRAModule, save_adapter
 
 log = logging.getLogger(__name__)
@@ -160,7 +166,8 @@ def fit_step(
     ckpt_cb = ResumeCheckpoint(
         ckpt_dir / "last.ckpt", every_n_steps=int(cfg.train.checkpoint_every_n_steps), loader=dl_train
     )
-    trainer = _trainer(step, cfg, step_dir, [best_cb, ckpt_cb, tput], wandb_run)
+    bar = [progress_bar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    trainer = _trainer(step, cfg, step_dir, [best_cb, ckpt_cb, tput, *bar], wandb_run)
     ckpt_path = _resume_path(step, ckpt_dir / "last.ckpt")
     t0 = time.perf_counter()
     trainer.fit(
