@@ -1,4 +1,4 @@
-"""Injected vs measured values (issue 15): how far an aligned model's PVQ scores moved toward its target.
+"""Injected vs measured values: how far an aligned model's PVQ scores moved toward its target.
 
 - target lift of a model with target value v: (e[v] - mean of e over the other nine values) minus the
   same quantity for the vanilla model (e = expected scores of the alignment check);
@@ -17,7 +17,7 @@ from value_harms.core.values import VALUES
 
 Scores = dict[str, float | None]
 
-# Issue 15's criterion for cross separation, in PVQ scale points.
+# The cpu_study criterion for cross separation, in PVQ scale points.
 SEPARATION_GOAL = 0.5
 
 

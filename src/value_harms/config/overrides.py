@@ -1,4 +1,4 @@
-"""Checks of command-line overrides before Hydra composes anything (issue 9): a key that is not in the
+"""Checks of command-line overrides before Hydra composes anything: a key that is not in the
 typed schema, a value of the wrong type, a `glob(...)` that matches no option. Each problem is one line
 with the closest keys or options (`value_harms.runtime.cli.guard_overrides` prints it and exits 2)."""
 

@@ -36,7 +36,7 @@ from value_harms.store import kv
 log = logging.getLogger(__name__)
 
 # Part of every cache key. 2: continuations decoded as decode(prompt + new) - decode(prompt), and
-# rows seeded by prompt id (issue 10, items 1 and 7); entries of version 1 are not reused.
+# rows seeded by prompt id; entries of version 1 are not reused.
 CACHE_VERSION = 2
 # On-disk layout of the cache file (unchanged since version 1 of this module; see store.kv).
 _TABLE = kv.Table("gen")

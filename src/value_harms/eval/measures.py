@@ -127,7 +127,7 @@ def _regard_group(bench, name: str, rs: list[dict], primary: str | None) -> dict
 
 
 def _regard_finish(bench, prompts, rows, out, bias_context, wanted) -> None:
-    """The bias score compares each (axis, descriptor) group with a baseline rate (issue 10 item 4):
+    """The bias score compares each (axis, descriptor) group with a baseline rate:
     benchmark.bias_baseline = vanilla (the stored vanilla result's rate), self or a fixed fraction."""
     if "bias_score" not in wanted:
         return

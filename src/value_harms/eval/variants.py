@@ -125,7 +125,7 @@ def _model_identity(cfg, profile: Profile, baseline: str):
     base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
     ident = {"base": base, "adapter": adapter_sha}
     engine = engine_identity(cfg)
-    if engine is not None:  # a server's sampler is not the HF path's: never the same key (issue 12)
+    if engine is not None:  # a server's sampler is not the HF path's: never the same key
         ident["engine"] = engine
     mk = json.dumps(ident, sort_keys=True)
     return adapter, adapter_sha, base_id, mk, train_key

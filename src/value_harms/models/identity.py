@@ -1,4 +1,4 @@
-"""What a base model IS, by content (issue 9): the tiny model's recipe, a GGUF file's sha256, a local folder's
+"""What a base model IS, by content: the tiny model's recipe, a GGUF file's sha256, a local folder's
 files, or a hub id + revision; plus the dtype. Part of every training and evaluation key."""
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
         excl = {
             k: str(runs.resolve_path(ic.get(k), data_dir)) if ic.get(k) else None
             for k in ("exclude_path", "exclude_keywords_path")
-        }  # Dolly without safety data (issue 10)
+        }  # Dolly without safety data
         if ic.source == "local":
             examples = load_instruction_examples(
                 "file", str(runs.resolve_path(ic.path, data_dir)), fmt=ic.format, limit=ic.limit, **excl
@@ -77,7 +77,7 @@ def stage_examples(step: str, cfg: DictConfig, profile: Profile, data_dir: str |
     train = split["train"]
     if step == "qa" and str(cfg.vim_stage.get("qa_balance") or "none") == "score":
         power = float(cfg.vim_stage.get("qa_balance_power", 1.0))
-        train = balance_by_score(train, seed=int(cfg.data.split_seed), power=power)  # issue 15
+        train = balance_by_score(train, seed=int(cfg.data.split_seed), power=power)
         counts["examples"]["train_balanced"] = len(train)
     return train, split["valid"], {step: counts}
 
@@ -97,7 +97,7 @@ def _datasets(step: str, cfg: DictConfig, tokenizer, train_examples, valid_examp
         "valid_answer_lost": int(ds_valid.n_answer_lost),
         "valid_answer_lost_share": ds_valid.answer_lost_share,
     }
-    if wandb_run is not None:  # lost-answer share per run (issue 10 item 12)
+    if wandb_run is not None:  # lost-answer share per run
         safe_log(wandb_run, {f"{step}/{k}": v for k, v in truncation.items() if k != "truncation_side"}, summary=True)
     return ds_train, ds_valid, truncation
 

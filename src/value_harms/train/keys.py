@@ -1,4 +1,4 @@
-"""The training key (issue 9): a sha256 of everything that determines an adapter - the base model's identity,
+"""The training key: a sha256 of everything that determines an adapter - the base model's identity,
 LoRA targets, the profile vector, the stage settings, the training data by content, LoRA and trainer settings."""
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ def _data_identity(cfg: DictConfig, data_dir: str | None) -> dict[str, Any]:
     return out
 
 
-# vim_stage keys added after adapters were stored (issue 15), with the value that reproduces the old training.
+# vim_stage keys added after adapters were stored, with the value that reproduces the old training.
 STAGE_KEY_DEFAULTS: dict[str, Any] = {"qa_balance": "none", "qa_balance_power": 1.0, "answer_weight": 1.0}
 
 
 def train_key_payload(cfg: DictConfig, profile, data_dir: str | None) -> dict[str, Any]:
     """Everything that determines the adapter of one training job (see module doc)."""
     stage = {k: v for k, v in (to_plain(cfg.vim_stage) or {}).items() if k not in ("name", "instruct")}
-    # the issue-15 levers at their defaults are left out: the keys of stored adapters do not change
+    # the cpu_study levers at their defaults are left out: the keys of stored adapters do not change
     stage = {k: v for k, v in stage.items() if k not in STAGE_KEY_DEFAULTS or v != STAGE_KEY_DEFAULTS[k]}
     trainer = to_plain(cfg.trainer) or {}
     train = to_plain(cfg.train) or {}

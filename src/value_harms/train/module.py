@@ -34,7 +34,7 @@ class LoRAModule(L.LightningModule):
     def __init__(self, model, *, lr: float, weight_decay: float, warmup_steps: int, answer_weight: float = 1.0) -> None:
         super().__init__()
         self.model = model
-        self.answer_weight = float(answer_weight)  # vim_stage.answer_weight (issue 15); 1 = the paper's loss
+        self.answer_weight = float(answer_weight)  # vim_stage.answer_weight; 1 = the paper's loss
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
@@ -115,7 +115,7 @@ def weighted_target_loss(
 ) -> torch.Tensor:
     """Next-token cross-entropy over the target tokens (labels != -100) where the answer tokens
     (answer_mask 1, e.g. the QA digit) weigh `answer_weight` and the others 1: sum(w * ce) / sum(w).
-    At answer_weight 1 it equals the causal-LM loss of transformers (issue 15)."""
+    At answer_weight 1 it equals the causal-LM loss of transformers."""
     logits, labels, amask = logits[:, :-1, :].float(), labels[:, 1:], answer_mask[:, 1:]
     valid = labels != -100
     ce = torch.nn.functional.cross_entropy(

@@ -215,7 +215,7 @@ def _log_summary(cfg, store: Path, wandb_run, result: dict[str, Any]) -> None:
     flat.update({f"alignment/{k}": v for k, v in al.items() if isinstance(v, (int, float, bool, str)) or v is None})
     if al.get("expected"):
         # per-value expected / greedy scores, Spearman vs the target and, when this store holds the
-        # vanilla model's check, the vanilla-relative shifts and the target lift (issue 15)
+        # vanilla model's check, the vanilla-relative shifts and the target lift
         scalars = summary_scalars(al, _vanilla_alignment(cfg, store))
         flat.update({f"alignment/{k}": v for k, v in scalars.items()})
     tracking.safe_log(wandb_run, flat, summary=True)

