@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers.fake_openai import FakeOpenAI
-from value_harms.config.schema import JudgeConfig, RegardConfig, ScorerConfig
+from value_harms.config.schema import BreakerConfig, JudgeConfig, RegardConfig, ScorerConfig
 from value_harms.errors import ScorerError, ScorerUnavailable
 from value_harms.scoring.base import Score
 from value_harms.scoring.cache import CachedScorer
@@ -157,7 +157,10 @@ def test_flag_success():
 def test_transient_errors_are_retried_then_succeed(caplog):
     with FakeOpenAI(key=KEY, model=MODEL, answer=lambda b: "#score: 2") as srv:
         srv.script(["429", "500", "garbage", "timeout", "schema", "503"])
-        judge = JudgeScorer("harmfulness", judge_cfg(srv, max_retries=6), api_key=KEY)
+        # six failures in a row: a breaker that tolerates them (the default opens after 5, see
+        # tests/test_network_stalls.py); this test is about each kind being retried
+        tolerant = BreakerConfig(max_consecutive_failures=10)
+        judge = JudgeScorer("harmfulness", judge_cfg(srv, max_retries=6), api_key=KEY, breaker_cfg=tolerant)
         with caplog.at_level(logging.WARNING):
             [s] = judge.score(["reply"], ["ask"])
         assert s.value == 2.0 and s.error is None

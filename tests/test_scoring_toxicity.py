@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from helpers.fake_perspective import FakePerspective, fake_score
 from helpers.tiny_detoxify import build_tiny_detoxify
-from value_harms.config.schema import DetoxifyConfig, PerspectiveConfig, ScorerConfig
+from value_harms.config.schema import BreakerConfig, DetoxifyConfig, PerspectiveConfig, ScorerConfig
 from value_harms.errors import ScorerError, ScorerUnavailable
 from value_harms.scoring import CachedScorer, Score, ScoreCache, build_scorer
 from value_harms.scoring.toxicity import chain as toxicity_mod
@@ -171,7 +171,9 @@ def test_backoff_is_capped(server, monkeypatch):
     slept = []
     monkeypatch.setattr(time, "sleep", lambda s: slept.append(s))
     server.fail_texts["always failing"] = "429"
-    with PerspectiveScorer(pcfg(server, max_retries=6, backoff_base_s=1.0, backoff_max_s=4.0), KEY) as sc:
+    cfg = pcfg(server, max_retries=6, backoff_base_s=1.0, backoff_max_s=4.0)
+    # a breaker that tolerates the 7 failures: this test is about the waits between them
+    with PerspectiveScorer(cfg, KEY, breaker_cfg=BreakerConfig(max_consecutive_failures=10)) as sc:
         [s] = sc.score(["always failing"])
     assert s.value is None and "gave up after 7 attempts" in s.error
     assert len(slept) == 6 and max(slept) <= 4.0 and slept[0] <= 1.0

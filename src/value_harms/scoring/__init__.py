@@ -25,7 +25,7 @@ from value_harms.scoring.judge import build_judge_scorer
 from value_harms.scoring.judge.rubric import BACKENDS as JUDGE_BACKENDS
 from value_harms.scoring.regard import build_regard_scorer
 from value_harms.scoring.toxicity.chain import BACKENDS as TOXICITY_BACKENDS
-from value_harms.scoring.toxicity.chain import build_toxicity_scorer
+from value_harms.scoring.toxicity.chain import build_toxicity_scorer, resolve_backend
 from value_harms.scoring.toxicity.perspective import PerspectiveScorer
 
 __all__ = [
@@ -83,12 +83,15 @@ def _judge_backends(scorer_cfg: Any) -> dict[str, tuple[list[str], tuple[str, ..
 @dataclass(frozen=True)
 class ScorerKind:
     """One scorer. `build(name, scorer_cfg, cache_path)`: the Scorer; `probe(name, scorer_cfg, info,
-    timeout)`: check its network endpoint once before generation (None: nothing to reach);
-    `backends(scorer_cfg)`: {config key: (names configured, names known)} checked at load."""
+    timeout)`: check its network endpoint once before generation (None: nothing to reach); `check(name,
+    scorer_cfg, info)`: what it needs to score at all, resolved before generation whatever
+    `scorer.probe` says (None: nothing); `backends(scorer_cfg)`: {config key: (names configured, names
+    known)} checked at load."""
 
     build: Callable[[str, Any, str | None], Scorer]
     probe: Callable[[str, Any, dict, float], None] | None = None
     backends: Callable[[Any], dict[str, tuple[list[str], tuple[str, ...]]]] | None = None
+    check: Callable[[str, Any, dict], None] | None = None
 
 
 def build_scorer(name: str, scorer_cfg: Any, cache_path: str | None = None) -> Scorer:
@@ -129,10 +132,14 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
     - harmfulness / flag with the openai judge backend: a missing key, a missing rubric, an
       unreachable endpoint (`EndpointUnreachable`), a rejected key or an unknown model (`ScorerError`)
       raise a one-line error: the judge has no fallback, so the job stops before generating.
-    - anything else (regard, local judge, no Perspective in the chain): nothing to check.
+    - anything else (regard, local judge, no Perspective in the chain): nothing to reach.
+    Then, whatever `scorer.probe` says, the scorer's `check` (toxicity: the chain resolved to the
+    backend that will score, Detoxify's weights fetched with bounded timeouts): a job that cannot
+    score stops here with a one-line `ScorerError`, before any generation.
 
     Returns what was checked, without secrets: {"measure", "scorer", "endpoint", "ok" (True / False /
-    None when nothing was checked), "status", "reason", "seconds"}.
+    None when nothing was reached), "status", "reason", "seconds"} (+ "backend", "unavailable" from
+    the toxicity check).
     """
     reset_breakers()
     info: dict[str, Any] = {
@@ -144,19 +151,27 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
         "reason": "no network scorer for this measure",
         "seconds": 0.0,
     }
-    if not bool(cfg_get(scorer_cfg, "probe", True)):
-        info["reason"] = "scorer.probe=false"
-        return info
-    from value_harms.scoring.http import DEFAULT_PROBE_TIMEOUT_S  # requests is imported with it
-
-    timeout = float(cfg_get(scorer_cfg, "probe_timeout_s", DEFAULT_PROBE_TIMEOUT_S))
     kind = SCORERS.get(measure)
     t0 = time.monotonic()
-    if kind is None or kind.probe is None or not kind.probe(measure, scorer_cfg, info, timeout):
-        return info
-    info["seconds"] = round(time.monotonic() - t0, 3)
-    log.info("scorer probe: %s", info)
+    if not bool(cfg_get(scorer_cfg, "probe", True)):
+        info["reason"] = "scorer.probe=false"
+    elif kind is not None and kind.probe is not None:
+        from value_harms.scoring.http import DEFAULT_PROBE_TIMEOUT_S
+
+        timeout = float(cfg_get(scorer_cfg, "probe_timeout_s", DEFAULT_PROBE_TIMEOUT_S))
+        if kind.probe(measure, scorer_cfg, info, timeout):
+            info["seconds"] = round(time.monotonic() - t0, 3)
+            log.info("scorer probe: %s", info)
+    if kind is not None and kind.check is not None:
+        kind.check(measure, scorer_cfg, info)
     return info
+
+
+def _check_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any]) -> None:
+    """The backend the chain will score with, resolved now (ScorerError when none can)."""
+    down = {"perspective": f"unreachable ({info['reason']})"} if info.get("scorer") == "perspective" else {}
+    used, skipped = resolve_backend(scorer_cfg, down if info.get("ok") is False else None)
+    info.update(backend=used, unavailable=skipped)
 
 
 def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: float) -> bool:
@@ -213,7 +228,7 @@ def _probe_judge(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: floa
 
 # The registry: a measure's `scorer` -> how to build, probe and check it.
 SCORERS: dict[str, ScorerKind] = {
-    "toxicity": ScorerKind(_build_toxicity, _probe_toxicity, _toxicity_backends),
+    "toxicity": ScorerKind(_build_toxicity, _probe_toxicity, _toxicity_backends, _check_toxicity),
     "regard": ScorerKind(_build_regard),
     "harmfulness": ScorerKind(_build_judge, _probe_judge, _judge_backends),
     "flag": ScorerKind(_build_judge, _probe_judge, _judge_backends),

@@ -7,12 +7,18 @@
   Every other answer goes back to the caller unchanged, which decides (401/403 stop the run, 400 is a
   missing score, ...).
 - A circuit breaker per endpoint (scheme://host:port/path), shared by every client of that endpoint
-  in the process: after `max_consecutive_failures` connection failures / timeouts in a row (any HTTP
-  answer resets the count), or once a run of at least two such failures has lasted
-  `max_outage_s`, the breaker opens and no client calls that endpoint again until `reset_breakers()`
-  (the scoring probe calls it at the start of every job, so one job's outage does not poison the
-  next job of an in-process multirun). While failures run, each attempt's read timeout is cut to
-  what is left of `max_outage_s`, so a dead endpoint costs about `max_outage_s` at most.
+  in the process: after `max_consecutive_failures` failed attempts in a row, or once a run of at
+  least two of them has lasted `max_outage_s`, the breaker opens and no client calls that endpoint
+  again until `reset_breakers()` (the scoring probe calls it at the start of every job, so one job's
+  outage does not poison the next job of an in-process multirun). A failed attempt is a connection
+  failure / timeout OR an answer the caller cannot use (429, 5xx, a 200 whose body is not the API's:
+  the caller raises `Transient`); only a usable answer resets the count, so an endpoint that answers
+  but refuses, or is not the API at all, is given up as fast as one that is down. While failures
+  run, each attempt's read timeout and each backoff wait is cut to what is left of `max_outage_s`
+  (a Retry-After longer than that opens the breaker instead of sleeping), so a dead, wrong or
+  refusing endpoint costs about `max_outage_s` at most.
+- A total budget per call (`deadline_s`, used by the probe before generation): every attempt and
+  wait fits in it, so the probe of a black hole costs `scorer.probe_timeout_s`, not two timeouts.
 - A rate limiter per endpoint (request starts at least 1/qps apart).
 - Secrets never leave: `RedactFilter` masks the key in urllib3's request-URL log lines, `scrub`
   masks it in any text, and failure reasons are built from exception types, never from messages
@@ -172,7 +178,8 @@ class RedactFilter(logging.Filter):
 
 
 class CircuitBreaker:
-    """Consecutive connection failures / timeouts of one endpoint; open = do not call it."""
+    """Consecutive failed attempts (no answer, or an answer that cannot be used) of one endpoint;
+    open = do not call it."""
 
     def __init__(
         self, endpoint: str, max_failures: int = DEFAULT_MAX_FAILURES, max_outage_s: float = DEFAULT_MAX_OUTAGE_S
@@ -205,6 +212,14 @@ class CircuitBreaker:
                 return read_timeout_s
             left = self.streak_start + self.max_outage_s - time.monotonic()
             return max(floor_s, min(read_timeout_s, left))
+
+    def wait_left(self) -> float | None:
+        """Seconds left of `max_outage_s` in the current run of failures (None: no run, or no limit):
+        a backoff wait longer than this would only prolong an outage the breaker is about to call."""
+        with self._lock:
+            if self.streak_start is None or self.max_outage_s <= 0:
+                return None
+            return self.streak_start + self.max_outage_s - time.monotonic()
 
     def success(self) -> None:
         with self._lock:
@@ -315,7 +330,7 @@ def describe_failure(exc: BaseException, read_timeout_s: float) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         return "connection error (connect timeout)"
     if isinstance(exc, requests.Timeout):
-        return f"timeout (no answer within {read_timeout_s:g} s)"
+        return f"timeout (no answer within {read_timeout_s:.3g} s)"
     text = repr(exc)
     for needle, name in (
         ("Connection refused", "refused"),
@@ -394,25 +409,36 @@ class HttpClient:
         headers: dict | None = None,
         max_retries: int | None = None,
         read_timeout_s: float | None = None,
+        deadline_s: float | None = None,
     ) -> T:
-        # size: one request loop: breaker, retries with backoff, and each class of error answered in place
+        """`deadline_s`: the whole call (attempts and waits) ends within it; GaveUp when it is spent."""
+        # size: one request loop: breaker, budget, retries with backoff, each class of error answered in place
         s = self.settings
         retries = s.max_retries if max_retries is None else max(0, int(max_retries))
         base_read = s.read_timeout_s if read_timeout_s is None else read_timeout_s
+        end = time.monotonic() + deadline_s if deadline_s else None
         last = "no attempt"
+        made = 0
         breaker = self.breaker
         for attempt in range(retries + 1):
             read_t = breaker.admit(base_read, floor_s=min(s.connect_timeout_s, base_read))
+            connect_t = s.connect_timeout_s
+            if end is not None:
+                left = end - time.monotonic()
+                if left < 0.05:
+                    break
+                read_t, connect_t = min(read_t, left), min(connect_t, left)
             if attempt:
                 self.stats["retries"] += 1
             self.limiter.wait()
             self.stats["requests"] += 1
+            made += 1
             retry_after = None
             level = logging.INFO  # connection failures: the breaker keeps them bounded
             started = time.monotonic()
             try:
                 resp = self.session.request(
-                    method, self.url, params=params, json=json, headers=headers, timeout=(s.connect_timeout_s, read_t)
+                    method, self.url, params=params, json=json, headers=headers, timeout=(connect_t, read_t)
                 )
             except (
                 requests.Timeout,
@@ -421,21 +447,24 @@ class HttpClient:
                 requests.exceptions.ContentDecodingError,
             ) as exc:
                 last = describe_failure(exc, read_t)
-                self.stats[_kind(last)] += 1
-                if breaker.failure(last, started):
-                    raise breaker.error() from None
             except requests.RequestException as exc:  # invalid URL, bad scheme: not transient
                 raise ScorerError(f"{self.name}: request to {self.endpoint} failed: {type(exc).__name__}") from None
             else:
-                breaker.success()  # it answered: reachable, whatever the status
                 try:
-                    return read(resp)
-                except Transient as t:
+                    result = read(resp)
+                except Transient as t:  # it answered, but not usably: a failure for the breaker too
                     last, retry_after = self.scrub(t.reason), t.retry_after
-                    self.stats[_kind(last)] += 1
                     level = self.retry_log_level
+                else:
+                    breaker.success()  # a usable answer: the endpoint works
+                    return result
+            self.stats[_kind(last)] += 1
+            if breaker.failure(last, started):
+                raise breaker.error() from None
             if attempt < retries:
                 delay = backoff_delay(attempt, s.backoff_base_s, s.backoff_max_s, retry_after)
+                if not self._wait(delay, end, breaker, last):
+                    break
                 log.log(
                     level,
                     "%s %s: %s; retry %d/%d in %.2f s",
@@ -448,7 +477,21 @@ class HttpClient:
                 )
                 time.sleep(delay)
         self.stats["gave_up"] += 1
-        raise GaveUp(last, retries + 1)
+        raise GaveUp(last, made)
+
+    def _wait(self, delay: float, end: float | None, breaker: CircuitBreaker, last: str) -> bool:
+        """Whether a backoff wait of `delay` fits: False when it would pass the call's deadline; the
+        breaker opens (EndpointUnreachable) when it would pass the outage limit (a long Retry-After)."""
+        if end is not None and time.monotonic() + delay >= end:
+            return False
+        left = breaker.wait_left()
+        if left is not None and delay >= left:
+            breaker.trip(
+                f"{breaker.failures} failure(s) in a row, next retry in {delay:.0f} s would pass "
+                f"max_outage_s={breaker.max_outage_s:g} (last: {last})"
+            )
+            raise breaker.error()
+        return True
 
     def close(self) -> None:
         if self._filter is not None:

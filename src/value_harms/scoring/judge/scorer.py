@@ -12,7 +12,7 @@ from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailab
 from value_harms.metrics import FILTERED
 from value_harms.scoring.base import Score, Scorer, check_inputs, unique_items
 from value_harms.scoring.base import cfg_get as _get
-from value_harms.scoring.http import GaveUp, HttpClient, HttpSettings, Transient
+from value_harms.scoring.http import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 from value_harms.scoring.judge.rubric import (
     BACKENDS,
     CONTENT_FILTER,
@@ -234,10 +234,11 @@ class JudgeScorer(Scorer):
             raise self._unreachable(exc) from None
 
     def probe(self, timeout_s: float) -> str:
-        """One cheap chat completion (max_tokens 1, at most one retry, short read timeout) before any
-        generation. Returns the HTTP status it got; raises `EndpointUnreachable` (breaker opened) when
-        the endpoint does not answer and `ScorerError` when it rejects the key or does not know the
-        model (401 / 403 / 404)."""
+        """One cheap chat completion (max_tokens 1, at most one retry, all within `timeout_s`) before
+        any generation. Only a 200 whose body is a chat.completion passes: returns "HTTP 200". Raises
+        `EndpointUnreachable` (breaker opened) when the endpoint does not answer, answers something
+        else (a web page, a proxy's 200) or keeps refusing (429 / 5xx), and `ScorerError` when it
+        rejects the key, does not know the model (401 / 403 / 404) or rejects the request (400)."""
         if self.backend != "openai":
             return "local"
         body = {
@@ -249,8 +250,11 @@ class JudgeScorer(Scorer):
         }
 
         def read(resp) -> str:
-            if resp.status_code in (401, 403, 404):
-                self._read_response(resp)  # raises the one-line ScorerError, key-free
+            # 401/403/404 raise the one-line ScorerError (key-free); 429/5xx and a body that is not a
+            # chat.completion raise Transient: the probe retries once, then the breaker opens.
+            _, error = self._read_response(resp)
+            if resp.status_code != 200:
+                raise ScorerError(f"judge endpoint {self._endpoint()} rejected the probe request: {error}")
             return f"HTTP {resp.status_code}"
 
         try:
@@ -260,6 +264,7 @@ class JudgeScorer(Scorer):
                 headers=self._headers(),
                 max_retries=1,
                 read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s),
+                deadline_s=timeout_s,
             )
         except (GaveUp, EndpointUnreachable) as exc:
             self.http.breaker.trip(f"probe failed: {exc.reason}")
@@ -277,13 +282,8 @@ class JudgeScorer(Scorer):
             raise ScorerError(
                 f"judge endpoint {self._endpoint()} answered 404: wrong base_url or unknown model {self.model!r}"
             )
-        if status == 429 or status >= 500:
-            retry_after = None
-            try:
-                retry_after = float(resp.headers.get("Retry-After", ""))
-            except ValueError:
-                pass
-            raise _Retryable(f"HTTP {status}", retry_after)
+        if status in RETRY_STATUS:
+            raise _Retryable(f"HTTP {status}", parse_retry_after(resp.headers.get("Retry-After")))
         if status != 200:
             # 400 & co.: this request will not succeed by repeating it (too long, content filter).
             filtered = content_filter_code(resp)
@@ -296,7 +296,7 @@ class JudgeScorer(Scorer):
             choice = data["choices"][0]
             content = choice["message"].get("content")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise _Retryable("malformed response body") from None
+            raise _Retryable("malformed response body (not an OpenAI chat.completion)") from None
         if choice.get("finish_reason") == CONTENT_FILTER:
             # The provider cut or withheld the judge's answer: filtered, even when a part came back.
             return None, f"{CONTENT_FILTER}: finish_reason=content_filter"

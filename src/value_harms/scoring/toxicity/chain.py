@@ -6,9 +6,11 @@ primary = `scorer.toxicity`, then `scorer.fallback` in order, from
   profanity_check  alt-profanity-check, a stand-in that every result marks as such
 A backend that cannot be built here (no key, no weights, package missing) is skipped. Texts the
 primary leaves missing after its retries (400, gave up) are re-scored by the next backend; every
-`Score.scorer` says which backend produced it, and `provenance()` counts them. Only the first
-available backend is built up front (so a run with none fails before generating anything); later
-ones are built the first time a text needs them.
+`Score.scorer` says which backend produced it, and `provenance()` counts them. Before any
+generation, `resolve_backend` (called by scoring.probe) builds the backends in turn until one can
+score, so a job with none stops with a one-line error before generating; Detoxify's weights download
+is bounded and an unavailable backend is decided once per process. After generation only the first
+available backend is built up front; later ones are built the first time a text needs them.
 """
 
 from __future__ import annotations
@@ -66,9 +68,15 @@ def _make_detoxify(scorer_cfg: Any) -> Scorer:
         sort_keys=True,
     )
     if key in _DETOXIFY_UNAVAILABLE:
-        raise ScorerUnavailable(_DETOXIFY_UNAVAILABLE[key])
+        raise ScorerUnavailable(f"{_DETOXIFY_UNAVAILABLE[key]} (decided earlier in this process; not retried)")
+    # the weights download (when they are not in the torch hub cache) is bounded like the probe:
+    # the breaker's connect timeout, and the probe's timeout as the longest wait for the next bytes
+    timeouts = {
+        "connect_timeout_s": float(cfg_get(cfg_get(scorer_cfg, "breaker"), "connect_timeout_s", 5.0)),
+        "read_timeout_s": float(cfg_get(scorer_cfg, "probe_timeout_s", 10.0)),
+    }
     try:
-        return DetoxifyScorer(scorer_cfg.detoxify)
+        return DetoxifyScorer(scorer_cfg.detoxify, **timeouts)
     except ScorerUnavailable as exc:
         _DETOXIFY_UNAVAILABLE[key] = str(exc)
         raise
@@ -274,13 +282,53 @@ class ToxicityChain(Scorer):
             self._cache.close()
 
 
+def chain_order(scorer_cfg: Any) -> list[str]:
+    """`scorer.toxicity` then `scorer.fallback`, without repeats."""
+    order: list[str] = []
+    for b in [scorer_cfg.toxicity, *list(scorer_cfg.fallback or [])]:
+        if str(b) not in order:
+            order.append(str(b))
+    return order
+
+
+def _no_backend(order: list[str], unavailable: dict[str, str], scorer_cfg: Any) -> ScorerError:
+    hints = []
+    for b in order:
+        down = b == "perspective" and unavailable.get(b, "").startswith("unreachable")
+        hints.append(f"make {scorer_cfg.perspective.endpoint} reachable" if down else BACKENDS[b].hint(scorer_cfg))
+    return ScorerError(
+        "no toxicity backend available ("
+        + "; ".join(f"{b}: {unavailable.get(b, '?')}" for b in order)
+        + "): "
+        + ", or ".join(hints)
+    )
+
+
+def resolve_backend(scorer_cfg: Any, down: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """(the backend the chain will score with first, {backend skipped: why}), decided before any
+    generation by building each backend in turn (Detoxify: weights fetched with bounded timeouts,
+    loaded once per process, so scoring reuses the load). `down`: backends already found unusable
+    (an unreachable Perspective). Raises `ScorerError` (one line, what to set) when none can score."""
+    order = chain_order(scorer_cfg)
+    unavailable = dict(down or {})
+    for b in order:
+        if b not in BACKENDS:
+            raise ValueError(f"unknown toxicity backend {b!r}: expected one of {', '.join(BACKENDS)}")
+        if b in unavailable:
+            continue
+        try:
+            BACKENDS[b].make(scorer_cfg).close()
+        except ScorerUnavailable as exc:
+            unavailable[b] = str(exc)
+            continue
+        return b, unavailable
+    raise _no_backend(order, unavailable, scorer_cfg)
+
+
 def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None = None) -> ToxicityChain:
     """The toxicity chain for `scorer_cfg` (a `ScorerConfig`). Raises `ScorerError` when no
     backend at all can run here, naming what to set or install."""
-    order: list[str] = []
-    for b in [scorer_cfg.toxicity, *list(scorer_cfg.fallback or [])]:
-        if b not in order:
-            order.append(str(b))
+    order = chain_order(scorer_cfg)
     factories = {b: _factory(b, scorer_cfg) for b in order}  # unknown names fail here
     cache = ScoreCache(cache_path) if cache_path is not None and scorer_cfg.cache else None
     chain = ToxicityChain(order, factories, cache)
@@ -290,12 +338,7 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
     if used is None:
         if cache is not None:
             cache.close()
-        raise ScorerError(
-            "no toxicity backend available ("
-            + "; ".join(f"{b}: {chain.unavailable.get(b, '?')}" for b in order)
-            + "): "
-            + ", or ".join(BACKENDS[b].hint(scorer_cfg) for b in order)
-        )
+        raise _no_backend(order, chain.unavailable, scorer_cfg)
     if order[0] == "perspective" and used != "perspective":
         env = scorer_cfg.perspective.api_key_env
         _log_once(f"perspective-{env}", logging.WARNING, "%s not set: toxicity falls back to %s", env, used)

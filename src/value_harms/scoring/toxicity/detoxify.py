@@ -5,9 +5,12 @@ Unintended Bias, 7 outputs), multilingual (XLM-R, 7 outputs). All name their mai
 the score used here.
 
 Weights:
-- default: `Detoxify(variant)` downloads the release asset into the torch hub cache (once, on a
-  machine with internet). Without network it fails at once: reported as `ScorerUnavailable` so a
-  chain can fall back.
+- default: the variant's release asset in the torch hub cache (`<torch hub dir>/checkpoints/`), where
+  `Detoxify(variant)` looks for it. When it is not there, it is downloaded first by
+  `scoring.download.fetch` (proxies from the environment, connect + read timeouts, decided once per
+  process), never by torch.hub's own urllib download, which has no timeout (a dropped-packet node
+  waited ~130 s per job, a silent proxy forever). A failed download is `ScorerUnavailable`, so a chain
+  falls back.
 - air-gapped: `checkpoint` (the `.ckpt` dict `{"config", "state_dict"}`) + `huggingface_config_path`
   (config.json with the right `num_labels` + tokenizer files). Detoxify 0.5.4 then still calls
   `config_class.from_pretrained(model_type)` with the `model_type` stored in the checkpoint's
@@ -21,6 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,13 @@ from tqdm.auto import tqdm
 
 from value_harms.errors import ScorerUnavailable
 from value_harms.scoring.base import Score, Scorer, unique_items
+from value_harms.scoring.download import fetch
 
 log = logging.getLogger(__name__)
 
 OUTPUT = "toxicity"  # Detoxify renames Jigsaw's "toxic" to "toxicity" in every variant
+_MODELS: dict[tuple, Any] = {}  # (variant, checkpoint, its size + mtime, config folder, device) -> model
+_MODELS_LOCK = threading.Lock()
 
 
 def _version() -> str | None:
@@ -53,16 +60,30 @@ class DetoxifyScorer(Scorer):
 
     measure = "toxicity"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Any, connect_timeout_s: float = 5.0, read_timeout_s: float = 10.0):
         self.cfg = cfg
+        self.timeouts = (float(connect_timeout_s), float(read_timeout_s))  # of the weights download
         self.variant = str(cfg.variant)
         self.name = f"detoxify:{self.variant}"
         self.batch_size = max(1, int(cfg.batch_size))
         self.checkpoint = os.path.expanduser(str(cfg.checkpoint)) if cfg.checkpoint else None
         self.hf_dir = os.path.expanduser(str(cfg.huggingface_config_path)) if cfg.huggingface_config_path else None
         self._checkpoint_id: str | None = None
-        self.model = self._load()
+        self.model = self._loaded()
         self._fix_max_length()
+
+    def _loaded(self) -> Any:
+        """The model, loaded once per process and configuration: the check before generation
+        (scoring.probe) and the scoring after it share one load, and so do the jobs of a multirun."""
+        stamp = None
+        if self.checkpoint and Path(self.checkpoint).is_file():
+            st = Path(self.checkpoint).stat()
+            stamp = (st.st_size, st.st_mtime_ns)  # a checkpoint rewritten in place is loaded again
+        key = (self.variant, self.checkpoint, stamp, self.hf_dir, str(self.cfg.device))
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                _MODELS[key] = self._load()
+            return _MODELS[key]
 
     # ---------------------------------------------------------------------------------------------
 
@@ -73,6 +94,7 @@ class DetoxifyScorer(Scorer):
             raise ScorerUnavailable(f"detoxify is not installed (pip install detoxify): {exc}") from exc
         device = str(self.cfg.device)
         if self.checkpoint is None:
+            self._fetch_weights()
             try:
                 return Detoxify(self.variant, device=device)
             except KeyError as exc:
@@ -98,6 +120,24 @@ class DetoxifyScorer(Scorer):
             raise
         except Exception as exc:  # noqa: BLE001
             raise ScorerUnavailable(f"Detoxify checkpoint {self.checkpoint} did not load ({_one_line(exc)})") from exc
+
+    def _fetch_weights(self) -> None:
+        """The variant's release asset into torch.hub's cache, with bounded timeouts (see the module
+        doc); ScorerUnavailable when it cannot be had."""
+        import torch
+        from detoxify.detoxify import MODEL_URLS
+
+        if self.variant not in MODEL_URLS:
+            raise ValueError(f"unknown Detoxify variant {self.variant!r}; expected one of {', '.join(MODEL_URLS)}")
+        url = MODEL_URLS[self.variant]
+        dest = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        try:
+            fetch(url, dest, connect_timeout_s=self.timeouts[0], read_timeout_s=self.timeouts[1])
+        except ScorerUnavailable as exc:
+            raise ScorerUnavailable(
+                f"Detoxify '{self.variant}' weights unavailable ({exc}); offline, "
+                "set scorer.detoxify.checkpoint and scorer.detoxify.huggingface_config_path"
+            ) from None
 
     def _checkpoint_source(self) -> Any:
         """The checkpoint path, or an in-memory copy whose arch.args.model_type is the local

@@ -39,6 +39,14 @@ CREDENTIAL_STATUS = frozenset({401, 403})
 CIRCUIT_OPEN = "circuit open"  # Score.error prefix of texts not sent because the endpoint is down
 
 
+def _is_api_error(resp: requests.Response) -> bool:
+    """Google APIs' error body: {"error": {"code", "message", "status"}}."""
+    try:
+        return isinstance(resp.json()["error"]["message"], str)
+    except Exception:  # noqa: BLE001 - any other body is not the API's
+        return False
+
+
 class PerspectiveScorer(Scorer):
     """Toxicity from the Perspective API. `api_key` comes from `os.environ[cfg.api_key_env]`."""
 
@@ -134,13 +142,15 @@ class PerspectiveScorer(Scorer):
             return Score.missing(self.name, f"{CIRCUIT_OPEN}: {exc.reason}")
 
     def probe(self, timeout_s: float) -> None:
-        """One cheap request (at most one retry) with a short read timeout. Raises `EndpointUnreachable`
-        (breaker opened) when the endpoint does not answer, `ScorerError` when the key is rejected;
-        any other answer (200, 400, 429, 5xx) shows the endpoint is reachable."""
+        """One cheap request (at most one retry, all within `timeout_s`). Raises `EndpointUnreachable`
+        (breaker opened) unless the endpoint answers as the API does: a score, or Google's JSON error
+        for a request it refuses (400); no answer, 429 / 5xx, or a body that is not the API's (a web
+        page, a proxy's 200) open it. `ScorerError` when the key is rejected."""
 
         def read(resp: requests.Response) -> int:
-            if resp.status_code in CREDENTIAL_STATUS:
-                self._read(resp)  # raises ScorerError, key-free
+            got = self._read(resp)  # 401/403: ScorerError, key-free; 429/5xx/unreadable 200: Transient
+            if got.value is None and not (resp.status_code == 400 and _is_api_error(resp)):
+                raise Transient(f"not a Perspective answer ({got.error})")
             return resp.status_code
 
         try:
@@ -150,6 +160,7 @@ class PerspectiveScorer(Scorer):
                 json=self._body(PROBE_TEXT),
                 max_retries=1,
                 read_timeout_s=min(timeout_s, self.http.settings.read_timeout_s),
+                deadline_s=timeout_s,
             )
         except (GaveUp, EndpointUnreachable) as exc:
             self.http.breaker.trip(f"probe failed: {exc.reason}")
