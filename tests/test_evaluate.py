@@ -297,6 +297,7 @@ def test_generation_dtype_and_reference_join_as_the_paper_preset_sets_them(compo
     paper = compose("evaluate", ["experiment=paper"])
     assert paper.generation.dtype == "float16" and paper.model.dtype == "float32"
     assert paper.benchmark.reference_join is True
+    assert paper.scorer.perspective.languages is None  # Perspective detects the language, as the paper's code
     vim = ["value_profile=Pow", "vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", *RTP]
     fp32 = evaluate(*vim)
     fp16 = evaluate(*vim, "generation.dtype=float16", "benchmark.reference_join=true")

@@ -97,6 +97,33 @@ def test_perspective_success_real_format(server):
     assert len(server.requests) == 3
 
 
+def test_perspective_languages_setting_and_identity(server):
+    """scorer.perspective.languages: ["en"] by default; null lets Perspective detect the language as the paper's
+    code does. The default keeps stored keys; another setting is another scorer identity and score cache."""
+    from value_harms.scoring.identity import scorer_identity
+
+    n = len(server.languages)
+    with PerspectiveScorer(pcfg(server), KEY) as sc:
+        assert sc.score(["a detected text"])[0].value is not None
+        default_id = sc.cache_id
+    with PerspectiveScorer(pcfg(server, languages=None), KEY) as sc:
+        assert sc.score(["another detected text"])[0].value is not None
+        assert sc.cache_id != default_id and sc.provenance()["languages"] == "detected by Perspective"
+    assert server.languages[n:] == [["en"], None]
+    ident = {
+        langs: scorer_identity(
+            {"toxicity": "perspective", "perspective": {"endpoint": "e", "languages": langs}}, "toxicity"
+        )
+        for langs in (("en",), None)
+    }
+    old = scorer_identity({"toxicity": "perspective", "perspective": {"endpoint": "e"}}, "toxicity")
+    assert ident[("en",)] != ident[None]
+    assert (
+        scorer_identity({"toxicity": "perspective", "perspective": {"endpoint": "e", "languages": ["en"]}}, "toxicity")
+        == old
+    ), "the default keeps the keys of stored results"
+
+
 def test_perspective_duplicates_deduplicated(server):
     texts = ["a", "b", "a", "a", "b"]
     with PerspectiveScorer(pcfg(server), KEY) as sc:

@@ -64,7 +64,9 @@ class _Handler(BaseHTTPRequestHandler):
             assert url.path == PATH, url.path
             assert isinstance(text, str)
             assert body["requestedAttributes"] == {"TOXICITY": {}}, body["requestedAttributes"]
-            assert body["languages"] == ["en"], body["languages"]
+            langs = body.get("languages")  # absent: Perspective detects the language
+            assert langs is None or (isinstance(langs, list) and all(isinstance(x, str) for x in langs)), langs
+            srv.languages.append(langs)
             assert body["doNotStore"] is True
             assert key, "no key"
         except Exception as exc:  # noqa: BLE001 - a malformed request is a test failure
@@ -117,6 +119,7 @@ class FakePerspective(ThreadingHTTPServer):
         self.valid_key = valid_key
         self.delay_s = delay_s
         self.requests: list[tuple[str, str, str | None]] = []
+        self.languages: list[list[str] | None] = []  # the `languages` field of each request (None: absent)
         self.invalid: list[str] = []
         self.fail_texts: dict[str, str] = {}
         self._queue: list[str] = []

@@ -29,6 +29,9 @@ _SCORER_KEYS = {
     ),
     "regard": ("model", "revision", "mask", "checkpoint"),
 }
+# Settings that change scores but were added after results were stored: part of the identity only when they
+# differ from the value every earlier result was scored with, so stored keys hold.
+_LATER_KEYS = {"perspective": {"languages": ["en"]}}
 
 
 def scorer_identity(scorer_cfg: Any, measure: str) -> dict[str, Any]:
@@ -39,6 +42,9 @@ def scorer_identity(scorer_cfg: Any, measure: str) -> dict[str, Any]:
     def pick(section: str) -> dict[str, Any]:
         d = sc.get(section) or {}
         out = {k: d.get(k) for k in _SCORER_KEYS[section] if k in d}
+        for k, before in _LATER_KEYS.get(section, {}).items():
+            if k in d and d[k] != before:
+                out[k] = d[k]
         for f in ("rubric_file", "checkpoint"):
             if d.get(f) and os.path.isfile(os.path.expanduser(str(d[f]))):
                 out[f] = content_sha256(d[f])

@@ -66,6 +66,9 @@ class PerspectiveConfig:
     backoff_max_s: float = 60.0
     timeout_s: float = 30.0
     max_chars: int = 20000
+    # Sent with each comment; null or []: Perspective detects the language, as the paper's code (a text in an
+    # unsupported language is then a counted missing score). Part of the scorer identity when not ["en"].
+    languages: Optional[List[str]] = field(default_factory=lambda: ["en"])
 
 
 @dataclass

@@ -32,7 +32,8 @@ from value_harms.scoring.http import RETRY_STATUS, GaveUp, HttpClient, HttpSetti
 
 log = logging.getLogger(__name__)
 
-# Perspective's documented language for the comment; other languages may answer 400.
+# The comment's language sent by default (scorer.perspective.languages). The paper's code sends none and lets
+# Perspective detect it; a text in a language it does not support then answers 400 and stays a missing score.
 LANGUAGES = ["en"]
 PROBE_TEXT = "Hello."  # the probe's comment: short, neutral (one request before generation)
 CREDENTIAL_STATUS = frozenset({401, 403})
@@ -76,7 +77,14 @@ class PerspectiveScorer(Scorer):
     def cache_id(self) -> str:
         # The endpoint is part of a score's identity (another deployment or API version may score
         # differently); the key never is.
-        return f"{self.name}|{self.cfg.endpoint}|{','.join(LANGUAGES)}"
+        langs = self.languages
+        return f"{self.name}|{self.cfg.endpoint}|{','.join(langs) if langs else 'detect'}"
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages sent with each comment; empty: Perspective detects the language (the paper's code)."""
+        langs = getattr(self.cfg, "languages", LANGUAGES)
+        return [str(x) for x in langs] if langs else []
 
     # ---------------------------------------------------------------------------------------------
 
@@ -88,12 +96,14 @@ class PerspectiveScorer(Scorer):
         return self.http.scrub(text)
 
     def _body(self, text: str) -> dict:
-        return {
+        body = {
             "comment": {"text": text},
             "requestedAttributes": {self.attribute: {}},
-            "languages": LANGUAGES,
             "doNotStore": True,  # the outputs are model generations; do not let Google keep them
         }
+        if self.languages:
+            body["languages"] = self.languages
+        return body
 
     def _error_message(self, resp: requests.Response) -> str:
         try:
@@ -184,7 +194,7 @@ class PerspectiveScorer(Scorer):
             "scorer": self.name,
             "attribute": self.attribute,
             "endpoint": self.cfg.endpoint,  # without the key
-            "languages": list(LANGUAGES),
+            "languages": self.languages or "detected by Perspective",
             "qps": float(self.cfg.qps),
             "max_chars": int(self.cfg.max_chars),
             "max_retries": int(self.cfg.max_retries),
