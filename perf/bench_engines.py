@@ -104,10 +104,10 @@ def run_hf(cfg, cache: str, adapters, reqs, settings, batch: int, tok) -> dict:
 
 
 def run_vllm(cfg, model_dir: str, adapters, reqs, settings, log_dir: Path, tok) -> dict:
-    from value_harms.eval.engines import get_engine, shutdown_engines
+    from value_harms.eval.engines import engine_settings, get_engine, shutdown_engines
 
     t0 = time.perf_counter()
-    engine = get_engine(cfg, model_dir, adapters, log_dir)
+    engine = get_engine(engine_settings(cfg), model_dir, adapters, log_dir)
     startup = time.perf_counter() - t0
     try:
         engine.generate_batch(reqs[:2], settings)  # warm-up
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vllm-python", default=None, help="the engine environment's python (default .venv-engine)")
     a = ap.parse_args(argv)
 
-    from value_harms.eval.engines import engine_identity
+    from value_harms.eval.engines import engine_identity, engine_settings
     from value_harms.eval.generation import GenSettings
     from value_harms.models.loading import get_base_model, resolve_model_dir
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     ident = {"name": "hf", "torch": torch.__version__}
                 else:
                     r = run_vllm(cfg, model_dir, adapters, reqs, settings, work / "logs", tok)
-                    ident = engine_identity(cfg)
+                    ident = engine_identity(engine_settings(cfg))
             except Exception as exc:  # noqa: BLE001 - one engine failing must not hide the other's figure
                 print(f"  K={k} {eng}: FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
                 continue

@@ -170,6 +170,13 @@ CASES: dict[str, tuple[str, list[str], dict, list[str], bool]] = {
         False,
     ),
     # --- names that become folders ---------------------------------------------------------------------
+    "unknown_engine_in_sweep": (
+        "evaluate.py",
+        ["-m", "generation.engine=hf,vlm", "benchmark=rtp"],
+        {},
+        ["job 1 of 2", "generation.engine='vlm'", "did you mean vllm?"],
+        False,
+    ),
     "profile_value_out_of_scale": (
         "train.py",
         ["value_profile=Pow", "value_profile.values.power=7", *TRAIN],
@@ -477,6 +484,7 @@ CLI_CASES = (
     "sweep_job_negative_lr",
     "profile_name_escapes",
     "profile_value_out_of_scale",
+    "unknown_engine_in_sweep",
     "unknown_profile",
     "unknown_benchmark",
     "unknown_scorer",
@@ -544,7 +552,12 @@ def test_bad_input_cli(case, cli_outcomes):
 
 
 # Checked on the composed config by the Hydra callback, before Hydra creates the run folder.
-CHECKED_BEFORE_ANY_FOLDER = ("profile_value_out_of_scale", "sweep_job_negative_lr", "profile_name_escapes")
+CHECKED_BEFORE_ANY_FOLDER = (
+    "profile_value_out_of_scale",
+    "sweep_job_negative_lr",
+    "profile_name_escapes",
+    "unknown_engine_in_sweep",
+)
 
 
 @pytest.mark.parametrize("case", IN_PROCESS_CASES)

@@ -67,15 +67,15 @@ def tiny_root(cache_dir) -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_engines(monkeypatch):
-    from value_harms.eval.engines import vllm as V
+    from value_harms.eval import engines as E
     from value_harms.scoring.http import reset_breakers
 
     monkeypatch.setenv("VLLM_API_KEY", "test-key")
-    V._IDENTITY_CACHE.clear()
+    E._IDENTITY_CACHE.clear()
     reset_breakers()
     yield
-    V.shutdown_engines()
-    V._IDENTITY_CACHE.clear()
+    E.shutdown_engines()
+    E._IDENTITY_CACHE.clear()
     reset_breakers()
 
 
@@ -344,14 +344,10 @@ def test_serve_prints_the_command_a_cluster_job_runs_and_never_the_key(tmp_path,
 
 
 def test_turning_the_zero_adapter_off_changes_the_engine_identity(compose, tmp_path, cache_dir, data_dir, tiny_root):
-    from value_harms.eval.engines import engine_identity
+    from value_harms.eval.engines import engine_identity, engine_settings
 
     with FakeVllm(root=tiny_root, key="test-key") as srv:
-        on = engine_identity(compose("evaluate", _base(tmp_path, cache_dir, data_dir, *_served(srv.base_url))))
-        off = engine_identity(
-            compose(
-                "evaluate",
-                _base(tmp_path, cache_dir, data_dir, *_served(srv.base_url), "generation.vllm.base_as_adapter=false"),
-            )
-        )
+        base = _base(tmp_path, cache_dir, data_dir, *_served(srv.base_url))
+        on = engine_identity(engine_settings(compose("evaluate", base)))
+        off = engine_identity(engine_settings(compose("evaluate", [*base, "generation.vllm.base_as_adapter=false"])))
     assert "base_as_adapter" not in on and off == {**on, "base_as_adapter": False}

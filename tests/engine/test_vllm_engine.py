@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers.cli import ROOT, run_script
-from value_harms.eval.engines import adapter_name, get_engine, shutdown_engines
+from value_harms.eval.engines import adapter_name, engine_settings, get_engine, shutdown_engines
 from value_harms.eval.generation import GenRequest, GenSettings, generate
 from value_harms.models.loading import get_base_model, load_base_model, resolve_model_dir
 from value_harms.models.lora import adapter_fingerprint, detach_lora, load_adapters
@@ -90,7 +90,7 @@ def engine(engine_python, adapters, tmp_path_factory):
     GlobalHydra.instance().clear()
     model_dir = resolve_model_dir(cfg.model, _cache())
     first_two = dict(list(adapters.items())[:2])  # the third is loaded at run time
-    eng = get_engine(cfg, model_dir, first_two, tmp_path_factory.mktemp("server"))
+    eng = get_engine(engine_settings(cfg), model_dir, first_two, tmp_path_factory.mktemp("server"))
     yield eng
     shutdown_engines()
 

@@ -11,6 +11,9 @@ Three places call them:
 - the top of every task (`check_task`: run_train, run_evaluate, run_analyze), so that in-process
   callers (tests, notebooks, the demo) get the same checks.
 
+A name whose registry sits above config/ (`generation.engine`: eval/engines `ENGINES`) is checked by its
+owner at the top of its task, through check_task's `extra`, not by the callback.
+
 Every problem is one line naming the key, its value and what to set instead. Nothing here imports
 torch or transformers: the checks cost milliseconds.
 """
@@ -134,7 +137,6 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "alignment.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
     "alignment.max_new_tokens": (_int_at_least(1), "an integer >= 1", "20"),
     "generation.batch_size": (_int_at_least(1), "an integer >= 1", "8"),
-    "generation.engine": (lambda x: x in ("hf", "vllm", "openai"), "one of hf, vllm, openai", "hf"),
     "generation.vllm.concurrency": (_int_at_least(1), "an integer >= 1", "16"),
     "generation.vllm.batch_size": (_int_at_least(1), "an integer >= 1", "64"),
     "generation.vllm.max_model_len": (_optional(_int_at_least(1)), "a number of tokens >= 1 or null", "2048"),
@@ -201,17 +203,12 @@ def config_problems(cfg: DictConfig) -> list[str]:
             "for greedy decoding set benchmark.do_sample=false"
         )
     profile = _select(cfg, "value_profile")
-    if profile is not _ABSENT and profile is not None:
+    named = any(p.startswith("value_profile.") for p in out)  # its name is reported already: once is enough
+    if profile is not _ABSENT and profile is not None and not named:
         try:  # the vector's scale and names, before Hydra creates the run folder
             profile_from_cfg(profile)
         except ValueHarmsError as exc:
             out.append(str(exc).strip().splitlines()[0])
-    engine, url = _select(cfg, "generation.engine"), _select(cfg, "generation.vllm.base_url")
-    if engine == "openai" and not url:
-        out.append(
-            "generation.engine=openai needs generation.vllm.base_url (the server's .../v1 URL); "
-            "use generation.engine=vllm to have the project start a vLLM server"
-        )
     if _select(cfg, "scorer.judge.backend") == "vllm" and _select(cfg, "scorer.judge.constrained") is True:
         out.append(
             "scorer.judge.constrained=true with scorer.judge.backend=vllm: constrained answers are chosen by "
@@ -220,9 +217,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError with the first problem of `cfg` (see config_problems)."""
-    problems = config_problems(cfg)
+def check_config(cfg: DictConfig, extra: Iterable[str] = ()) -> None:
+    """Raise ConfigError with the first problem of `cfg` (see config_problems), then of `extra`."""
+    problems = config_problems(cfg) + list(extra)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)
@@ -267,9 +264,11 @@ def _folder_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def check_task(cfg: DictConfig) -> None:
-    """The checks run at the top of every task, before any model or data is loaded."""
-    check_config(cfg)
+def check_task(cfg: DictConfig, extra: Iterable[str] = ()) -> None:
+    """The checks run at the top of every task, before any model or data is loaded. `extra`: problems a
+    higher layer found with its own registry (config/ imports no eval/: the evaluate task passes its
+    engine checks, eval/engines `engine_problems`, so the engine names have one owner)."""
+    check_config(cfg, extra)
     problems = _folder_problems(cfg)
     if problems:
         raise ConfigError(problems[0])
@@ -365,15 +364,30 @@ def _groups() -> list[str]:
 
 class ValidateCallback:
     """Hydra callback: check the composed config (and each job of a multirun) before Hydra creates
-    any folder; a problem ends the process with one `error:` line and exit status 2."""
+    any folder; a problem ends the process with one `error:` line and exit status 2.
+
+    `checks`: dotted names of functions `cfg -> list[str]` that a task's primary config adds (e.g.
+    `value_harms.eval.engines.engine_problems` in conf/evaluate.yaml): registries above config/ check their
+    own names here, resolved by name, so config/ never imports them."""
+
+    def __init__(self, checks: Sequence[str] = ()) -> None:
+        self.checks = [str(c) for c in checks or ()]
+
+    def _problems(self, cfg: DictConfig) -> list[str]:
+        from hydra.utils import get_method  # noqa: PLC0415 - only Hydra's own callback start needs it
+
+        out = config_problems(cfg)
+        for name in self.checks:
+            out += list(get_method(name)(cfg))
+        return out
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        problems = config_problems(config) + _folder_problems(config)
+        problems = self._problems(config) + _folder_problems(config)
         if problems:
             _fail(problems[0])
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        problems = config_problems(config) + _folder_problems(config)
+        problems = self._problems(config) + _folder_problems(config)
         if problems:
             _fail(problems[0])
         try:
@@ -381,7 +395,7 @@ class ValidateCallback:
         except Exception:  # a sweep this re-expansion cannot follow: each job still checks itself
             jobs = []
         for i, n, job, cfg in jobs:
-            problems = config_problems(cfg)
+            problems = self._problems(cfg)
             if problems:
                 _fail(f"job {i} of {n} ({' '.join(job)}): {problems[0]}")
 

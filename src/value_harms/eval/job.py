@@ -20,8 +20,8 @@ from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
 from value_harms.eval.benchmarks import load_prompts, prompt_fingerprint, render
-from value_harms.eval.engines import adapter_name, engine_identity, get_engine
-from value_harms.eval.engines.vllm import check_served_lengths, judge_engine_identity, serve_judge
+from value_harms.eval.engines import adapter_name, check_served_lengths, engine_identity, engine_settings, get_engine
+from value_harms.eval.engines.judge import judge_engine_identity, serve_judge
 from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, generate_rows
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
 from value_harms.eval.variants import _model_identity, eval_store_dir, generation_model
@@ -140,7 +140,8 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
 
 def _scorer_identity(cfg, measure: str) -> dict:
     sid = scorer_identity(cfg.scorer, measure)
-    served = judge_engine_identity(cfg) if "judge" in sid else None
+    vllm_judge = "judge" in sid and str(cfg.scorer.judge.backend) == "vllm"
+    served = judge_engine_identity(engine_settings(cfg)) if vllm_judge else None
     if served is not None:
         sid["judge"]["engine"] = served
     return sid
@@ -160,7 +161,8 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
     stats = GenStats()
     cache = GenerationCache(cache_root / "generations.sqlite") if cfg.generation.cache else None
     try:
-        served = str(cfg.generation.engine) != "hf"  # a server: adapters by content name, always per row
+        engine = engine_settings(cfg)  # what the engine needs, read once for the pass
+        served = engine.served  # a server: adapters by content name, always per row
         names, reqs = _requests(jobs, served)
         keys = [r.cache_key(settings) for r in reqs]
         cached = cache.get_many(keys) if cache is not None else {}
@@ -172,7 +174,7 @@ def generate_jobs(cfg, jobs: list[EvalJob]) -> tuple[list[list[list[str]]], Any]
             stats.requested = stats.cached = len(keys)
         elif served:
             adapters = {names[j.adapter_sha]: str(j.adapter) for j in jobs if j.adapter is not None}
-            flat = _generate_served(cfg, reqs, settings, adapters, cache, stats)
+            flat = _generate_served(cfg, engine, reqs, settings, adapters, cache, stats)
         else:
             base, tok = get_base_model(generation_model(cfg), str(cache_root))
             _check_length(settings, base, tok, list(dict.fromkeys(r.text for r in reqs)))
@@ -227,17 +229,17 @@ def _requests(jobs: list[EvalJob], served: bool) -> tuple[dict[str, str], list[G
     return names, reqs
 
 
-def _generate_served(cfg, reqs, settings, adapters: dict[str, str], cache, stats) -> list[list[str]]:
+def _generate_served(cfg, engine, reqs, settings, adapters: dict[str, str], cache, stats) -> list[list[str]]:
     """generation.engine=vllm | openai: the same rows, cache and per-row seeds, sent to a server."""
     model_dir = resolve_model_dir(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
     texts = list(dict.fromkeys(r.text for r in reqs))
-    check_served_lengths(cfg, model_dir, settings, texts)
-    engine = get_engine(cfg, model_dir, adapters, runs.output_dir(cfg))
+    check_served_lengths(engine, model_dir, settings, texts)
+    server = get_engine(engine, model_dir, adapters, runs.output_dir(cfg))
     return generate_rows(
-        lambda batch: engine.generate_batch(batch, settings),
+        lambda batch: server.generate_batch(batch, settings),
         reqs,
         settings,
-        batch_size=int(cfg.generation.vllm.batch_size),
+        batch_size=engine.batch_size,
         cache=cache,
         progress=bool(cfg.generation.progress),
         stats=stats,
@@ -285,7 +287,7 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
         "prefix": job.prefix,
         "generation": {
             **job.settings.key(),
-            "engine": engine_identity(cfg) or {"name": "hf"},
+            "engine": engine_identity(engine_settings(cfg)) or {"name": "hf"},
             "batch_size": int(cfg.generation.batch_size),
             "requested": gen_stats.requested,
             "cached": gen_stats.cached,
@@ -434,7 +436,7 @@ def _resolve_judge_model(cfg):
     """`scorer.judge.model=model:<option>` names a model config (e.g. the embedded SmolLM2) as judge."""
     judge = cfg.scorer.judge
     if judge.backend == "vllm":  # the same engine as generation, serving the judge model (issue 12)
-        return serve_judge(cfg, runs.output_dir(cfg))
+        return serve_judge(engine_settings(cfg), cfg.scorer, runs.output_dir(cfg))
     if judge.backend != "transformers" or not str(judge.model).startswith("model:"):
         return cfg.scorer
 

@@ -27,6 +27,7 @@ from value_harms.config.validate import check_task
 from value_harms.core.profiles import Profile, load_profile, profile_from_cfg
 from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
+from value_harms.eval.engines import engine_problems
 from value_harms.eval.job import _load_benchmark, _stored, finish_job, generate_jobs, prepare_job
 from value_harms.eval.publish import _publish, _record_store
 from value_harms.eval.variants import (
@@ -82,7 +83,7 @@ def _start_wandb(cfg: DictConfig, profile: Profile, baseline: str, run_dir: Path
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """The evaluate task (also the training-data audit with mode=audit)."""
 
-    check_task(cfg)  # bad numbers, names and folders: one line, before any loading
+    check_task(cfg, engine_problems(cfg))  # bad numbers, names, engines and folders: one line, before any loading
     if cfg.mode == "audit":
         from value_harms.eval.audit import run_audit
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from value_harms.core.profiles import Profile, load_profile
 from value_harms.errors import EvaluationError
-from value_harms.eval.engines import engine_identity
+from value_harms.eval.engines import engine_identity, engine_settings
 from value_harms.eval.measures import check_benchmark_config
 from value_harms.models.identity import base_identity
 from value_harms.models.lora import adapter_fingerprint, adapter_problem
@@ -124,7 +124,7 @@ def _model_identity(cfg, profile: Profile, baseline: str):
     base = base_identity(generation_model(cfg), cfg.paths.cache_dir)
     base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
     ident = {"base": base, "adapter": adapter_sha}
-    engine = engine_identity(cfg)
+    engine = engine_identity(engine_settings(cfg))
     if engine is not None:  # a server's sampler is not the HF path's: never the same key
         ident["engine"] = engine
     mk = json.dumps(ident, sort_keys=True)

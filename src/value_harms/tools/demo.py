@@ -18,6 +18,7 @@ from pathlib import Path
 from value_harms.alignment.pvq import AlignmentResult
 from value_harms.alignment.shift import separation_lines
 from value_harms.alignment.table import format_alignment_table
+from value_harms.eval.engines import ENGINES
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--engine",
         default="hf",
-        choices=("hf", "vllm"),
+        # the engines the project runs itself (one that only connects needs a server's URL)
+        choices=[name for name, spec in ENGINES.items() if not spec.needs_base_url],
         help="generation engine of the evaluation (vllm: make engine-env)",
     )
     args = ap.parse_args(argv)

