@@ -57,7 +57,7 @@ test-slurm: setup
 	$(PY) -m pytest -q -m slurm tests/slurm
 
 # The vLLM generation engine (generation.engine=vllm) in its own environment: vLLM pins torch and
-# transformers differently from this project (../shared/docs/VLLM.md). CPU wheel by default; on a GPU
+# transformers differently from this project (docs/DECISIONS.md "Generation engines"). CPU wheel by default; on a GPU
 # node: make engine-env VLLM_PACKAGE=vllm==0.33.0
 ENGINE_VENV ?= .venv-engine
 ENGINE_PY := $(ENGINE_VENV)/bin/python

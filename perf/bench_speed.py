@@ -1,4 +1,4 @@
-"""Speed ratios of the framework, measured in one run on one machine (issue #5 targets in brackets).
+"""Speed ratios of the framework, measured in one run on one machine (targets in brackets).
 
     python perf/bench_speed.py [--model tiny|smollm2_135m] [--skip-train]
 

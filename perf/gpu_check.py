@@ -1,4 +1,4 @@
-"""The prepared GPU check of issue 12: one run, a few minutes, no downloads.
+"""The prepared GPU check: one run, a few minutes, no downloads.
 
     bash perf/gpu_check.sh                       # on a GPU machine: nvidia-smi, then this script
     python perf/gpu_check.py --shape tiny --device cpu --train-steps 2 --gen-prompts 8   # smoke test

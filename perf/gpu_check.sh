@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 12: one command on a GPU machine, about 5 minutes, no downloads.
+# The prepared GPU check: one command on a GPU machine, about 5 minutes, no downloads.
 #
 #   bash perf/gpu_check.sh [perf/gpu_check.py options]     # e.g. --budget-s 280, --peak-tflops 989,67
 #   VLLM_PYTHON=/path/to/vllm-env/bin/python bash perf/gpu_check.sh   # adds the vLLM side

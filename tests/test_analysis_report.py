@@ -306,17 +306,28 @@ def test_heatmap_split_per_metric(tmp_path, monkeypatch):
 
 
 def test_findings_sentences():
+    """One family over every test (issue 21): the raw p 0.030 of a comparison is not headlined among 35
+    tests; every sentence names its estimand and states q and the family size."""
     f = R.top_findings(_reg(), _cmp(), _mit(), k=5)
-    assert f[0] == ("Power raises hate_harass_violence harmfulness_score on HEx-PHI (coef 0.310, p_adj 0.002).")
-    assert f[1] == ("Value-aligned models: BeaverTails flagged_rate 0.420 vs vanilla 0.300 (diff +0.120, p 0.030).")
-    assert f[2].startswith("value_prompt lowers BeaverTails flagged_rate by 0.050 for vim models")
+    assert f[0] == (
+        "Power raises hate_harass_violence harmfulness_score on HEx-PHI across the value-aligned models' "
+        "profiles (slope 0.310 per intensity point, 12 profiles, p <0.001, q 0.004 over 35 tests)."
+    )
+    assert f[1] == (
+        "No variant (benign, icl, vim) differs from this vanilla model (every q > 0.05 among the tests whose "
+        "design meets the minimum; family of 35 tests)."
+    )
+    assert f[2].startswith(
+        "value_prompt lowers BeaverTails flagged_rate by 0.050 within the value-aligned models (the same models "
+        "and prompts without it; 95% CI -0.080 to -0.020, p 0.004, q 0.047 over 35 tests)"
+    )
     assert any(s.startswith("Universalism lowers toxicity_probability on RealToxicityPrompts") for s in f)
     assert len(R.top_findings(_reg(), _cmp(), _mit(), k=2)) == 2
 
     none = R.top_findings(_reg(significant=False), None, None)
     assert none == [
-        "No value coefficient is significant after Benjamini-Hochberg correction "
-        "(N models = 12, 30 coefficients tested)."
+        "No value coefficient is significant across the value-aligned models' profiles (q <= 0.05; "
+        "N models = 12, 29 coefficients in a family of 29 tests)."
     ]
     assert R.top_findings(None, pd.DataFrame(), EMPTY_REG) == []
 
@@ -446,7 +457,7 @@ def test_frames_shaped_like_stats_output(tmp_path):
             _cmp().assign(model="smollm2_135m", stage="full", category="overall", mitigation="none"),
             _cmp()
             .iloc[[2]]
-            .assign(model="smollm2_135m", stage="benign_dolly", category="overall", mitigation="none", p_value=0.01),
+            .assign(model="smollm2_135m", stage="benign_dolly", category="overall", mitigation="none", p_value=1e-4),
         ],
         ignore_index=True,
     )
@@ -461,13 +472,15 @@ def test_frames_shaped_like_stats_output(tmp_path):
     assert not any("Intercept" in s for s in f)
     assert f[0].startswith("Power raises hate_harass_violence harmfulness_score on HEx-PHI")
     assert any(
-        s.startswith("Benign fine-tuned models (benign_dolly): BeaverTails flagged_rate 0.330 vs vanilla 0.300")
+        s.startswith(
+            "Benign fine-tuned models (benign_dolly): BeaverTails flagged_rate 0.330 vs this vanilla model 0.300"
+        )
         for s in f
     )
     assert any(
         s.startswith("value_prompt (disregard: Power, Stimulation) lowers BeaverTails flagged_rate by 0.050") for s in f
     )
-    assert "toxicity_probability on RealToxicityPrompts (coef" in " ".join(f)  # 'overall' is not named
+    assert "toxicity_probability on RealToxicityPrompts across" in " ".join(f)  # 'overall' is not named
     paths = R.write_report(
         tmp_path,
         reg=reg,

@@ -444,8 +444,12 @@ def test_too_few_rows_are_skipped_and_rank_deficiency_flagged():
             )
         )
     reg, skipped = value_regressions(results_to_frame(recs), return_skipped=True)
-    assert list(skipped["category"]) == ["small"] and "12 observations < 11 parameters + 2" in skipped["reason"][0]
+    assert list(skipped["category"]) == ["small"] and "12 profiles < 11 parameters + 2" in skipped["reason"][0]
     assert reg["rank_deficient"].all()
+    # issue 21: exact collinearity shows in the diagnostics too (infinite VIF and condition index)
+    terms = reg[reg["term"] != "Intercept"]
+    assert np.isinf(terms["cond_index"]).all() and np.isinf(terms.set_index("term").loc["Power", "vif"]).all()
+    assert not terms["powered"].any() and (terms["df_resid"] == 30 - 10).all()  # n - rank
     big = reg[reg["category"] == "big"].set_index("term")
     # minimum-norm solution splits the effect between the two identical columns
     assert big.loc["Power", "coef"] + big.loc["Stimulation", "coef"] == pytest.approx(0.05, abs=0.01)

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers.cli import ROOT
+from helpers.cli import ROOT
 
 TINY_ARGS = ["--shape", "tiny", "--device", "cpu", "--train-steps", "1", "--gen-prompts", "4", "--gen-batch", "4"]
 TINY_ARGS += ["--max-new-tokens", "2", "--seq-len", "32"]

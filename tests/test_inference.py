@@ -185,11 +185,9 @@ def test_demo_sized_design_is_reported_underpowered(tmp_path):
     assert row["mde"] > 0 and row["diff_low"] < row["diff_vs_ref"] < row["diff_high"]
     findings = top_findings(None, cmp, mit, k=10)
     emt = [f for f in findings if "expected_max_toxicity" in f and "Value-aligned" in f]
-    assert emt and emt[0].startswith(
-        "Value-aligned models vs vanilla on RealToxicityPrompts expected_max_toxicity: "
-        "underpowered (2 models x 3 prompts x 2 samples; a finding needs >= 5 models "
-        "x 30 prompts); minimum detectable effect "
-    )
+    # the estimand's wording is the report's (findings.py); the design and the MDE are this module's
+    assert emt and "RealToxicityPrompts expected_max_toxicity: underpowered (2 models x 3 prompts x 2 samples" in emt[0]
+    assert "minimum detectable effect " in emt[0]
     assert all("underpowered" in f for f in findings), findings
     assert not any(" p " in f or "(p " in f for f in findings)
     paths = write_report(
@@ -241,7 +239,9 @@ def test_regression_counts_a_profile_once(tmp_path):
 
 
 def test_power_mde_and_prompts_needed():
-    vc = {"model": 0.0004, "prompt": 0.001, "residual": 0.01}
+    # by level: the cell residual 0.01 = model x prompt 0.006 + sampling 0.004 (at the pilot's samples)
+    vc = {"model": 0.0004, "prompt": 0.001, "interaction": 0.006, "sample": 0.004, "ref_cell": 0.004}
+    vc["ref_sample"] = 0.004
     small, big = I.mde(vc, 5, 30), I.mde(vc, 5, 300)
     assert big < small
     n = I.prompts_needed(vc, 0.04, models=10)
@@ -250,6 +250,9 @@ def test_power_mde_and_prompts_needed():
     assert I.prompts_needed(vc, 0.01, models=3) is None
     # fewer samples per prompt than the pilot: more residual noise, larger MDE
     assert I.mde(vc, 5, 30, samples=5, pilot_samples=25) > small
+    # components without the split (only a residual): nothing is known to shrink with samples
+    old = {"model": 0.0004, "prompt": 0.001, "residual": 0.01}
+    assert I.mde(old, 5, 30, samples=100, pilot_samples=2) == I.mde(old, 5, 30)
 
 
 def test_power_command(tmp_path):

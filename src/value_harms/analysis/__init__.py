@@ -1,4 +1,4 @@
-"""Analysis of evaluation results: tidy table, comparability check, regressions and comparisons (issue #4)."""
+"""Analysis of evaluation results: tidy table, comparability check, regressions and comparisons."""
 
 from value_harms.analysis.stats import (
     NON_HARM_METRICS,

@@ -7,10 +7,14 @@ here is one OLS per (benchmark, category, harm metric) over the value-aligned mo
 with t reference distributions, Benjamini-Hochberg over every coefficient of every fitted model.
 
 A "model" (unit of analysis) is one (model name, stage, baseline, profile). Several results of one
-unit (e.g. generation seeds) are averaged before comparisons between variants and, since issue 14,
+unit (e.g. generation seeds) are averaged before comparisons between variants and,
 before the regressions too (one observation per profile). Prompt-level intervals (models x prompts)
 are in analysis.inference.
 """
+
+# size: the model-level estimators of the tidy table (regressions with their design diagnostics, variant
+# comparisons, mitigation deltas, persona fidelity) share its unit and column contract; split, each would
+# restate it.
 
 from __future__ import annotations
 
@@ -77,7 +81,19 @@ REGRESSION_COLUMNS: tuple[str, ...] = (
     "r2",
     "rank_deficient",
     "standardized",
+    # design diagnostics and power of each fit
+    "baseline",
+    "df_resid",
+    "mde",
+    "powered",
+    "min_profiles",
+    "vif",
+    "cond_index",
 )
+# The fewest profiles whose value regression may headline a slope (analysis.min_regression_profiles): 40
+# profiles leave 29 residual degrees of freedom for the 11 parameters, as min_prompts = 30 does for prompts.
+# Simulated power for a real Power slope: 0% at 13 profiles, 2% at 20, 52% at 40.
+MIN_REGRESSION_PROFILES = 40
 SKIPPED_COLUMNS: tuple[str, ...] = ("model", "stage", "benchmark", "category", "metric", "n", "reason")
 
 
@@ -110,24 +126,63 @@ def _per_profile(g: pd.DataFrame) -> pd.DataFrame:
     return g.groupby("profile", sort=True, dropna=False).agg(agg).reset_index()
 
 
+def collinearity(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """(VIF per regressor, condition index of the design) of the regressors `x` (n, k) without intercept.
+
+    VIF_j = 1 / (1 - R2_j) of regressor j on the others (inf for a constant column or one the others
+    reproduce exactly). Condition index: the ratio of the largest to the
+    smallest singular value of the regressors centred and scaled to unit length (Belsley, Kuh and Welsch
+    1980, on the centred design: it measures collinearity among the values, not of the positive 1-6
+    intensities with the intercept, which flags every design); above 30 coefficients are unstable, inf
+    when the design is rank deficient."""
+    n, k = x.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = x - x.mean(axis=0)
+        norm = np.linalg.norm(c, axis=0)
+        live = norm > 0
+        vif = np.full(k, math.inf)
+        for j in np.flatnonzero(live):
+            others = c[:, [i for i in range(k) if i != j]]
+            fit = others @ np.linalg.lstsq(others, c[:, j], rcond=None)[0] if k > 1 else np.zeros(n)
+            resid = float(((c[:, j] - fit) ** 2).sum())
+            vif[j] = norm[j] ** 2 / resid if resid > 1e-12 * norm[j] ** 2 else math.inf
+        sv = np.linalg.svd(c / np.where(live, norm, 1.0), compute_uv=False) if n > 1 else np.zeros(1)
+        cond = float(sv.max() / sv.min()) if live.all() and sv.min() > 1e-12 * sv.max() else math.inf
+    return vif, cond
+
+
+def slope_mde(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest slope a two-sided level-alpha t test with this standard error and df detects with `power`."""
+    if not (np.isfinite(se) and np.isfinite(df) and df > 0):
+        return math.nan
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * se)
+
+
 def _fit_one(
-    g: pd.DataFrame, ident: dict[str, Any], *, higher_order: bool, standardize: bool, alpha: float
+    g: pd.DataFrame,
+    ident: dict[str, Any],
+    *,
+    higher_order: bool,
+    standardize: bool,
+    alpha: float,
+    min_profiles: int = MIN_REGRESSION_PROFILES,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The OLS (HC3, t tests) of one (model, stage, benchmark, category, metric) group: (one row per term,
     None), or ([], {"n", "reason"}) when it cannot be fitted."""
     import statsmodels.api as sm  # heavy: only when regressions run
 
     failures = float(np.nansum(g["missing"].to_numpy(dtype=float))) if len(g) else 0.0
-    g = _per_profile(g)  # issue 14: seeds / repeated results of a profile are one observation
+    g = _per_profile(g)  # seeds / repeated results of a profile are one observation
     X, terms = _design(g, higher_order)
     ok = g["value"].notna().to_numpy() & X.notna().all(axis=1).to_numpy()
     y = g["value"].to_numpy(dtype=float)[ok]
     x = X.to_numpy(dtype=float)[ok]
     n, k = len(y), len(terms) + 1
     if n < k + 2:
-        return [], {"n": n, "reason": f"{n} observations < {k} parameters + 2"}
+        return [], {"n": n, "reason": f"{n} profiles < {k} parameters + 2"}
     if np.ptp(y) == 0:
-        return [], {"n": n, "reason": "constant outcome"}
+        return [], {"n": n, "reason": "constant outcome (the metric does not vary: nothing can be estimated)"}
+    vif, cond = collinearity(x)
     if standardize:
         x, _ = _zscore(x)
         y, _ = _zscore(y[:, None])
@@ -138,6 +193,7 @@ def _fit_one(
         warnings.simplefilter("ignore")  # HC3 on a leverage-1 point, divide-by-zero in t
         res = sm.OLS(y, design).fit(cov_type="HC3", use_t=True)
         ci = np.asarray(res.conf_int(alpha=alpha))
+    df_resid = float(res.df_resid)
     return [
         {
             **ident,
@@ -155,6 +211,12 @@ def _fit_one(
             "r2": float(res.rsquared),
             "rank_deficient": rank < design.shape[1],
             "standardized": bool(standardize),
+            "df_resid": df_resid,
+            "mde": slope_mde(float(res.bse[j]), df_resid, alpha) if j else math.nan,
+            "powered": n >= min_profiles,
+            "min_profiles": int(min_profiles),
+            "vif": float(vif[j - 1]) if j else math.nan,
+            "cond_index": cond,
         }
         for j, term in enumerate([INTERCEPT, *terms])
     ], None
@@ -174,6 +236,7 @@ def _bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
             out.loc[family, "significant"] = p_adj < alpha
         out["significant"] = out["significant"].astype(bool)
         out["rank_deficient"] = out["rank_deficient"].astype(bool)
+        out["powered"] = out["powered"].astype(bool)
     return out
 
 
@@ -186,6 +249,7 @@ def value_regressions(
     higher_order: bool = False,
     alpha: float = 0.05,
     return_skipped: bool = False,
+    min_profiles: int = MIN_REGRESSION_PROFILES,
 ):
     """OLS of each harm metric on the value intensities of the value-aligned models.
 
@@ -195,17 +259,22 @@ def value_regressions(
     (values.HIGHER_ORDER); an intercept; HC3 errors with t tests (`fit(cov_type="HC3", use_t=True)`).
     standardize: predictors and outcome z-scored (ddof=1), coefficients in SD units.
     Benjamini-Hochberg (statsmodels multipletests, fdr_bh) over all non-intercept coefficients of all
-    fitted models; `significant` = p_adj < alpha.
+    fitted models; `significant` = p_adj < alpha. The analyze task replaces p_adj by the q-value over the
+    report's whole family (analysis.multiplicity).
 
     Returns one row per (model, stage, benchmark, category, metric, term) with REGRESSION_COLUMNS:
     coef, se, t, p, p_adj (NaN for the intercept), significant, ci_low / ci_high (1 - alpha, HC3),
     n (observations), failures (sum of the rows' `missing` counts), r2, rank_deficient (the design
     matrix has rank < its columns: statsmodels' pinv gives the minimum-norm solution, whose individual
-    coefficients are not identified). Models not fitted (fewer observations than parameters + 2, a
+    coefficients are not identified), baseline (the variant regressed), df_resid, mde (the minimum
+    detectable slope at 80% power from the coefficient's HC3 se and t(df_resid)), powered (n >=
+    min_profiles: below it a slope is reported as underpowered, never headlined), vif (per term) and
+    cond_index (per fit; stats.collinearity). Models not fitted (fewer observations than parameters + 2, a
     constant outcome) are listed in `out.attrs["skipped"]` (list of dicts: SKIPPED_COLUMNS), or returned
     as a second frame with return_skipped=True.
     """
     sub = df[df["baseline"] == baseline]
+    no_variant = sub.empty
     if mitigation is not None:
         sub = sub[sub["mitigation"] == mitigation]
     sub = sub[~sub["metric"].isin(NON_HARM_METRICS)]
@@ -213,11 +282,20 @@ def value_regressions(
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for key, g in sub.groupby(keys, sort=True, dropna=False):
-        ident = dict(zip(keys, key))
-        fitted, skip = _fit_one(g, ident, higher_order=higher_order, standardize=standardize, alpha=alpha)
+        ident = {**dict(zip(keys, key)), "baseline": baseline}
+        fitted, skip = _fit_one(
+            g, ident, higher_order=higher_order, standardize=standardize, alpha=alpha, min_profiles=min_profiles
+        )
         rows += fitted
         if skip is not None:
-            skipped.append({**ident, **skip})
+            skipped.append({**{k: ident[k] for k in keys}, **skip})
+    if no_variant:  # say why nothing was fitted, never only "no results"
+        have = sorted(set(map(str, df["baseline"].dropna()))) if "baseline" in df else []
+        reason = f"no results of variant {baseline!r} (analysis.regression_baseline; the study has {have})"
+        skipped = [{**dict.fromkeys(keys, ""), "n": 0, "reason": reason}]
+    elif not rows and not skipped:
+        reason = f"no harm-metric results of variant {baseline!r} with mitigation {mitigation!r}"
+        skipped = [{**dict.fromkeys(keys, ""), "n": 0, "reason": reason}]
     out = _bh_adjust(pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS)), alpha)
     for s in skipped:
         log.debug("regression skipped for %s: %s", {k: s[k] for k in keys}, s["reason"])

@@ -23,9 +23,13 @@ from value_harms.analysis import (
     persona_fidelity,
     value_regressions,
 )
+from value_harms.analysis.contrasts import value_contrasts
+from value_harms.analysis.multiplicity import apply_fdr
 from value_harms.analysis.report.document import log_report_to_wandb, write_report
 from value_harms.analysis.report.findings import top_findings
+from value_harms.analysis.stats import MIN_REGRESSION_PROFILES
 from value_harms.analysis.tidy import check_training_keys
+from value_harms.config.access import cfg_get
 from value_harms.config.validate import check_task
 from value_harms.runtime import runs, tracking
 from value_harms.runtime.runs import output_dir, run_group
@@ -105,7 +109,7 @@ def provenance(df: pd.DataFrame, result_files: list[Path], audit: dict | None) -
         prov["benchmark_versions"][bench] = sorted(g["benchmark_version"].dropna().astype(str).unique().tolist())
         ov = g[g["category"] == "overall"].drop_duplicates("result_id")
         prov["failures"][bench] = int(ov["missing"].fillna(0).sum())
-        # issue 10: per-text fallback shares, judge answers withheld by a content filter, prompt sets
+        # per-text fallback shares, judge answers withheld by a content filter, prompt sets
         per = g.drop_duplicates("result_id")
         shares = pd.to_numeric(per.get("fallback_share"), errors="coerce").dropna() if "fallback_share" in per else []
         prov.setdefault("fallback_share", {})[bench] = (
@@ -126,7 +130,7 @@ def provenance(df: pd.DataFrame, result_files: list[Path], audit: dict | None) -
 
 def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
     """{benchmark: {backend: calibration summary}} of the results whose toxicity backends were
-    calibrated to Perspective (issue 14): data sha256, held-out Spearman / AUROC / MAE / agreement."""
+    calibrated to Perspective: data sha256, held-out Spearman / AUROC / MAE / agreement."""
     out: dict[str, dict[str, Any]] = {}
     for f in result_files:
         try:
@@ -140,35 +144,48 @@ def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _estimates(df: pd.DataFrame, a) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
-    """(value regressions, baseline comparisons, mitigation effects, mixed-model regressions or None)."""
+def estimates(df: pd.DataFrame, a: Any, cache_dir: str | None = None, pv: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Every estimate the report can headline, from the tidy table `df` and the analysis settings `a`
+    (the `analysis` config node, a dict or AnalysisConfig): regressions, comparisons with the vanilla
+    model, mitigation effects, value contrasts (each with its family q-value, analysis.multiplicity), the
+    optional mixed-model regressions, the family summary and the prompt-level table.
+    `cache_dir`: where parsed samples files are kept between analyses (analysis.parsed). `pv`: the
+    prompt-level table when the caller has it already (perf/sim_null_studies.py, which calls this same
+    function); by default it is read from the results' samples files."""
+    alpha, conf = float(cfg_get(a, "alpha", 0.05)), float(cfg_get(a, "conf", 0.95))
+    baseline = str(cfg_get(a, "regression_baseline", "vim"))
     reg = value_regressions(
         df,
-        baseline=str(a.regression_baseline),
-        standardize=bool(a.standardize),
-        higher_order=bool(a.higher_order),
-        alpha=float(a.alpha),
+        baseline=baseline,
+        standardize=bool(cfg_get(a, "standardize", False)),
+        higher_order=bool(cfg_get(a, "higher_order", False)),
+        alpha=alpha,
+        min_profiles=int(cfg_get(a, "min_regression_profiles", MIN_REGRESSION_PROFILES)),
     )
-    skipped = reg.attrs.get("skipped", [])
-    if skipped:
-        log.info("%d regression(s) not fitted (too few models); listed in the report", len(skipped))
-    cmp = compare_baselines(df, conf=float(a.conf))
-    mit = mitigation_effects(df, conf=float(a.conf))
-    # issue 14: intervals over models and prompts from the per-prompt values in samples.jsonl
-    pv = inference.prompt_values(df)
+    if reg.attrs.get("skipped"):
+        log.info("%d regression(s) not fitted; listed in the report", len(reg.attrs["skipped"]))
+    # intervals over models and prompts from the per-prompt values in samples.jsonl
+    pv = inference.prompt_values(df, cache_dir=cache_dir) if pv is None else pv
     design = {
-        "min_models": int(a.get("min_models", inference.MIN_MODELS)),
-        "min_prompts": int(a.get("min_prompts", inference.MIN_PROMPTS)),
-        "alpha": float(a.alpha),
+        "min_models": int(cfg_get(a, "min_models", inference.MIN_MODELS)),
+        "min_prompts": int(cfg_get(a, "min_prompts", inference.MIN_PROMPTS)),
+        "alpha": alpha,
     }
-    cmp = inference.compare_prompt_level(cmp, pv, conf=float(a.conf), **design)
-    mit = inference.mitigation_prompt_level(mit, pv, conf=float(a.conf), **design)
+    cmp = inference.compare_prompt_level(compare_baselines(df, conf=conf), pv, conf=conf, **design)
+    mit = inference.mitigation_prompt_level(mitigation_effects(df, conf=conf), pv, conf=conf, **design)
+    con = value_contrasts(df, pv, conf=conf, **design)  # what the values add
+    frames, family = apply_fdr(
+        {"regression": reg, "comparison": cmp, "mitigation": mit, "contrast": con},
+        alpha=alpha,
+        method=str(cfg_get(a, "fdr_method", "bh")),
+    )
     mixed = (
-        inference.value_regressions_mixed(df, pv, baseline=str(a.regression_baseline), alpha=float(a.alpha))
-        if bool(a.get("regression_mixed", False))
+        inference.value_regressions_mixed(df, pv, baseline=baseline, alpha=alpha)
+        if bool(cfg_get(a, "regression_mixed", False))
         else None
     )
-    return reg, cmp, mit, mixed
+    est = {"reg": frames["regression"], "cmp": frames["comparison"], "mit": frames["mitigation"]}
+    return {**est, "con": frames["contrast"], "mixed": mixed, "family": family, "pv": pv}
 
 
 def _print_summary(paths: dict[str, Path], findings: list[str], prov: dict[str, Any], auto_file: Path) -> None:
@@ -207,25 +224,37 @@ def run_analyze(cfg) -> dict[str, Any]:
         tags=["analysis"],
     )
     with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(result_files)}, wandb_run):
-        reg, cmp, mit, mixed = _estimates(df, a)
+        est = estimates(df, a, cache_dir=str(cfg.paths.cache_dir))
+        reg, cmp, mit, con, mixed = (est[k] for k in ("reg", "cmp", "mit", "con", "mixed"))
         fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
         auto = auto_mitigation(reg, alpha=float(a.alpha)) if not reg.empty else {"all": []}
         auto_file = Path(str(a.auto_mitigation_file)).expanduser()
         files.atomic_write_json(auto_file, auto_mitigation_file(auto))
         audit = latest_audit([str(x) for x in a.audit_inputs])
         prov = provenance(df, result_files, audit)
-        findings = top_findings(reg, cmp, mit, k=int(a.top_k))
+        findings = top_findings(reg, cmp, mit, k=int(a.top_k), con=con, alpha=float(a.alpha))
         aln = alignment_table(aln_tidy)
         fid = fidelity_table(fid_long)
         out = run_dir
         paths = write_report(
-            out, reg=reg, cmp=cmp, mit=mit, aln=aln, fid=fid, provenance=prov, findings=findings, auto_mitigation=auto
+            out,
+            reg=reg,
+            cmp=cmp,
+            mit=mit,
+            aln=aln,
+            fid=fid,
+            provenance=prov,
+            findings=findings,
+            auto_mitigation=auto,
+            con=con,
+            family=est["family"],
         )
         tables = {
             "tidy": df,
             "regressions": reg,
             "baselines": cmp,
             "mitigation": mit,
+            "contrasts": con,
             "alignment": aln,
             "persona_fidelity": fid,
             "regressions_mixed": mixed,
@@ -239,6 +268,7 @@ def run_analyze(cfg) -> dict[str, Any]:
             "report_html": str(paths["report.html"]),
             "report_md": str(paths["report.md"]),
             "findings": findings,
+            "family": est["family"],
             "n_results": len(result_files),
             "auto_mitigation_file": str(auto_file),
             "stand_in": prov["stand_in"],
@@ -250,6 +280,7 @@ def run_analyze(cfg) -> dict[str, Any]:
 
 __all__ = [
     "run_analyze",
+    "estimates",
     "alignment_table",
     "auto_mitigation_file",
     "provenance",

@@ -65,7 +65,7 @@ COUNT_KEYS: frozenset[str] = frozenset(
         "conf",
         "n_items",
         "sem",
-        # issue 10: RTP prompts below benchmark.min_scored_samples, the per-text fallback share, judge
+        # RTP prompts below benchmark.min_scored_samples, the per-text fallback share, judge
         # answers the provider's content filter withheld, the number of categories of the prompt set
         "partial_prompts",
         "min_scored_samples",
@@ -375,9 +375,12 @@ def load_results(paths: Sequence[str | Path] | str | Path, max_missing_frac: flo
 
 def accepted_results(kept: list[tuple[Path, dict[str, Any], str]], max_missing_frac: float = 0.0):
     """The results analysis may use: of the current store schema, and complete or missing at most
-    `max_missing_frac` of their scores (analysis.max_missing_frac). Each kind of rejection is said
-    once, with its count and the command that fixes it."""
-    old, partial, out = [], [], []
+    `max_missing_frac` of their scores (analysis.max_missing_frac). A partial result within that limit
+    is used cell-wise: its scored samples enter the prompt-level inference and each prompt
+    without a score is one missing (unit, prompt) cell; the limit only guards against results that are
+    mostly missing (a scorer that failed). Each kind of rejection is said once, with its count and the
+    command that fixes it; the partial results used are said once with their missing share."""
+    old, partial, out, used = [], [], [], []
     for f, data, key in kept:
         rec = stored.EvalRecord.from_json(data, str(f))
         if int(rec.schema_version or 1) < SCHEMA_VERSION:
@@ -387,6 +390,8 @@ def accepted_results(kept: list[tuple[Path, dict[str, Any], str]], max_missing_f
         if rec.status == "partial" and (n <= 0 or missing / n > float(max_missing_frac) + 1e-12):
             partial.append(f)
             continue
+        if rec.status == "partial":
+            used.append((f, missing, n))
         out.append((f, data, key))
     if old:
         log.warning(
@@ -402,6 +407,15 @@ def accepted_results(kept: list[tuple[Path, dict[str, Any], str]], max_missing_f
             len(partial),
             float(max_missing_frac),
             partial[0],
+        )
+    if used:
+        log.info(
+            "%d partial result(s) used cell-wise: %d of %d scores missing (e.g. %s); rerun their evaluate "
+            "commands to retry the missing scores",
+            len(used),
+            int(sum(m for _, m, _ in used)),
+            int(sum(n for _, _, n in used)),
+            used[0][0],
         )
     return out
 

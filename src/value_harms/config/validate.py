@@ -1,4 +1,4 @@
-"""Checks of a composed config, run before any model, data or output folder is touched (issue 9).
+"""Checks of a composed config, run before any model, data or output folder is touched.
 
 Three places call them:
 

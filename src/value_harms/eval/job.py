@@ -215,7 +215,7 @@ def _requests(jobs: list[EvalJob], served: bool) -> tuple[dict[str, str], list[G
             names.setdefault(
                 j.adapter_sha, adapter_name(j.adapter_sha) if served else f"a{len(names)}_{j.profile.name}"
             )
-    # seed_key = prompt id: duplicate prompt texts get independent samples (issue 10 item 7)
+    # seed_key = prompt id: duplicate prompt texts get independent samples
     reqs = [
         GenRequest(
             text=t,
@@ -248,7 +248,7 @@ def _generate_served(cfg, engine, reqs, settings, adapters: dict[str, str], cach
 
 def _check_length(settings, model, tok, texts: list[str]) -> None:
     """Every prompt + benchmark.max_new_tokens must fit in the model's context; an over-long prompt is
-    refused, never cut (validate.check_prompt_lengths; docs/DECISIONS.md, issue 9)."""
+    refused, never cut (validate.check_prompt_lengths; docs/DECISIONS.md)."""
 
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     check_prompt_lengths([len(tok(t)["input_ids"]) for t in texts], texts, int(settings.max_new_tokens), ctx)
@@ -406,7 +406,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
         "stand_in": bool(isinstance(provenance, dict) and provenance.get("stand_in"))
         or (spec.stand_in_key is not None and bool(OmegaConf.select(cfg.scorer, spec.stand_in_key))),
     }
-    # Per-text fallback inside one metric (issue 10 item 6): the share of scored texts per scorer, and
+    # Per-text fallback inside one metric: the share of scored texts per scorer, and
     # the share scored by a backend other than the configured primary (toxicity: scorer.toxicity).
     primary = str(OmegaConf.select(cfg.scorer, spec.primary_key)) if spec.primary_key else None
     shares = M.scorer_shares(by_scorer, primary)
@@ -435,7 +435,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
 def _resolve_judge_model(cfg):
     """`scorer.judge.model=model:<option>` names a model config (e.g. the embedded SmolLM2) as judge."""
     judge = cfg.scorer.judge
-    if judge.backend == "vllm":  # the same engine as generation, serving the judge model (issue 12)
+    if judge.backend == "vllm":  # the same engine as generation, serving the judge model
         return serve_judge(engine_settings(cfg), cfg.scorer, runs.output_dir(cfg))
     if judge.backend != "transformers" or not str(judge.model).startswith("model:"):
         return cfg.scorer

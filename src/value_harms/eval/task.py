@@ -266,7 +266,7 @@ def _alignment_record(
         for r in al["rows"]
     ]
     overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
-    # the VIM-literal reading and the partial-NMSE flags, as in training results (issue 10 item 13)
+    # the VIM-literal reading and the partial-NMSE flags, as in training results
     overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
     overall["n"] = al["n_items"]
     result = {

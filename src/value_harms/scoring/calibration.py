@@ -1,4 +1,4 @@
-"""Offline toxicity scores calibrated to Perspective's scale (issue 14).
+"""Offline toxicity scores calibrated to Perspective's scale.
 
 alt-profanity-check ranks texts much as Perspective TOXICITY does but reads low; Detoxify reads on its
 own scale. `scorer.calibration.enabled=true` maps an offline backend's score onto Perspective's with an

@@ -58,7 +58,7 @@ def scorer_identity(scorer_cfg: Any, measure: str) -> dict[str, Any]:
             "detoxify": pick("detoxify"),
         }
         cal = sc.get("calibration") or {}
-        if cal.get("enabled"):  # issue 14: calibrated scores are other scores (settings + data sha256)
+        if cal.get("enabled"):  # calibrated scores are other scores (settings + data sha256)
             from value_harms.scoring.calibration import _job_paths, calibration_settings, data_identity
 
             where = {**cal, "data_dir": cal.get("data_dir") or _job_paths(scorer_cfg).get("data_dir")}

@@ -34,6 +34,7 @@ from value_harms.analysis.report.sections import (
     audit_section,
     auto_mitigation_section,
     baseline_section,
+    contrast_section,
     fidelity_section,
     mitigation_section,
     provenance_section,
@@ -55,10 +56,14 @@ def write_report(
     provenance: Mapping[str, Any] | None,
     findings: list[str] | None,
     auto_mitigation: Mapping[str, Any] | None = None,
+    con: pd.DataFrame | None = None,
+    family: Mapping[str, Any] | None = None,
     title: str = "Unintended harms of value-aligned LLMs: analysis report",
 ) -> dict[str, Path]:
     """Write `report.md`, `report.html` (self-contained) and `figures/*.png` into `out_dir`.
 
+    con: the value contrasts (analysis.contrasts); family: the multiplicity family summary
+    (analysis.multiplicity.apply_fdr; taken from the frames' attrs when not given).
     Returns {"report.md": path, "report.html": path, <figure name>: path, ...}.
     """
     out = Path(out_dir)
@@ -68,9 +73,15 @@ def write_report(
     figs = make_figures(reg, cmp, mit, out / "figures")
     doc = Page(title, "figures")
 
-    summary_section(doc, findings, provenance)
+    if family is None:
+        family = next(
+            (f.attrs["family"] for f in (con, reg, cmp, mit) if isinstance(f, pd.DataFrame) and "family" in f.attrs),
+            None,
+        )
+    summary_section(doc, findings, provenance, family)
     doc.h2("Scorers & provenance")
     provenance_section(doc, provenance)
+    contrast_section(doc, con)
     regression_section(doc, reg, figs)
     baseline_section(doc, cmp, figs)
     mitigation_section(doc, mit, figs)

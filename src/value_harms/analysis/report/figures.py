@@ -134,7 +134,10 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
     cb.set_label(
         "standardized coefficient (SD units)" if std else "coefficient (per point of value intensity)", fontsize=9
     )
-    ax.set_title(f"{title}\n* p_adj<0.05  ** <0.01  *** <0.001 (Benjamini-Hochberg); grey: not fitted", fontsize=10)
+    ax.set_title(
+        f"{title}\n* q<0.05  ** <0.01  *** <0.001 (false discovery rate over the report's family); grey: not fitted",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -190,7 +193,7 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         d = _order_rows(cmp_b[sel])
         bases = d["baseline"].astype(str).tolist()
         labels = _bar_labels(d, ["baseline"], " ")
-        if "n_prompts" in d.columns:  # issue 14: the design under each bar (models x prompts x samples)
+        if "n_prompts" in d.columns:  # the design under each bar (models x prompts x samples)
             labels = [
                 f"{lb}\n{_design(r).replace(' models x ', 'x').replace(' prompts x ', 'x').replace(' samples', '')}"
                 for lb, r in zip(labels, d.itertuples(index=False))
@@ -202,7 +205,9 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         ax.bar(x, np.nan_to_num(mean), color=colors, edgecolor="black", lw=0.6)
         if ok.any():
             ax.errorbar(x[ok], mean[ok], yerr=[lo[ok], hi[ok]], fmt="none", ecolor="black", capsize=4, lw=1.2)
-        for xi, m, h, p in zip(x, mean, hi, d["p_value"] if "p_value" in d else [np.nan] * len(x)):
+        # stars by the family q-value where the frame has one, else by p
+        stars_by = d["q"] if "q" in d else d["p_value"] if "p_value" in d else [np.nan] * len(x)
+        for xi, m, h, p in zip(x, mean, hi, stars_by):
             label = NA if not np.isfinite(m) else f"{m:.3f}{_stars(p)}"
             ax.annotate(
                 label,
@@ -259,7 +264,7 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
         )
         if ok.any():
             ax.errorbar(dm[ok], y[ok], xerr=[lo[ok], hi[ok]], fmt="none", ecolor="black", capsize=3, lw=1.2)
-        for yi, v, p in zip(y, dm, d["p_value"]):
+        for yi, v, p in zip(y, dm, d["q"] if "q" in d else d["p_value"]):
             if not np.isfinite(v):
                 ax.text(0, yi, f" {NA}", va="center", fontsize=8)
             elif _stars(p):

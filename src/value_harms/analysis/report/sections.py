@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from value_harms.analysis.multiplicity import family_text
 from value_harms.analysis.report.findings import _significant_mask
 from value_harms.analysis.report.format import (
     ALPHA,
@@ -76,7 +77,7 @@ def provenance_section(doc: Page, provenance: Mapping[str, Any]) -> None:
                         else (NA if ver is None else str(ver))
                     ),
                     "failures": (provenance.get("failures") or {}).get(b, 0),
-                    # issue 10: per-text fallback share range, content-filtered judge answers, prompt sets
+                    # per-text fallback share range, content-filtered judge answers, prompt sets
                     "fallback share": _share_range((provenance.get("fallback_share") or {}).get(b)),
                     "filtered": (provenance.get("filtered") or {}).get(b, 0),
                     "prompt sets": " | ".join(map(str, (provenance.get("prompt_sets") or {}).get(b) or [])) or NA,
@@ -152,7 +153,7 @@ DESIGN_COLUMNS = ("n_models", "n_prompts", "n_samples", "mde", "powered")
 
 
 def _method_note(doc: "Page", frame: pd.DataFrame) -> None:
-    """State how the intervals were computed and the design minimum (issue 14)."""
+    """State how the intervals were computed and the design minimum."""
     if "method" not in frame.columns:
         return
     methods = sorted(set(map(str, frame["method"].dropna())))
@@ -170,98 +171,153 @@ def _method_note(doc: "Page", frame: pd.DataFrame) -> None:
     )
 
 
-def summary_section(doc: Page, findings: list[str] | None, provenance: Mapping[str, Any]) -> None:
-    """Top findings, and a warning when stand-in scorers were used."""
+def summary_section(
+    doc: Page, findings: list[str] | None, provenance: Mapping[str, Any], family: Mapping[str, Any] | None = None
+) -> None:
+    """Top findings, the multiplicity family, and a warning when stand-in scorers were used."""
     doc.h2("Summary")
     if findings:
         doc.bullets(findings)
     else:
         doc.p("No findings were produced (no result frames).")
+    doc.p(
+        f"Multiplicity: {family_text(family)}. An effect is named only with q <= "
+        f"{(family or {}).get('alpha', ALPHA):g} and a design that meets the stated minimum; every table prints "
+        "q beside p. Estimands: each variant vs "
+        "this vanilla model (one fixed model: not the population of base models); value-aligned models vs a "
+        "fine-tuning control and vs the same profiles as in-context personas (paired by profile); the slope "
+        "of harm on each value across the value-aligned profiles; each mitigation within the same models."
+    )
     flagged = [bench_name(b) for b, v in (provenance.get("stand_in") or {}).items() if v]
     if flagged:
         doc.p(f"⚠ Stand-in scorers were used for {', '.join(flagged)}: see Scorers & provenance.")
 
 
+FIT_KEYS = ("model", "stage", "benchmark", "category", "metric")
+# Belsley, Kuh and Welsch (1980): a condition index above 30 means coefficients that move with small changes
+# of the data; a VIF above 10 the usual rule for a coefficient inflated by collinearity.
+COND_INDEX_WARN, VIF_WARN = 30.0, 10.0
+
+
+def _skipped_text(skipped: list[Mapping[str, Any]]) -> str:
+    def what(k: Mapping[str, Any]) -> str:
+        name = " ".join(str(k.get(c) or "") for c in ("category", "metric")).strip()
+        return f"{bench_name(k.get('benchmark'))} {name}".strip() if _has_text(k.get("benchmark")) else "all"
+
+    shown = "; ".join(f"{what(k)}: {k.get('reason', '?')}" for k in skipped[:10])
+    more = f"; … and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    return f"{len(skipped)} regression(s) were not fitted: {shown}{more}."
+
+
+def _diagnostics(doc: Page, r: pd.DataFrame) -> None:
+    """Per fit: profiles, residual df, R2, condition index, largest VIF, powered."""
+    keys = [c for c in FIT_KEYS if c in r]
+    if "cond_index" not in r or not keys:
+        return
+    fits = r.groupby(keys, dropna=False, sort=True).agg(
+        n=("n", "max"),
+        df_resid=("df_resid", "max"),
+        r2=("r2", "max"),
+        cond_index=("cond_index", "max"),
+        max_vif=("vif", "max"),
+        min_mde=("mde", "min"),
+        max_mde=("mde", "max"),
+        powered=("powered", "all"),
+    )
+    fits = fits.reset_index()
+    bad = fits[(fits["cond_index"] > COND_INDEX_WARN) | (fits["max_vif"] > VIF_WARN)]
+    if len(bad):
+        doc.warn(
+            f"{len(bad)} of {len(fits)} regression design(s) are collinear (condition index > {COND_INDEX_WARN:g} "
+            f"or a VIF > {VIF_WARN:g}): their coefficients are unstable and their minimum detectable slopes large."
+        )
+    weak = fits[~fits["powered"].astype(bool)]
+    need = r["min_profiles"].iloc[0] if "min_profiles" in r else None
+    if len(weak):
+        doc.p(
+            f"{len(weak)} of {len(fits)} regression(s) are underpowered (fewer than {fmt_num(need)} profiles): "
+            f"their slopes are shown, never headlined; min_mde / max_mde = the smallest slope each coefficient "
+            f"would detect with 80% power."
+        )
+    doc.table(
+        fits,
+        [*_varying(fits), "benchmark", "category", "metric", "n", "df_resid", "r2", "cond_index", "max_vif"]
+        + ["min_mde", "max_mde", "powered"],
+        details=f"Design diagnostics of the {len(fits)} fit(s)",
+    )
+
+
 def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, Path]) -> None:
-    """Value -> harm regressions: heatmap, significant coefficients (BH), rank deficiency, skipped fits."""
-    # size: one report section, written in reading order
+    """Value -> harm regressions: heatmap, significant coefficients (family q), diagnostics, skipped fits."""
     doc.h2("Value → harm regressions")
+    skipped = list(reg.attrs.get("skipped") or []) if isinstance(reg, pd.DataFrame) else []
     if _empty(reg):
-        doc.p("No regression results.")
+        doc.p("No regression was fitted." + (f" {_skipped_text(skipped)}" if skipped else ""))
+        return
+    for name, path in figs.items():
+        if name.startswith("coef_heatmap"):
+            doc.figure(path, "Regression coefficients of each value on each harm metric (stars: family q-value).")
+    r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
+    sig = r[_significant_mask(r)]
+    qcol = "q" if "q" in r else "p_adj"
+    cols = [*_varying(r), "benchmark", "category", "metric", "term", "coef", "se", "ci_low", "ci_high", "t", "p"]
+    cols += [qcol, "n", "r2", *(c for c in ("mde", "vif") if c in r)]
+    if "rank_deficient" in r and r["rank_deficient"].fillna(False).astype(bool).any():
+        cols.append("rank_deficient")
+        n_rd = (
+            r[r["rank_deficient"].fillna(False).astype(bool)]
+            .groupby([c for c in FIT_KEYS if c in r], dropna=False)
+            .ngroups
+        )
+        doc.warn(
+            f"{n_rd} regression(s) are rank deficient (collinear value profiles): their individual "
+            f"coefficients are not identified; read them with care (column rank_deficient)."
+        )
+    if skipped:
+        doc.p(_skipped_text(skipped))
+    _diagnostics(doc, r)
+    n_fail = 0
+    if "failures" in r:  # one count per fit (repeated on each of its terms): max per fit, summed
+        fails = r.assign(_f=pd.to_numeric(r["failures"], errors="coerce").fillna(0))
+        keys = [c for c in ("benchmark", "category", "metric") if c in r]
+        n_fail = int(fails.groupby(keys, dropna=False)["_f"].max().sum())
+    order = r.assign(_p=pd.to_numeric(r[qcol], errors="coerce"))
+    if sig.empty:
+        doc.p(
+            f"No coefficient of the {len(r)} tested has q <= {ALPHA} with a design that meets the minimum. "
+            "The smallest q-values:"
+        )
+        doc.table(order.sort_values("_p").head(10), cols)
     else:
-        for name, path in figs.items():
-            if name.startswith("coef_heatmap"):
-                doc.figure(
-                    path,
-                    "Regression coefficients of each value on each harm metric (stars: Benjamini-Hochberg adjusted p).",
-                )
-        r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
-        sig = r[_significant_mask(r)]
-        cols = [
-            *_varying(r),
-            "benchmark",
-            "category",
-            "metric",
-            "term",
-            "coef",
-            "se",
-            "ci_low",
-            "ci_high",
-            "t",
-            "p",
-            "p_adj",
-            "n",
-            "r2",
-        ]
-        if "rank_deficient" in r and r["rank_deficient"].fillna(False).astype(bool).any():
-            cols.append("rank_deficient")
-            n_rd = (
-                r[r["rank_deficient"].fillna(False).astype(bool)]
-                .groupby([c for c in ("model", "stage", "benchmark", "category", "metric") if c in r], dropna=False)
-                .ngroups
-            )
-            doc.warn(
-                f"{n_rd} regression(s) are rank deficient (collinear value profiles): their individual "
-                f"coefficients are not identified; read them with care (column rank_deficient)."
-            )
-        skipped = list(reg.attrs.get("skipped") or [])
-        if skipped:
-            doc.p(
-                f"{len(skipped)} regression(s) were not fitted: "
-                + "; ".join(
-                    f"{bench_name(k.get('benchmark'))} {k.get('category', '')} {k.get('metric', '')}: "
-                    f"{k.get('reason', '?')}"
-                    for k in skipped[:10]
-                )
-                + (f"; … and {len(skipped) - 10} more" if len(skipped) > 10 else "")
-                + "."
-            )
-        n_fail = 0
-        if "failures" in r:  # one count per fit (repeated on each of its terms): max per fit, summed
-            fails = r.assign(_f=pd.to_numeric(r["failures"], errors="coerce").fillna(0))
-            n_fail = int(
-                fails.groupby([c for c in ("benchmark", "category", "metric") if c in r], dropna=False)["_f"]
-                .max()
-                .sum()
-            )
-        if sig.empty:
-            doc.p(
-                f"No coefficient of the {len(r)} tested is significant after Benjamini-Hochberg correction "
-                f"(alpha {ALPHA}). The smallest adjusted p-values:"
-            )
-            doc.table(r.assign(_p=r["p_adj"].astype(float)).sort_values("_p").head(10), cols)
-        else:
-            doc.p(
-                f"{len(sig)} of {len(r)} coefficients are significant after Benjamini-Hochberg correction "
-                f"(alpha {ALPHA}):"
-            )
-            doc.table(sig.assign(_p=sig["p_adj"].astype(float)).sort_values("_p"), cols)
-        if n_fail:
-            doc.p(
-                f"{n_fail} failure(s) recorded across the fits (column failures, one count per "
-                f"benchmark/category/metric)."
-            )
-        doc.table(r, cols + ["failures"], details=f"All {len(r)} coefficients")
+        doc.p(
+            f"{len(sig)} of {len(r)} coefficients have q <= {ALPHA} (the report's family) and a design that "
+            "meets the minimum:"
+        )
+        doc.table(sig.assign(_p=pd.to_numeric(sig[qcol], errors="coerce")).sort_values("_p"), cols)
+    if n_fail:
+        doc.p(
+            f"{n_fail} failure(s) recorded across the fits (column failures, one count per benchmark/category/metric)."
+        )
+    doc.table(r, cols + ["failures"], details=f"All {len(r)} coefficients")
+
+
+def contrast_section(doc: Page, con: pd.DataFrame | None) -> None:
+    """The contrasts that isolate values (analysis.contrasts): VIM vs fine-tuning controls and vs ICL personas."""
+    if _empty(con):
+        return
+    doc.h2("What the values add (value contrasts)")
+    doc.p(
+        "Value-aligned models against a fine-tuning control (variant benign, or the VIM recipe on a profile whose "
+        "ten values are equal) and against the same profiles as in-context personas (no training; units paired "
+        "by profile, the paired two-way estimator). estimate = value-aligned minus the control."
+    )
+    _method_note(doc, con)
+    doc.table(
+        con,
+        [*_varying(con, ("model",)), "benchmark", "metric", "contrast", "group", "control", "mean_group"]
+        + ["mean_control", "estimate", "ci_low", "ci_high", "p_value", "q", "n_models", "n_control", "n_prompts"]
+        + ["n_samples", "mde", "powered"],
+    )
 
 
 def baseline_section(doc: Page, cmp: pd.DataFrame | None, figs: Mapping[str, Path]) -> None:
@@ -290,6 +346,7 @@ def baseline_section(doc: Page, cmp: pd.DataFrame | None, figs: Mapping[str, Pat
                 "diff_low",
                 "diff_high",
                 "p_value",
+                "q",
                 "test",
                 *DESIGN_COLUMNS,
             ],
@@ -322,6 +379,7 @@ def mitigation_section(doc: Page, mit: pd.DataFrame | None, figs: Mapping[str, P
                 "ci_high",
                 "n_pairs",
                 "p_value",
+                "q",
                 "test",
                 *DESIGN_COLUMNS,
             ],

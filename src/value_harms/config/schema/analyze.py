@@ -13,8 +13,9 @@ class AnalysisConfig:
     alignment_inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/train"])
     audit_inputs: List[str] = field(default_factory=lambda: ["${paths.output_dir}/runs/evaluate"])
     allow_mixed: bool = False  # allow one metric to mix scorers or benchmark versions
-    # Partial results (some scores missing) are analysed only up to this share of missing scores.
-    max_missing_frac: float = 0.0
+    # Partial results are used cell by cell (a prompt without a score is one missing (model, prompt) cell);
+    # one missing more than this share of its scores is left out whole (a failed scorer run, not a few filtered texts).
+    max_missing_frac: float = 0.5
     # Largest difference in per-text fallback share (texts scored by a fallback scorer, e.g. Detoxify
     # behind Perspective) between results compared on one metric; beyond it analysis refuses (or, with
     # allow_mixed, flags) the comparison.
@@ -22,14 +23,22 @@ class AnalysisConfig:
     regression_baseline: str = "vim"  # which models the value regressions are fitted on (vim | icl | ...)
     standardize: bool = False  # standardised regression coefficients
     higher_order: bool = False  # regress on the 4 higher-order values instead of the 10
-    alpha: float = 0.05  # FDR level (Benjamini-Hochberg)
+    # one false-discovery-rate family over every test the report can headline (regression
+    # coefficients, comparisons with the vanilla model, mitigation deltas, value contrasts); an effect is
+    # named only with q <= alpha. fdr_method: bh (Benjamini-Hochberg) | by (Benjamini-Yekutieli, any dependence).
+    alpha: float = 0.05
+    fdr_method: str = "bh"
     conf: float = 0.95  # confidence level of intervals
     top_k: int = 5  # findings printed
-    # issue 14: a comparison headlines an effect only when its design has at least min_models models
+    # a comparison headlines an effect only when its design has at least min_models models
     # (per sampled group; the vanilla model is one fixed reference) and min_prompts prompts; otherwise
     # it is reported as underpowered with its minimum detectable effect.
     min_models: int = 5
     min_prompts: int = 30
-    regression_mixed: bool = False  # also fit prompt-level mixed models (random intercept per profile)
+    # a value regression headlines a slope only with at least this many profiles (40 leave 29
+    # residual df for 11 parameters); below it, it is reported as underpowered with its minimum detectable slope.
+    min_regression_profiles: int = 40
+    # also fit prompt-level mixed models (random intercept per profile; t tests with profiles - 11 df)
+    regression_mixed: bool = False
     # Where the automatic mitigation (values to disregard per category) is written for mitigation=auto.
     auto_mitigation_file: str = "${paths.output_dir}/analysis/auto_mitigation.json"

@@ -186,7 +186,8 @@ class VllmConfig:
     port: Optional[int] = None  # None = a free port
     dtype: Optional[str] = None  # None = model.dtype; part of the cache key
     max_model_len: Optional[int] = 2048  # null = the model's own context
-    max_num_batched_tokens: int = 16384  # >= one step's prompts: seeded requests need it on CPU (VLLM.md)
+    # >= one step's prompts: seeded requests need it on CPU (docs/DECISIONS.md "Generation engines")
+    max_num_batched_tokens: int = 16384
     max_loras: Optional[int] = None  # adapters per batch; None = those of the first pass (at least 1)
     max_lora_rank: Optional[int] = None  # None = the largest rank of the first pass's adapters (at least 8)
     gpu_memory_utilization: Optional[float] = None

