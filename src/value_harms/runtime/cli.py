@@ -20,6 +20,23 @@ from value_harms.errors import ValueHarmsError
 _SWEEP_FN = re.compile(r"^\s*(glob|choice|range|interval|tag|sort|shuffle)\(")
 
 
+def closest_options(name: str, options: list[str], n: int = 5) -> list[str]:
+    """Up to n options most similar to `name` (difflib ratio, the better of as-typed and case-insensitive), best
+    first; equal ratios in natural order (close_Pow_2, close_Pow_4, ..., not difflib's reverse close_Pow_9, _8)."""
+
+    def ratio(o: str) -> float:
+        return max(
+            difflib.SequenceMatcher(None, name, o).ratio(),
+            difflib.SequenceMatcher(None, name.lower(), o.lower()).ratio(),
+        )
+
+    def natural(o: str) -> list:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", o)]
+
+    scored = sorted((-r, natural(o), o) for o in options if (r := ratio(o)) >= 0.5)
+    return [o for _, _, o in scored[:n]]
+
+
 def group_options(group: str, conf: Path | None = None) -> list[str]:
     """Option names of a config group (YAML files in conf/<group>/)."""
     folder = (conf or _conf_dir()) / group
@@ -47,14 +64,8 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
         options = group_options(key, conf)
         for opt in (v.strip() for v in value.split(",")):
             if opt and opt not in options:
-                close = difflib.get_close_matches(opt, options, n=5, cutoff=0.5)
-                close += [
-                    o
-                    for o in difflib.get_close_matches(opt.lower(), [o.lower() for o in options], n=5, cutoff=0.5)
-                    for o in [options[[x.lower() for x in options].index(o)]]
-                    if o not in close
-                ]
-                hint = f"closest: {', '.join(close[:5])}" if close else f"options: {', '.join(options[:12])}"
+                close = closest_options(opt, options)
+                hint = f"closest: {', '.join(close)}" if close else f"options: {', '.join(options[:12])}"
                 return f"unknown {key} '{opt}'; {hint} (all options: ls conf/{key}/)"
     return vanilla_values_problem(argv) or key_problem(
         argv, groups, script=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "train.py"
