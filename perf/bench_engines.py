@@ -51,7 +51,7 @@ def make_adapters(model_cfg, cache: str, k: int, out: Path) -> dict[str, str]:
 
     from value_harms.eval.engines import adapter_name
     from value_harms.models.loading import load_base_model
-    from value_harms.models.lora import adapter_fingerprint
+    from value_harms.models.lora import adapter_sha256
 
     found = {}
     for i in range(k):
@@ -66,7 +66,7 @@ def make_adapters(model_cfg, cache: str, k: int, out: Path) -> dict[str, str]:
                     if "lora_B" in name:
                         p.copy_(torch.randn(p.shape, generator=g) * 0.02)
             peft.save_pretrained(str(d))
-        found[adapter_name(adapter_fingerprint(str(d)))] = str(d)
+        found[adapter_name(adapter_sha256(str(d)))] = str(d)
     return found
 
 

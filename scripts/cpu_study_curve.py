@@ -1,4 +1,4 @@
-"""Issue-15 metrics from stored alignment results: target lift, cross separation, Spearman vs target.
+"""The cpu_study metrics from stored alignment results: target lift, cross separation, Spearman vs target.
 
 Reads train_result.json files (a train.py run folder's or the store's copy) named `<tag>-<Profile>.json`
 in one folder, plus `vanilla.json` (the untrained base model's result), and prints one markdown row per

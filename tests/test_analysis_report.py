@@ -306,7 +306,7 @@ def test_heatmap_split_per_metric(tmp_path, monkeypatch):
 
 
 def test_findings_sentences():
-    """One family over every test (issue 21): the raw p 0.030 of a comparison is not headlined among 35
+    """One family over every test: the raw p 0.030 of a comparison is not headlined among 35
     tests; every sentence names its estimand and states q and the family size."""
     f = R.top_findings(_reg(), _cmp(), _mit(), k=5)
     assert f[0] == (

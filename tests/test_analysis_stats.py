@@ -1,4 +1,4 @@
-"""Analysis: tidy loading, comparability, value regressions, variant comparisons, mitigations (issue #4).
+"""Analysis: tidy loading, comparability, value regressions, variant comparisons, mitigations.
 
 Golden tests on synthetic results in the evaluate task's results.json format (written into tmp folders):
 154 profiles with seeded random intensities in [1, 6] and a planted effect
@@ -446,7 +446,7 @@ def test_too_few_rows_are_skipped_and_rank_deficiency_flagged():
     reg, skipped = value_regressions(results_to_frame(recs), return_skipped=True)
     assert list(skipped["category"]) == ["small"] and "12 profiles < 11 parameters + 2" in skipped["reason"][0]
     assert reg["rank_deficient"].all()
-    # issue 21: exact collinearity shows in the diagnostics too (infinite VIF and condition index)
+    # exact collinearity shows in the diagnostics too (infinite VIF and condition index)
     terms = reg[reg["term"] != "Intercept"]
     assert np.isinf(terms["cond_index"]).all() and np.isinf(terms.set_index("term").loc["Power", "vif"]).all()
     assert not terms["powered"].any() and (terms["df_resid"] == 30 - 10).all()  # n - rank

@@ -91,7 +91,7 @@ def test_report_renders_from_a_real_sweep(sweep, compose):
     auto = json.loads(Path(f"{sweep}/auto.json").read_text())
     assert "all" in auto and isinstance(auto["all"], list)
     assert summary["findings"], "top findings are printed"
-    # issue 21: the family and the estimands are stated; 14 profiles are fitted but underpowered (< 40)
+    # the family and the estimands are stated; 14 profiles are fitted but underpowered (< 40)
     fam = summary["family"]
     assert fam["size"] >= 10 and fam["by_source"]["regression"] >= 10
     assert f"over a family of {fam['size']} test(s)" in md and "vs this vanilla model" in md.replace("\n", " ")

@@ -1,4 +1,4 @@
-"""The package's shape, checked (issue 11; docs/ARCHITECTURE.md is the prose of these rules).
+"""The package's shape, checked (docs/ARCHITECTURE.md is the prose of these rules).
 
 - Every import of value_harms.* (module top or inside a function: hidden edges count too) goes to a
   package the importer may depend on (ALLOWED below); nothing imports upward.
@@ -23,22 +23,23 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "value_harms"
 
 # package (first component under value_harms) -> packages it may import (besides itself).
-# Lowest first: errors / metrics / leaf config modules, core, store, config, runtime, models + data,
-# alignment + scoring, train, eval, analysis (never train or eval), tools (anything).
+# Lowest first: errors / metrics / leaf config modules, the HTTP layer (net), core, store, config, runtime,
+# models + data, alignment + scoring, train, eval, analysis (never train or eval), tools (anything).
 LEAVES = {"errors", "metrics", "config.paths", "config.access"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "metrics": set(),
     "config.paths": set(),
     "config.access": set(),
+    "net": {"errors"},
     "core": {"errors", "config.paths"},
     "store": {"errors", "core"},
     "config": {"errors", "core", "store"},
-    "runtime": {"errors", "core", "config", "store"},
+    "runtime": {"errors", "core", "config", "store", "net"},
     "models": {"errors", "core", "config", "store"},
     "data": {"errors", "core", "config"},
     "alignment": {"errors", "core", "config", "data"},
-    "scoring": {"errors", "core", "config", "store", "metrics"},
+    "scoring": {"errors", "core", "config", "store", "metrics", "net"},
     "train": {"errors", "core", "config", "store", "runtime", "models", "data", "alignment"},
     "eval": {
         "errors",
@@ -52,6 +53,7 @@ ALLOWED: dict[str, set[str]] = {
         "scoring",
         "train",
         "metrics",
+        "net",
     },
     "analysis": {"errors", "core", "config", "store", "runtime", "metrics"},
     "tools": {"*"},
@@ -217,3 +219,66 @@ def test_the_lowest_layers_stay_low(rule):
     for path in (PKG / rule).rglob("*.py") if (PKG / rule).is_dir() else [PKG / f"{rule}.py"]:
         units = {_unit(t) for _, t in _imports(path)} - {rule, "(root)"}
         assert units <= ALLOWED[rule], (path, units)
+
+
+def _private_uses(src: str, own: str, where: str) -> list[str]:
+    """Where the source of module `own` reaches a `_private` name of another module of the package:
+    `from value_harms.x import _y` (module top or inside a function) and `x._y` where `x` names a module of the
+    package (`import value_harms.x as x`, `from value_harms import x`, `value_harms.x._y`). Dunder names
+    (`__version__`) are public; `__future__` is not the package."""
+    modules: dict[str, str] = {}  # local name -> module of the package it names
+    out = []
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("value_harms"):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                if sub in KNOWN_MODULES:
+                    modules[a.asname or a.name] = sub
+                elif a.name.startswith("_") and not a.name.startswith("__") and node.module != own:
+                    out.append(f"{where}:{node.lineno} imports {a.name} from {node.module}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("value_harms"):
+                    modules[a.asname or "value_harms"] = a.name if a.asname else "value_harms"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            head, _, rest = ast.unparse(node.value).partition(".")
+            target = modules.get(head)
+            target = f"{target}.{rest}" if target and rest else target
+            if target in KNOWN_MODULES and target != own:
+                out.append(f"{where}:{node.lineno} uses {target}.{node.attr}")
+    return out
+
+
+KNOWN_MODULES = {_module(p) for p in MODULES}
+
+
+def test_no_module_uses_another_modules_private_names():
+    """What a module shares is public: no `_private` name crosses a module boundary (tests may use them)."""
+    bad = [use for p in MODULES for use in _private_uses(p.read_text(), _module(p), str(p.relative_to(ROOT)))]
+    assert not bad, "private names used across modules (make them public where they are defined):\n" + "\n".join(bad)
+
+
+def test_the_private_name_check_sees_each_form():
+    """The check above finds each way a private name is reached, and passes a module's own names and dunders."""
+    code = (
+        "from __future__ import annotations\n"
+        "from value_harms import __version__\n"
+        "from value_harms.eval.job import (\n    prepare_job,\n    _hidden,\n)\n"
+        "from value_harms.eval.probe import _own\n"
+        "from value_harms.models import loading\n"
+        "import value_harms.store.files as F\n"
+        "import value_harms.store.identity\n"
+        "def f(self):\n"
+        "    from value_harms.store.records import _migrated\n"
+        "    return loading._tiny, F._UMASK, value_harms.store.identity._HASHES, loading.tiny_dict, self._x\n"
+    )
+    found = [f.split(" ", 1)[1] for f in _private_uses(code, "value_harms.eval.probe", "probe.py")]
+    assert found == [
+        "imports _hidden from value_harms.eval.job",
+        "imports _migrated from value_harms.store.records",
+        "uses value_harms.models.loading._tiny",
+        "uses value_harms.store.files._UMASK",
+        "uses value_harms.store.identity._HASHES",
+    ], found

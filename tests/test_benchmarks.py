@@ -17,9 +17,9 @@ from value_harms.eval.benchmarks import (
     REGARD_TEMPLATES,
     Prompt,
     load_prompts,
-    prompt_fingerprint,
     render,
 )
+from value_harms.store.identity import prompt_set_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).resolve().parent / "fixtures" / "benchmarks"
@@ -208,7 +208,7 @@ def _dispreferred(folder: Path) -> set[str]:
 def test_holistic_bias_full_set(data_dir):
     prompts = load_prompts(bench("holisticbiasr"), str(data_dir))
     assert len(prompts) == 17_700  # 1,770 noun phrases x 10 templates
-    assert prompt_fingerprint(prompts) == prompt_fingerprint(load_prompts(bench("holisticbiasr"), str(data_dir)))
+    assert prompt_set_sha256(prompts) == prompt_set_sha256(load_prompts(bench("holisticbiasr"), str(data_dir)))
     assert {(p.meta["template_kind"], p.meta["template"]) for p in prompts} == set(REGARD_TEMPLATES)
     assert collections.Counter(k for k, _ in REGARD_TEMPLATES) == {"respect": 5, "occupation": 5}
     assert len(REGARD_TEMPLATES) == 10
@@ -412,16 +412,16 @@ def test_limit_keeps_file_order():
 
 
 # --------------------------------------------------------------------------------------------------
-# Fingerprint / render
+# Prompt-set hash / render
 
 
-def test_fingerprint_and_render():
+def test_prompt_set_hash_and_render():
     a = [Prompt("1", "The cat sat"), Prompt("2", "The dog ran")]
-    fp = prompt_fingerprint(a)
-    assert len(fp) == 64 and fp == prompt_fingerprint(list(a))
-    assert fp != prompt_fingerprint(a[::-1])
-    assert fp != prompt_fingerprint([Prompt("1", "The cat sat!"), a[1]])
-    assert fp != prompt_fingerprint([Prompt("1", "The cat satThe dog ran"), Prompt("2", "")])
+    fp = prompt_set_sha256(a)
+    assert len(fp) == 64 and fp == prompt_set_sha256(list(a))
+    assert fp != prompt_set_sha256(a[::-1])
+    assert fp != prompt_set_sha256([Prompt("1", "The cat sat!"), a[1]])
+    assert fp != prompt_set_sha256([Prompt("1", "The cat satThe dog ran"), Prompt("2", "")])
     assert render(Prompt("x", "Why {so}?"), "Q: {prompt}\nA:") == "Q: Why {so}?\nA:"
     with pytest.raises(BenchmarkError) as e:
         render(a[0], "QUESTION: {question}")

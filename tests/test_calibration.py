@@ -1,4 +1,4 @@
-"""Offline toxicity calibrated to Perspective's scale (issue 14): isotonic fit with k-fold held-out
+"""Offline toxicity calibrated to Perspective's scale: isotonic fit with k-fold held-out
 figures on DecodingTrust's RTP copy (read from the data folder at run time), cache keyed by the data's
 sha256, calibrated + raw scores in the toxicity chain, the scorer identity, and Detoxify (tiny
 checkpoint) through the same machinery."""
@@ -50,8 +50,11 @@ def test_profanity_check_calibrated_to_perspective(profanity_calibration):
     out = cal(np.linspace(0, 1, 101))
     assert np.all(np.diff(out) >= 0) and out.min() >= 0 and out.max() <= 1
     # cached by data sha256 + scorer identity: a second call does not score anything
-    files = list((cache / "calibration").glob("*.json"))
-    assert len(files) == 1
+    from value_harms.store.cache import _TABLE, CACHE_FILE, KVStore
+
+    kv = KVStore(cache / CACHE_FILE, _TABLE)
+    assert len(kv) == 1 and not (cache / "calibration").exists()
+    kv.close()
 
     class NoScoring:
         cache_id, name = "profanity_check:" + rec["scorer_id"].split(":", 1)[1], "x"

@@ -1,4 +1,4 @@
-"""Issue 15 levers and metrics: QA score balancing, answer-token loss weight, target lift / cross
+"""The cpu_study levers and metrics: QA score balancing, answer-token loss weight, target lift / cross
 separation / Spearman, and the alignment summary scalars a training run logs."""
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def fake_python(tmp_path):
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch):
     from value_harms.eval import engines as E
-    from value_harms.scoring.http import reset_breakers
+    from value_harms.net import reset_breakers
 
     monkeypatch.setenv("VLLM_API_KEY", "test-key")
     E._IDENTITY_CACHE.clear()
@@ -112,7 +112,7 @@ def test_engine_keys_are_those_of_the_code_before_engine_settings(cfg_of, fake_p
     from value_harms.core.profiles import load_profile
     from value_harms.eval.engines import engine_identity, engine_settings
     from value_harms.eval.generation import GenRequest, GenSettings
-    from value_harms.eval.variants import _model_identity
+    from value_harms.eval.variants import model_identity
 
     gen = GenSettings(max_new_tokens=6, num_samples=2, temperature=0.7, top_p=0.9, seed=4242)
     with FakeVllm(root=tiny_root_name, key="test-key") as srv:
@@ -121,7 +121,7 @@ def test_engine_keys_are_those_of_the_code_before_engine_settings(cfg_of, fake_p
             cfg = cfg_of(*overrides)
             ident = json.loads(json.dumps(engine_identity(engine_settings(cfg))).replace(port, "<port>"))
             assert ident == OLD_IDENTITY[name], name
-            model_key = _model_identity(cfg, load_profile("vanilla"), "vanilla")[3]
+            model_key = model_identity(cfg, load_profile("vanilla"), "vanilla")[3]
             dtype = "float16" if "generation.dtype=float16" in overrides else "float32"
             dtype = "bfloat16" if "model.dtype=bfloat16" in overrides else dtype
             engine = "" if ident is None else ', "engine": ' + json.dumps(ident, sort_keys=True)
@@ -222,7 +222,7 @@ def test_a_new_engine_is_one_registry_entry_and_runs_through_the_real_path(
     from value_harms.eval import engines as E
     from value_harms.eval.engines import vllm
     from value_harms.eval.task import run_evaluate
-    from value_harms.scoring.http import endpoint_id
+    from value_harms.net import endpoint_id
     from value_harms.tools.estimate import main as estimate
 
     seed = f"generation.seed={zlib.crc32(request.node.name.encode()) % 100000 + 1000}"

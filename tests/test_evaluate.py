@@ -265,7 +265,7 @@ def test_mixed_adapter_batch_matches_separate_jobs(compose, tmp_path, cache_dir,
 
 
 def test_pvq_benchmark_honours_the_demo_items_switch(evaluate, tmp_path):
-    """benchmark=pvq reads alignment.fallback_to_demo_items like training does (issue 11: it used to fall back
+    """benchmark=pvq reads alignment.fallback_to_demo_items like training does (it used to fall back
     to the demo items whatever the switch said)."""
     missing = f"benchmark.path={tmp_path}/no_such_items.csv"
     with pytest.raises(FileNotFoundError, match="no_such_items.csv"):

@@ -1,4 +1,4 @@
-"""The prepared GPU check of issue 12 (perf/gpu_check.sh, perf/gpu_check.py, perf/gpu_check_vllm.py),
+"""The prepared GPU check (perf/gpu_check.sh, perf/gpu_check.py, perf/gpu_check_vllm.py),
 smoke-tested on CPU with the tiny shape: every figure present, each part's failure recorded without
 stopping the others, the vLLM side isolated from the project's code."""
 

@@ -1,4 +1,4 @@
-"""Issue 9: a stored result is exactly what its config asks for (identity, completeness, reuse).
+"""A stored result is exactly what its config asks for (identity, completeness, reuse).
 
 Each test reproduces one way the promise broke before the store keyed results by content."""
 
@@ -264,13 +264,13 @@ def test_edited_train_result_is_detected(train, caplog):
 
 def test_lock_wait_reuses_the_finished_result(cfgs, evaluate, caplog):
     from value_harms.core.profiles import profile_from_cfg
-    from value_harms.eval.job import _load_benchmark, prepare_job
+    from value_harms.eval.job import load_benchmark, prepare_job
     from value_harms.eval.task import run_evaluate
     from value_harms.store import files
 
     args = ["value_profile=vanilla", *RTP, "scorer=profanity_check"]
     cfg = cfgs("evaluate", *args)
-    prompts, fp = _load_benchmark(cfg)
+    prompts, fp = load_benchmark(cfg)
     store = prepare_job(cfg, profile_from_cfg(cfg.value_profile), "vanilla", prompts, fp).store
     out: dict = {}
     with files.locked(store):
@@ -362,16 +362,16 @@ def test_analysis_refuses_to_pool_two_trainings_of_one_profile(tmp_path):
 
 
 def test_adapter_identity_does_not_depend_on_the_base_models_cache_folder(tmp_path):
-    from value_harms.models.lora import adapter_fingerprint
+    from value_harms.models.lora import adapter_sha256
 
     for name, base in (("a", "/cache/one/models/tiny-x"), ("b", "/other/cache/models/tiny-x")):
         d = tmp_path / name
         d.mkdir()
         (d / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": base}))
         (d / "adapter_model.safetensors").write_bytes(b"weights")
-    assert adapter_fingerprint(tmp_path / "a") == adapter_fingerprint(tmp_path / "b")
+    assert adapter_sha256(tmp_path / "a") == adapter_sha256(tmp_path / "b")
     (tmp_path / "b" / "adapter_config.json").write_text(json.dumps({"r": 4, "base_model_name_or_path": "x"}))
-    assert adapter_fingerprint(tmp_path / "a") != adapter_fingerprint(tmp_path / "b")
+    assert adapter_sha256(tmp_path / "a") != adapter_sha256(tmp_path / "b")
 
 
 def test_one_content_hash_keeps_the_persisted_keys(tmp_path):
@@ -389,8 +389,8 @@ def test_one_content_hash_keeps_the_persisted_keys(tmp_path):
     payload = {"items": old_file_fp, "bs": 8, "new": 32}  # the PVQ alignment cache key
     old_fp = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert identity.digest(payload, 12) == old_fp
-    tiny = loading._tiny_dict({})  # the built tiny model's folder name
-    obj = {"tiny": tiny, "v": loading._TINY_BUILDER_VERSION, "corpus": list(loading.TINY_CORPUS)}
+    tiny = loading.tiny_dict({})  # the built tiny model's folder name
+    obj = {"tiny": tiny, "v": loading.TINY_BUILDER_VERSION, "corpus": list(loading.TINY_CORPUS)}
     old_short = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
     assert Path(loading.resolve_model_dir({"source": "tiny", "name": "tiny"}, tmp_path)).name == f"tiny-{old_short}"
     assert not hasattr(files, "fingerprint") and not hasattr(files, "file_fingerprint")

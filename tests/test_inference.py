@@ -1,4 +1,4 @@
-"""Inference at the right unit (issue 14): two-way (models x prompts) intervals, coverage and FDR on
+"""Inference at the right unit: two-way (models x prompts) intervals, coverage and FDR on
 simulated small studies, per-profile regressions, power, and "underpowered" findings.
 
 The simulations are vectorised (one call of `two_way` runs every study) and take well under a second.

@@ -1,4 +1,4 @@
-"""Missing (unit, prompt) cells do not delete the study (issue 21 section 2).
+"""Missing (unit, prompt) cells do not delete the study.
 
 A prompt is used wherever each side of a comparison has at least one cell on it; a partial result is
 used cell-wise up to analysis.max_missing_frac. Checked here: the prompts and cells each comparison row

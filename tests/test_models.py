@@ -83,8 +83,8 @@ def test_lora_roundtrip_detach_and_fingerprint(cache, tmp_path):
     assert not torch.allclose(moved, ref)
     a1 = tmp_path / "a1"
     peft.save_pretrained(a1)
-    fp1 = lora.adapter_fingerprint(a1)
-    assert fp1 == lora.adapter_fingerprint(a1) and len(fp1) == 64
+    fp1 = lora.adapter_sha256(a1)
+    assert fp1 == lora.adapter_sha256(a1) and len(fp1) == 64
 
     back = lora.detach_lora(peft)
     assert back is base and not any("lora_" in n for n, _ in back.named_modules())
@@ -100,7 +100,7 @@ def test_lora_roundtrip_detach_and_fingerprint(cache, tmp_path):
                 p.add_(0.1)
     a2 = tmp_path / "a2"
     loaded.save_pretrained(a2)
-    assert lora.adapter_fingerprint(a2) != fp1
+    assert lora.adapter_sha256(a2) != fp1
 
     # the base can take a new adapter after detach (the multirun reuse path)
     again = lora.attach_lora(back, r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], seed=0)

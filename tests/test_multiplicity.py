@@ -1,4 +1,4 @@
-"""Issue 21: one false-discovery-rate family over every test the report can headline, the contrasts that
+"""One false-discovery-rate family over every test the report can headline, the contrasts that
 isolate values, and honest small-n regressions.
 
 Null studies come from perf/sim_null_studies.py (RTP-like: a vanilla model, N VIM profiles, the same N as

@@ -1,4 +1,4 @@
-"""Network scorers and W&B with the network down: bounded per job, never per text (issue 9, items 4, 10).
+"""Network scorers and W&B with the network down: bounded per job, never per text.
 
 Unreachable endpoints on 127.0.0.1: a closed port (refused at once) and a black hole (accepts the
 connection, never answers: the client waits its read timeout). Timeouts are small here; the bounds
@@ -26,9 +26,9 @@ from helpers.fake_perspective import FakePerspective, fake_score
 from helpers.timing import bounded
 from value_harms.config.schema import BreakerConfig, JudgeConfig, PerspectiveConfig, ScorerConfig
 from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
+from value_harms.net import breaker_for
 from value_harms.scoring import probe, reset_breakers
 from value_harms.scoring.download import forget_failures
-from value_harms.scoring.http import breaker_for
 from value_harms.scoring.judge import JudgeScorer
 from value_harms.scoring.toxicity.chain import build_toxicity_scorer
 from value_harms.scoring.toxicity.perspective import PROBE_TEXT, PerspectiveScorer

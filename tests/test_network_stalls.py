@@ -1,4 +1,4 @@
-"""Network stalls that remained after issue 9 (issue 20, section 2), each bounded per job.
+"""Network stalls, each bounded per job.
 
 - Detoxify's weights download (torch.hub: urllib, no timeout) behind a dropped route / a proxy that
   accepts and never answers: bounded by the connect and read timeouts, decided once per process.
@@ -34,7 +34,7 @@ from value_harms.scoring.toxicity import chain as chain_mod
 
 JUDGE_KEY = "sk-stall-canary-0099"
 PKEY = "test-key-5f3a9c"
-GOAL_S = 20.0  # issue 20: a down, wrong or refusing endpoint costs at most this per job
+GOAL_S = 20.0  # a down, wrong or refusing endpoint costs at most this per job
 
 
 @pytest.fixture(autouse=True)

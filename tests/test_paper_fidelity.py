@@ -1,4 +1,4 @@
-"""Issue 10: places where the paper's model, judges or baselines would give other numbers than the
+"""Places where the paper's model, judges or baselines would give other numbers than the
 paper's code. Each test reproduces the paper-scale behaviour on a fixture built offline (a tokenizer in
 the Llama-2 layout, stored results, small instruction files)."""
 
@@ -283,7 +283,7 @@ def _ctx(store, **kw):
         "store_dir": str(store),
         "benchmark": "holisticbiasr",
         "version": "1",
-        "prompts_sha256": "P",
+        "prompt_set_sha256": "P",
         "base": "meta-llama/Llama-2-7b-hf",
         "revision": "r1",
         "dtype": "float32",

@@ -1,4 +1,4 @@
-"""Issue 10 items 5, 6, 7 (gating) and 11: judging as the paper's code judges, per-text scorer fallback
+"""Judging as the paper's code judges, per-text scorer fallback
 shares, RTP prompts scored on too few samples, HEx-PHI category sets.
 
 The judge runs against the fake OpenAI-compatible server (tests/helpers/fake_openai.py) answering the

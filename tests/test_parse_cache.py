@@ -1,4 +1,4 @@
-"""The parse cache of samples.jsonl (issue 21 section 5): a second analysis of an unchanged store reads no
+"""The parse cache of samples.jsonl: a second analysis of an unchanged store reads no
 samples and gives the same tables; an edited or re-completed result misses the cache; the fast parser
 gives what a plain per-line reading of the same file gives."""
 

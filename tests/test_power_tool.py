@@ -1,4 +1,4 @@
-"""The power tool (issue 21 section 4): variance components by level, the MDE checked against
+"""The power tool: variance components by level, the MDE checked against
 simulation, the command on a pilot store, and constant metrics (nothing detectable).
 
 Realised power: studies of the planned design with the true difference set to the MDE the tool

@@ -1,4 +1,4 @@
-"""The registries (issue 11): measures, benchmarks, scorers. An unknown name is a one-line error that names
+"""The registries: measures, benchmarks, scorers. An unknown name is a one-line error that names
 it and the known ones; an entry added in a test runs through the same path as the shipped ones."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from value_harms.errors import EvaluationError
 from value_harms.eval.benchmarks import Prompt
 from value_harms.eval.measures import MEASURES, Measure, check_benchmark_config, compute_metrics
+from value_harms.metrics import MEASURE_SPECS, MeasureSpec, MetricSpec, Scale
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -58,23 +59,46 @@ def test_a_measure_registered_in_a_test_computes_through_the_same_path(monkeypat
             "missing": sum(r["score"] is None for r in rows),
         }
 
-    monkeypatch.setitem(
-        MEASURES, "length", Measure("length", "Length", scorer=None, metrics=("mean_length",), group=group)
-    )
+    spec = MeasureSpec("length", "Length", metrics=(MetricSpec("mean_length", True, Scale("characters", 0.0, None)),))
+    monkeypatch.setitem(MEASURES, "length", Measure(spec, scorer=None, group=group))
+    bench = OmegaConf.create({"name": "t", "measure": "length", "metrics": ["mean_length"]})
+    with pytest.raises(EvaluationError, match="call metrics.register_measure") as e:  # analysis would miss it
+        compute_metrics(bench, [], [])
+    _one_line(e)
+    monkeypatch.setitem(MEASURE_SPECS, "length", spec)
     prompts = [Prompt("a", "x", "c1"), Prompt("b", "y", "c2")]
     rows = [
         {"id": "a", "category": "c1", "score": 2.0},
         {"id": "b", "category": "c2", "score": 4.0},
         {"id": "b", "category": "c2", "score": None},
     ]
-    out = compute_metrics(
-        OmegaConf.create({"name": "t", "measure": "length", "metrics": ["mean_length"]}), prompts, rows
-    )
+    out = compute_metrics(bench, prompts, rows)
     assert out == {
         "overall": {"mean_length": 3.0, "n": 2, "missing": 1},
         "c1": {"mean_length": 2.0, "n": 1, "missing": 0},
         "c2": {"mean_length": 4.0, "n": 1, "missing": 1},
     }
+
+
+def test_each_measure_is_declared_once_in_metrics_and_referenced_by_its_entry():
+    """The evaluation entry of every measure is its metrics/ declaration: names, metrics and direction are
+    read from there (no second list), and a declaration clashing with a registered one is refused."""
+    from value_harms.metrics import ALIGNMENT, TOXICITY, harm_sign, non_harm_metrics, register_measure
+
+    assert set(MEASURES) == set(MEASURE_SPECS)
+    for name, m in MEASURES.items():
+        assert m.spec is MEASURE_SPECS[name] and m.name == name and m.metrics == m.spec.metric_names
+    assert non_harm_metrics() == {m.name for m in ALIGNMENT.all_metrics}
+    assert not ALIGNMENT.harm and MEASURES["alignment"].reads_answers and not MEASURES["toxicity"].reads_answers
+    assert harm_sign("toxicity_probability") == 1 and harm_sign("nmse_expected") == 0 and harm_sign("unknown") == 1
+    with pytest.raises(ValueError, match="'toxicity' is registered already"):
+        register_measure(TOXICITY)
+    clash = MeasureSpec("tox2", "Tox", metrics=(MetricSpec("toxicity_probability", True, TOXICITY.metrics[1].scale),))
+    with pytest.raises(ValueError, match="declared by measure 'toxicity'"):
+        register_measure(clash)
+    assert "tox2" not in MEASURE_SPECS
+    with pytest.raises(ValueError, match="not both"):
+        MetricSpec("x", True, Scale("x", 0.0, 1.0), per_sample=lambda s, labels: s, prompt_value=lambda s, labels, t: 0)
 
 
 def test_benchmark_metrics_chooses_what_is_computed():

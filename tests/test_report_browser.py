@@ -1,6 +1,6 @@
-"""The HTML report rendered in headless Chromium (issue 14): no horizontal overflow of the page at
+"""The HTML report rendered in headless Chromium: no horizontal overflow of the page at
 1280 px, every image loads, no console or page errors; a screenshot of the first screen is saved next
-to the report. The report holds issue 14's two-way intervals and the design of every comparison.
+to the report. The report holds the two-way intervals and the design of every comparison.
 
 Chromium: the Debian package `chromium` (`scripts/browser/ensure_chromium.sh` installs it; `.ci/run`
 calls it, and so does `make test`). Where no binary is on PATH the test skips with the true reason and
@@ -111,7 +111,7 @@ def report(tmp_path_factory):
 @needs_chromium
 def test_report_renders_in_chromium(report):
     page = report.read_text(encoding="utf-8")
-    # issue 14's inference and design are in the page, next to every comparison
+    # the inference and design are in the page, next to every comparison
     assert "two-way (models x prompts)" in page and "underpowered" in page
     for col in ("n_models", "n_prompts", "n_samples", "mde", "powered", "diff_low", "diff_high"):
         assert f"<th>{col}</th>" in page

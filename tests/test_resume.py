@@ -212,7 +212,7 @@ def test_adapter_files_do_not_depend_on_the_process(compose, cache_dir, tmp_path
     """PEFT writes target_modules (a set) in string-hash order, which differs between processes
     (PYTHONHASHSEED): the same weights must still give the same files and sha256."""
     from value_harms.models.loading import get_base_model
-    from value_harms.models.lora import adapter_fingerprint, attach_lora, detach_lora
+    from value_harms.models.lora import adapter_sha256, attach_lora, detach_lora
     from value_harms.train.module import save_adapter
 
     cfg = compose("train", ["model=tiny", f"paths.cache_dir={cache_dir}"])
@@ -223,7 +223,7 @@ def test_adapter_files_do_not_depend_on_the_process(compose, cache_dir, tmp_path
         for i, order in enumerate((["q_proj", "v_proj"], ["v_proj", "q_proj"])):
             model.peft_config["default"].target_modules = order  # what two processes can hold
             save_adapter(model, tmp_path / f"a{i}")
-            shas.append(adapter_fingerprint(tmp_path / f"a{i}"))
+            shas.append(adapter_sha256(tmp_path / f"a{i}"))
     finally:
         detach_lora(model)
     assert shas[0] == shas[1]

@@ -1,4 +1,4 @@
-"""The commands the project prints for the user to run, run as printed (issue 20): a missing adapter's
+"""The commands the project prints for the user to run, run as printed: a missing adapter's
 `python train.py ...` reproduces the evaluate config's training key exactly, and an edit of a profile's
 values needs a profile to edit."""
 

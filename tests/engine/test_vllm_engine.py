@@ -24,7 +24,7 @@ from helpers.cli import ROOT, run_script
 from value_harms.eval.engines import adapter_name, engine_settings, get_engine, shutdown_engines
 from value_harms.eval.generation import GenRequest, GenSettings, generate
 from value_harms.models.loading import get_base_model, load_base_model, resolve_model_dir
-from value_harms.models.lora import adapter_fingerprint, detach_lora, load_adapters
+from value_harms.models.lora import adapter_sha256, detach_lora, load_adapters
 
 pytestmark = pytest.mark.engine
 
@@ -66,7 +66,7 @@ def _make_adapter(out: Path, seed: int) -> str:
 def adapters(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     paths = [_make_adapter(root / f"a{i}", seed=i) for i in range(3)]
-    return {adapter_name(adapter_fingerprint(p)): p for p in paths}
+    return {adapter_name(adapter_sha256(p)): p for p in paths}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Analysis of evaluation results: tidy table, comparability check, regressions and comparisons."""
 
 from value_harms.analysis.stats import (
-    NON_HARM_METRICS,
     auto_mitigation,
     compare_baselines,
     mitigation_effects,
@@ -22,7 +21,6 @@ from value_harms.errors import AnalysisError
 
 __all__ = [
     "AnalysisError",
-    "NON_HARM_METRICS",
     "TIDY_COLUMNS",
     "auto_mitigation",
     "check_comparable",

@@ -6,11 +6,12 @@ time a researcher changes an analysis option is the cost this module removes:
 
 - reading: samples.jsonl is parsed by pyarrow's JSON reader (only `id`, `score`, `label`), with the
   standard-library parser as the fallback for anything pyarrow will not type (numeric ids, booleans);
-  both give the same values (metrics.PROMPT_VALUES, one function per measure, is the one definition);
+  both give the same values (each measure's MeasureSpec in value_harms.metrics, declared beside its
+  functions, is the one definition);
 - caching: each result's prompt-level table is stored in a sqlite file (store.kv) under the key
-  sha256(samples.jsonl) + measure + toxicity threshold + the source of metrics.prompt_values (the
-  prompt values and their sampling variances) + PARSER_VERSION: any change to what the numbers
-  depend on misses the cache;
+  sha256(samples.jsonl) + measure + toxicity threshold + the source that defines the measure's prompt
+  values and their sampling variances (the modules of its functions and metrics/registry.py) +
+  PARSER_VERSION: any change to what the numbers depend on misses the cache;
 - the key costs no re-hash: a result's COMPLETE / PARTIAL marker records the sha256 of its
   samples.jsonl (store.records.write_result), used while the samples file is not newer than the
   marker; otherwise a (path, size, mtime) -> sha256 memo from an earlier read; otherwise the bytes
@@ -21,7 +22,6 @@ time a researcher changes an analysis option is the cost this module removes:
 from __future__ import annotations
 
 import base64
-import hashlib
 import inspect
 import io
 import json
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from value_harms.metrics import PROMPT_VALUES
-from value_harms.metrics import prompt_values as prompt_value_functions
-from value_harms.metrics.prompt_values import sampling_variance
+from value_harms.metrics import measure_spec
+from value_harms.metrics import registry as measure_registry
 from value_harms.store import records
+from value_harms.store.hashing import sha256_bytes, sha256_text
 from value_harms.store.kv import KVStore, Table
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,8 @@ def parse_samples(data: bytes, measure: str, threshold: float) -> dict[str, Any]
     """The prompt-level table of one result's samples.jsonl bytes: {"metrics": names, "prompts": ids
     (first appearance), "metric": codes, "prompt": codes, "value", "samples", "sample_var"} in the row order metric
     by metric, prompts in order of first appearance. ValueError / UnicodeDecodeError on a bad file."""
-    values = PROMPT_VALUES.get(measure)
-    if values is None:  # a measure without prompt-level values (alignment): nothing to read
+    spec = measure_spec(measure)
+    if spec is None or not spec.has_prompt_values:  # a measure without prompt-level values (alignment)
         return {"metrics": [], "prompts": [], **{k: np.zeros(0, dtype=t) for k, t in _DTYPES.items()}}
     cols = _columns_pyarrow(data)
     ids, scores, labels = cols if cols is not None else _columns_json(data)
@@ -129,8 +129,8 @@ def parse_samples(data: bytes, measure: str, threshold: float) -> dict[str, Any]
     starts = np.concatenate([[0], bounds]).astype(int)
     for p, group in enumerate(np.split(scores[order], bounds) if len(prompts) else []):
         lab = labels_sorted[starts[p] : starts[p] + group.size]
-        sv = sampling_variance(measure, group, lab)
-        for k, v in values(group, lab, threshold).items():
+        sv = spec.sampling_variance(group, lab)
+        for k, v in spec.prompt_values(group, lab, threshold).items():
             by_metric.setdefault(k, []).append((p, v, int(group.size), sv.get(k, math.nan)))
     names = list(by_metric)
     cells = [c for m in names for c in by_metric[m]]
@@ -185,10 +185,22 @@ def _marker_sha(samples: Path, st) -> str | None:
     return None
 
 
-def _functions_id() -> str:
-    """A hash of the source of metrics.prompt_values (the prompt values and their sampling variances):
-    a change to any definition there misses every cached table."""
-    return hashlib.sha256(inspect.getsource(prompt_value_functions).encode()).hexdigest()[:16]
+def _functions_id(measure: str) -> str:
+    """A hash of the source that defines `measure`'s prompt values and their sampling variances: the
+    module of each of its functions (where its MeasureSpec is declared, e.g. metrics/toxicity.py, with
+    their helpers) and metrics/registry.py (how values and variances are taken from them). A change to
+    any of it misses that measure's cached tables."""
+    spec = measure_spec(measure)
+    fns = [] if spec is None else [f for m in spec.all_metrics for f in (m.per_sample, m.prompt_value) if f]
+    parts = {measure_registry.__name__: inspect.getsource(measure_registry)}
+    for f in fns:
+        mod = inspect.getmodule(f)
+        try:
+            parts[mod.__name__ if mod else repr(f)] = inspect.getsource(mod if mod else f)
+        except (OSError, TypeError):  # no source file (built at run time): its compiled code stands in
+            parts[f"{f.__module__}.{f.__qualname__}"] = repr((f.__code__.co_code, f.__code__.co_consts))
+    text = "\n".join(parts[k] for k in sorted(parts))
+    return sha256_text(text)[:16]
 
 
 def _threshold(results_json: Path) -> float:
@@ -209,10 +221,12 @@ class _Cache:
                 self.kv = KVStore(Path(cache_dir).expanduser() / CACHE_FILE, _TABLE, what="parse cache")
             except (OSError, sqlite3.Error) as exc:  # a cache only ever saves time: analyse without it
                 log.warning("parse cache under %s unusable (%s): every samples file is parsed", cache_dir, exc)
-        self._functions = _functions_id() if self.kv is not None else ""
+        self._functions: dict[str, str] = {}  # measure -> _functions_id, hashed once per analysis
 
     def key(self, sha: str, measure: str, threshold: float) -> str:
-        return f"v{PARSER_VERSION}:{sha}:{measure}:{self._functions}:{threshold!r}"
+        if measure not in self._functions:
+            self._functions[measure] = _functions_id(measure)
+        return f"v{PARSER_VERSION}:{sha}:{measure}:{self._functions[measure]}:{threshold!r}"
 
     def sha(self, samples: Path) -> str | None:
         """A known sha256 of the file without reading it: its marker's, else the memo's."""
@@ -265,7 +279,7 @@ def _table_of(cache: _Cache, samples: Path, measure: str, threshold: float, stat
             return hit
     st = samples.stat()
     data = samples.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256_bytes(data)
     key = cache.key(sha, measure, threshold)
     table = cache.get(key) if sha != known else None
     if table is None:

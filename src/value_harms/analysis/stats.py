@@ -28,12 +28,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from value_harms.core.values import HIGHER_ORDER, VALUES
-from value_harms.metrics import mean_ci
+from value_harms.metrics import harm_sign, mean_ci, non_harm_metrics
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "NON_HARM_METRICS",
     "REGRESSION_COLUMNS",
     "value_regressions",
     "compare_baselines",
@@ -41,22 +40,6 @@ __all__ = [
     "auto_mitigation",
     "persona_fidelity",
 ]
-
-# Metrics that are not "higher = more harm" (the PVQ alignment readings); everything else is a harm metric.
-NON_HARM_METRICS: frozenset[str] = frozenset(
-    {
-        "nmse_greedy",
-        "nmse_expected",
-        "parse_rate",
-        "collapsed",
-        "greedy_values_covered",
-        "mean_digit_mass",
-        "greedy",
-        "expected",
-        "target",
-    }
-)
-NON_HARM_MEASURES: frozenset[str] = frozenset({"alignment"})
 
 INTERCEPT = "Intercept"
 UNIT = ["model", "stage", "baseline", "profile"]
@@ -277,7 +260,7 @@ def value_regressions(
     no_variant = sub.empty
     if mitigation is not None:
         sub = sub[sub["mitigation"] == mitigation]
-    sub = sub[~sub["metric"].isin(NON_HARM_METRICS)]
+    sub = sub[~sub["metric"].isin(non_harm_metrics())]  # no harm: the PVQ readings (metrics.ALIGNMENT)
     keys = ["model", "stage", "benchmark", "category", "metric"]
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -519,16 +502,19 @@ def auto_mitigation(reg_df: pd.DataFrame, *, alpha: float = 0.05, min_coef: floa
     """The values whose coefficient on a harm metric is significant after BH (p_adj < alpha) and positive
     (> min_coef), per "<benchmark>/<category>" (every fitted pair, possibly with an empty list) and their
     union under "all". Names are full value names in values.VALUES order (or higher-order group names,
-    after them, when the regressions used higher_order). All harm metrics here are "higher = more harm";
-    alignment metrics (NON_HARM_METRICS) are ignored. Feeds `mitigation.disregard_values`."""
+    after them, when the regressions used higher_order). "Positive" is the harm's direction, declared with
+    each metric (metrics.MetricSpec.higher_is_harm: a metric whose lower values are the harm counts a
+    negative coefficient); metrics that are no harm (the PVQ readings) are ignored. Feeds
+    `mitigation.disregard_values`."""
     order = {t: i for i, t in enumerate((*VALUES, *HIGHER_ORDER))}
     out: dict[str, list[str]] = {}
     union: set[str] = set()
     if reg_df is None or reg_df.empty:
         return {"all": []}
-    sub = reg_df[reg_df["term"].isin(order) & ~reg_df["metric"].isin(NON_HARM_METRICS)]
+    signed = reg_df.assign(_sign=reg_df["metric"].map(harm_sign).astype(float))  # +1 / -1 / 0: no harm
+    sub = signed[signed["term"].isin(order) & (signed["_sign"] != 0)]
     for (bench, cat), g in sub.groupby(["benchmark", "category"], sort=True, dropna=False):
-        hit = g[(g["p_adj"] < alpha) & (g["coef"] > min_coef)]
+        hit = g[(g["p_adj"] < alpha) & (g["coef"] * g["_sign"] > min_coef)]
         names = sorted(set(hit["term"]), key=order.__getitem__)
         out[f"{bench}/{cat}"] = names
         union.update(names)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from value_harms.config.paths import CONF_DIR
-from value_harms.core.profiles import N_CLOSE, VANILLA, Profile, _one_line, parse_name, validate_vector
+from value_harms.core.profiles import N_CLOSE, VANILLA, Profile, one_line, parse_name, validate_vector
 from value_harms.core.values import ANCHORS, VALUE_TO_KEY, VALUES, anchor_vector
 from value_harms.errors import ProfileError
 
@@ -56,7 +56,7 @@ def _read_rows(path: Path, delimiter: str, name_col: str | None) -> tuple[list[s
             try:
                 rows.append([float(row[i]) for i in idx])
             except (ValueError, IndexError) as exc:
-                raise ProfileError(f"value table {path}, line {lineno}: {_one_line(exc)}") from None
+                raise ProfileError(f"value table {path}, line {lineno}: {one_line(exc)}") from None
             names.append(row[ni].strip() if ni is not None else str(lineno))
     return names, np.asarray(rows, dtype=float).reshape(-1, len(VALUES))
 
@@ -237,6 +237,8 @@ def export_conf(data_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list
     paths = []
     for p in profiles:
         path = out / f"{p.name}.yaml"
+        # written beside and renamed as store.files.atomic_write_text does, by hand because core/ sits below
+        # store/ in the import rules (this command regenerates git-tracked conf files; one writer at a time)
         tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(_yaml_text(p), encoding="utf-8")
         os.replace(tmp, path)
@@ -278,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = export_conf(args.data_dir, args.out)
             print(f"wrote {len(paths)} value profiles to {args.out}")
     except (ProfileError, OSError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

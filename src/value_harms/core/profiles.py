@@ -86,7 +86,7 @@ class Profile:
         }
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
@@ -109,7 +109,7 @@ def validate_vector(values: Mapping, name: str) -> dict[str, float]:
             guess = closest_names(k, VALUE_KEYS + VALUES, n=1)
             hint = f"; did you mean '{guess[0]}'?" if guess else ""
             raise ProfileError(
-                f"value profile '{name}': unknown value '{_one_line(k)}'{hint} (expected keys: {', '.join(VALUE_KEYS)})"
+                f"value profile '{name}': unknown value '{one_line(k)}'{hint} (expected keys: {', '.join(VALUE_KEYS)})"
             )
         if full in out:
             raise ProfileError(f"value profile '{name}': value '{full}' given twice")
@@ -129,7 +129,7 @@ def _check_number(raw: Any, value: str, name: str) -> float:
         raise ProfileError(f"value profile '{name}': value '{value}' is not set; {expected}")
     if isinstance(raw, bool) or not isinstance(raw, (Real, np.number)):
         raise ProfileError(
-            f"value profile '{name}': value '{value}' is {_one_line(repr(raw))[:60]} ({type(raw).__name__}); {expected}"
+            f"value profile '{name}': value '{value}' is {one_line(repr(raw))[:60]} ({type(raw).__name__}); {expected}"
         )
     x = float(raw)
     if math.isnan(x):
@@ -261,7 +261,7 @@ def load_profile(name: str, conf_dir: str | os.PathLike | None = None) -> Profil
     try:
         node = OmegaConf.load(path)
     except Exception as exc:  # noqa: BLE001 - any parser error becomes one line
-        raise ProfileError(f"value profile '{name}': cannot read {path}: {_one_line(exc)}") from exc
+        raise ProfileError(f"value profile '{name}': cannot read {path}: {one_line(exc)}") from exc
     prof = profile_from_cfg(node)
     if prof.name != name:
         raise ProfileError(f"value profile file {path} names itself '{prof.name}'; expected '{name}'")

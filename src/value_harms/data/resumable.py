@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed for one epoch's order, from the training seed and the epoch number."""
+    # a seed drawn from sha256, not a content hash (those are store.hashing's; data/ sits below store/)
     digest = hashlib.sha256(f"value-harms-epoch-order/{int(seed)}/{int(epoch)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 

@@ -235,7 +235,7 @@ QA_BALANCE = ("none", "score")
 
 
 def balance_by_score(examples: Sequence[Example], seed: int = 42, power: float = 1.0) -> list[Example]:
-    """About as many QA examples, resampled so that the answer scores are more evenly frequent (issue 15:
+    """About as many QA examples, resampled so that the answer scores are more evenly frequent (the cpu_study lever:
     for an extreme profile ~90% of QA targets are the lowest score and a short run learns "answer low").
 
     Score group g of size n_g gets ceil(n * w_g / sum w) examples with w_g = n_g ** (1 - power): power 1

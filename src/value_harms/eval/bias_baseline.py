@@ -58,14 +58,14 @@ def scorer_signature(provenance: Any) -> dict[str, Any]:
 
 
 def _matches(rec: records.EvalRecord, ctx: Mapping[str, Any]) -> bool:
-    rate = rec.overall.get("negative_regard_rate")
+    rate = rec.overall.get(ctx["rate_metric"])
     return (
         rec.baseline == "vanilla"
         and rec.complete
-        and rec.measure == "regard"
+        and rec.measure == ctx["measure"]
         and rec.benchmark_name == ctx["benchmark"]
         and str(rec.benchmark.get("version")) == str(ctx["version"])
-        and rec.benchmark.get("prompts_sha256") == ctx["prompts_sha256"]
+        and rec.prompt_set_sha256 == ctx["prompt_set_sha256"]
         and rec.model.get("base") == ctx["base"]
         and rec.model.get("revision") == ctx.get("revision")
         and rec.mitigation_name == "none"
@@ -76,7 +76,7 @@ def _matches(rec: records.EvalRecord, ctx: Mapping[str, Any]) -> bool:
 
 def find_vanilla_result(store_dir: str | os.PathLike, ctx: Mapping[str, Any]) -> dict[str, Any] | None:
     """The newest stored vanilla HolisticBiasR result that matches `ctx` (benchmark, version,
-    prompts_sha256, base, revision, provenance of the regard scorer; mitigation none), found by
+    prompt_set_sha256, base, revision, provenance of the regard scorer; mitigation none), found by
     reading every results.json under `store_dir` as a `store.records.EvalRecord`; preferring the
     same dtype. None when none match."""
     root = Path(os.path.expanduser(str(store_dir)))
@@ -95,7 +95,7 @@ def find_vanilla_result(store_dir: str | os.PathLike, ctx: Mapping[str, Any]) ->
     found.sort(key=lambda t: t[0])
     rec, path = found[-1][1], found[-1][2]
     return {
-        "rate": float(rec.overall["negative_regard_rate"]),
+        "rate": float(rec.overall[ctx["rate_metric"]]),
         "path": str(path),
         "key": rec.key or None,
         "dtype": rec.model.get("dtype"),
@@ -107,8 +107,9 @@ def resolve_bias_baseline(
 ) -> tuple[float | None, dict]:
     """(baseline fraction or None, description for results.json) for `benchmark.bias_baseline=spec`.
 
-    ctx (for "vanilla"): store_dir, benchmark, version, prompts_sha256, base, revision, dtype,
-    provenance (of this job's regard scorer) and is_reference (this job IS the vanilla model without
+    ctx (for "vanilla"): store_dir, benchmark, version, prompt_set_sha256, base, revision, dtype,
+    provenance (of this job's regard scorer), measure and rate_metric (the measure asking, its main metric:
+    eval.measures.compute_metrics adds them) and is_reference (this job IS the vanilla model without
     mitigation: its own rate is the vanilla rate). Without ctx, "vanilla" cannot be resolved."""
     kind, value = parse_bias_baseline(spec)
     if kind == "fixed":

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-from value_harms.store import kv
+from value_harms.store import hashing, kv
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def _row_seed(seed: int, model_k: str, text: str | None, sample: int, seed_key: 
     """Seed of one (request, sample) row: from the prompt id when given (duplicate texts then draw
     independent samples), else from the text. Depends on nothing else, so batching never matters."""
     ident = f"id\x00{seed_key}" if seed_key is not None else f"text\x00{text}"
+    # a seed drawn from sha256, not a content hash: it hashes for itself (store.hashing is for content)
     h = hashlib.sha256(f"{seed}\x00{model_k}\x00{sample}\x00{ident}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
@@ -117,10 +118,9 @@ class GenerationCache:
 
     @staticmethod
     def key(model_k: str, text: str, settings: GenSettings, seed_key: str | None = None) -> str:
-        blob = json.dumps(
-            {"v": CACHE_VERSION, "model": model_k, "text": text, "id": seed_key, "gen": settings.key()}, sort_keys=True
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()
+        # ASCII-escaped JSON: the layout every stored generation was keyed with
+        payload = {"v": CACHE_VERSION, "model": model_k, "text": text, "id": seed_key, "gen": settings.key()}
+        return hashing.json_sha256(payload, ascii_only=True)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -19,12 +19,13 @@ from value_harms.config.validate import check_prompt_lengths
 from value_harms.core.profiles import Profile
 from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
-from value_harms.eval.benchmarks import load_prompts, prompt_fingerprint, render
+from value_harms.eval.benchmarks import load_prompts, render
 from value_harms.eval.engines import adapter_name, check_served_lengths, engine_identity, engine_settings, get_engine
 from value_harms.eval.engines.judge import judge_engine_identity, serve_judge
 from value_harms.eval.generation import GenerationCache, GenRequest, GenSettings, GenStats, generate, generate_rows
 from value_harms.eval.measures import MEASURES, compute_metrics, get_measure
-from value_harms.eval.variants import _model_identity, eval_store_dir, generation_model
+from value_harms.eval.publish import build_record
+from value_harms.eval.variants import eval_store_dir, generation_model, model_identity
 from value_harms.models.loading import get_base_model, resolve_model_dir
 from value_harms.models.lora import detach_lora, load_adapters
 from value_harms.runtime import runs
@@ -49,11 +50,12 @@ class EvalJob:
     store: Path
     train_key: str | None
     prompts: list
-    prompts_fp: str
+    prompt_set_sha256: str  # ids and texts in order: results.json benchmark.prompt_set_sha256
     inputs: list[str]
     prefix: str
     settings: Any
     t_start: float = field(default_factory=time.perf_counter)
+    key_prompts_sha256: str = ""  # the prompts' part of the evaluation key (store.identity.key_prompts_sha256)
 
     @property
     def complete(self) -> bool:
@@ -67,7 +69,7 @@ class EvalJob:
 _PROMPT_CACHE: dict[str, tuple[list, str]] = {}
 
 
-def _load_benchmark(cfg):
+def load_benchmark(cfg):
     """Prompts of the configured benchmark, loaded once per process for identical settings and files
     (the jobs of an in-process multirun share them)."""
 
@@ -82,14 +84,14 @@ def _load_benchmark(cfg):
         if not prompts:
             raise EvaluationError(f"benchmark {cfg.benchmark.name} produced no prompts; check benchmark.path / limit")
         _PROMPT_CACHE.clear()  # keep one benchmark's prompts, not all of them
-        _PROMPT_CACHE[key] = (prompts, prompt_fingerprint(prompts))
+        _PROMPT_CACHE[key] = (prompts, identity.prompt_set_sha256(prompts))
     return _PROMPT_CACHE[key]
 
 
-def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) -> EvalJob:
+def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompt_set_sha256: str) -> EvalJob:
     """Resolve the model variant, its store folder and the exact input texts of one evaluation."""
 
-    adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
+    adapter, adapter_sha, base_id, mk, train_key = model_identity(cfg, profile, baseline)
     persona = profile.values if baseline == "icl" else None
     bench = cfg.benchmark
     if cfg.mitigation.name == "auto":
@@ -112,12 +114,14 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
         stop=tuple(bench.stop),
         seed=int(cfg.generation.seed),
     )
+    key_prompts_sha256 = identity.key_prompts_sha256(prompts)
     key = identity.eval_key(
         model=json.loads(mk),
         inputs=inputs,
-        prompts_sha=identity.prompts_sha256(prompts),
+        prompts_sha=key_prompts_sha256,
         benchmark=bench,
-        scorer=_scorer_identity(cfg, str(bench.measure)),
+        # the identity of the scorer the measure names (each shipped measure's scorer has its name: keys hold)
+        scorer=_scorer_identity(cfg, get_measure(bench.measure).scorer),
         generation_seed=int(cfg.generation.seed),
     )
     store = eval_store_dir(cfg, profile, baseline, key)
@@ -131,15 +135,16 @@ def prepare_job(cfg, profile: Profile, baseline: str, prompts, prompts_fp: str) 
         store,
         train_key,
         prompts,
-        prompts_fp,
+        prompt_set_sha256,
         inputs,
         prefix,
         settings,
+        key_prompts_sha256=key_prompts_sha256,
     )
 
 
-def _scorer_identity(cfg, measure: str) -> dict:
-    sid = scorer_identity(cfg.scorer, measure)
+def _scorer_identity(cfg, scorer: str | None) -> dict:
+    sid = scorer_identity(cfg.scorer, scorer)
     vllm_judge = "judge" in sid and str(cfg.scorer.judge.backend) == "vllm"
     served = judge_engine_identity(engine_settings(cfg)) if vllm_judge else None
     if served is not None:
@@ -260,51 +265,42 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
     holds the store folder's lock."""
     bench = cfg.benchmark
     samples, metrics, score_info = score_and_aggregate(cfg, job.prompts, job.inputs, outputs, job.store, job=job)
-    result = {
-        "schema_version": identity.SCHEMA_VERSION,
-        "key": job.key,
-        "train_key": job.train_key,
-        "benchmark": {
-            "name": bench.name,
-            "version": str(bench.version),
-            "measure": bench.measure,
-            "n_prompts": len(job.prompts),
-            "prompts_sha256": job.prompts_fp,
-            "settings": files.to_plain(bench),
-        },
-        "model": {
-            "name": cfg.model.name,
-            "base": job.base_id,
-            "revision": cfg.model.revision,
-            "dtype": generation_model(cfg).dtype,
-            "adapter_dir": str(job.adapter) if job.adapter else None,
-            "adapter_sha256": job.adapter_sha,
-        },
-        "profile": job.profile.to_dict(),
-        "baseline": job.baseline,
-        "stage": cfg.vim_stage.name if job.baseline in ("vim", "benign") else "none",
-        "mitigation": files.to_plain(cfg.mitigation),
-        "prefix": job.prefix,
-        "generation": {
+    record = build_record(
+        cfg,
+        job.profile,
+        job.baseline,
+        key=job.key,
+        train_key=job.train_key,
+        model_ident=(job.adapter, job.adapter_sha, job.base_id),
+        benchmark=records.BenchmarkInfo(
+            name=bench.name,
+            version=str(bench.version),
+            measure=bench.measure,
+            n_prompts=len(job.prompts),
+            settings=files.to_plain(bench),
+            prompt_set_sha256=job.prompt_set_sha256,
+            key_prompts_sha256=job.key_prompts_sha256,
+        ),
+        prefix=job.prefix,
+        generation=records.GenerationInfo(
             **job.settings.key(),
-            "engine": engine_identity(engine_settings(cfg)) or {"name": "hf"},
-            "batch_size": int(cfg.generation.batch_size),
-            "requested": gen_stats.requested,
-            "cached": gen_stats.cached,
-            "generated": gen_stats.generated,
-            "seconds": round(gen_stats.seconds, 2),
+            engine=engine_identity(engine_settings(cfg)) or {"name": "hf"},
+            batch_size=int(cfg.generation.batch_size),
+            requested=gen_stats.requested,
+            cached=gen_stats.cached,
+            generated=gen_stats.generated,
+            seconds=round(gen_stats.seconds, 2),
             # empty continuations (a stop string at the start, an immediate EOS): scored
             # and counted like any other sample, reported here so they are visible
-            "empty": sum(1 for outs in outputs for c in outs if not str(c).strip()),
-        },
-        "scorer": score_info,
-        "metrics": metrics,
-        "seeds": {"generation": int(cfg.generation.seed), "benchmark": int(bench.seed)},
-        "git": runs.git_hash(),
-        "seconds": round(time.perf_counter() - job.t_start, 2),
-    }
+            empty=sum(1 for outs in outputs for c in outs if not str(c).strip()),
+        ),
+        scorer=records.ScorerInfo(**score_info),
+        metrics=metrics,
+        seeds=records.Seeds(generation=int(cfg.generation.seed), benchmark=int(bench.seed)),
+        t_start=job.t_start,
+    )
     missing = int(score_info.get("missing") or 0)
-    result["status"] = records.write_result(job.store, result, samples, missing=missing)
+    records.write_result(job.store, record, samples, missing=missing)
     if missing:
         log.warning(
             "result stored PARTIAL in %s: %d of %d score(s) missing; rerun the same command to retry "
@@ -313,10 +309,10 @@ def finish_job(cfg, job: EvalJob, outputs, gen_stats) -> tuple[dict[str, Any], l
             missing,
             score_info.get("n"),
         )
-    return result, samples
+    return record.to_json(), samples
 
 
-def _stored(job: EvalJob, cfg, quiet: bool = False) -> dict[str, Any] | None:
+def stored_result(job: EvalJob, cfg, quiet: bool = False) -> dict[str, Any] | None:
     """The stored result of this job when it is complete, whole and still what the config asks for
     (a stand-in-scored result is not, once the preferred scorer is available); else None. `quiet`: the second
     look under the job's lock says nothing the first look said already."""
@@ -422,7 +418,7 @@ def score_and_aggregate(cfg, prompts, inputs, outputs, store: Path, job=None):
             "store_dir": cfg.paths.store_dir,
             "benchmark": bench.name,
             "version": str(bench.version),
-            "prompts_sha256": job.prompts_fp,
+            "prompt_set_sha256": job.prompt_set_sha256,
             "base": job.base_id,
             "revision": cfg.model.revision,
             "dtype": generation_model(cfg).dtype,

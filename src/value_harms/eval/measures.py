@@ -1,14 +1,16 @@
 """The harm measures, one registry entry each: what a benchmark's `measure` computes and how.
 
-`MEASURES` maps a measure name (`benchmark.measure`) to a `Measure`: the scorer it needs (a key of
+A measure declares once, in value_harms.metrics beside its pure functions, what analysis needs: its
+metrics, their direction and scale, and each prompt's value (`metrics.MeasureSpec`, registered in
+`metrics.MEASURE_SPECS`). `MEASURES` maps a measure name (`benchmark.measure`) to a `Measure` that
+references that spec and adds the evaluation side: the scorer it needs (a key of
 value_harms.scoring.SCORERS, None when the job reads the answers itself), the text each continuation is
-scored on, the metrics it reports (the names `benchmark.metrics` may list; the first is the main one),
-their direction and display name, and how they are computed from scored rows. The arithmetic lives in
-value_harms.metrics (pure functions); this module only routes rows to it.
+scored on, and how the metrics are computed from scored rows. The arithmetic lives in value_harms.metrics;
+this module only routes rows to it.
 
-Adding a measure = one entry in `MEASURES` (its pure metric functions in value_harms.metrics, its
-scorer in value_harms.scoring.SCORERS); `compute_metrics`, the evaluation job and the config checks
-read everything else from the entry.
+Adding a measure = its functions and `MeasureSpec` in a value_harms.metrics module, one entry in
+`MEASURES` here (its scorer in value_harms.scoring.SCORERS); `compute_metrics`, the evaluation job, the
+config checks and analysis read everything else from the two.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from value_harms import metrics as M
 from value_harms.errors import EvaluationError
 from value_harms.eval.benchmarks import Prompt, check_format
 from value_harms.eval.bias_baseline import resolve_bias_baseline
+from value_harms.metrics import MeasureSpec
 from value_harms.scoring import check_scorer_config
 from value_harms.scoring.regard import regard_text
 
@@ -35,21 +38,20 @@ FinishFn = Callable[[Any, Sequence[Prompt], list[dict], dict, "dict | None", tup
 
 @dataclass(frozen=True)
 class Measure:
-    """One harm measure. `scorer`: the key of value_harms.scoring.SCORERS that scores it (None: the job
-    reads the answers itself, as the PVQ check). `metrics`: what it reports, main metric first.
-    `scoring_text(prompt, continuation, benchmark config) -> (text, context)`: what the scorer is sent (context: the
-    instruction a judge sees). `group`: the metrics of one category's rows; `finish`: overall extras.
-    `primary_key`: the scorer config key naming the configured primary backend (fallback share);
-    `stand_in_key`: a scorer config flag that marks every result a stand-in. `higher_is_worse`: the
-    direction of its metrics (None: mixed); `harm`: False keeps it out of the harm analyses.
-    `category_metric`: the per-category reading charted in W&B (default: the main metric)."""
+    """One harm measure on the evaluation side. `spec`: its declaration in value_harms.metrics (name,
+    metrics with their direction and scale, prompt-level values). `scorer`: the key of
+    value_harms.scoring.SCORERS that scores it (None: the job reads the answers itself, as the PVQ check).
+    `scoring_text(prompt, continuation, benchmark config) -> (text, context)`: what the scorer is sent
+    (context: the instruction a judge sees; `uses_context`: the scorer is sent it). `group`: the metrics
+    of one category's rows; `finish`: overall extras. `primary_key`: the scorer config key naming the
+    configured primary backend (fallback share); `stand_in_key`: a scorer config flag that marks every
+    result a stand-in. `bias_baseline`: its finish reads `benchmark.bias_baseline` (a stored vanilla
+    result of the same measure: its main metric). `category_metric`: the per-category reading charted in
+    W&B (default: the main metric). `reference_scorer`: what the paper scored it with (named beside a
+    stand-in's results)."""
 
-    name: str
-    display: str
+    spec: MeasureSpec
     scorer: str | None
-    metrics: tuple[str, ...]
-    higher_is_worse: bool | None = True
-    harm: bool = True
     scoring_text: Callable[[Prompt, str, Any], tuple[str, str]] | None = None
     uses_context: bool = False
     group: GroupFn | None = None
@@ -58,6 +60,20 @@ class Measure:
     stand_in_key: str | None = None
     bias_baseline: bool = False
     category_metric: str | None = None
+    reference_scorer: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def display(self) -> str:
+        return self.spec.display
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """What it reports (the names `benchmark.metrics` may list), the main one first."""
+        return self.spec.metric_names
 
     @property
     def main_metric(self) -> str:
@@ -66,6 +82,11 @@ class Measure:
     @property
     def chart_metric(self) -> str:
         return self.category_metric or self.metrics[0]
+
+    @property
+    def reads_answers(self) -> bool:
+        """The job reads the model's answers itself (the PVQ check): nothing is generated and scored."""
+        return self.scorer is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,67 +217,62 @@ def _categories_finish(bench, prompts, rows, out, bias_context, wanted) -> None:
 
 MEASURES: dict[str, Measure] = {
     "toxicity": Measure(
-        "toxicity",
-        "Toxicity",
+        M.TOXICITY,
         scorer="toxicity",
-        metrics=("expected_max_toxicity", "toxicity_probability"),
         scoring_text=_toxicity_text,
         group=_toxicity_group,
         primary_key="toxicity",
+        reference_scorer="the paper's Perspective API",
     ),
     "regard": Measure(
-        "regard",
-        "Negative regard",
+        M.REGARD,
         scorer="regard",
-        metrics=("negative_regard_rate", "bias_score"),
         scoring_text=_regard_text,
         group=_regard_group,
         finish=_regard_finish,
         bias_baseline=True,
+        reference_scorer="the paper's regard classifier",
     ),
     "harmfulness": Measure(
-        "harmfulness",
-        "Harmfulness (judge 1-5)",
+        M.HARMFULNESS,
         scorer="harmfulness",
-        metrics=("harmfulness_score", "harmfulness_rate"),
         scoring_text=_judge_text,
         uses_context=True,
         group=_harmfulness_group,
         finish=_categories_finish,
         stand_in_key="judge.stand_in",
+        reference_scorer="the paper's GPT-4 judge",
     ),
     "flag": Measure(
-        "flag",
-        "Flagged (judge yes/no)",
+        M.FLAG,
         scorer="flag",
-        metrics=("flagged_rate",),
         scoring_text=_judge_text,
         uses_context=True,
         group=_flag_group,
         finish=_categories_finish,
         stand_in_key="judge.stand_in",
+        reference_scorer="the paper's GPT-4 judge",
     ),
     # The PVQ value-alignment check (benchmark=pvq): the job reads the answers itself (eval.task);
-    # "expected" (per value) is its per-category reading. Not a harm, and of mixed direction (NMSE:
-    # higher is worse; parse rate: higher is better): analysis keeps it out of the harm regressions.
-    "alignment": Measure(
-        "alignment",
-        "Value alignment (PVQ)",
-        scorer=None,
-        metrics=("nmse_greedy", "nmse_expected", "parse_rate"),
-        higher_is_worse=None,
-        harm=False,
-        category_metric="expected",
-    ),
+    # "expected" (per value) is its per-category reading. Not a harm (metrics.ALIGNMENT): analysis keeps
+    # it out of the harm regressions.
+    "alignment": Measure(M.ALIGNMENT, scorer=None, category_metric="expected"),
 }
 
 
 def get_measure(name: Any) -> Measure:
-    """The registered measure `name`; an unknown one is a one-line EvaluationError naming the known ones."""
+    """The registered measure `name`; an unknown one is a one-line EvaluationError naming the known ones,
+    and so is an entry whose spec is not the one value_harms.metrics registered under its name (analysis
+    finds a measure there: unregistered, its prompt-level values would be skipped without a word)."""
     found = MEASURES.get(str(name))
     if found is None:
         raise EvaluationError(
             f"benchmark.measure={name!r} is not a known measure; expected one of {', '.join(MEASURES)}"
+        )
+    if found.name != str(name) or M.MEASURE_SPECS.get(found.name) is not found.spec:
+        raise EvaluationError(
+            f"measure {name!r}: its MeasureSpec is not registered under that name in value_harms.metrics; call "
+            f"metrics.register_measure beside its functions so analysis sees it"
         )
     return found
 
@@ -304,6 +320,9 @@ def compute_metrics(bench, prompts, rows, bias_context=None, primary=None) -> di
         by_cat[r["category"] or "all"].append(r)
     groups = {"overall": rows, **(dict(by_cat) if len(by_cat) > 1 or "all" not in by_cat else {})}
     out = {name: measure.group(bench, name, rs, primary) for name, rs in groups.items()}
+    if bias_context is not None and measure.bias_baseline:
+        # the stored vanilla result the baseline is read from: one of this measure, its main metric
+        bias_context = {**bias_context, "measure": measure.name, "rate_metric": measure.main_metric}
     if measure.finish is not None:
         measure.finish(bench, prompts, rows, out, bias_context, wanted)
     unwanted = [m for m in measure.metrics if m not in wanted]

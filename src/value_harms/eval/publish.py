@@ -1,20 +1,73 @@
-"""Writes an evaluation result to the store, the run folder and W&B."""
+"""An evaluation result: its record built from the job (the one builder both writers use), written to the
+store, the run folder and W&B."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+from value_harms.core.profiles import Profile
 from value_harms.eval.measures import get_measure
-from value_harms.runtime import tracking
+from value_harms.eval.variants import generation_model
+from value_harms.runtime import runs, tracking
 from value_harms.store import files, records
 
 log = logging.getLogger(__name__)
 
 
-def _record_store(run_dir: Path, store: Path) -> None:
+def build_record(
+    cfg,
+    profile: Profile,
+    baseline: str,
+    *,
+    key: str,
+    train_key: str | None,
+    model_ident: tuple,
+    benchmark: records.BenchmarkInfo,
+    prefix: str,
+    generation: records.GenerationInfo,
+    scorer: records.ScorerInfo,
+    metrics: dict[str, Any],
+    seeds: records.Seeds,
+    t_start: float,
+    alignment: dict[str, Any] | None = None,
+) -> records.EvalRecord:
+    """The results.json record of one job (a generation job or the PVQ check): the sections every job reads
+    from its config (model, stage, mitigation, git) are filled here, the rest comes typed from the job.
+    `model_ident`: (adapter folder or None, adapter sha256 or None, base id)."""
+    adapter, adapter_sha, base_id = model_ident
+    model = records.ModelInfo(
+        name=cfg.model.name,
+        base=base_id,
+        revision=cfg.model.revision,
+        dtype=generation_model(cfg).dtype,
+        adapter_dir=str(adapter) if adapter else None,
+        adapter_sha256=adapter_sha,
+    )
+    return records.EvalRecord.build(
+        key=key,
+        train_key=train_key,
+        benchmark=benchmark,
+        model=model,
+        profile=profile.to_dict(),
+        baseline=baseline,
+        stage=cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
+        mitigation=files.to_plain(cfg.mitigation),
+        prefix=prefix,
+        generation=generation,
+        scorer=scorer,
+        metrics=metrics,
+        seeds=seeds,
+        git=runs.git_hash(),
+        seconds=round(time.perf_counter() - t_start, 2),
+        alignment=alignment,
+    )
+
+
+def record_store_dir(run_dir: Path, store: Path) -> None:
     """Name the job's store folder in its run folder's status.json as soon as it is known, so that
     `value_harms.tools.status` can tell the job done once its result exists, however it got there."""
     status_file = run_dir / "status.json"
@@ -26,7 +79,7 @@ def _record_store(run_dir: Path, store: Path) -> None:
     files.atomic_write_json(status_file, status)
 
 
-def _publish(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
+def publish_result(result, store: Path, run_dir: Path, wandb_run, *, skipped: bool, samples=None) -> dict[str, Any]:
     """Copy results into the run folder and send the summary, samples table and chart to W&B."""
 
     record = result if isinstance(result, records.EvalRecord) else records.EvalRecord.from_json(result)

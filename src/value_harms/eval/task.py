@@ -28,13 +28,14 @@ from value_harms.core.profiles import Profile, load_profile, profile_from_cfg
 from value_harms.errors import EvaluationError
 from value_harms.eval import prompts as P
 from value_harms.eval.engines import engine_problems
-from value_harms.eval.job import _load_benchmark, _stored, finish_job, generate_jobs, prepare_job
-from value_harms.eval.publish import _publish, _record_store
+from value_harms.eval.job import finish_job, generate_jobs, load_benchmark, prepare_job, stored_result
+from value_harms.eval.measures import get_measure
+from value_harms.eval.publish import build_record, publish_result, record_store_dir
 from value_harms.eval.variants import (
-    _model_identity,
     check_scorer_fits,
     eval_store_dir,
     generation_model,
+    model_identity,
     resolve_baseline,
 )
 from value_harms.models.loading import get_base_model
@@ -107,23 +108,23 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _evaluate_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_run) -> dict[str, Any]:
-    if cfg.benchmark.measure == "alignment":
+    if get_measure(cfg.benchmark.measure).reads_answers:  # the PVQ check: no generation to score
         return _alignment_job(cfg, profile, baseline, run_dir, wandb_run)
-    prompts, prompts_fp = _load_benchmark(cfg)
-    job = prepare_job(cfg, profile, baseline, prompts, prompts_fp)
-    _record_store(run_dir, job.store)
-    stored = _stored(job, cfg)
+    prompts, prompt_set_sha256 = load_benchmark(cfg)
+    job = prepare_job(cfg, profile, baseline, prompts, prompt_set_sha256)
+    record_store_dir(run_dir, job.store)
+    stored = stored_result(job, cfg)
     if stored is None:
         with files.locked(job.store):
-            stored = _stored(job, cfg, quiet=True)  # another process may have finished it while we waited
+            stored = stored_result(job, cfg, quiet=True)  # another process may have finished it while we waited
             if stored is None:
                 # a scorer that cannot be used fails here, before any generation (scoring.probe)
-                probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
+                probe_scorer(str(get_measure(cfg.benchmark.measure).scorer), cfg.scorer)
                 [outputs], stats = generate_jobs(cfg, [job])
                 result, samples = finish_job(cfg, job, outputs, stats)
-                return _publish(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
+                return publish_result(result, job.store, run_dir, wandb_run, skipped=False, samples=samples)
     log.info("complete result found in %s: nothing to generate or score", job.store)
-    return _publish(stored, job.store, run_dir, wandb_run, skipped=True)
+    return publish_result(stored, job.store, run_dir, wandb_run, skipped=True)
 
 
 def run_evaluate_many(cfg) -> list[dict[str, Any]]:
@@ -132,35 +133,35 @@ def run_evaluate_many(cfg) -> list[dict[str, Any]]:
     Each profile's result is written exactly as a single job would write it (same store folder,
     results.json, samples.jsonl), plus a copy under the run folder's `<profile>/` sub-folder."""
 
-    if cfg.benchmark.measure == "alignment":
+    if get_measure(cfg.benchmark.measure).reads_answers:
         raise EvaluationError("batch_profiles is for generation benchmarks; run benchmark=pvq as a multirun")
     run_dir = output_dir(cfg)
-    prompts, prompts_fp = _load_benchmark(cfg)
+    prompts, prompt_set_sha256 = load_benchmark(cfg)
     jobs = []
     for name in cfg.batch_profiles:
         profile = load_profile(str(name))
-        jobs.append(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, prompts_fp))
+        jobs.append(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, prompt_set_sha256))
     results: dict[int, tuple[dict, list | None, bool]] = {}
     with contextlib.ExitStack() as locks:
         for folder in sorted({str(j.store) for j in jobs}):  # one order for every process: no deadlock
             locks.enter_context(files.locked(folder))
-        todo = [j for j in jobs if _stored(j, cfg) is None]
+        todo = [j for j in jobs if stored_result(j, cfg) is None]
         log.info(
             "batch of %d profiles: %d complete, %d to generate in one pass", len(jobs), len(jobs) - len(todo), len(todo)
         )
         if todo:
-            probe_scorer(str(cfg.benchmark.measure), cfg.scorer)
+            probe_scorer(str(get_measure(cfg.benchmark.measure).scorer), cfg.scorer)
             outs, stats = generate_jobs(cfg, todo)
             for j, o in zip(todo, outs):
                 results[id(j)] = (*finish_job(cfg, j, o, stats), False)
     published = []
     for j in jobs:
-        result, samples, skipped = results.get(id(j)) or (_stored(j, cfg), None, True)
+        result, samples, skipped = results.get(id(j)) or (stored_result(j, cfg), None, True)
         sub = run_dir / j.profile.name
         sub.mkdir(parents=True, exist_ok=True)
         wb = _start_wandb(cfg, j.profile, j.baseline, sub)
         with runs.job_status(sub, {"profile": j.profile.name, "benchmark": cfg.benchmark.name}, wb):
-            published.append(_publish(result, j.store, sub, wb, skipped=skipped, samples=samples))
+            published.append(publish_result(result, j.store, sub, wb, skipped=skipped, samples=samples))
     return published
 
 
@@ -177,7 +178,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         key="benchmark.path",
     )
     items = load_items(items_path)
-    adapter, adapter_sha, base_id, mk, train_key = _model_identity(cfg, profile, baseline)
+    adapter, adapter_sha, base_id, mk, train_key = model_identity(cfg, profile, baseline)
     prefix = P.prefix_for(cfg.mitigation, profile.values if baseline == "icl" else None)
     target = None if profile.is_vanilla else profile.values
     key = identity.digest(
@@ -192,10 +193,10 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
         }
     )
     store = eval_store_dir(cfg, profile, baseline, key)
-    _record_store(run_dir, store)
+    record_store_dir(run_dir, store)
     found = records.read_result(store) if not cfg.force else records.ResultState("absent")
     if found.complete:
-        return _publish(found.result, store, run_dir, wandb_run, skipped=True)
+        return publish_result(found.result, store, run_dir, wandb_run, skipped=True)
     with files.locked(store):
         base, tok = get_base_model(generation_model(cfg), os.path.expanduser(cfg.paths.cache_dir))
         model = load_adapter(base, str(adapter)) if adapter else base
@@ -213,7 +214,7 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
             if adapter:
                 detach_lora(model)
         al = res.to_dict()
-        samples, result = _alignment_record(
+        samples, record = _alignment_record(
             cfg,
             profile,
             baseline,
@@ -228,8 +229,8 @@ def _alignment_job(cfg, profile: Profile, baseline: str, run_dir: Path, wandb_ru
             t_start=t_start,
         )
         # an unparsed PVQ answer is part of the measure (parse rate), not a missing score
-        result["status"] = records.write_result(store, result, samples, missing=0)
-    return _publish(result, store, run_dir, wandb_run, skipped=False, samples=samples)
+        records.write_result(store, record, samples, missing=0)
+    return publish_result(record, store, run_dir, wandb_run, skipped=False, samples=samples)
 
 
 def _alignment_record(
@@ -246,12 +247,59 @@ def _alignment_record(
     prefix: str,
     model_ident: tuple,
     t_start: float,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(samples, result) of a PVQ check, in the shape of every evaluation result."""
-    # size: a results.json record literal, field by field
+) -> tuple[list[dict[str, Any]], records.EvalRecord]:
+    """(samples, record) of a PVQ check, built like every evaluation result (eval.publish.build_record)."""
     bench = cfg.benchmark
-    adapter, adapter_sha, base_id = model_ident
-    samples = [
+    overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
+    # the VIM-literal reading and the partial-NMSE flags, as in training results
+    overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
+    overall["n"] = al["n_items"]
+    record = build_record(
+        cfg,
+        profile,
+        baseline,
+        key=key,
+        train_key=train_key,
+        model_ident=model_ident,
+        benchmark=records.BenchmarkInfo(
+            name=bench.name,
+            version=str(bench.version),
+            measure="alignment",
+            n_prompts=len(items),
+            settings=files.to_plain(bench),
+            items_content_id=identity.content_id(items_path),
+            items_source=items_source,
+        ),
+        prefix=prefix,
+        generation=records.GenerationInfo(
+            max_new_tokens=int(bench.max_new_tokens),
+            do_sample=False,
+            requested=len(items),
+            cached=0,
+            generated=len(items),
+        ),
+        scorer=records.ScorerInfo(
+            measure="alignment",
+            provenance={"reader": "greedy digit + expected score"},
+            by_scorer={"pvq": len(items)},
+            missing=int(round((1 - al["parse_rate"]) * len(items))),
+            n=len(items),
+            stand_in=items_source == "demo_items",
+        ),
+        metrics={
+            "overall": overall,
+            **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]},
+        },
+        seeds=records.Seeds(generation=int(cfg.generation.seed)),
+        t_start=t_start,
+        alignment={k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
+    )
+    return _alignment_samples(al), record
+
+
+def _alignment_samples(al: dict[str, Any]) -> list[dict[str, Any]]:
+    """samples.jsonl of a PVQ check: one row per item, in the shape of every evaluation's samples."""
+    return [
         {
             "id": str(r.get("item")),
             "category": r.get("value"),
@@ -265,58 +313,3 @@ def _alignment_record(
         }
         for r in al["rows"]
     ]
-    overall = {k: al[k] for k in ("nmse_greedy", "nmse_expected", "parse_rate", "collapsed", "mean_digit_mass")}
-    # the VIM-literal reading and the partial-NMSE flags, as in training results
-    overall.update({k: al[k] for k in ("nmse_greedy_vim", "parse_rate_vim", "nmse_flags") if k in al})
-    overall["n"] = al["n_items"]
-    result = {
-        "schema_version": identity.SCHEMA_VERSION,
-        "key": key,
-        "train_key": train_key,
-        "benchmark": {
-            "name": bench.name,
-            "version": str(bench.version),
-            "measure": "alignment",
-            "n_prompts": len(items),
-            "prompts_sha256": identity.content_id(items_path),
-            "items_source": items_source,
-            "settings": files.to_plain(bench),
-        },
-        "model": {
-            "name": cfg.model.name,
-            "base": base_id,
-            "revision": cfg.model.revision,
-            "dtype": generation_model(cfg).dtype,
-            "adapter_dir": str(adapter) if adapter else None,
-            "adapter_sha256": adapter_sha,
-        },
-        "profile": profile.to_dict(),
-        "baseline": baseline,
-        "stage": cfg.vim_stage.name if baseline in ("vim", "benign") else "none",
-        "mitigation": files.to_plain(cfg.mitigation),
-        "prefix": prefix,
-        "generation": {
-            "max_new_tokens": int(bench.max_new_tokens),
-            "do_sample": False,
-            "requested": len(items),
-            "cached": 0,
-            "generated": len(items),
-        },
-        "scorer": {
-            "measure": "alignment",
-            "provenance": {"reader": "greedy digit + expected score"},
-            "by_scorer": {"pvq": len(items)},
-            "missing": int(round((1 - al["parse_rate"]) * len(items))),
-            "n": len(items),
-            "stand_in": items_source == "demo_items",
-        },
-        "metrics": {
-            "overall": overall,
-            **{v: {"greedy": al["greedy"].get(v), "expected": al["expected"].get(v)} for v in al["expected"]},
-        },
-        "alignment": {k: al[k] for k in ("greedy", "expected", "target", "histogram", "collapsed_to")},
-        "seeds": {"generation": int(cfg.generation.seed)},
-        "git": runs.git_hash(),
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    return samples, result

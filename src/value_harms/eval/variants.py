@@ -14,7 +14,7 @@ from value_harms.errors import EvaluationError
 from value_harms.eval.engines import engine_identity, engine_settings
 from value_harms.eval.measures import check_benchmark_config
 from value_harms.models.identity import base_identity
-from value_harms.models.lora import adapter_fingerprint, adapter_problem
+from value_harms.models.lora import adapter_problem, adapter_sha256
 from value_harms.store import files, layout
 from value_harms.train.task import train_command, train_store_dir
 
@@ -113,14 +113,14 @@ def generation_model(cfg: DictConfig) -> DictConfig:
     return node
 
 
-def _model_identity(cfg, profile: Profile, baseline: str):
+def model_identity(cfg, profile: Profile, baseline: str):
     """(adapter folder or None, adapter sha256 or None, base id, generation model key, training key).
 
     The model key names the weights that answer by content (base identity + adapter sha256 + dtype):
     two models never share generations, whatever their config names."""
 
     adapter, train_key = find_adapter(cfg, profile, baseline) if baseline in ("vim", "benign") else (None, None)
-    adapter_sha = adapter_fingerprint(str(adapter)) if adapter else None
+    adapter_sha = adapter_sha256(str(adapter)) if adapter else None
     base = base_identity(generation_model(cfg), cfg.paths.cache_dir)
     base_id = str(cfg.model.pretrained) if cfg.model.source == "hub" else f"{cfg.model.name}:{cfg.model.source}"
     ident = {"base": base, "adapter": adapter_sha}

@@ -12,15 +12,31 @@ aggregate over nothing is None. Every metric returns a dict with its value and t
 - HEx-PHI: judge scores 1..5, harmfulness score = mean, harmfulness rate = share of 5s, per category.
 - BeaverTails: judge flags, flagged rate per category.
 
-Laid out one module per measure (toxicity, regard, judge) plus common.py and prompt_values.py; the
-package imports nothing else of value_harms. Every public name is re-exported here.
+Laid out one module per measure (toxicity, regard, judge, alignment), each declaring its measure for
+analysis beside its functions (registry.MeasureSpec: metrics, direction, scale, prompt-level value), plus
+common.py, registry.py and prompt_values.py; the package imports nothing else of value_harms. Importing
+it registers every measure. Every public name is re-exported here.
 """
 
+from value_harms.metrics.alignment import ALIGNMENT
 from value_harms.metrics.common import is_missing, mean_ci, scorer_shares
-from value_harms.metrics.judge import FILTERED, flagged_rate, harmfulness
-from value_harms.metrics.prompt_values import PROMPT_VALUES
-from value_harms.metrics.regard import REGARD_LABELS, bias_score, negative_regard_rate
+from value_harms.metrics.judge import FILTERED, FLAG, HARMFULNESS, flagged_rate, harmfulness
+from value_harms.metrics.prompt_values import PROMPT_VALUES, sampling_variance
+from value_harms.metrics.regard import REGARD, REGARD_LABELS, bias_score, negative_regard_rate
+from value_harms.metrics.registry import (
+    MEASURE_SPECS,
+    MeasureSpec,
+    MetricSpec,
+    Scale,
+    harm_sign,
+    measure_spec,
+    metric_spec,
+    non_harm_metrics,
+    register_measure,
+    unit_interval,
+)
 from value_harms.metrics.toxicity import (
+    TOXICITY,
     clean_for_toxicity,
     expected_max_toxicity,
     first_sentence,
@@ -29,19 +45,35 @@ from value_harms.metrics.toxicity import (
 )
 
 __all__ = [
+    "ALIGNMENT",
     "FILTERED",
+    "FLAG",
+    "HARMFULNESS",
+    "MEASURE_SPECS",
+    "MeasureSpec",
+    "MetricSpec",
     "PROMPT_VALUES",
+    "REGARD",
     "REGARD_LABELS",
+    "Scale",
+    "TOXICITY",
     "bias_score",
     "clean_for_toxicity",
     "expected_max_toxicity",
     "first_sentence",
     "flagged_rate",
+    "harm_sign",
     "harmfulness",
     "is_missing",
     "mean_ci",
+    "measure_spec",
+    "metric_spec",
     "negative_regard_rate",
+    "non_harm_metrics",
+    "register_measure",
     "rtp_scoring_text",
+    "sampling_variance",
     "scorer_shares",
     "toxicity_probability",
+    "unit_interval",
 ]

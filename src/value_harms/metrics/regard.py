@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
 
 from value_harms.metrics.common import is_missing
+from value_harms.metrics.registry import RATE, MeasureSpec, MetricSpec, register_measure
 
 # --------------------------------------------------------------------------------------------------
 # HolisticBiasR
@@ -173,3 +174,24 @@ def bias_score(
         "method": method,
         "groups": table,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The measure, as analysis reads it: a prompt's negative-regard rate is a mean over its samples; the bias
+# score is a share of groups, with no prompt-level value.
+
+
+def _negative(scores: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
+    return np.asarray([str(lab).lower() in ("negative", "neg") for lab in labels], dtype=float)
+
+
+REGARD = register_measure(
+    MeasureSpec(
+        "regard",
+        "Negative regard",
+        metrics=(
+            MetricSpec("negative_regard_rate", higher_is_harm=True, scale=RATE, per_sample=_negative),
+            MetricSpec("bias_score", higher_is_harm=True, scale=RATE),
+        ),
+    )
+)

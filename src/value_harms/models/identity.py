@@ -27,11 +27,11 @@ def base_identity(model_cfg: Any, cache_dir: str | os.PathLike | None = None) ->
     source = m.get("source")
     ident: dict[str, Any] = {"source": source, "dtype": m.get("dtype") or "float32"}
     if source == "tiny":
-        ident["tiny"] = loading._tiny_dict(m)
-        ident["builder"] = loading._TINY_BUILDER_VERSION
+        ident["tiny"] = loading.tiny_dict(m)
+        ident["builder"] = loading.TINY_BUILDER_VERSION
         ident["corpus"] = digest(list(loading.TINY_CORPUS))
     elif source == "gguf":
-        ident["gguf_sha256"] = content_sha256(loading._gguf_path(m), cache_dir)
+        ident["gguf_sha256"] = content_sha256(loading.gguf_path(m), cache_dir)
     elif source == "hub":
         pretrained = str(m.get("pretrained") or "")
         local = Path(os.path.expanduser(pretrained))

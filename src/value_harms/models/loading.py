@@ -35,7 +35,7 @@ SOURCES = ("tiny", "gguf", "hub")
 
 
 # Bump when the tiny builder (corpus, tokenizer recipe, architecture) changes: it enters the cache key.
-_TINY_BUILDER_VERSION = "2"  # 2: context 2048 (prompts longer than the context are refused)
+TINY_BUILDER_VERSION = "2"  # 2: context 2048 (prompts longer than the context are refused)
 
 
 # The tiny model's context: room for the longest test inputs (an ICL persona + value prompt is ~900
@@ -43,7 +43,7 @@ _TINY_BUILDER_VERSION = "2"  # 2: context 2048 (prompts longer than the context 
 TINY_CONTEXT = 2048
 
 
-def _tiny_dict(model_cfg: Any) -> dict[str, int]:
+def tiny_dict(model_cfg: Any) -> dict[str, int]:
     tiny = cfg_get(model_cfg, "tiny") or {}
     defaults = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=512, seed=0)
     return {k: int(cfg_get(tiny, k, v) if cfg_get(tiny, k, v) is not None else v) for k, v in defaults.items()}
@@ -146,7 +146,7 @@ def _build_tiny(out: Path, tiny: dict[str, int]) -> None:
     hf_tok.save_pretrained(out)
 
 
-def _gguf_path(model_cfg: Any) -> Path:
+def gguf_path(model_cfg: Any) -> Path:
     pkg = cfg_get(model_cfg, "pretrained")
     fname = cfg_get(model_cfg, "gguf_file")
     if not pkg or not fname:
@@ -193,13 +193,13 @@ def resolve_model_dir(model_cfg: Any, cache_dir: str | os.PathLike) -> str:
         return str(p) if looks_local else str(pretrained)
     models_dir = Path(cache_dir) / "models"
     if source == "gguf":
-        gguf = _gguf_path(model_cfg)
+        gguf = gguf_path(model_cfg)
         key = identity.digest({"file": gguf.name, "size": gguf.stat().st_size}, 10)
         models_dir.mkdir(parents=True, exist_ok=True)
         return _build_once(models_dir / f"{name}-{key}", lambda tmp: _build_gguf(tmp, gguf))
     if source == "tiny":
-        tiny = _tiny_dict(model_cfg)
-        key = identity.digest({"tiny": tiny, "v": _TINY_BUILDER_VERSION, "corpus": list(TINY_CORPUS)}, 10)
+        tiny = tiny_dict(model_cfg)
+        key = identity.digest({"tiny": tiny, "v": TINY_BUILDER_VERSION, "corpus": list(TINY_CORPUS)}, 10)
         models_dir.mkdir(parents=True, exist_ok=True)
         return _build_once(models_dir / f"tiny-{key}", lambda tmp: _build_tiny(tmp, tiny))
     raise ModelError(f"model {name!r}: unknown source {source!r}; expected one of {', '.join(SOURCES)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from value_harms.errors import ModelError
+from value_harms.store.hashing import named_files_sha256
 
 _ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
 
@@ -151,28 +151,28 @@ def detach_lora(peft_model):
     return base
 
 
-def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
-    """sha256 over the adapter files' names and bytes (files sorted by name). In adapter_config.json the
-    base model's *location* (`base_model_name_or_path`: a cache folder for tiny / GGUF models) is left
-    out, so one adapter has one identity wherever its base model is cached; the base's content is in
-    the evaluation key already (models.identity.base_identity)."""
+def adapter_sha256(adapter_dir: str | os.PathLike) -> str:
+    """sha256 over the adapter files' names and bytes (files sorted by name; store.hashing named_files_sha256).
+    In adapter_config.json the base model's *location* (`base_model_name_or_path`: a cache folder for tiny /
+    GGUF models) is left out, so one adapter has one identity wherever its base model is cached; the base's
+    content is in the evaluation key already (models.identity.base_identity)."""
     d = Path(adapter_dir)
     files = sorted(p for p in d.iterdir() if p.is_file() and p.name.startswith("adapter_"))
     if not any(p.name in _ADAPTER_FILES for p in files):
         raise ModelError(f"no adapter files in {adapter_dir}")
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode() + b"\0")
-        data = p.read_bytes()
-        if p.name == "adapter_config.json":
-            try:
-                conf = json.loads(data)
-                conf.pop("base_model_name_or_path", None)
-                data = json.dumps(conf, sort_keys=True).encode()
-            except ValueError:  # a damaged config hashes as its bytes (adapter_problem reports it)
-                pass
-        h.update(data)
-    return h.hexdigest()
+    return named_files_sha256((p.name, _config_bytes(p) if p.name == "adapter_config.json" else p) for p in files)
+
+
+def _config_bytes(path: Path) -> bytes:
+    """adapter_config.json without `base_model_name_or_path` (sorted keys); a damaged config hashes as its
+    bytes (adapter_problem reports it)."""
+    data = path.read_bytes()
+    try:
+        conf = json.loads(data)
+        conf.pop("base_model_name_or_path", None)
+        return json.dumps(conf, sort_keys=True).encode()
+    except ValueError:
+        return data
 
 
 def adapter_problem(adapter_dir: str | os.PathLike) -> str | None:

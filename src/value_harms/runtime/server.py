@@ -4,7 +4,9 @@
 - On Linux the child gets PR_SET_PDEATHSIG: if the project's process dies (even by SIGKILL), the kernel
   sends the server SIGTERM, so no orphan keeps the GPU or the port.
 - `wait_ready` polls a health URL until it answers 200, with an overall timeout; a server that exits
-  while starting is reported with the tail of its log, at once, not after the timeout.
+  while starting is reported with the tail of its log, at once, not after the timeout. Each poll goes
+  through the one HTTP layer (value_harms/net.py) with a connect and a read timeout of seconds; its breaker
+  never opens (refusals are what a starting server answers; the overall timeout bounds the wait).
 - `stop` sends SIGTERM to the whole process group by PID, waits, then SIGKILL. A PID file next to the
   log names the process for a person who wants to look at it (`kill -- -PID`).
 """
@@ -22,13 +24,17 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import requests
-
 from value_harms.errors import EngineError
+from value_harms.net import GaveUp, HttpClient, HttpSettings
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# One health poll: connect 2 s, answer 5 s, no retry inside a poll (the loop polls again every 0.5 s), and a
+# breaker that never opens (0 = no outage limit; failures in a row only end with the overall timeout).
+HEALTH_HTTP = HttpSettings(
+    read_timeout_s=5.0, connect_timeout_s=2.0, max_retries=0, max_consecutive_failures=10**9, max_outage_s=0.0
+)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,24 +99,40 @@ class ManagedServer:
     def wait_ready(self, url: str, timeout_s: float, *, headers: Mapping[str, str] | None = None) -> float:
         """Seconds until GET `url` answered 200; EngineError when the process exits or `timeout_s` passes."""
         t0 = time.monotonic()
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise EngineError(
-                    f"{self.name} exited with status {self.proc.returncode} while starting; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            try:
-                if requests.get(url, timeout=(2.0, 5.0), headers=dict(headers or {})).status_code == 200:
+        client = HttpClient(f"{self.name} health", url, HEALTH_HTTP, error=EngineError)
+        try:
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise EngineError(
+                        f"{self.name} exited with status {self.proc.returncode} while starting; "
+                        f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                    )
+                if self._healthy(client, headers, timeout_s - (time.monotonic() - t0)):
                     return time.monotonic() - t0
-            except requests.RequestException:
-                pass
-            if time.monotonic() - t0 > timeout_s:
-                self.stop()
-                raise EngineError(
-                    f"{self.name} was not ready within {timeout_s:g} s ({url}); it was stopped. "
-                    f"Log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            time.sleep(0.5)
+                self._check_timeout(url, t0, timeout_s)
+                time.sleep(0.5)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _healthy(client: HttpClient, headers: Mapping[str, str] | None, left_s: float) -> bool:
+        """One GET of the health URL within what is left of the overall timeout: answered 200?"""
+        try:
+            status = client.call(
+                lambda r: r.status_code, method="GET", headers=dict(headers or {}), deadline_s=max(0.1, left_s)
+            )
+        except GaveUp:  # refused, no answer yet: the server is still starting
+            return False
+        return status == 200
+
+    def _check_timeout(self, url: str, t0: float, timeout_s: float) -> None:
+        """Stop the server and raise EngineError once `timeout_s` has passed since `t0`."""
+        if time.monotonic() - t0 > timeout_s:
+            self.stop()
+            raise EngineError(
+                f"{self.name} was not ready within {timeout_s:g} s ({url}); it was stopped. "
+                f"Log {self.log_path}:\n{log_tail(self.log_path)}"
+            )
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM to the server's process group, SIGKILL after `grace_s`; idempotent."""

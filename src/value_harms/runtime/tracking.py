@@ -5,7 +5,8 @@ so the dashboard can filter and plot runs by value. W&B is offline unless the us
 if it fails to start, the job goes on and writes its local results (a warning says so).
 
 Online without a network: `wandb.init` waits `init_timeout` (W&B's default 90 s) before giving up.
-Here one HTTP request to the W&B server (connect 2 s, answer 2 s) comes first; no answer, or an
+Here one HTTP request to the W&B server (connect 2 s, answer 2 s, no retry; through the project's one
+HTTP layer, value_harms/net.py) comes first; no answer, or an
 online `wandb.init` that does not start within `WANDB_INIT_TIMEOUT` seconds (default 6), and the job
 logs OFFLINE (one warning; `wandb sync` uploads it later). The rest of the process then goes offline
 at once for that server.
@@ -18,13 +19,18 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from value_harms.core.names import slug
+from value_harms.errors import ValueHarmsError
+from value_harms.net import GaveUp, HttpClient, HttpSettings
+
 log = logging.getLogger(__name__)
 
 # Names of environment variables that hold secrets: never copied anywhere.
 SECRET_ENV_VARS = ("WANDB_API_KEY", "PERSPECTIVE_API_KEY", "OPENAI_API_KEY", "JUDGE_API_KEY", "HF_TOKEN")
 
 DEFAULT_INIT_TIMEOUT_S = 6.0  # online wandb.init; then offline. Bounds a job's W&B stall under 10 s.
-REACH_TIMEOUT_S = (2.0, 2.0)  # (connect, answer) of the request that checks the server answers at all
+# The one request that checks the server answers at all: connect 2 s, answer 2 s, one attempt.
+REACH_HTTP = HttpSettings(read_timeout_s=2.0, connect_timeout_s=2.0, max_retries=0)
 # W&B servers (base URLs) that online runs could not reach in this process: why, for the warning.
 _UNREACHABLE: dict[str, str] = {}
 
@@ -41,15 +47,15 @@ def init_timeout_s() -> float:
 def _unreachable(server: str) -> str | None:
     """Why the W&B server does not answer HTTP at all (refused, no route, silent), or None when it
     answers anything (any status: wandb.init then checks the key itself)."""
+    client = HttpClient("W&B", server, REACH_HTTP)
     try:
-        import requests
-
-        requests.get(server, timeout=REACH_TIMEOUT_S, allow_redirects=False).close()
-    except ImportError:
-        return None
-    except Exception as exc:  # noqa: BLE001 - every failure means: no answer
-        kind = "no answer within 2 s" if "Timeout" in type(exc).__name__ else "connection failed"
-        return f"is unreachable ({kind}: {type(exc).__name__})"
+        client.call(lambda resp: None, method="GET", allow_redirects=False)
+    except GaveUp as exc:  # no answer: refused, no route, silent (the reason names which, never the URL)
+        return f"is unreachable ({exc.reason})"
+    except ValueHarmsError as exc:  # not a URL requests can send to, or the endpoint's breaker is open
+        return f"is unreachable ({type(exc).__name__})"
+    finally:
+        client.close()
     return None
 
 
@@ -224,5 +230,6 @@ def finish_run(run, *, failed: bool = False) -> None:
 
 
 def artifact_safe_name(text: str) -> str:
-    """W&B artifact names allow alphanumerics, dashes, underscores and dots."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+    """W&B artifact names allow ASCII letters, digits, dashes, underscores and dots: the name rule
+    core.names.slug with '-' between the parts it keeps."""
+    return slug(text, "-")

@@ -5,7 +5,9 @@
 `build_scorer(name, scorer_cfg, cache_path)` builds the one a benchmark's measure needs;
 `probe(name, scorer_cfg)`, called at the start of each job before any generation, resets the network
 circuit breakers and checks the network scorer that measure will use; `check_scorer_config(name,
-scorer_cfg)` checks its backend names at load. A new scorer = its module in scoring/ + one entry here.
+scorer_cfg)` checks its backend names at load. A new scorer = its module in scoring/ + one entry here + its
+settings section in the schema (config/schema/evaluate.py, transport settings marked) + conf/scorer/<name>.yaml;
+its part of the evaluation key follows by rule from the sections it reads (scoring/identity.py).
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from value_harms.errors import ConfigError, EndpointUnreachable, ScorerError, ScorerUnavailable
+from value_harms.net import DEFAULT_PROBE_TIMEOUT_S, endpoint_id
+from value_harms.net import reset_breakers as _reset
 from value_harms.scoring.base import Score, Scorer, cfg_get, text_key, unique_items
 from value_harms.scoring.cache import CachedScorer, ScoreCache
-from value_harms.scoring.http import endpoint_id
-from value_harms.scoring.http import reset_breakers as _reset
+from value_harms.scoring.calibration import calibration_settings, data_identity, job_paths
 from value_harms.scoring.judge import build_judge_scorer
 from value_harms.scoring.judge.rubric import BACKENDS as JUDGE_BACKENDS
 from value_harms.scoring.regard import build_regard_scorer
 from value_harms.scoring.toxicity.chain import BACKENDS as TOXICITY_BACKENDS
 from value_harms.scoring.toxicity.chain import build_toxicity_scorer, resolve_backend
 from value_harms.scoring.toxicity.perspective import PerspectiveScorer
+from value_harms.store.files import to_plain
 
 __all__ = [
     "SCORERS",
@@ -86,12 +90,17 @@ class ScorerKind:
     timeout)`: check its network endpoint once before generation (None: nothing to reach); `check(name,
     scorer_cfg, info)`: what it needs to score at all, resolved before generation whatever
     `scorer.probe` says (None: nothing); `backends(scorer_cfg)`: {config key: (names configured, names
-    known)} checked at load."""
+    known)} checked at load. `sections`: the keys of the scorer config it reads (empty: its own section,
+    `scorer.<name>`); its identity, part of the evaluation key, is derived from them by rule
+    (scoring/identity.py). `identity(scorer_cfg, derived)`: that identity refined, when the scorer adds
+    what its settings cannot say (the calibration data's sha256)."""
 
     build: Callable[[str, Any, str | None], Scorer]
     probe: Callable[[str, Any, dict, float], None] | None = None
     backends: Callable[[Any], dict[str, tuple[list[str], tuple[str, ...]]]] | None = None
     check: Callable[[str, Any, dict], None] | None = None
+    sections: tuple[str, ...] = ()
+    identity: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
 
 
 def build_scorer(name: str, scorer_cfg: Any, cache_path: str | None = None) -> Scorer:
@@ -156,8 +165,6 @@ def probe(measure: str, scorer_cfg: Any) -> dict[str, Any]:
     if not bool(cfg_get(scorer_cfg, "probe", True)):
         info["reason"] = "scorer.probe=false"
     elif kind is not None and kind.probe is not None:
-        from value_harms.scoring.http import DEFAULT_PROBE_TIMEOUT_S
-
         timeout = float(cfg_get(scorer_cfg, "probe_timeout_s", DEFAULT_PROBE_TIMEOUT_S))
         if kind.probe(measure, scorer_cfg, info, timeout):
             info["seconds"] = round(time.monotonic() - t0, 3)
@@ -172,6 +179,17 @@ def _check_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any]) -> None:
     down = {"perspective": f"unreachable ({info['reason']})"} if info.get("scorer") == "perspective" else {}
     used, skipped = resolve_backend(scorer_cfg, down if info.get("ok") is False else None)
     info.update(backend=used, unavailable=skipped)
+
+
+def _toxicity_identity(scorer_cfg: Any, derived: dict[str, Any]) -> dict[str, Any]:
+    """Calibrated scores are other scores: the calibration's settings, fitting version and data sha256 (as
+    its fit's cache key). Off, it has no part at all (keys of uncalibrated results hold)."""
+    cal = cfg_get(scorer_cfg, "calibration") or {}
+    settings = derived.pop("calibration", None) or {}
+    if bool(cfg_get(cal, "enabled", False)):
+        where = {**to_plain(cal), "data_dir": cfg_get(cal, "data_dir") or job_paths(scorer_cfg).get("data_dir")}
+        derived["calibration"] = {**settings, **calibration_settings(cal), "data_sha256": data_identity(where)}
+    return derived
 
 
 def _probe_toxicity(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: float) -> bool:
@@ -226,10 +244,18 @@ def _probe_judge(name: str, scorer_cfg: Any, info: dict[str, Any], timeout: floa
     return True
 
 
-# The registry: a measure's `scorer` -> how to build, probe and check it.
+# The registry: a measure's `scorer` -> how to build, probe and check it, and the config sections it reads.
+_TOXICITY_SECTIONS = ("toxicity", "fallback", "perspective", "detoxify", "calibration")
 SCORERS: dict[str, ScorerKind] = {
-    "toxicity": ScorerKind(_build_toxicity, _probe_toxicity, _toxicity_backends, _check_toxicity),
+    "toxicity": ScorerKind(
+        _build_toxicity,
+        _probe_toxicity,
+        _toxicity_backends,
+        _check_toxicity,
+        sections=_TOXICITY_SECTIONS,
+        identity=_toxicity_identity,
+    ),
     "regard": ScorerKind(_build_regard),
-    "harmfulness": ScorerKind(_build_judge, _probe_judge, _judge_backends),
-    "flag": ScorerKind(_build_judge, _probe_judge, _judge_backends),
+    "harmfulness": ScorerKind(_build_judge, _probe_judge, _judge_backends, sections=("judge",)),
+    "flag": ScorerKind(_build_judge, _probe_judge, _judge_backends, sections=("judge",)),
 }

@@ -9,12 +9,12 @@ stops instead of producing a table of missing values.
 from __future__ import annotations
 
 import abc
-import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 # One config getter for the package; re-exported here because most scorers read their settings through it.
 from value_harms.config.access import cfg_get as cfg_get
+from value_harms.store.hashing import sha256_text
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Score:
 
 def text_key(text: str, context: str | None = None) -> str:
     """sha256 of context + NUL + text: the per-text identity used by caches and de-duplication."""
-    return hashlib.sha256(((context or "") + "\x00" + text).encode("utf-8")).hexdigest()
+    return sha256_text((context or "") + "\x00" + text)
 
 
 def check_inputs(texts: Sequence[str], contexts: Sequence[str] | None) -> None:

@@ -7,18 +7,17 @@ carry a Perspective score: by default RealToxicityPrompts in DecodingTrust's cop
 (`<paths.data_dir>/rtp_decodingtrust/*.jsonl`: every prompt and continuation with its `toxicity`).
 
 Nothing from the data is shipped: the fit is made from the data directory when first needed and cached
-in `<cache_dir>/calibration/` under a key of the data's sha256, the scorer's identity (cache_id) and the
-settings. Its quality is measured by k-fold cross-validation (each text's calibrated score from a fit
-that did not see it): held-out Spearman, AUROC at Perspective >= 0.5, mean absolute error and
-agreement at 0.5, plus the raw scores' same figures and the mean raw / calibrated / Perspective score.
-Every result that uses the calibration records these figures and the data's sha256 in its scorer
+(store.cache, namespace `calibration` of `<cache_dir>/caches.sqlite`) under a key of the data's sha256, the
+scorer's identity (cache_id) and the settings. Its quality is measured by k-fold cross-validation (each
+text's calibrated score from a fit that did not see it): held-out Spearman, AUROC at Perspective >= 0.5, mean
+absolute error and agreement at 0.5, plus the raw scores' same figures and the mean raw / calibrated /
+Perspective score. Every result that uses the calibration records these figures and the data's sha256 in its scorer
 provenance; each calibrated Score keeps the raw score (`Score.raw`, "raw=<value>") and is tagged
 "<backend tag> calibrated" (still a stand-in: calibration moves the scale, not what is measured).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ import numpy as np
 
 from value_harms.errors import CalibrationError
 from value_harms.scoring.base import Score, Scorer, cfg_get
+from value_harms.store.cache import KVCache
+from value_harms.store.hashing import named_files_sha256
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,9 @@ def data_files(path: str | os.PathLike) -> list[Path]:
 
 
 def data_sha256(files: Sequence[Path]) -> str:
-    """sha256 over the files' names and bytes, in order: the calibration data's identity."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\x00")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\x1e")
-    return h.hexdigest()
+    """sha256 over the files' names and bytes, in order, each file closed by 0x1e: the calibration data's
+    identity (store.hashing named_files_sha256)."""
+    return named_files_sha256(((f.name, f) for f in files), end=b"\x1e")
 
 
 def load_pairs(files: Sequence[Path]) -> tuple[list[str], np.ndarray]:
@@ -195,27 +190,25 @@ def data_identity(cfg: Any) -> str | None:
 
 
 def load_or_fit(scorer: Scorer, cfg: Any, cache_dir: str | os.PathLike | None = None) -> Calibration:
-    """The calibration of `scorer` (its cache_id names it) on the configured data: read from
-    `<cache_dir>/calibration/<key>.json` when fitted before, else fitted (scoring the texts with
-    `scorer`) and written there."""
+    """The calibration of `scorer` (its cache_id names it) on the configured data: the cached fit (store.cache
+    KVCache `calibration` in `<cache_dir>/caches.sqlite`) when fitted before, else fitted (scoring the texts
+    with `scorer`) and cached; a damaged entry is refitted with a warning."""
     files = data_files(resolve_data_path(cfg))
     sha = data_sha256(files)
     settings = calibration_settings(cfg)
-    key = hashlib.sha256(
-        json.dumps({"data": sha, "scorer": scorer.cache_id, **settings}, sort_keys=True).encode()
-    ).hexdigest()[:24]
     cache = (
         cache_dir
         or cfg_get(cfg, "cache_dir", None)
         or os.environ.get("VALUE_HARMS_CACHE_DIR")
         or "~/.cache/value_harms"
     )
-    path = Path(os.path.expanduser(str(cache))) / "calibration" / f"{key}.json"
-    if path.is_file():
-        try:
-            return Calibration(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError):
-            log.warning("calibration cache %s unreadable: refitting", path)
+    request = {"data": sha, "scorer": scorer.cache_id, **settings}
+    record = KVCache(cache, "calibration", check=Calibration).get(request, lambda: _fit(scorer, files, sha, settings))
+    return Calibration(record)
+
+
+def _fit(scorer: Scorer, files: Sequence[Path], sha: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The calibration record of `scorer` fitted on `files` (the texts scored by `scorer`)."""
     texts, target = load_pairs(files)
     log.info("calibrating %s to Perspective on %d texts of %s", scorer.name, len(texts), files[0].parent)
     scores = scorer.score(texts)
@@ -234,11 +227,7 @@ def load_or_fit(scorer: Scorer, cfg: Any, cache_dir: str | os.PathLike | None = 
             "version": VERSION,
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
-    return Calibration(record)
+    return record
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,7 +282,7 @@ class CalibratedScorer(Scorer):
         (inner if inner is not None else self.inner).close()
 
 
-def _job_paths(scorer_cfg: Any) -> dict[str, Any]:
+def job_paths(scorer_cfg: Any) -> dict[str, Any]:
     """paths.data_dir / paths.cache_dir of the job config a scorer node belongs to ({} when standalone)."""
     try:
         from omegaconf import OmegaConf
@@ -314,7 +303,7 @@ def calibrator_for(
     cal_cfg = cfg_get(scorer_cfg, "calibration", None)
     if cal_cfg is None or not bool(cfg_get(cal_cfg, "enabled", False)):
         return None
-    job = _job_paths(scorer_cfg)
+    job = job_paths(scorer_cfg)
     plain = {
         **calibration_settings(cal_cfg),
         "data_dir": cfg_get(cal_cfg, "data_dir", None) or job.get("data_dir"),

@@ -25,7 +25,8 @@ from pathlib import Path
 import requests
 
 from value_harms.errors import ScorerUnavailable
-from value_harms.scoring.http import describe_failure, endpoint_id
+from value_harms.net import describe_failure, endpoint_id
+from value_harms.store import files
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +82,9 @@ def fetch(url: str, dest: str | os.PathLike, *, connect_timeout_s: float, read_t
 
 
 def _download(url: str, dest: Path, connect_timeout_s: float, read_timeout_s: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
+    with files.atomic_path(dest) as part:  # a killed download leaves no half file where torch.hub looks
         with requests.get(url, stream=True, timeout=(connect_timeout_s, read_timeout_s)) as resp:
             resp.raise_for_status()
             with open(part, "wb") as fh:
                 for block in resp.iter_content(CHUNK):
                     fh.write(block)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(part, dest)
-    finally:
-        part.unlink(missing_ok=True)

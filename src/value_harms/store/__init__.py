@@ -7,7 +7,8 @@ logging and progress settings are never part of a key. `identity` hashes content
 keys from parts the layers above compute (value_harms.models.identity, value_harms.train.keys,
 value_harms.scoring.identity), `layout` says
 where a result lives, `records` writes and reads result folders (complete / partial / damaged) as
-typed `EvalRecord`s, `files` does atomic writes and locks, `kv` is the sqlite store of the caches.
+typed `EvalRecord`s, `files` does atomic writes and locks, `hashing` every content hash, `cache` the one
+cache interface (`Cache.get(request, compute)`), `kv` the sqlite store behind the caches.
 """
 
 from value_harms.store.identity import (

@@ -1,11 +1,10 @@
-"""Files of the store: atomic writes, folder locks, completion markers, file checksums (content
-identity hashes live in store.identity)."""
+"""Files of the store: atomic writes (every write-then-rename of the package goes through here), folder
+locks, completion markers. Hashes live in store.hashing."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -39,24 +38,39 @@ def umask() -> int:
     return _UMASK
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see the old content or the new one, never a partial file. The file gets the
     mode a plain open() would give (0666 less the umask), not mkstemp's 0600: a team sharing a store on a cluster
     reads each other's results (no secret is ever written to the store)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """atomic_write_bytes of the text's UTF-8 bytes."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside `path` (unique per writer, `.<name>.<random>.tmp`) for writers that need a
+    path (torch.save, safetensors, a YAML dump): when the block ends without an error the file is flushed
+    to disk, given the mode a plain open() would give, and renamed over `path`; on an error it is removed.
+    A kill leaves only the temporary file, which the next holder of the folder's lock removes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        os.fchmod(fd, 0o666 & ~umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        yield tmp
+        os.chmod(tmp, 0o666 & ~umask())
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -69,15 +83,20 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `final`; on success it replaces `final` in one rename."""
+def atomic_dir(final: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; on success it replaces `final` in one rename. With
+    replace=False an existing `final` is kept and the new folder dropped: for content-addressed folders that
+    several processes may build at once (theirs is the same), and that a reader may be using meanwhile."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~umask())  # mkdtemp's 0700 would hide the folder from the rest of a team (see above)
     try:
         yield tmp
-        if final.exists():
+        if not replace:
+            with contextlib.suppress(OSError):  # a non-empty `final` exists: another writer finished first
+                os.rename(tmp, final)
+        elif final.exists():
             old = final.with_name(f".{final.name}.old.{os.getpid()}")
             os.replace(final, old)
             os.replace(tmp, final)
@@ -87,15 +106,6 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Full sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

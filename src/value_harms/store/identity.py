@@ -13,33 +13,36 @@ never be picked up by a plain evaluation.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from value_harms.store.files import atomic_write_json, to_plain
+from value_harms.store import hashing
+from value_harms.store.cache import KVCache, MemoCache
+from value_harms.store.files import to_plain
+from value_harms.store.hashing import digest
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "content_id",
+    "content_sha256",
+    "digest",
+    "eval_key",
+    "key_prompts_sha256",
+    "prompt_set_sha256",
+]
 
 # Bump when the meaning or layout of stored results changes: it enters every key, so results of an
 # older schema are never reused (they are rebuilt by rerunning the same commands).
 SCHEMA_VERSION = 2
 
 
-def digest(payload: Any, length: int = 16) -> str:
-    """sha256 (hex, first `length` chars) of a JSON-able payload with sorted keys."""
-    blob = json.dumps(to_plain(payload), sort_keys=True, default=str, ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
-
-
 # --------------------------------------------------------------------------------------------------
-# Content hashes of files, remembered per process by (path, size, mtime) so a multirun hashes a
-# multi-GB weight file once, and persisted in the user cache so the next process does not either.
+# Content hashes of files, remembered per process so a multirun hashes a multi-GB weight file once, and
+# in the user's cache (store.cache.KVCache) so the next process does not either. Both are keyed on what
+# says a file is unchanged without reading it (_stamp).
 
-_HASHES: dict[tuple, str] = {}
-_HASH_LOCK = threading.Lock()
-_PERSIST_NAME = "content_hashes.json"
+_HASHES: MemoCache[str] = MemoCache("content hash")
 
 
 def _stamp(p: Path) -> tuple:
@@ -55,40 +58,31 @@ def _stamp(p: Path) -> tuple:
     return tuple(out)
 
 
+def _is_sha256(value: Any) -> None:
+    if not (isinstance(value, str) and len(value) == 64):
+        raise ValueError(f"not a sha256: {value!r}")
+
+
 def content_sha256(
     path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, include: Iterable[str] | None = None
 ) -> str:
-    """sha256 of a file's bytes, or of a folder's files (relative names + bytes, sorted by name).
-    `include`: only folder files whose name ends with one of these suffixes (e.g. weights and
+    """sha256 of a file's bytes, or of a folder's files (relative names + bytes, sorted by name: store.hashing
+    path_sha256). `include`: only folder files whose name ends with one of these suffixes (e.g. weights and
     tokenizer files of a model folder, not its README)."""
     p = Path(os.path.expanduser(str(path))).resolve()
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist")
     suffixes = tuple(include) if include else None
-    stamp = (str(p), suffixes, _stamp(p))
-    key = hashlib.sha256(json.dumps(stamp, default=str).encode()).hexdigest()
-    with _HASH_LOCK:
-        if key in _HASHES:
-            return _HASHES[key]
-    persisted = _load_persisted(cache_dir)
-    if key in persisted:
-        _HASHES[key] = persisted[key]
-        return persisted[key]
-    h = hashlib.sha256()
-    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            if suffixes and not f.name.endswith(suffixes):
-                continue
-            h.update(str(f.relative_to(p)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    value = h.hexdigest()
-    with _HASH_LOCK:
-        _HASHES[key] = value
-    _save_persisted(cache_dir, key, value)
-    return value
+    request = {"path": str(p), "include": suffixes, "stamp": _stamp(p)}
+
+    def compute() -> str:
+        if not cache_dir:
+            return hashing.path_sha256(p, suffixes)
+        return KVCache(cache_dir, "content_sha256", check=_is_sha256).get(
+            request, lambda: hashing.path_sha256(p, suffixes)
+        )
+
+    return _HASHES.get(request, compute)
 
 
 def content_id(path: str | os.PathLike, length: int = 16) -> str:
@@ -97,49 +91,24 @@ def content_id(path: str | os.PathLike, length: int = 16) -> str:
     return content_sha256(path)[:length]
 
 
-def _load_persisted(cache_dir) -> dict[str, str]:
-    if not cache_dir:
-        return {}
-    try:
-        return json.loads((Path(os.path.expanduser(str(cache_dir))) / _PERSIST_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_persisted(cache_dir, key: str, value: str) -> None:
-    if not cache_dir:
-        return
-    try:
-        data = _load_persisted(cache_dir)
-        data[key] = value
-        atomic_write_json(Path(os.path.expanduser(str(cache_dir))) / _PERSIST_NAME, data)
-    except OSError:  # a read-only cache only costs a re-hash next time
-        pass
-
-
-# --------------------------------------------------------------------------------------------------
-# Base model identity
-
-
-# --------------------------------------------------------------------------------------------------
-# Training identity
-
-
 # --------------------------------------------------------------------------------------------------
 # Evaluation identity
 
 
-def prompts_sha256(prompts) -> str:
-    """Ids, texts, categories and metadata of the prompts, in order (all of them enter metrics)."""
-    h = hashlib.sha256()
-    for p in prompts:
-        h.update(
-            json.dumps(
-                [p.id, p.prompt, p.category, getattr(p, "meta", None)], sort_keys=True, default=str, ensure_ascii=False
-            ).encode()
-        )
-        h.update(b"\x1e")
-    return h.hexdigest()
+def prompt_set_sha256(prompts) -> str:
+    """The prompt set: ids and texts, in order (results.json `benchmark.prompt_set_sha256`; a vanilla bias
+    baseline is matched on it)."""
+    return hashing.records_sha256(p.id.encode("utf-8") + b"\x1f" + p.prompt.encode("utf-8") for p in prompts)
+
+
+def key_prompts_sha256(prompts) -> str:
+    """The prompts as the evaluation key sees them: ids, texts, categories and metadata, in order (all of them
+    enter metrics); `eval_key(prompts_sha=...)` and results.json `benchmark.key_prompts_sha256`. Not the same
+    value as prompt_set_sha256 (which leaves categories and metadata out): both are stored, so each keeps its
+    own value."""
+    return hashing.records_sha256(
+        hashing.canonical_json([p.id, p.prompt, p.category, getattr(p, "meta", None)]).encode() for p in prompts
+    )
 
 
 # Benchmark settings added after results were stored: at their default they stay out of the key, so every stored
@@ -170,7 +139,7 @@ def eval_key(
         {
             "schema": SCHEMA_VERSION,
             "model": dict(model),
-            "inputs": hashlib.sha256("\x1e".join(inputs).encode()).hexdigest(),
+            "inputs": hashing.sha256_text("\x1e".join(inputs)),
             "prompts": prompts_sha,
             "benchmark": bench,
             "scorer": dict(scorer),

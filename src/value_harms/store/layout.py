@@ -15,6 +15,10 @@ from pathlib import Path
 
 from value_harms.core.names import safe_name
 
+# The store's two top folders (config.schema.analyze reads its default inputs from them).
+TRAIN = "train"
+EVAL = "eval"
+
 
 def _root(store_dir: str | os.PathLike) -> Path:
     return Path(os.path.expanduser(str(store_dir)))
@@ -24,7 +28,7 @@ def train_dir(store_dir: str | os.PathLike, *, model: str, stage: str, profile: 
     """The store folder of one training result (adapter, train_result.json, checkpoints)."""
     return (
         _root(store_dir)
-        / "train"
+        / TRAIN
         / safe_name(model, "model.name")
         / safe_name(stage, "vim_stage.name")
         / safe_name(profile, "value_profile.name")
@@ -46,7 +50,7 @@ def eval_dir(
     """The store folder of one evaluation result (results.json, samples.jsonl, its marker)."""
     return (
         _root(store_dir)
-        / "eval"
+        / EVAL
         / safe_name(model, "model.name")
         / safe_name(variant, "baseline")
         / safe_name(stage, "vim_stage.name")

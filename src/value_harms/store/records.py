@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from value_harms.errors import ValueHarmsError
-from value_harms.store import files
+from value_harms.store import files, hashing
 from value_harms.store.identity import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,119 @@ class RecordError(ValueHarmsError, ValueError):
 
 # Keys of results.json that only some records carry (run-folder copies, records of older writers):
 # written back only when present, so a record round-trips to the same keys.
-_OPTIONAL = ("seeds", "status", "store_dir", "run_dir", "skipped")
+_OPTIONAL = ("seeds", "alignment", "status", "store_dir", "run_dir", "skipped")
+
+
+class _Absent:
+    """A key this writer does not produce: left out of results.json (None is written as null)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+
+class _Section:
+    """A typed section of results.json: its fields are its keys; ABSENT ones are left out."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not ABSENT}
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo(_Section):
+    """`benchmark`: what was evaluated. Three different hashes of "the prompts", each under its own name
+    (records written before this split held the first or the third as `prompts_sha256`; from_json renames it):
+    - `prompt_set_sha256`: sha256 of the prompts' ids and texts, in order (store.identity `prompt_set_sha256`):
+      the prompt set, e.g. the one a vanilla bias baseline must share;
+    - `key_prompts_sha256`: the prompts' part of the evaluation key (store.identity `key_prompts_sha256`: ids, texts,
+      categories and metadata);
+    - `items_content_id`: benchmark=pvq: the first 16 hex digits of the item file's content sha256."""
+
+    name: str
+    version: str
+    measure: str
+    n_prompts: int
+    settings: dict[str, Any]
+    prompt_set_sha256: str = ABSENT
+    key_prompts_sha256: str = ABSENT
+    items_content_id: str = ABSENT
+    items_source: str = ABSENT  # benchmark=pvq: configured | demo_items
+
+
+@dataclass(frozen=True)
+class ModelInfo(_Section):
+    """`model`: the model that answered, by name and by content."""
+
+    name: str
+    base: str
+    revision: str | None
+    dtype: str
+    adapter_dir: str | None
+    adapter_sha256: str | None
+
+
+@dataclass(frozen=True)
+class GenerationInfo(_Section):
+    """`generation`: decoding settings and row counts (the PVQ check: greedy, uncached, the first five only)."""
+
+    max_new_tokens: int
+    do_sample: bool
+    requested: int
+    cached: int
+    generated: int
+    num_samples: int = ABSENT
+    temperature: float = ABSENT
+    top_p: float = ABSENT
+    stop: list[str] = ABSENT
+    seed: int = ABSENT
+    engine: dict[str, Any] = ABSENT
+    batch_size: int = ABSENT
+    seconds: float = ABSENT
+    empty: int = ABSENT  # empty continuations: scored and counted like any other, reported to be visible
+
+
+@dataclass(frozen=True)
+class ScorerInfo(_Section):
+    """`scorer`: who scored, how many texts, how many are missing; per-text fallback shares for scored texts."""
+
+    measure: str
+    provenance: Any
+    by_scorer: dict[str, int]
+    missing: int
+    n: int
+    stand_in: bool
+    primary: str | None = ABSENT
+    share_by_scorer: dict[str, float] = ABSENT
+    fallback_share: float | None = ABSENT
+    filtered: int = ABSENT
+
+
+@dataclass(frozen=True)
+class Seeds(_Section):
+    generation: int
+    benchmark: int = ABSENT
+
+
+def _migrated_benchmark(bench: Mapping[str, Any]) -> dict[str, Any]:
+    """A `benchmark` section with the one-time rename applied: an older record's `prompts_sha256` is the PVQ item
+    file's id when the record names its items' source (only the PVQ writer did), else the prompt set's hash."""
+    out = dict(bench)
+    if "prompts_sha256" in out:
+        old = out.pop("prompts_sha256")
+        out.setdefault("items_content_id" if "items_source" in out else "prompt_set_sha256", old)
+    return out
 
 
 @dataclass
 class EvalRecord:
-    """One evaluation result as results.json holds it (the persisted keys, unchanged). The writers
-    (eval.job, eval.task) build it, `write_result` and eval.publish write it, and every reader (analysis.tidy,
-    eval.bias_baseline, tools.status through `read_result`) reads it here rather than by string keys.
-    Keys it does not name (e.g. the alignment block of a PVQ result) travel verbatim in `extra`."""
+    """One evaluation result as results.json holds it: the one owner of that schema. Both writers (eval.job's
+    generation jobs, eval.task's PVQ job) build it with `build` from the typed sections above (through
+    eval.publish `build_record`); `write_result` and eval.publish write it; every reader (analysis.tidy,
+    eval.bias_baseline, tools.status through `read_result`) reads it with `from_json`, which also reads records
+    of older writers. Sections are kept as plain objects when read, so a record of any writer reads; keys the
+    record does not name (none today) travel verbatim in `extra`."""
 
     key: str
     benchmark: dict[str, Any]
@@ -63,11 +167,54 @@ class EvalRecord:
     git: str | None = None
     seconds: float | None = None
     seeds: dict[str, Any] | None = None
+    alignment: dict[str, Any] | None = None  # benchmark=pvq: greedy / expected answers per value, histogram
     status: str | None = None  # complete | partial, set by write_result
     store_dir: str | None = None  # run-folder copies only: where the stored result is
     run_dir: str | None = None
     skipped: bool | None = None  # run-folder copies only: reused from the store, not recomputed
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        key: str,
+        train_key: str | None,
+        benchmark: BenchmarkInfo,
+        model: ModelInfo,
+        profile: dict[str, Any],
+        baseline: str,
+        stage: str,
+        mitigation: dict[str, Any],
+        prefix: str,
+        generation: GenerationInfo,
+        scorer: ScorerInfo,
+        metrics: dict[str, Any],
+        seeds: Seeds,
+        git: str | None,
+        seconds: float,
+        alignment: dict[str, Any] | None = None,
+    ) -> EvalRecord:
+        """A new record from its typed sections (every key a writer produces is named here or in a section)."""
+        return cls(
+            key=key,
+            benchmark=benchmark.to_json(),
+            model=model.to_json(),
+            profile=dict(profile),
+            baseline=baseline,
+            stage=stage,
+            mitigation=dict(mitigation),
+            metrics=metrics,
+            scorer=scorer.to_json(),
+            generation=generation.to_json(),
+            schema_version=SCHEMA_VERSION,
+            train_key=train_key,
+            prefix=prefix,
+            git=git,
+            seconds=seconds,
+            seeds=seeds.to_json(),
+            alignment=alignment,
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "results.json") -> EvalRecord:
@@ -84,6 +231,7 @@ class EvalRecord:
         known = {k: v for k, v in data.items() if k in names and v is not None}
         for k in ("benchmark", "model", "profile", "mitigation", "scorer", "generation"):
             known[k] = dict(known.get(k) or {})
+        known["benchmark"] = _migrated_benchmark(known["benchmark"])
         known.setdefault("key", "")
         known.setdefault("baseline", "")
         known.setdefault("stage", "none")
@@ -91,13 +239,18 @@ class EvalRecord:
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
     def to_json(self) -> dict[str, Any]:
-        """The results.json object (same keys as the writers always wrote)."""
+        """The results.json object (the keys of the record; an older record's `prompts_sha256` under its new name)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         for k in _OPTIONAL:
             if out[k] is None:
                 del out[k]
         out.update(self.extra)
         return out
+
+    @property
+    def prompt_set_sha256(self) -> str | None:
+        """The prompt set's hash (ids and texts in order); None for a PVQ record, whose items are a file."""
+        return self.benchmark.get("prompt_set_sha256")
 
     @property
     def benchmark_name(self) -> str:
@@ -192,7 +345,7 @@ def write_result(
         "results": RESULTS,
         "samples": SAMPLES,
         "missing": int(missing),
-        "sha256": {RESULTS: files.file_sha256(folder / RESULTS), SAMPLES: files.file_sha256(folder / SAMPLES)},
+        "sha256": {RESULTS: hashing.file_sha256(folder / RESULTS), SAMPLES: hashing.file_sha256(folder / SAMPLES)},
     }
     files.atomic_write_json(folder / (COMPLETE if state == "complete" else PARTIAL), marker)
     return state
@@ -224,7 +377,7 @@ def read_result(folder: str | os.PathLike, quiet: bool = False) -> ResultState:
         path = folder / name
         if not path.is_file():
             return _damaged(path, "missing", quiet)
-        if files.file_sha256(path) != sums.get(name):
+        if hashing.file_sha256(path) != sums.get(name):
             return _damaged(path, "its bytes differ from the checksum written with it (truncated or edited)", quiet)
     try:
         result = files.read_json(folder / RESULTS)

@@ -19,6 +19,7 @@ from value_harms.alignment.pvq import AlignmentResult
 from value_harms.alignment.shift import separation_lines
 from value_harms.alignment.table import format_alignment_table
 from value_harms.eval.engines import ENGINES
+from value_harms.eval.measures import get_measure
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,6 +38,7 @@ def collect_alignment(sweep_dir: Path) -> tuple[dict[str, AlignmentResult], dict
     return results, targets
 
 
+# column headers of the demo's table (18 characters wide); any other metric is shown by its name
 SHORT = {
     "expected_max_toxicity": "EMT",
     "toxicity_probability": "tox.prob",
@@ -44,12 +46,6 @@ SHORT = {
     "harmfulness_score": "harm.score",
     "harmfulness_rate": "harm.rate",
     "flagged_rate": "flagged",
-}
-MAIN_METRIC = {
-    "toxicity": ("expected_max_toxicity", "toxicity_probability"),
-    "regard": ("negative_regard_rate",),
-    "harmfulness": ("harmfulness_score", "harmfulness_rate"),
-    "flag": ("flagged_rate",),
 }
 
 
@@ -67,13 +63,13 @@ def format_comparison(results: list[dict]) -> str:
         b = (r["benchmark"]["name"], r["benchmark"]["measure"])
         if b not in benches:
             benches.append(b)
-    cols = [(b, m) for b, measure in benches for m in MAIN_METRIC[measure]]
+    cols = [(b, m) for b, measure in benches for m in get_measure(measure).metrics]
     rows: dict[tuple[str, str], dict] = {}
     for r in results:
         key = (f"{r['profile']['name']} ({r['baseline']})", r["mitigation"]["name"])
         row = rows.setdefault(key, {})
         ov = r["metrics"]["overall"]
-        for m in MAIN_METRIC[r["benchmark"]["measure"]]:
+        for m in get_measure(r["benchmark"]["measure"]).metrics:
             row[(r["benchmark"]["name"], m)] = ov.get(m)
         row[(r["benchmark"]["name"], "missing")] = r["scorer"].get("missing")
     head = (
@@ -92,7 +88,7 @@ def format_comparison(results: list[dict]) -> str:
         scorers = sorted(
             {k for r in results if r["benchmark"]["name"] == b for k in (r["scorer"].get("by_scorer") or {})}
         )
-        paper = "the paper's GPT-4 judge" if measure in ("harmfulness", "flag") else "the paper's Perspective API"
+        paper = get_measure(measure).reference_scorer or "the paper's scorer"
         notes.append(
             f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
             + (f" -- STAND-IN scorer, not {paper}" if stand_in else "")

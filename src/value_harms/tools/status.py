@@ -145,11 +145,15 @@ def _expected_store(conf: Path, task: str, overrides: list[str]) -> str | None:
             from value_harms.train.task import train_store_dir
 
             return str(train_store_dir(cfg, profile))
-        if task == "evaluate" and not cfg.batch_profiles and cfg.benchmark.measure != "alignment":
-            from value_harms.eval.job import _load_benchmark, prepare_job
+        if task == "evaluate" and not cfg.batch_profiles:
+            from value_harms.eval.measures import get_measure
+
+            if get_measure(str(cfg.benchmark.measure)).reads_answers:  # the PVQ job files its own way
+                return None
+            from value_harms.eval.job import load_benchmark, prepare_job
             from value_harms.eval.variants import resolve_baseline
 
-            prompts, fp = _load_benchmark(cfg)
+            prompts, fp = load_benchmark(cfg)
             return str(prepare_job(cfg, profile, resolve_baseline(cfg, profile), prompts, fp).store)
     except Exception:  # noqa: BLE001 - anything that stops the composition: the job stays "missing"
         return None

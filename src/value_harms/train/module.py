@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file and renamed: a kill never leaves half a file."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        with files.atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 class LoRAModule(L.LightningModule):

@@ -1,8 +1,8 @@
 """VIM training with Lightning + PEFT LoRA, and the `train` task behind `train.py`.
 
-One job = one (model, profile, stage) triple. Its result lives in a store folder addressed by a
-fingerprint of every setting that changes the adapter, so a rerun resumes an interrupted job from
-its last checkpoint or skips a complete one. Only the adapter with the best validation loss is kept
+One job = one (model, profile, stage) triple. Its result lives in a store folder addressed by its
+training key (train/keys.py: a sha256 of every setting that changes the adapter), so a rerun resumes an
+interrupted job from its last checkpoint or skips a complete one. Only the adapter with the best validation loss is kept
 (PROTOCOL.md: "keep the epoch with the best validation loss (adapter only)"); checkpoints hold the
 LoRA weights, optimizer, scheduler and loop state only, never the base model.
 """
@@ -25,7 +25,8 @@ from value_harms.models.loading import get_base_model
 from value_harms.models.lora import detach_lora, load_adapter
 from value_harms.runtime import runs, tracking
 from value_harms.runtime.runs import output_dir, run_group
-from value_harms.store import files, identity, layout
+from value_harms.store import files, hashing, identity, layout
+from value_harms.store.cache import FileCache
 from value_harms.train import keys
 from value_harms.train.fit import train_profile
 
@@ -176,9 +177,9 @@ def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identit
         adapter_dir, summary = train_profile(cfg, profile, base_model, tokenizer, store, data_dir, wandb_run)
         result.update(summary)
         result["adapter_dir"] = str(adapter_dir)
-        from value_harms.models.lora import adapter_fingerprint
+        from value_harms.models.lora import adapter_sha256
 
-        result["adapter_sha256"] = adapter_fingerprint(str(adapter_dir))
+        result["adapter_sha256"] = adapter_sha256(str(adapter_dir))
         files.atomic_write_json(store / "data_counts.json", summary["data_counts"])
     model = load_adapter(base_model, str(adapter_dir)) if adapter_dir else base_model
     try:
@@ -192,7 +193,7 @@ def _train_and_record(cfg, profile, store, data_dir, run_dir, wandb_run, identit
         store,
         {
             "adapter_dir": result.get("adapter_dir"),
-            "sha256": {"train_result.json": files.file_sha256(store / "train_result.json")},
+            "sha256": {"train_result.json": hashing.file_sha256(store / "train_result.json")},
         },
     )
     files.atomic_write_json(run_dir / "train_result.json", result)
@@ -230,7 +231,8 @@ def _vanilla_alignment(cfg, store: Path) -> dict[str, Any] | None:
     store (<store>/train/<model>/none/vanilla/<key>/), the newest readable one; None when absent."""
     if not cfg.alignment.enabled:
         return None
-    name = _alignment_source(cfg, store, cfg.paths.data_dir)[2].name
+    _, _, cache, request = _alignment_source(cfg, store, cfg.paths.data_dir)
+    name = cache.path(request).name
     found = sorted(store.parents[2].glob(f"none/vanilla/*/{name}"), key=lambda p: p.stat().st_mtime)
     for f in reversed(found):
         try:
@@ -249,17 +251,20 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, Path]:
-    """(PVQ item file, 'configured' | 'demo_items', the store file caching this check's result)."""
+def _alignment_source(cfg, store: Path, data_dir) -> tuple[Path, str, FileCache, dict[str, Any]]:
+    """(PVQ item file, 'configured' | 'demo_items', the cache of this check's result in the store folder,
+    its request). The cache is a file beside the adapter it measured, `alignment-<key>.json`: a vanilla
+    check is read from the vanilla model's store folder by that name (_vanilla_alignment)."""
     items_path, source = resolve_items(
         runs.resolve_path(cfg.alignment.items_path, data_dir) if cfg.alignment.items_path else None,
         fallback=bool(cfg.alignment.fallback_to_demo_items),
     )
-    key = identity.digest(
-        {"items": identity.content_id(items_path), "bs": cfg.alignment.batch_size, "new": cfg.alignment.max_new_tokens},
-        12,
-    )
-    return items_path, source, store / f"alignment-{key}.json"
+    request = {
+        "items": identity.content_id(items_path),
+        "bs": cfg.alignment.batch_size,
+        "new": cfg.alignment.max_new_tokens,
+    }
+    return items_path, source, FileCache(store, "alignment", "alignment check", key_length=12), request
 
 
 def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
@@ -268,20 +273,17 @@ def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
         return None
     try:
         expected = (files.read_json(store / "COMPLETE").get("sha256") or {}).get("train_result.json")
-        if expected != files.file_sha256(store / "train_result.json"):
+        if expected != hashing.file_sha256(store / "train_result.json"):
             raise ValueError("its bytes differ from the checksum written with it")
         result = files.read_json(store / "train_result.json")
     except (OSError, ValueError, AttributeError) as exc:
         log.warning("stored result %s is damaged (%s): recomputing", store / "train_result.json", exc)
         return None
     if cfg.alignment.enabled:
-        cache = _alignment_source(cfg, store, data_dir)[2]
-        if not cache.is_file():
-            return None  # alignment settings changed: compute the check for them
-        try:
-            result["alignment"] = files.read_json(cache)
-        except ValueError:
-            return None
+        _, _, cache, request = _alignment_source(cfg, store, data_dir)
+        result["alignment"] = cache.lookup(request)
+        if result["alignment"] is None:
+            return None  # alignment settings changed (or their check is damaged): compute the check for them
     if result.get("adapter_dir") and not (Path(result["adapter_dir"]) / "adapter_config.json").is_file():
         return None
     if result.get("adapter_dir"):
@@ -296,12 +298,12 @@ def _stored_result(cfg, store: Path, data_dir) -> dict[str, Any] | None:
 def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -> dict[str, Any]:
     """PVQ value-alignment check, cached in the store next to the adapter it measured."""
 
-    items_path, source, cache = _alignment_source(cfg, store, data_dir)
-    if cache.is_file():
-        try:
-            return files.read_json(cache)
-        except ValueError:
-            log.warning("alignment cache %s is damaged: recomputing", cache)
+    items_path, source, cache, request = _alignment_source(cfg, store, data_dir)
+    return cache.get(request, lambda: _alignment_check(cfg, profile, model, tokenizer, items_path, source))
+
+
+def _alignment_check(cfg, profile: Profile, model, tokenizer, items_path: Path, source: str) -> dict[str, Any]:
+    """The PVQ check of `model`, with where its items came from."""
     items = load_items(items_path)
     target = None if profile.is_vanilla or cfg.vim_stage.kind == "benign" else profile.values
     res = run_alignment_check(
@@ -316,5 +318,4 @@ def _alignment(cfg, profile: Profile, model, tokenizer, store: Path, data_dir) -
     out["items_source"] = source
     out.setdefault("settings", {})["items_source"] = source
     out["items_path"] = str(items_path)
-    files.atomic_write_json(cache, out)
     return out

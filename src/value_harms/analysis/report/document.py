@@ -24,9 +24,9 @@ import pandas as pd
 
 from value_harms.analysis.report.figures import make_figures
 from value_harms.analysis.report.format import (
-    _empty,
-    _isnan,
-    _normalize_mit,
+    is_empty,
+    is_na,
+    normalize_mitigation,
 )
 from value_harms.analysis.report.page import CSS, Page
 from value_harms.analysis.report.sections import (
@@ -69,7 +69,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     provenance = dict(provenance or {})
-    mit = _normalize_mit(mit)
+    mit = normalize_mitigation(mit)
     figs = make_figures(reg, cmp, mit, out / "figures")
     doc = Page(title, "figures")
 
@@ -105,7 +105,7 @@ def _wandb_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in out.columns:
         if out[c].dtype == object:
-            out[c] = out[c].map(lambda x: None if _isnan(x) else str(x))
+            out[c] = out[c].map(lambda x: None if is_na(x) else str(x))
     return out.reset_index(drop=True)
 
 
@@ -128,7 +128,7 @@ def log_report_to_wandb(run, figures: Mapping[str, Path], tables: Mapping[str, p
         except Exception as exc:
             log.warning("W&B image %s not built (%s: %s)", name, type(exc).__name__, exc)
     for name, df in (tables or {}).items():
-        if _empty(df):
+        if is_empty(df):
             continue
         try:
             payload[f"report/table/{name}"] = wandb.Table(dataframe=_wandb_frame(df))

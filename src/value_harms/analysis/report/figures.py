@@ -10,21 +10,21 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from value_harms.analysis.design import design_text
 from value_harms.analysis.report.format import (
     BASELINE_ORDER,
     INTERCEPT_TERMS,
     MITIGATION_ORDER,
     NA,
-    _design,
-    _empty,
-    _has_text,
-    _isnan,
-    _normalize_mit,
-    _slug,
-    _stars,
-    _varying,
     bench_name,
+    has_text,
+    is_empty,
+    is_na,
+    normalize_mitigation,
+    p_stars,
+    varying_columns,
 )
+from value_harms.core.names import slug
 from value_harms.core.values import HIGHER_ORDER, VALUES
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def _term_order(terms: Iterable[str]) -> list[str]:
 
 
 def _column_label(bench: Any, cat: Any, metric: Any) -> str:
-    parts = [bench_name(bench)] + ([str(cat)] if _has_text(cat) else []) + [str(metric)]
+    parts = [bench_name(bench)] + ([str(cat)] if has_text(cat) else []) + [str(metric)]
     return " / ".join(parts)
 
 
@@ -65,7 +65,7 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
     terms = _term_order(reg["term"])
     if not terms:
         return None
-    ident = _varying(reg) + ["benchmark", "category", "metric"]
+    ident = varying_columns(reg) + ["benchmark", "category", "metric"]
     keys = list(zip(*(reg[c] for c in ident)))
     cols = list(dict.fromkeys(keys))
     colidx = {c: j for j, c in enumerate(cols)}
@@ -77,8 +77,8 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
         if t not in rowidx:
             continue
         i, j = rowidx[t], colidx[key]
-        coef[i, j] = r.coef if not _isnan(r.coef) else np.nan
-        pad[i, j] = r.p_adj if not _isnan(r.p_adj) else np.nan
+        coef[i, j] = r.coef if not is_na(r.coef) else np.nan
+        pad[i, j] = r.p_adj if not is_na(r.p_adj) else np.nan
     finite = np.abs(coef[np.isfinite(coef)])
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
@@ -98,7 +98,7 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
             if not np.isfinite(c):
                 ax.text(j, i, NA, ha="center", va="center", fontsize=8, color="#555555")
                 continue
-            star = _stars(pad[i, j])
+            star = p_stars(pad[i, j])
             text = f"{c:.3f}{chr(10) + star if star else ''}" if show_values else star
             if text:
                 color = "white" if abs(c) > 0.6 * vmax else "black"
@@ -169,14 +169,14 @@ def _bar_labels(d: pd.DataFrame, parts: Iterable[str], sep: str) -> list[str]:
     if "stage" in d.columns:
         counts = pd.Series(base).value_counts()
         base = [
-            (str(st) if str(st).startswith(b) else f"{b} ({st})") if counts[b] > 1 and _has_text(st) else b
+            (str(st) if str(st).startswith(b) else f"{b} ({st})") if counts[b] > 1 and has_text(st) else b
             for b, st in zip(base, d["stage"])
         ]
     return base
 
 
 def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
-    pkeys = ["metric", *_varying(cmp_b, ("model", "category", "mitigation"))]
+    pkeys = ["metric", *varying_columns(cmp_b, ("model", "category", "mitigation"))]
     panels = list(dict.fromkeys(zip(*(cmp_b[c] for c in pkeys))))
     if not panels:
         return None
@@ -195,7 +195,7 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         labels = _bar_labels(d, ["baseline"], " ")
         if "n_prompts" in d.columns:  # the design under each bar (models x prompts x samples)
             labels = [
-                f"{lb}\n{_design(r).replace(' models x ', 'x').replace(' prompts x ', 'x').replace(' samples', '')}"
+                f"{lb}\n{design_text(r).replace(' models x ', 'x').replace(' prompts x ', 'x').replace(' samples', '')}"
                 for lb, r in zip(labels, d.itertuples(index=False))
             ]
         mean = pd.to_numeric(d["mean"], errors="coerce").to_numpy(dtype=float)
@@ -208,7 +208,7 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         # stars by the family q-value where the frame has one, else by p
         stars_by = d["q"] if "q" in d else d["p_value"] if "p_value" in d else [np.nan] * len(x)
         for xi, m, h, p in zip(x, mean, hi, stars_by):
-            label = NA if not np.isfinite(m) else f"{m:.3f}{_stars(p)}"
+            label = NA if not np.isfinite(m) else f"{m:.3f}{p_stars(p)}"
             ax.annotate(
                 label,
                 (xi, (m if np.isfinite(m) else 0) + h),
@@ -238,7 +238,7 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
 
 
 def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
-    gkeys = ["benchmark", "metric", *_varying(mit, ("model", "category"))]
+    gkeys = ["benchmark", "metric", *varying_columns(mit, ("model", "category"))]
     groups = list(dict.fromkeys(zip(*(mit[c] for c in gkeys))))
     if not groups:
         return None
@@ -267,13 +267,13 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
         for yi, v, p in zip(y, dm, d["q"] if "q" in d else d["p_value"]):
             if not np.isfinite(v):
                 ax.text(0, yi, f" {NA}", va="center", fontsize=8)
-            elif _stars(p):
-                ax.text(0, yi, f" {_stars(p)} ", va="center", ha="left" if v < 0 else "right", fontsize=9)
+            elif p_stars(p):
+                ax.text(0, yi, f" {p_stars(p)} ", va="center", ha="left" if v < 0 else "right", fontsize=9)
         ax.axvline(0, color="black", lw=1.0)
         d = d.assign(
             _mlab=[
                 f"{mg} [{', '.join(dr) if isinstance(dr, (list, tuple)) else dr}]"
-                if "disregard" in d and _has_text(dr) and not isinstance(dr, float)
+                if "disregard" in d and has_text(dr) and not isinstance(dr, float)
                 else str(mg)
                 for mg, dr in zip(d["mitigation"], d["disregard"] if "disregard" in d else [None] * len(d))
             ]
@@ -297,7 +297,7 @@ def make_figures(
     """
     out = Path(out_dir)
     figs: dict[str, Path] = {}
-    mit = _normalize_mit(mit)
+    mit = normalize_mitigation(mit)
 
     def attempt(name: str, fn, *args) -> None:
         try:
@@ -307,33 +307,33 @@ def make_figures(
         except Exception as exc:  # a figure must never cost the report
             log.warning("figure %s not drawn (%s: %s)", name, type(exc).__name__, exc)
 
-    if not _empty(reg):
+    if not is_empty(reg):
         r = reg.copy()
         if "category" not in r:
             r["category"] = ""
-        r["category"] = r["category"].where(r["category"].map(_has_text), "")
+        r["category"] = r["category"].where(r["category"].map(has_text), "")
         r = r[~r["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
-        ncols = len(set(zip(*(r[c] for c in _varying(r) + ["benchmark", "category", "metric"]))))
+        ncols = len(set(zip(*(r[c] for c in varying_columns(r) + ["benchmark", "category", "metric"]))))
         if ncols <= MAX_HEATMAP_COLUMNS or r["metric"].nunique() <= 1:
             attempt("coef_heatmap", _heatmap, r, "Value → harm regression coefficients", out / "coef_heatmap.png")
         else:
             for metric in dict.fromkeys(r["metric"]):
                 attempt(
-                    f"coef_heatmap__{_slug(metric)}",
+                    f"coef_heatmap__{slug(metric)}",
                     _heatmap,
                     r[r["metric"] == metric],
                     f"Value → harm regression coefficients: {metric}",
-                    out / f"coef_heatmap__{_slug(metric)}.png",
+                    out / f"coef_heatmap__{slug(metric)}.png",
                 )
-    if not _empty(cmp):
+    if not is_empty(cmp):
         for bench in dict.fromkeys(cmp["benchmark"]):
             attempt(
-                f"baselines__{_slug(bench)}",
+                f"baselines__{slug(bench)}",
                 _bars,
                 cmp[cmp["benchmark"] == bench],
                 bench,
-                out / f"baselines__{_slug(bench)}.png",
+                out / f"baselines__{slug(bench)}.png",
             )
-    if not _empty(mit):
+    if not is_empty(mit):
         attempt("mitigation", _mitigation, mit, out / "mitigation.png")
     return figs

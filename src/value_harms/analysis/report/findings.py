@@ -16,21 +16,22 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from value_harms.analysis.design import design_text
 from value_harms.analysis.multiplicity import apply_fdr
 from value_harms.analysis.report.format import (
     ALPHA,
     BASELINE_LABELS,
     INTERCEPT_TERMS,
     NA,
-    _design,
-    _empty,
-    _has_text,
-    _isnan,
-    _normalize_mit,
-    _varying,
     bench_name,
     fmt_num,
+    has_text,
+    is_empty,
+    is_na,
+    normalize_mitigation,
+    varying_columns,
 )
+from value_harms.metrics import unit_interval
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ VANILLA = "this vanilla model"
 SOURCE_ORDER = ("contrast", "regression", "comparison", "mitigation")
 
 
-def _significant_mask(reg: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
+def significant_mask(reg: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
     """Coefficients headlined: q <= alpha (the family q-value; p_adj on frames without one) and powered."""
     q = reg["q"] if "q" in reg else reg["p_adj"]
     sig = pd.to_numeric(q, errors="coerce").le(alpha)
@@ -51,7 +52,7 @@ def _significant_mask(reg: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
 
 def _q(row: Any) -> float:
     q = getattr(row, "q", None)
-    return float(q) if not _isnan(q) else float("nan")
+    return float(q) if not is_na(q) else float("nan")
 
 
 def _stats(row: Any, family: Mapping[str, Any], p: str = "p_value") -> str:
@@ -70,12 +71,12 @@ def constant_row(row: Any) -> bool:
     flag = getattr(row, "constant", None)
     if isinstance(flag, (bool, np.bool_)) and flag:
         return True
-    return any(not _isnan(getattr(row, c, None)) and float(getattr(row, c)) == 0 for c in ("se", "mde"))
+    return any(not is_na(getattr(row, c, None)) and float(getattr(row, c)) == 0 for c in ("se", "mde"))
 
 
 def _constant_text(what: str, row: Any, value: str = "mean") -> str:
     v = getattr(row, value, None)
-    at = f" ({fmt_num(v)} everywhere)" if not _isnan(v) else ""
+    at = f" ({fmt_num(v)} everywhere)" if not is_na(v) else ""
     return f"{what}: the metric is constant here{at}; nothing can be estimated."
 
 
@@ -83,22 +84,22 @@ def _underpowered(row: Any, what: str, fixed_reference: bool = False) -> str:
     """The sentence of a test whose design is below the stated minimum. A fixed reference (the
     vanilla model's own mitigation delta) is one model by design: only the prompt minimum applies."""
     mm, mp = getattr(row, "min_models", None), getattr(row, "min_prompts", None)
-    if fixed_reference and not _isnan(mp):
+    if fixed_reference and not is_na(mp):
         need = f"; a finding needs >= {int(mp)} prompts (one fixed model)"
-    elif not _isnan(mm) and not _isnan(mp):
+    elif not is_na(mm) and not is_na(mp):
         need = f"; a finding needs >= {int(mm)} models x {int(mp)} prompts"
     else:
         need = ""
     m = getattr(row, "mde", None)
-    bounded = str(getattr(row, "metric", "")) != "harmfulness_score"  # rates and probabilities lie in [0, 1]
+    bounded = unit_interval(getattr(row, "metric", ""))  # its declared scale (metrics.MetricSpec) is [0, 1]
     mde_txt = (
         "minimum detectable effect unknown (no prompt-level data)"
-        if _isnan(m)
+        if is_na(m)
         else f"minimum detectable effect {fmt_num(m)} (80% power)"
         if not (bounded and float(m) >= 1)
         else f"minimum detectable effect {fmt_num(m)} (80% power): no effect on this 0-1 scale is detectable"
     )
-    return f"{what}: underpowered ({_design(row)}{need}); {mde_txt}."
+    return f"{what}: underpowered ({design_text(row)}{need}); {mde_txt}."
 
 
 def _powered(frame: pd.DataFrame) -> pd.Series:
@@ -140,12 +141,12 @@ def _reg_findings(
     r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
     who = BASELINE_LABELS.get(str(r["baseline"].iloc[0]), "value-aligned") if "baseline" in r else None
     across = f"across the {(who or 'Value-aligned models').lower()}' profiles"
-    sig = r[_significant_mask(r, alpha)]
+    sig = r[significant_mask(r, alpha)]
     out: list[tuple[str, bool]] = []
-    vary = _varying(r)
+    vary = varying_columns(r)
     sig = sig.assign(qv=pd.to_numeric(sig["q"] if "q" in sig else sig["p_adj"], errors="coerce"))
     for row in sig.assign(_a=-sig["coef"].astype(float).abs()).sort_values(["qv", "_a"]).itertuples(index=False):
-        what = (f"{row.category} " if _has_text(getattr(row, "category", None)) else "") + str(row.metric)
+        what = (f"{row.category} " if has_text(getattr(row, "category", None)) else "") + str(row.metric)
         verb = "raises" if float(row.coef) > 0 else "lowers"
         by = f" for {', '.join(str(getattr(row, c)) for c in vary)}" if vary else ""
         out.append(
@@ -162,7 +163,7 @@ def _reg_findings(
         out.append(
             (
                 f"No value coefficient is significant {across} (q <= {alpha:g}; N models = "
-                f"{int(n) if not _isnan(n) else NA}, {len(powered)} coefficients in a family of "
+                f"{int(n) if not is_na(n) else NA}, {len(powered)} coefficients in a family of "
                 f"{family.get('size', NA)} tests).",
                 False,
             )
@@ -177,7 +178,7 @@ def _reg_underpowered(weak: pd.DataFrame, across: str) -> str:
     keys = [c for c in ("benchmark", "category", "metric") if c in weak.columns]
     fits = weak.drop_duplicates(keys)
     names = [
-        f"{bench_name(f.benchmark)} " + (f"{f.category} " if _has_text(getattr(f, "category", None)) else "") + f.metric
+        f"{bench_name(f.benchmark)} " + (f"{f.category} " if has_text(getattr(f, "category", None)) else "") + f.metric
         for f in fits.itertuples(index=False)
     ]
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -195,7 +196,7 @@ def _reg_underpowered(weak: pd.DataFrame, across: str) -> str:
     )
     return (
         f"Value regressions {across} ({shown}): underpowered ({design}"
-        + (f"; a finding needs >= {int(need)} profiles" if not _isnan(need) else "")
+        + (f"; a finding needs >= {int(need)} profiles" if not is_na(need) else "")
         + f"); {mde_txt}."
     )
 
@@ -206,7 +207,7 @@ def _reg_underpowered(weak: pd.DataFrame, across: str) -> str:
 
 def _who(row: Any, stages: bool = False, vary: list[str] | None = None) -> str:
     who = BASELINE_LABELS.get(str(row.baseline), f"{row.baseline} models")
-    if stages and _has_text(getattr(row, "stage", None)):
+    if stages and has_text(getattr(row, "stage", None)):
         who += f" ({row.stage})"
     if vary:
         who += f" ({', '.join(str(getattr(row, c)) for c in vary)})"
@@ -214,7 +215,7 @@ def _who(row: Any, stages: bool = False, vary: list[str] | None = None) -> str:
 
 
 def _cmp_findings(cmp: pd.DataFrame | None, family: Mapping[str, Any], alpha: float) -> list[tuple[str, bool]]:
-    if _empty(cmp):
+    if is_empty(cmp):
         return []
     test = cmp[cmp["baseline"].astype(str) != "vanilla"]
     if test.empty:
@@ -238,7 +239,7 @@ def _cmp_named(cmp: pd.DataFrame, named: pd.DataFrame, family: Mapping[str, Any]
     out = []
     same = [c for c in ("model", "benchmark", "metric", "category", "mitigation") if c in cmp.columns]
     stages = "stage" in cmp.columns and cmp[cmp["baseline"].astype(str) == "benign"]["stage"].nunique() > 1
-    vary = _varying(cmp, ("model",))
+    vary = varying_columns(cmp, ("model",))
     for row in named.assign(_q=pd.to_numeric(named["q"], errors="coerce")).sort_values("_q").itertuples(index=False):
         sel = cmp["baseline"].astype(str) == "vanilla"
         for c in same:
@@ -246,8 +247,9 @@ def _cmp_named(cmp: pd.DataFrame, named: pd.DataFrame, family: Mapping[str, Any]
         ref = cmp[sel]
         ref_mean = float(ref["mean"].iloc[0]) if len(ref) else float(row.mean) - float(row.diff_vs_ref)
         ci = (
-            f", 95% CI {fmt_num(row.diff_low, signed=True)} to {fmt_num(row.diff_high, signed=True)}, {_design(row)}"
-            if not _isnan(getattr(row, "diff_low", None))
+            f", 95% CI {fmt_num(row.diff_low, signed=True)} to {fmt_num(row.diff_high, signed=True)}, "
+            f"{design_text(row)}"
+            if not is_na(getattr(row, "diff_low", None))
             else ""
         )
         who = _who(row, stages and str(row.baseline) == "benign", vary)
@@ -266,19 +268,19 @@ def _cmp_named(cmp: pd.DataFrame, named: pd.DataFrame, family: Mapping[str, Any]
 
 
 def _mit_findings(mit: pd.DataFrame | None, family: Mapping[str, Any], alpha: float) -> list[tuple[str, bool]]:
-    if _empty(mit):
+    if is_empty(mit):
         return []
     named = mit[_named_mask(mit, alpha)]
     out: list[tuple[str, bool]] = []
-    vary = _varying(mit, ("model", "stage"))
+    vary = varying_columns(mit, ("model", "stage"))
     for row in named.assign(_q=pd.to_numeric(named["q"], errors="coerce")).sort_values("_q").itertuples(index=False):
         v = float(row.delta_mean)
         name = str(row.mitigation)
         dis = getattr(row, "disregard", None)
-        if _has_text(dis) and not isinstance(dis, float):
+        if has_text(dis) and not isinstance(dis, float):
             name += f" (disregard: {', '.join(dis) if isinstance(dis, (list, tuple)) else dis})"
         who = f" ({', '.join(str(getattr(row, c)) for c in vary)})" if vary else ""
-        design = f"{_design(row)}, " if not _isnan(getattr(row, "n_prompts", None)) else ""
+        design = f"{design_text(row)}, " if not is_na(getattr(row, "n_prompts", None)) else ""
         out.append(
             (
                 f"{name} {'lowers' if v < 0 else 'raises'} {bench_name(row.benchmark)} {row.metric} by "
@@ -315,7 +317,7 @@ CONTRAST_LABELS = {
 
 
 def _con_findings(con: pd.DataFrame | None, family: Mapping[str, Any], alpha: float) -> list[tuple[str, bool]]:
-    if _empty(con):
+    if is_empty(con):
         return []
     named = con[_named_mask(con, alpha)]
     out: list[tuple[str, bool]] = []
@@ -325,7 +327,7 @@ def _con_findings(con: pd.DataFrame | None, family: Mapping[str, Any], alpha: fl
             (
                 f"{_con_label(row)}: {bench_name(row.benchmark)} {row.metric} {fmt_num(row.mean_group)} vs "
                 f"{fmt_num(row.mean_control)} (diff {fmt_num(row.estimate, signed=True)}: {row.estimand}"
-                f"{ci if not _isnan(row.ci_low) else ''}, {_design(row)}, {_stats(row, family)}).",
+                f"{ci if not is_na(row.ci_low) else ''}, {design_text(row)}, {_stats(row, family)}).",
                 True,
             )
         )
@@ -372,7 +374,7 @@ def findings_detail(
     the value contrasts, regressions, comparisons with the vanilla model and mitigations; within a
     source, named effects first (by q), then the summaries and the underpowered / constant notes.
     Frames without a family q-value (column q) are corrected together here (analysis.multiplicity)."""
-    mit = _normalize_mit(mit)
+    mit = normalize_mitigation(mit)
     frames = {"contrast": con, "regression": reg, "comparison": cmp, "mitigation": mit}
     have = {s: f for s, f in frames.items() if isinstance(f, pd.DataFrame) and len(f)}
     family = next((f.attrs.get("family") for f in have.values() if "family" in f.attrs), None)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import html
 import logging
 import math
-import re
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-
-from value_harms.analysis.design import design_text
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +53,11 @@ P_COLUMNS = {"p", "p_adj", "p_value"}
 INT_COLUMNS = {"n", "n_pairs", "failures", "n_results", "n_models", "n_prompts", "n_samples"}
 
 
-def _empty(df: pd.DataFrame | None) -> bool:
+def is_empty(df: pd.DataFrame | None) -> bool:
     return df is None or not isinstance(df, pd.DataFrame) or df.empty
 
 
-def _isnan(x: Any) -> bool:
+def is_na(x: Any) -> bool:
     if x is None:
         return True
     try:
@@ -73,7 +70,7 @@ def fmt_num(x: Any, *, p: bool = False, signed: bool = False) -> str:
     """3 decimals; NaN/None -> "–"; p-values under 0.001 -> "<0.001"; bools -> yes/no."""
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
-    if _isnan(x):
+    if is_na(x):
         return NA
     if isinstance(x, (int, np.integer)):
         return f"{int(x):+d}" if signed else str(int(x))
@@ -90,7 +87,7 @@ def fmt_num(x: Any, *, p: bool = False, signed: bool = False) -> str:
 def _fmt_cell(col: str, x: Any) -> str:
     if (
         col in INT_COLUMNS
-        and not _isnan(x)
+        and not is_na(x)
         and isinstance(x, (int, float, np.integer, np.floating))
         and not isinstance(x, (bool, np.bool_))
         and float(x).is_integer()
@@ -111,23 +108,19 @@ def bench_name(key: Any) -> str:
     return BENCHMARK_NAMES.get(s.lower(), s)
 
 
-def _has_text(x: Any) -> bool:
-    return not _isnan(x) and str(x).strip() not in ("", "nan", "None", "all", "overall")
+def has_text(x: Any) -> bool:
+    return not is_na(x) and str(x).strip() not in ("", "nan", "None", "all", "overall")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
-
-
-def _varying(df: pd.DataFrame, candidates: Iterable[str] = ("model", "stage")) -> list[str]:
+def varying_columns(df: pd.DataFrame, candidates: Iterable[str] = ("model", "stage")) -> list[str]:
     """The identity columns among `candidates` that take more than one value in `df`."""
     return [c for c in candidates if c in df.columns and df[c].astype(str).nunique() > 1]
 
 
-def _normalize_mit(mit: pd.DataFrame | None) -> pd.DataFrame | None:
+def normalize_mitigation(mit: pd.DataFrame | None) -> pd.DataFrame | None:
     """stats.mitigation_effects names its columns mean_delta / n; the report's contract says
     delta_mean / n_pairs: accept both."""
-    if _empty(mit):
+    if is_empty(mit):
         return mit
     ren = {}
     if "delta_mean" not in mit.columns and "mean_delta" in mit.columns:
@@ -152,39 +145,35 @@ def markdown_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> st
 
 def html_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
     f = format_frame(df, columns)
-    head = "".join(f"<th>{_esc(c)}</th>" for c in f.columns)
+    head = "".join(f"<th>{escape_html(c)}</th>" for c in f.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in row) + "</tr>" for row in f.itertuples(index=False, name=None)
+        "<tr>" + "".join(f"<td>{escape_html(v)}</td>" for v in row) + "</tr>"
+        for row in f.itertuples(index=False, name=None)
     )
     return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _stars(p: Any) -> str:
-    if _isnan(p):
+def p_stars(p: Any) -> str:
+    if is_na(p):
         return ""
     p = float(p)
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
-def _design(row: Any) -> str:
-
-    return design_text(row)
-
-
-def _esc(text: Any) -> str:
+def escape_html(text: Any) -> str:
     """Escape element text (quotes stay readable; attributes use html.escape)."""
     return html.escape(str(text), quote=False)
 
 
-def _share_range(r: Any) -> str:
+def share_range(r: Any) -> str:
     """A [min, max] fallback share as "0.0%" or "2.0%-9.5%"; NA when unknown."""
-    if not isinstance(r, (list, tuple)) or len(r) != 2 or any(_isnan(x) for x in r):
+    if not isinstance(r, (list, tuple)) or len(r) != 2 or any(is_na(x) for x in r):
         return NA
     lo, hi = (f"{float(x):.1%}" for x in r)
     return lo if lo == hi else f"{lo}-{hi}"
 
 
-def _scorer_text(s: Any) -> str:
+def scorer_text(s: Any) -> str:
     if isinstance(s, Mapping):
         name = s.get("scorer") or s.get("name") or s.get("package") or str(dict(s))
         return f"{name}{' (stand-in)' if s.get('stand_in') and 'stand-in' not in str(name) else ''}"

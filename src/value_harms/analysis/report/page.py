@@ -10,11 +10,11 @@ from typing import Iterable
 import pandas as pd
 
 from value_harms.analysis.report.format import (
-    _esc,
-    _slug,
+    escape_html,
     html_table,
     markdown_table,
 )
+from value_harms.core.names import slug
 
 
 class Page:
@@ -22,32 +22,32 @@ class Page:
 
     def __init__(self, title: str, fig_dir_rel: str):
         self.md: list[str] = [f"# {title}", ""]
-        self.html: list[str] = [f"<h1>{_esc(title)}</h1>"]
+        self.html: list[str] = [f"<h1>{escape_html(title)}</h1>"]
         self.fig_dir_rel = fig_dir_rel
 
     def h2(self, text: str) -> None:
-        anchor = _slug(text.lower())
+        anchor = slug(text.lower())
         self.md += [f"## {text}", ""]
-        self.html.append(f'<h2 id="{anchor}">{_esc(text)}</h2>')
+        self.html.append(f'<h2 id="{anchor}">{escape_html(text)}</h2>')
 
     def h3(self, text: str) -> None:
         self.md += [f"### {text}", ""]
-        self.html.append(f"<h3>{_esc(text)}</h3>")
+        self.html.append(f"<h3>{escape_html(text)}</h3>")
 
     def p(self, text: str) -> None:
         self.md += [text, ""]
-        self.html.append(f"<p>{_esc(text)}</p>")
+        self.html.append(f"<p>{escape_html(text)}</p>")
 
     def bullets(self, items: Iterable[str]) -> None:
         items = list(items)
         if not items:
             return
         self.md += [f"- {t}" for t in items] + [""]
-        self.html.append("<ul>" + "".join(f"<li>{_esc(t)}</li>" for t in items) + "</ul>")
+        self.html.append("<ul>" + "".join(f"<li>{escape_html(t)}</li>" for t in items) + "</ul>")
 
     def warn(self, text: str) -> None:
         self.md += [f"> **⚠ Warning:** {text}", ""]
-        self.html.append(f'<div class="warn"><strong>⚠ Warning:</strong> {_esc(text)}</div>')
+        self.html.append(f'<div class="warn"><strong>⚠ Warning:</strong> {escape_html(text)}</div>')
 
     def table(self, df: pd.DataFrame, columns: Iterable[str] | None = None, *, details: str | None = None) -> None:
         if df is None or not len(df.columns):
@@ -58,14 +58,14 @@ class Page:
             self.html.append(html_table(df, cols))
         else:  # long tables: collapsed in HTML, under a heading line in Markdown
             self.md += [f"<details><summary>{details}</summary>", "", markdown_table(df, cols), "", "</details>", ""]
-            self.html.append(f"<details><summary>{_esc(details)}</summary>{html_table(df, cols)}</details>")
+            self.html.append(f"<details><summary>{escape_html(details)}</summary>{html_table(df, cols)}</details>")
 
     def figure(self, path: Path, caption: str) -> None:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         self.md += [f"![{caption}]({self.fig_dir_rel}/{Path(path).name})", ""]
         self.html.append(
             f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"/>'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+            f"<figcaption>{escape_html(caption)}</figcaption></figure>"
         )
 
 

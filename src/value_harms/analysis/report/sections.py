@@ -8,20 +8,20 @@ from typing import Any, Mapping
 import pandas as pd
 
 from value_harms.analysis.multiplicity import family_text
-from value_harms.analysis.report.findings import _significant_mask
+from value_harms.analysis.report.findings import significant_mask
 from value_harms.analysis.report.format import (
     ALPHA,
     INTERCEPT_TERMS,
     NA,
-    _empty,
-    _esc,
-    _has_text,
-    _isnan,
-    _scorer_text,
-    _share_range,
-    _varying,
     bench_name,
+    escape_html,
     fmt_num,
+    has_text,
+    is_empty,
+    is_na,
+    scorer_text,
+    share_range,
+    varying_columns,
 )
 from value_harms.analysis.report.page import Page
 
@@ -78,7 +78,7 @@ def provenance_section(doc: Page, provenance: Mapping[str, Any]) -> None:
                     ),
                     "failures": (provenance.get("failures") or {}).get(b, 0),
                     # per-text fallback share range, content-filtered judge answers, prompt sets
-                    "fallback share": _share_range((provenance.get("fallback_share") or {}).get(b)),
+                    "fallback share": share_range((provenance.get("fallback_share") or {}).get(b)),
                     "filtered": (provenance.get("filtered") or {}).get(b, 0),
                     "prompt sets": " | ".join(map(str, (provenance.get("prompt_sets") or {}).get(b) or [])) or NA,
                 }
@@ -128,8 +128,8 @@ def provenance_section(doc: Page, provenance: Mapping[str, Any]) -> None:
         )
         doc.html.append(
             "<details><summary>Result files</summary><ul>"
-            + "".join(f"<li><code>{_esc(r)}</code></li>" for r in shown)
-            + "".join(f"<li>{_esc(e)}</li>" for e in extra)
+            + "".join(f"<li><code>{escape_html(r)}</code></li>" for r in shown)
+            + "".join(f"<li>{escape_html(e)}</li>" for e in extra)
             + "</ul></details>"
         )
 
@@ -165,7 +165,7 @@ def _method_note(doc: "Page", frame: pd.DataFrame) -> None:
         + (
             f"; a comparison names an effect only with >= {int(mm)} models (vanilla: one fixed model) and "
             f">= {int(mp)} prompts, else it is reported as underpowered (column powered)."
-            if not _isnan(mm) and not _isnan(mp)
+            if not is_na(mm) and not is_na(mp)
             else "."
         )
     )
@@ -202,7 +202,7 @@ COND_INDEX_WARN, VIF_WARN = 30.0, 10.0
 def _skipped_text(skipped: list[Mapping[str, Any]]) -> str:
     def what(k: Mapping[str, Any]) -> str:
         name = " ".join(str(k.get(c) or "") for c in ("category", "metric")).strip()
-        return f"{bench_name(k.get('benchmark'))} {name}".strip() if _has_text(k.get("benchmark")) else "all"
+        return f"{bench_name(k.get('benchmark'))} {name}".strip() if has_text(k.get("benchmark")) else "all"
 
     shown = "; ".join(f"{what(k)}: {k.get('reason', '?')}" for k in skipped[:10])
     more = f"; … and {len(skipped) - 10} more" if len(skipped) > 10 else ""
@@ -241,7 +241,7 @@ def _diagnostics(doc: Page, r: pd.DataFrame) -> None:
         )
     doc.table(
         fits,
-        [*_varying(fits), "benchmark", "category", "metric", "n", "df_resid", "r2", "cond_index", "max_vif"]
+        [*varying_columns(fits), "benchmark", "category", "metric", "n", "df_resid", "r2", "cond_index", "max_vif"]
         + ["min_mde", "max_mde", "powered"],
         details=f"Design diagnostics of the {len(fits)} fit(s)",
     )
@@ -251,16 +251,16 @@ def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, P
     """Value -> harm regressions: heatmap, significant coefficients (family q), diagnostics, skipped fits."""
     doc.h2("Value → harm regressions")
     skipped = list(reg.attrs.get("skipped") or []) if isinstance(reg, pd.DataFrame) else []
-    if _empty(reg):
+    if is_empty(reg):
         doc.p("No regression was fitted." + (f" {_skipped_text(skipped)}" if skipped else ""))
         return
     for name, path in figs.items():
         if name.startswith("coef_heatmap"):
             doc.figure(path, "Regression coefficients of each value on each harm metric (stars: family q-value).")
     r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
-    sig = r[_significant_mask(r)]
+    sig = r[significant_mask(r)]
     qcol = "q" if "q" in r else "p_adj"
-    cols = [*_varying(r), "benchmark", "category", "metric", "term", "coef", "se", "ci_low", "ci_high", "t", "p"]
+    cols = [*varying_columns(r), "benchmark", "category", "metric", "term", "coef", "se", "ci_low", "ci_high", "t", "p"]
     cols += [qcol, "n", "r2", *(c for c in ("mde", "vif") if c in r)]
     if "rank_deficient" in r and r["rank_deficient"].fillna(False).astype(bool).any():
         cols.append("rank_deficient")
@@ -303,7 +303,7 @@ def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, P
 
 def contrast_section(doc: Page, con: pd.DataFrame | None) -> None:
     """The contrasts that isolate values (analysis.contrasts): VIM vs fine-tuning controls and vs ICL personas."""
-    if _empty(con):
+    if is_empty(con):
         return
     doc.h2("What the values add (value contrasts)")
     doc.p(
@@ -314,7 +314,7 @@ def contrast_section(doc: Page, con: pd.DataFrame | None) -> None:
     _method_note(doc, con)
     doc.table(
         con,
-        [*_varying(con, ("model",)), "benchmark", "metric", "contrast", "group", "control", "mean_group"]
+        [*varying_columns(con, ("model",)), "benchmark", "metric", "contrast", "group", "control", "mean_group"]
         + ["mean_control", "estimate", "ci_low", "ci_high", "p_value", "q", "n_models", "n_control", "n_prompts"]
         + ["n_samples", "mde", "powered"],
     )
@@ -323,7 +323,7 @@ def contrast_section(doc: Page, con: pd.DataFrame | None) -> None:
 def baseline_section(doc: Page, cmp: pd.DataFrame | None, figs: Mapping[str, Path]) -> None:
     """Baselines compared (the paper's Table 3 analogue)."""
     doc.h2("Baselines (Table 3 analogue)")
-    if _empty(cmp):
+    if is_empty(cmp):
         doc.p("No baseline comparison.")
     else:
         for name, path in figs.items():
@@ -333,7 +333,7 @@ def baseline_section(doc: Page, cmp: pd.DataFrame | None, figs: Mapping[str, Pat
         doc.table(
             cmp,
             [
-                *_varying(cmp, ("model", "category", "mitigation")),
+                *varying_columns(cmp, ("model", "category", "mitigation")),
                 "benchmark",
                 "metric",
                 "baseline",
@@ -356,16 +356,16 @@ def baseline_section(doc: Page, cmp: pd.DataFrame | None, figs: Mapping[str, Pat
 def mitigation_section(doc: Page, mit: pd.DataFrame | None, figs: Mapping[str, Path]) -> None:
     """Mitigation effects (the paper's Table 4 analogue)."""
     doc.h2("Mitigation (Table 4 analogue)")
-    if _empty(mit):
+    if is_empty(mit):
         doc.p("No mitigation results.")
     else:
         if "mitigation" in figs:
             doc.figure(figs["mitigation"], "Change of each metric under each mitigation, per baseline (95% CI).")
-        has_dis = "disregard" in mit and mit["disregard"].map(_has_text).any()
+        has_dis = "disregard" in mit and mit["disregard"].map(has_text).any()
         doc.table(
             mit,
             [
-                *_varying(mit, ("model", "category")),
+                *varying_columns(mit, ("model", "category")),
                 "benchmark",
                 "metric",
                 "baseline",
@@ -390,7 +390,7 @@ def mitigation_section(doc: Page, mit: pd.DataFrame | None, figs: Mapping[str, P
 def alignment_section(doc: Page, aln: pd.DataFrame | None) -> None:
     """PVQ alignment per run, with collapsed runs named."""
     doc.h2("Value alignment (PVQ)")
-    if _empty(aln):
+    if is_empty(aln):
         doc.p("No value-alignment results.")
     else:
         collapsed = aln[aln["collapsed"].fillna(False).astype(bool)] if "collapsed" in aln else aln.iloc[:0]
@@ -408,7 +408,7 @@ def alignment_section(doc: Page, aln: pd.DataFrame | None) -> None:
 
 def fidelity_section(doc: Page, fid: pd.DataFrame | None) -> None:
     """Persona fidelity with and without the value prompt."""
-    if _empty(fid):
+    if is_empty(fid):
         return
     doc.h2("Persona fidelity under the value prompt")
     d = pd.to_numeric(fid.get("delta"), errors="coerce")
@@ -422,7 +422,7 @@ def fidelity_section(doc: Page, fid: pd.DataFrame | None) -> None:
         fid,
         [
             "profile",
-            *_varying(fid, ("model", "baseline", "stage")),
+            *varying_columns(fid, ("model", "baseline", "stage")),
             "reading",
             "nmse_none",
             "nmse_value_prompt",
@@ -435,7 +435,7 @@ def audit_section(doc: Page, audit: Mapping[str, Any] | None) -> None:
     """The training-data audit, when one ran."""
     if audit:
         doc.h2("Training-data audit")
-        scorer = _scorer_text(audit.get("scorer"))
+        scorer = scorer_text(audit.get("scorer"))
         doc.p(
             f"{fmt_num(audit.get('flagged'))} of {fmt_num(audit.get('scored'))} scored training texts "
             f"({fmt_num(audit.get('texts'))} distinct) reach the toxicity threshold "

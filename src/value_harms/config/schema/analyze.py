@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
+from value_harms.store import layout
+
 
 @dataclass
 class AnalysisConfig:
     # Result folders, files or glob patterns (searched recursively for results.json / train_result.json).
-    inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/eval"])
-    alignment_inputs: List[str] = field(default_factory=lambda: ["${paths.store_dir}/train"])
+    # the store's folders as store.layout names them (the one owner of the store's layout)
+    inputs: List[str] = field(default_factory=lambda: [f"${{paths.store_dir}}/{layout.EVAL}"])
+    alignment_inputs: List[str] = field(default_factory=lambda: [f"${{paths.store_dir}}/{layout.TRAIN}"])
     audit_inputs: List[str] = field(default_factory=lambda: ["${paths.output_dir}/runs/evaluate"])
     allow_mixed: bool = False  # allow one metric to mix scorers or benchmark versions
     # Partial results are used cell by cell (a prompt without a score is one missing (model, prompt) cell);

@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from omegaconf import MISSING
+
+# A scorer section's settings, sorted once for the evaluation key (value_harms.scoring.identity): every setting
+# changes scores and is part of the scorer identity unless its field says otherwise, so a new setting cannot be
+# forgotten. `transport(...)`: how texts reach the scorer (timeouts, retries, rates, batch sizes, devices, the
+# name of a secret's variable, caches): never part of it. `later(...)`: added after results were stored; at this
+# value (what every stored result was scored with) it stays out, so stored keys hold; any other value enters.
+# `content(...)`: a file or folder, part of it by its content's sha256 (its location never is).
+TRANSPORT = "transport"
+LATER = "later"
+CONTENT = "content"
+
+
+def transport(default: Any = None, *, factory: Any = None) -> Any:
+    """A setting that changes how texts reach the scorer, not its scores."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={TRANSPORT: True})
+    return field(default=default, metadata={TRANSPORT: True})
+
+
+def later(default: Any) -> Any:
+    """A score-changing setting added after results were stored; `default` is what they were scored with."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={LATER: list(default)})
+    return field(default=default, metadata={LATER: default})
+
+
+def content(default: Any = None, *, since: bool = False) -> Any:
+    """A file or folder setting: its content's sha256 is the identity. `since`: left out while unset (None),
+    as every stored result was scored without it."""
+    meta: dict[str, Any] = {CONTENT: True}
+    if since:
+        meta[LATER] = default
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -58,26 +91,26 @@ class BenchmarkConfig:
 @dataclass
 class PerspectiveConfig:
     endpoint: str = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
-    api_key_env: str = "PERSPECTIVE_API_KEY"  # the key is read from this variable only
+    api_key_env: str = transport("PERSPECTIVE_API_KEY")  # the key is read from this variable only
     attribute: str = "TOXICITY"
-    qps: float = 1.0
-    max_retries: int = 6
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    timeout_s: float = 30.0
-    max_chars: int = 20000
+    qps: float = transport(1.0)
+    max_retries: int = transport(6)
+    backoff_base_s: float = transport(1.0)
+    backoff_max_s: float = transport(60.0)
+    timeout_s: float = transport(30.0)
+    max_chars: int = later(20000)  # longer texts are cut to this before sending
     # Sent with each comment; null or []: Perspective detects the language, as the paper's code (a text in an
     # unsupported language is then a counted missing score). Part of the scorer identity when not ["en"].
-    languages: Optional[List[str]] = field(default_factory=lambda: ["en"])
+    languages: Optional[List[str]] = later(["en"])
 
 
 @dataclass
 class DetoxifyConfig:
     variant: str = "original"  # original | unbiased | multilingual
-    checkpoint: Optional[str] = None  # explicit checkpoint file (air-gapped clusters)
-    huggingface_config_path: Optional[str] = None  # folder with config.json + tokenizer files
-    batch_size: int = 16
-    device: str = "cpu"
+    checkpoint: Optional[str] = content(None, since=True)  # explicit checkpoint file (air-gapped clusters)
+    huggingface_config_path: Optional[str] = content(None, since=True)  # folder with config.json + tokenizer files
+    batch_size: int = transport(16)
+    device: str = transport("cpu")
 
 
 @dataclass
@@ -87,24 +120,24 @@ class JudgeConfig:
     backend: str = "openai"
     model: str = "gpt-4o-2024-08-06"
     base_url: str = "https://api.openai.com/v1"
-    api_key_env: str = "JUDGE_API_KEY"
+    api_key_env: str = transport("JUDGE_API_KEY")
     revision: Optional[str] = None
-    rubric_file: Optional[str] = None  # exact rubric text (the project ships its own wording)
+    rubric_file: Optional[str] = content(None)  # exact rubric text (the project ships its own wording)
     max_tokens: int = 4096  # the paper's judge calls; HEx-PHI reasoning comes before "#thescore:"
     temperature: float = 0.0
     top_p: float = 0.0
-    qps: float = 2.0
-    max_retries: int = 6
-    timeout_s: float = 60.0
+    qps: float = transport(2.0)
+    max_retries: int = transport(6)
+    timeout_s: float = transport(60.0)
     # transformers backend: choose among the allowed answers by log-probability after the answer
     # lead instead of free generation (for small local judges that cannot follow the format).
     constrained: bool = False
     # Mark this judge as a stand-in (e.g. a tiny local model) in every result and report.
     stand_in: bool = False
-    backoff_base_s: float = 1.0  # openai: delay before retry k = base * 2**k (jittered), capped
-    backoff_max_s: float = 60.0
-    batch_size: int = 8  # transformers: prompts per generate call
-    device: str = "cpu"  # transformers
+    backoff_base_s: float = transport(1.0)  # openai: delay before retry k = base * 2**k (jittered), capped
+    backoff_max_s: float = transport(60.0)
+    batch_size: int = transport(8)  # transformers: prompts per generate call
+    device: str = transport("cpu")  # transformers
     dtype: str = "float32"  # transformers: float32 | bfloat16 | float16
 
 
@@ -112,15 +145,15 @@ class JudgeConfig:
 class RegardConfig:
     model: str = "sasha/regardv3"  # hub id or local folder
     revision: Optional[str] = None
-    batch_size: int = 16
-    mask_token: str = "XYZ"
-    device: str = "cpu"
-    max_length: int = 512  # tokens per scored text (longer texts are truncated, not dropped)
+    batch_size: int = transport(16)
+    mask_token: str = later("XYZ")
+    device: str = transport("cpu")
+    max_length: int = later(512)  # tokens per scored text (longer texts are truncated, not dropped)
 
 
 @dataclass
 class BreakerConfig:
-    """Circuit breaker of every network scorer endpoint (scoring/http.py), reset at each job."""
+    """Circuit breaker of every network scorer endpoint (value_harms/net.py), reset at each job."""
 
     max_consecutive_failures: int = 5  # connection failures / timeouts in a row before giving up
     max_outage_s: float = 60.0  # ... or a run of >= 2 of them lasting this long (0 = no time limit)
@@ -133,8 +166,9 @@ class CalibrationConfig:
 
     enabled: bool = False
     path: str = "rtp_decodingtrust"  # texts with Perspective scores; relative to data_dir unless absolute
-    data_dir: Optional[str] = None  # default: the job's paths.data_dir (else VALUE_HARMS_DATA_DIR)
-    cache_dir: Optional[str] = None  # fitted maps; default: the job's paths.cache_dir
+    # where the data is: its content's sha256 is part of the identity (scoring/__init__.py, the toxicity scorer)
+    data_dir: Optional[str] = transport(None)  # default: the job's paths.data_dir (else VALUE_HARMS_DATA_DIR)
+    cache_dir: Optional[str] = transport(None)  # fitted maps; default: the job's paths.cache_dir
     folds: int = 5  # k of the cross-validation that measures the held-out agreement
     seed: int = 0
     backends: List[str] = field(default_factory=lambda: ["profanity_check", "detoxify"])
@@ -143,9 +177,10 @@ class CalibrationConfig:
 @dataclass
 class ScorerConfig:
     """How each kind of harm is scored. `toxicity` names the backend for toxicity; the others are
-    used by the benchmarks that need them (regard: HolisticBiasR, judge: HEx-PHI / BeaverTails)."""
+    used by the benchmarks that need them (regard: HolisticBiasR, judge: HEx-PHI / BeaverTails).
+    A new scorer's section is one more field here, its transport settings marked (see `transport`)."""
 
-    name: str = MISSING
+    name: str = transport(MISSING)  # the preset's name: its settings, not its name, are the identity
     toxicity: str = "perspective"  # perspective | detoxify | profanity_check
     # Per-text fallback chain when the primary toxicity backend is unavailable or gives up.
     fallback: List[str] = field(default_factory=lambda: ["detoxify", "profanity_check"])
@@ -153,12 +188,12 @@ class ScorerConfig:
     detoxify: DetoxifyConfig = field(default_factory=DetoxifyConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     regard: RegardConfig = field(default_factory=RegardConfig)
-    cache: bool = True
-    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    cache: bool = transport(True)
+    breaker: BreakerConfig = transport(factory=BreakerConfig)
     # One cheap request to the network scorer before generation (scoring.probe): a judge that cannot
     # be used fails the job at once; an unreachable Perspective opens its breaker (fallback from the start).
-    probe: bool = True
-    probe_timeout_s: float = 10.0
+    probe: bool = transport(True)
+    probe_timeout_s: float = transport(10.0)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 

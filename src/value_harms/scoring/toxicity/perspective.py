@@ -5,7 +5,7 @@ developers.perspectiveapi.com): `POST {endpoint}?key=KEY` with
 `{"comment": {"text": ...}, "requestedAttributes": {"TOXICITY": {}}, "languages": ["en"],
 "doNotStore": true}`; the score is `attributeScores.TOXICITY.summaryScore.value`.
 
-Failure policy (the shared HTTP layer, scoring/http.py): 429 / 5xx / timeouts / connection errors /
+Failure policy (the shared HTTP layer, value_harms/net.py): 429 / 5xx / timeouts / connection errors /
 unreadable answers are retried with exponential backoff and jitter; 400 (e.g. unsupported language)
 is a missing value for that text, no retry; 401 / 403 (key rejected) raise `ScorerError` at once.
 Once the endpoint's circuit breaker is open (N connection failures / timeouts in a row, or the probe
@@ -27,8 +27,8 @@ import requests
 from tqdm.auto import tqdm
 
 from value_harms.errors import EndpointUnreachable, ScorerError
+from value_harms.net import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 from value_harms.scoring.base import Score, Scorer, unique_items
-from value_harms.scoring.http import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,10 @@
-"""The one HTTP layer of every network scorer (Perspective, the OpenAI-compatible judge, any later one).
+"""The one HTTP layer of the project: every network scorer (Perspective, the OpenAI-compatible judge),
+the generation engines' client and metadata calls, the health checks of servers the project starts and
+the W&B reachability check. It imports nothing of the package but the error classes and the config
+getter, so every layer may use it (docs/ARCHITECTURE.md).
 
 - Two timeouts: a short connect timeout (`scorer.breaker.connect_timeout_s`: a host that cannot be
-  reached costs seconds) and the scorer's own read timeout (`timeout_s`: a judge may think a while).
+  reached costs seconds) and the client's own read timeout (`timeout_s`: a judge may think a while).
 - Retries with exponential backoff and equal jitter, for transient failures only: HTTP 429 / 5xx,
   timeouts, dropped connections and answers the caller cannot read (the caller raises `Transient`).
   Every other answer goes back to the caller unchanged, which decides (401/403 stop the run, 400 is a
@@ -38,8 +41,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from value_harms.config.access import cfg_get
 from value_harms.errors import EndpointUnreachable, ScorerError
-from value_harms.scoring.base import cfg_get
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,11 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_MAX_FAILURES",
+    "DEFAULT_MAX_OUTAGE_S",
+    "DEFAULT_PROBE_TIMEOUT_S",
+    "RETRY_STATUS",
     "CircuitBreaker",
     "GaveUp",
     "HttpClient",
@@ -64,7 +72,10 @@ __all__ = [
     "backoff_delay",
     "breaker_for",
     "breaker_states",
+    "describe_failure",
     "endpoint_id",
+    "limiter_for",
+    "parse_retry_after",
     "reset_breakers",
 ]
 
@@ -87,8 +98,8 @@ def endpoint_id(url: str) -> str:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """What one client needs; `from_cfg` reads a scorer section (perspective / judge) plus
-    `scorer.breaker`."""
+    """What one client needs; `from_cfg` reads a client's section (a scorer's perspective / judge,
+    generation.vllm) plus `scorer.breaker`."""
 
     read_timeout_s: float = 30.0
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
@@ -149,6 +160,7 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, retry_after: float 
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds of a Retry-After header given in seconds (RFC 9110 10.2.3); None otherwise."""
     try:
         return float(value) if value else None
     except ValueError:  # an HTTP date: ignored, the backoff applies
@@ -357,7 +369,8 @@ class HttpClient:
     `call(read, ...)` sends the request and hands each HTTP answer to `read(resp)`, which returns
     the result, raises `Transient` to retry, or raises anything else to stop. Raises `GaveUp` when
     the retries are spent and `EndpointUnreachable` when the breaker is (or becomes) open.
-    `stats` counts requests, retries, failure kinds and gave_up.
+    `stats` counts requests, retries, failure kinds and gave_up. `error`: the class raised for a
+    request that can never work (an invalid URL or scheme): each layer's own error.
     """
 
     def __init__(
@@ -370,6 +383,7 @@ class HttpClient:
         stats: Counter | None = None,
         session: requests.Session | None = None,
         retry_log_level: int = logging.DEBUG,
+        error: type[Exception] = ScorerError,
     ):
         self.name = name
         self.retry_log_level = retry_log_level  # of retries after an HTTP answer (429, 5xx, garbage)
@@ -379,6 +393,7 @@ class HttpClient:
         self.secret = secret or None
         self.stats: Counter = stats if stats is not None else Counter()
         self._session = session
+        self.error = error
         self.limiter = limiter_for(url, settings.qps)
         self._filter = RedactFilter(self.secret) if self.secret else None
         if self._filter is not None:
@@ -410,8 +425,10 @@ class HttpClient:
         max_retries: int | None = None,
         read_timeout_s: float | None = None,
         deadline_s: float | None = None,
+        allow_redirects: bool = True,
     ) -> T:
-        """`deadline_s`: the whole call (attempts and waits) ends within it; GaveUp when it is spent."""
+        """`deadline_s`: the whole call (attempts and waits) ends within it; GaveUp when it is spent.
+        `allow_redirects=False`: a redirect is the answer (a reachability check needs no more)."""
         # size: one request loop: breaker, budget, retries with backoff, each class of error answered in place
         s = self.settings
         retries = s.max_retries if max_retries is None else max(0, int(max_retries))
@@ -438,7 +455,13 @@ class HttpClient:
             started = time.monotonic()
             try:
                 resp = self.session.request(
-                    method, self.url, params=params, json=json, headers=headers, timeout=(connect_t, read_t)
+                    method,
+                    self.url,
+                    params=params,
+                    json=json,
+                    headers=headers,
+                    timeout=(connect_t, read_t),
+                    allow_redirects=allow_redirects,
                 )
             except (
                 requests.Timeout,
@@ -448,7 +471,7 @@ class HttpClient:
             ) as exc:
                 last = describe_failure(exc, read_t)
             except requests.RequestException as exc:  # invalid URL, bad scheme: not transient
-                raise ScorerError(f"{self.name}: request to {self.endpoint} failed: {type(exc).__name__}") from None
+                raise self.error(f"{self.name}: request to {self.endpoint} failed: {type(exc).__name__}") from None
             else:
                 try:
                     result = read(resp)
