@@ -305,3 +305,39 @@ def test_mixed_model_regression_on_prompt_level_values():
     assert power["significant"] and power["ci_low"] < 0.03 < power["ci_high"]
     assert out[(out["term"] != "Intercept") & (out["term"] != "Power")]["significant"].sum() <= 1
     assert set(out["n"]) == {16} and set(out["n_prompts"]) == {12}
+
+
+def test_mixed_model_tests_use_t_on_the_profiles_degrees_of_freedom():
+    """The intensities vary between profiles only: a mixed-model coefficient is tested with t(profiles - 11), not
+    MixedLM's normal reference (which named false effects in a third of null studies at 14 profiles). Null data
+    of 14 profiles: p-values follow the t reference and nothing is significant after the family correction."""
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _study in range(6):
+        prof, pv_rows = [], []
+        for i in range(14):
+            vals = dict(zip(VALUES, rng.uniform(1, 6, len(VALUES))))
+            prof.append({"profile": f"p{i}", **vals})
+            u = rng.normal(0, 0.03)
+            for p in range(10):
+                pv_rows.append(
+                    {
+                        "model": "m",
+                        "stage": "full",
+                        "baseline": "vim",
+                        "profile": f"p{i}",
+                        "mitigation": "none",
+                        "benchmark": "rtp",
+                        "metric": "expected_max_toxicity",
+                        "prompt": f"{p}",
+                        "value": 0.2 + u + rng.normal(0, 0.05),
+                    }
+                )
+        out = I.value_regressions_mixed(pd.DataFrame(prof), pd.DataFrame(pv_rows))
+        assert set(out["method"]) == {"MixedLM, random intercept per profile, prompt-centred; t(3) tests"}
+        z = (out["coef"] / out["se"]).abs().to_numpy()
+        assert np.allclose(out["p"], 2 * sps.t.sf(z, 3))
+        hits += int(out["significant"].any())
+    assert hits <= 1, f"{hits} of 6 null studies named an effect"
