@@ -209,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = json.loads((out / "analysis" / "analysis.json").read_text())
         print()
         print(f"== Analysis report: {summary['report_html']} ==")
+        fam = summary.get("family") or {}
+        if fam:  # every claim is counted: the family the findings are corrected over
+            parts = ", ".join(f"{n} {k}" for k, n in sorted((fam.get("by_source") or {}).items()) if n)
+            print(
+                f"  (family: {fam.get('size')} test(s){f' ({parts})' if parts else ''}, {fam.get('method')} at "
+                f"q <= {fam.get('alpha')}; each sentence names what it compares with)"
+            )
         for f in summary["findings"]:
             print(f"  - {f}")
     print()
