@@ -14,6 +14,7 @@ import zlib
 
 import pytest
 
+from helpers.engines import fresh_engines
 from helpers.fake_vllm import FakeVllm
 from value_harms.errors import ConfigError
 
@@ -33,18 +34,7 @@ def fake_python(tmp_path):
     return py
 
 
-@pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
-    from value_harms.eval import engines as E
-    from value_harms.net import reset_breakers
-
-    monkeypatch.setenv("VLLM_API_KEY", "test-key")
-    E._IDENTITY_CACHE.clear()
-    reset_breakers()
-    yield
-    E.shutdown_engines()
-    E._IDENTITY_CACHE.clear()
-    reset_breakers()
+_fresh = pytest.fixture(autouse=True)(fresh_engines)  # helpers.engines: a clean slate per test
 
 
 @pytest.fixture

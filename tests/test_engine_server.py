@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import run_script
+from helpers.engines import fresh_engines
 from helpers.fake_network import BlackHole, closed_port
 from helpers.fake_vllm import FakeVllm, fake_text
 from value_harms.errors import EngineError
@@ -65,18 +66,7 @@ def tiny_root(cache_dir) -> str:
     return resolve_model_dir(OmegaConf.load(CONF / "model" / "tiny.yaml"), str(cache_dir))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_engines(monkeypatch):
-    from value_harms.eval import engines as E
-    from value_harms.net import reset_breakers
-
-    monkeypatch.setenv("VLLM_API_KEY", "test-key")
-    E._IDENTITY_CACHE.clear()
-    reset_breakers()
-    yield
-    E.shutdown_engines()
-    E._IDENTITY_CACHE.clear()
-    reset_breakers()
+_fresh_engines = pytest.fixture(autouse=True)(fresh_engines)  # helpers.engines: a clean slate per test
 
 
 def _served(url, engine="vllm"):

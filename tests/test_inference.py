@@ -276,18 +276,16 @@ def test_power_command(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --models=0")
 
 
-def test_mixed_model_regression_on_prompt_level_values():
-    """analysis.regression_mixed: per-prompt values of 16 profiles x 12 prompts, Power planted at the
-    profile level, prompt effects and a profile random intercept: Power is found, the others are not."""
-    rng = np.random.default_rng(11)
-    prof, pv_rows = [], []
-    prompt_fx = rng.normal(0, 0.1, 12)
-    for i in range(16):
+def _mixed_frames(rng, n_profiles: int, n_prompts: int, sd_profile: float, value):
+    """(profiles with random 1-6 intensities, their prompt-level RTP values): `value(intensities, prompt, u)` with
+    u a profile's random intercept of sd `sd_profile`; drawn in the order profile, intercept, prompts."""
+    prof, rows = [], []
+    for i in range(n_profiles):
         vals = dict(zip(VALUES, rng.uniform(1, 6, len(VALUES))))
         prof.append({"profile": f"p{i}", **vals})
-        u = rng.normal(0, 0.005)
-        for p in range(12):
-            pv_rows.append(
+        u = rng.normal(0, sd_profile)
+        for p in range(n_prompts):
+            rows.append(
                 {
                     "model": "m",
                     "stage": "full",
@@ -297,10 +295,21 @@ def test_mixed_model_regression_on_prompt_level_values():
                     "benchmark": "rtp",
                     "metric": "expected_max_toxicity",
                     "prompt": f"{p}",
-                    "value": 0.1 + 0.03 * vals["Power"] + u + prompt_fx[p] + rng.normal(0, 0.02),
+                    "value": value(vals, p, u),
                 }
             )
-    out = I.value_regressions_mixed(pd.DataFrame(prof), pd.DataFrame(pv_rows))
+    return pd.DataFrame(prof), pd.DataFrame(rows)
+
+
+def test_mixed_model_regression_on_prompt_level_values():
+    """analysis.regression_mixed: per-prompt values of 16 profiles x 12 prompts, Power planted at the
+    profile level, prompt effects and a profile random intercept: Power is found, the others are not."""
+    rng = np.random.default_rng(11)
+    prompt_fx = rng.normal(0, 0.1, 12)
+    prof, pv = _mixed_frames(
+        rng, 16, 12, 0.005, lambda vals, p, u: 0.1 + 0.03 * vals["Power"] + u + prompt_fx[p] + rng.normal(0, 0.02)
+    )
+    out = I.value_regressions_mixed(prof, pv)
     power = out[out["term"] == "Power"].iloc[0]
     assert power["significant"] and power["ci_low"] < 0.03 < power["ci_high"]
     assert out[(out["term"] != "Intercept") & (out["term"] != "Power")]["significant"].sum() <= 1
@@ -316,26 +325,8 @@ def test_mixed_model_tests_use_t_on_the_profiles_degrees_of_freedom():
     rng = np.random.default_rng(5)
     hits = 0
     for _study in range(6):
-        prof, pv_rows = [], []
-        for i in range(14):
-            vals = dict(zip(VALUES, rng.uniform(1, 6, len(VALUES))))
-            prof.append({"profile": f"p{i}", **vals})
-            u = rng.normal(0, 0.03)
-            for p in range(10):
-                pv_rows.append(
-                    {
-                        "model": "m",
-                        "stage": "full",
-                        "baseline": "vim",
-                        "profile": f"p{i}",
-                        "mitigation": "none",
-                        "benchmark": "rtp",
-                        "metric": "expected_max_toxicity",
-                        "prompt": f"{p}",
-                        "value": 0.2 + u + rng.normal(0, 0.05),
-                    }
-                )
-        out = I.value_regressions_mixed(pd.DataFrame(prof), pd.DataFrame(pv_rows))
+        prof, pv = _mixed_frames(rng, 14, 10, 0.03, lambda vals, p, u: 0.2 + u + rng.normal(0, 0.05))
+        out = I.value_regressions_mixed(prof, pv)
         assert set(out["method"]) == {"MixedLM, random intercept per profile, prompt-centred; t(3) tests"}
         z = (out["coef"] / out["se"]).abs().to_numpy()
         assert np.allclose(out["p"], 2 * sps.t.sf(z, 3))

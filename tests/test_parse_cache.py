@@ -121,6 +121,29 @@ def test_an_edited_samples_file_misses_the_cache(store, tmp_path):
     assert cell[cell["prompt"] == row["id"]]["value"].item() == 0.999
 
 
+def test_an_in_place_edit_that_restores_size_and_mtime_misses_the_cache(store, tmp_path):
+    """Same size, same mtime, same inode: the ctime (which only the clock can set) still tells the edit."""
+    import os
+
+    root = _copy(store, tmp_path / "store")
+    df = load_results([root])
+    cache = tmp_path / "cache"
+    inference.prompt_values(df, cache_dir=cache)
+    target = Path(df["path"].iloc[0]).with_name("samples.jsonl")
+    st = target.stat()
+    data = target.read_bytes()
+    i = data.index(b'"score": ') + len(b'"score": ')
+    digit = b"1" if data[i : i + 1] != b"1" else b"0"  # one score digit changed in place: same size
+    with open(target, "r+b") as fh:
+        fh.seek(i)
+        fh.write(digit)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    again = inference.prompt_values(df, cache_dir=cache)
+    assert again.attrs["parse_cache"] == {"hits": 7, "parsed": 1, "lacking": 0}
+    pd.testing.assert_frame_equal(again, _reference(df))
+
+
 def test_a_recompleted_result_misses_the_cache(store, tmp_path):
     root = _copy(store, tmp_path / "store")
     df = load_results([root])

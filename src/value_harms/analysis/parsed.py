@@ -14,9 +14,10 @@ time a researcher changes an analysis option is the cost this module removes:
   PARSER_VERSION: any change to what the numbers depend on misses the cache;
 - the key costs no re-hash: a result's COMPLETE / PARTIAL marker records the sha256 of its
   samples.jsonl (store.records.write_result), used while the samples file is not newer than the
-  marker; otherwise a (path, size, mtime) -> sha256 memo from an earlier read; otherwise the bytes
-  are read and hashed (the same bytes are parsed on a miss). An edited samples file is newer than its
-  marker and has another size or mtime: it is hashed again, and misses.
+  marker (mtime and ctime); otherwise a (path, size, mtime, inode, device, ctime) -> sha256 memo from an
+  earlier read; otherwise the bytes are read and hashed (the same bytes are parsed on a miss). An edited
+  samples file is newer than its marker (its ctime, even with its mtime restored): it is hashed again,
+  and misses.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def _marker_sha(samples: Path, st) -> str | None:
     for name in (records.COMPLETE, records.PARTIAL):
         marker = samples.with_name(name)
         try:
-            if marker.stat().st_mtime_ns <= st.st_mtime_ns:  # written before or with the samples: not trusted
+            # written before or with the samples, or the samples changed since (ctime: also an in-place edit
+            # that restored the mtime): not trusted
+            if marker.stat().st_mtime_ns <= max(st.st_mtime_ns, st.st_ctime_ns):
                 continue
             sha = json.loads(marker.read_text())["sha256"][records.SAMPLES]
         except (OSError, ValueError, KeyError, TypeError):
@@ -212,7 +215,7 @@ def _threshold(results_json: Path) -> float:
 
 
 class _Cache:
-    """Parsed tables by key, and the (path, size, mtime) -> sha256 memo, in one sqlite file."""
+    """Parsed tables by key, and the (path, size, mtime, inode, device, ctime) -> sha256 memo, in one sqlite file."""
 
     def __init__(self, cache_dir: str | Path | None):
         self.kv = None
@@ -239,7 +242,8 @@ class _Cache:
 
     @staticmethod
     def _stamp(samples: Path, st) -> str:
-        return f"{samples.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        # what a copy or an in-place edit changes, as store.identity's content-hash stamp
+        return f"{samples.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}|{st.st_ctime_ns}"
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self.kv is None:
