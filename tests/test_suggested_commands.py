@@ -47,3 +47,9 @@ def test_editing_the_vanilla_profiles_values_is_one_line():
             "the untrained base model); start from a profile, e.g. value_profile=Uni value_profile.values.power=3 "
             "value_profile.name=Uni_custom value_profile.kind=custom"
         ]
+
+
+def test_a_sweep_that_includes_vanilla_cannot_edit_its_values():
+    res = run_script("train.py", ["-m", "model=tiny", "value_profile=vanilla,Pow", "value_profile.values.power=3"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: value_profile.values.power=3: value_profile=vanilla")

@@ -156,11 +156,11 @@ def key_problem(argv: Sequence[str], groups: Iterable[str], script: str = "train
 def vanilla_values_problem(argv: Sequence[str], default_profile: str = "vanilla") -> str | None:
     """`value_profile.values.X=...` on the vanilla profile (the default), whose `values` is null: Hydra would
     stop with an AssertionError traceback. One line naming the fix instead."""
-    choice = default_profile
+    choices = [default_profile]
     for arg in argv:
-        if arg.lstrip("+~").startswith("value_profile="):
-            choice = arg.partition("=")[2]
-    if choice != "vanilla":
+        if arg.lstrip("+~").startswith("value_profile="):  # a sweep lists its options by commas
+            choices = [c.strip() for c in arg.partition("=")[2].split(",")]
+    if "vanilla" not in choices:
         return None
     for arg in argv:
         if arg.lstrip("+~").startswith("value_profile.values"):
