@@ -12,7 +12,7 @@ export VALUE_HARMS_DATA_DIR
 PYTEST_ARGS ?= -q -m "not slow and not slurm"
 DEMO_PROFILES ?= vanilla,Pow,Uni
 
-.PHONY: setup browser test test-all lint format demo demo-vllm bench bench-engines clean slurm-up slurm-down test-slurm engine-env test-engine
+.PHONY: setup browser test test-all lint format demo demo-vllm bench bench-engines clean slurm-up slurm-down test-slurm engine-env test-engine study
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,12 @@ $(ENGINE_VENV)/.installed:
 # environment is a failure here, not a skip.
 test-engine: setup engine-env
 	VALUE_HARMS_REQUIRE_ENGINE=1 $(PY) -m pytest -q -m engine tests/engine
+
+# The first study on the embedded model (studies/$(STUDY).yaml, docs/STUDY-smollm2.md): every stage through the
+# single-node SLURM cluster, resumable (a rerun skips what is complete); hours of CPU on 2 cores.
+STUDY ?= smollm2
+study: setup slurm-up
+	$(PY) -m value_harms.study run $(STUDY)
 
 demo: setup
 	$(PY) -m value_harms.demo --profiles $(DEMO_PROFILES)

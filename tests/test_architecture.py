@@ -62,6 +62,8 @@ ALLOWED: dict[str, set[str]] = {
     "estimate": {"tools"},
     "demo": {"tools"},
     "power": {"tools"},
+    "study": {"tools"},
+    "judge_check": {"tools"},
     "serve": {"tools"},
     "profiles": {"core"},
     "(root)": set(),  # value_harms/__init__.py: the version only

@@ -7,19 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import run_script
+from helpers.cli import run_script, tiny_job_args
 from helpers.fake_openai import FakeOpenAI
 
 
 def _base(tmp_path, cache_dir, data_dir, *extra):
     return [
-        "model=tiny",
-        "logger=none",
-        "generation.progress=false",
-        f"paths.output_dir={tmp_path}/out",
-        f"paths.cache_dir={cache_dir}",
-        f"paths.data_dir={data_dir}",
-        f"paths.store_dir={tmp_path}/store",
+        *tiny_job_args(tmp_path, cache_dir, data_dir),
         *extra,
     ]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import run_script
+from helpers.cli import run_script, tiny_job_args
 from helpers.fake_perspective import FakePerspective
 
 KEY = "test-key-5f3a9c"
@@ -22,13 +22,7 @@ FAST_TRAIN = ["vim_stage=ag", "debug=fast", "vim_stage.lr=0.05", "trainer.enable
 
 def _base(tmp_path, cache_dir, data_dir, *extra):
     return [
-        "model=tiny",
-        "logger=none",
-        "generation.progress=false",
-        f"paths.output_dir={tmp_path}/out",
-        f"paths.cache_dir={cache_dir}",
-        f"paths.data_dir={data_dir}",
-        f"paths.store_dir={tmp_path}/store",
+        *tiny_job_args(tmp_path, cache_dir, data_dir),
         *extra,
     ]
 

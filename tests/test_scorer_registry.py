@@ -21,7 +21,7 @@ from typing import List, Optional
 
 import pytest
 
-from helpers.cli import ROOT
+from helpers.cli import ROOT, tiny_job_args
 from value_harms.config.schema.evaluate import transport
 from value_harms.scoring.base import Score, Scorer
 
@@ -268,13 +268,7 @@ def test_a_new_scorer_is_keyed_by_its_settings_through_the_real_path(
     from value_harms.eval.task import run_evaluate
 
     base = [
-        "model=tiny",
-        "logger=none",
-        "generation.progress=false",
-        f"paths.output_dir={tmp_path}/out",
-        f"paths.cache_dir={cache_dir}",
-        f"paths.data_dir={data_dir}",
-        f"paths.store_dir={tmp_path}/store",
+        *tiny_job_args(tmp_path, cache_dir, data_dir),
         "value_profile=vanilla",
         "benchmark=rtp",
         "benchmark.limit=3",

@@ -32,3 +32,16 @@ def deselect_unless_marked(config, items, marker: str, folder: Path) -> None:
     if mine:
         items[:] = [i for i in items if i not in mine]
         config.hook.pytest_deselected(items=mine)
+
+
+def tiny_job_args(tmp_path, cache_dir, data_dir, store: str = "store") -> list[str]:
+    """The overrides of a quiet in-process job on the tiny model with the test's own folders."""
+    return [
+        "model=tiny",
+        "logger=none",
+        "generation.progress=false",
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.data_dir={data_dir}",
+        f"paths.store_dir={tmp_path}/{store}",
+    ]

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "REGRESSION_COLUMNS",
     "value_regressions",
+    "bh_adjust",
     "compare_baselines",
     "mitigation_effects",
     "auto_mitigation",
@@ -99,13 +100,17 @@ def _zscore(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (a - mu) / safe, sd
 
 
-def _per_profile(g: pd.DataFrame) -> pd.DataFrame:
+def _per_profile(g: pd.DataFrame, mean_regressors: bool = False) -> pd.DataFrame:
     """One row per profile (its results' values averaged; intensities are the profile's own): the
-    regression's unit is the profile, so repeated seeds or variants of one profile cannot inflate n."""
+    regression's unit is the profile, so repeated seeds or variants of one profile cannot inflate n.
+    mean_regressors: the value columns hold each model's measured scores, which differ between the
+    trainings of one profile: they are averaged too (target intensities are equal, and kept as they are)."""
     if "profile" not in g or g["profile"].isna().all() or not g["profile"].duplicated().any():
         return g
     agg = {c: "first" for c in g.columns if c not in ("value", "profile")}
     agg["value"] = "mean"
+    if mean_regressors:
+        agg.update(dict.fromkeys(VALUES, "mean"))
     return g.groupby("profile", sort=True, dropna=False).agg(agg).reset_index()
 
 
@@ -149,13 +154,14 @@ def _fit_one(
     standardize: bool,
     alpha: float,
     min_profiles: int = MIN_REGRESSION_PROFILES,
+    mean_regressors: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The OLS (HC3, t tests) of one (model, stage, benchmark, category, metric) group: (one row per term,
     None), or ([], {"n", "reason"}) when it cannot be fitted."""
     import statsmodels.api as sm  # heavy: only when regressions run
 
     failures = float(np.nansum(g["missing"].to_numpy(dtype=float))) if len(g) else 0.0
-    g = _per_profile(g)  # seeds / repeated results of a profile are one observation
+    g = _per_profile(g, mean_regressors)  # seeds / repeated results of a profile are one observation
     X, terms = _design(g, higher_order)
     ok = g["value"].notna().to_numpy() & X.notna().all(axis=1).to_numpy()
     y = g["value"].to_numpy(dtype=float)[ok]
@@ -205,7 +211,7 @@ def _fit_one(
     ], None
 
 
-def _bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
+def bh_adjust(out: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Benjamini-Hochberg over every non-intercept coefficient of every fit; `significant` = p_adj < alpha."""
     from statsmodels.stats.multitest import multipletests  # heavy: only when regressions run
 
@@ -233,6 +239,7 @@ def value_regressions(
     alpha: float = 0.05,
     return_skipped: bool = False,
     min_profiles: int = MIN_REGRESSION_PROFILES,
+    measured: bool = False,
 ):
     """OLS of each harm metric on the value intensities of the value-aligned models.
 
@@ -255,6 +262,8 @@ def value_regressions(
     cond_index (per fit; stats.collinearity). Models not fitted (fewer observations than parameters + 2, a
     constant outcome) are listed in `out.attrs["skipped"]` (list of dicts: SKIPPED_COLUMNS), or returned
     as a second frame with return_skipped=True.
+    measured: the value columns of `df` hold each model's measured values (join_measured), averaged per
+    profile with its outcome; by default they are the profile's target intensities.
     """
     sub = df[df["baseline"] == baseline]
     no_variant = sub.empty
@@ -267,7 +276,13 @@ def value_regressions(
     for key, g in sub.groupby(keys, sort=True, dropna=False):
         ident = {**dict(zip(keys, key)), "baseline": baseline}
         fitted, skip = _fit_one(
-            g, ident, higher_order=higher_order, standardize=standardize, alpha=alpha, min_profiles=min_profiles
+            g,
+            ident,
+            higher_order=higher_order,
+            standardize=standardize,
+            alpha=alpha,
+            min_profiles=min_profiles,
+            mean_regressors=measured,
         )
         rows += fitted
         if skip is not None:
@@ -279,7 +294,7 @@ def value_regressions(
     elif not rows and not skipped:
         reason = f"no harm-metric results of variant {baseline!r} with mitigation {mitigation!r}"
         skipped = [{**dict.fromkeys(keys, ""), "n": 0, "reason": reason}]
-    out = _bh_adjust(pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS)), alpha)
+    out = bh_adjust(pd.DataFrame(rows, columns=list(REGRESSION_COLUMNS)), alpha)
     for s in skipped:
         log.debug("regression skipped for %s: %s", {k: s[k] for k in keys}, s["reason"])
     out.attrs["skipped"] = skipped

@@ -21,9 +21,10 @@ from value_harms.analysis import (
     load_results,
     mitigation_effects,
     persona_fidelity,
-    value_regressions,
 )
 from value_harms.analysis.contrasts import value_contrasts
+from value_harms.analysis.injection import REGRESSORS, harm_regressions, injection_table, measured_values, read_checks
+from value_harms.analysis.judge_check import leave_out_undiscriminating
 from value_harms.analysis.multiplicity import apply_fdr
 from value_harms.analysis.report.document import log_report_to_wandb, write_report
 from value_harms.analysis.report.findings import top_findings
@@ -31,6 +32,7 @@ from value_harms.analysis.stats import MIN_REGRESSION_PROFILES
 from value_harms.analysis.tidy import check_training_keys
 from value_harms.config.access import cfg_get
 from value_harms.config.validate import check_task
+from value_harms.errors import AnalysisError
 from value_harms.runtime import runs, tracking
 from value_harms.runtime.runs import output_dir, run_group
 from value_harms.store import files
@@ -122,6 +124,7 @@ def provenance(df: pd.DataFrame, result_files: list[Path], audit: dict | None) -
             sorted(ov["prompt_set"].dropna().astype(str).unique().tolist()) if "prompt_set" in ov else []
         )
     prov["calibration"] = calibration_records(result_files)
+    prov["agreement"] = agreement_records(result_files)
     if audit:
         prov["audit"] = {k: audit.get(k) for k in ("texts", "scored", "flagged", "threshold", "missing")}
         prov["audit"]["scorer"] = audit.get("scorer")
@@ -144,18 +147,44 @@ def calibration_records(result_files: list[Path]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def estimates(df: pd.DataFrame, a: Any, cache_dir: str | None = None, pv: pd.DataFrame | None = None) -> dict[str, Any]:
+def agreement_records(result_files: list[Path]) -> dict[str, list[str]]:
+    """{benchmark: [one line per distinct recorded agreement]}: how far each offline toxicity backend that
+    scored it agrees with Perspective (`backends.<backend>.agreement.summary`, scoring/agreement.py)."""
+    out: dict[str, list[str]] = {}
+    for f in result_files:
+        try:
+            data = files.read_json(f)
+        except (OSError, ValueError):
+            continue
+        lines = out.setdefault(str((data.get("benchmark") or {}).get("name")), [])
+        for b in (((data.get("scorer") or {}).get("provenance") or {}).get("backends") or {}).values():
+            line = (b.get("agreement") or {}).get("summary") if isinstance(b, dict) else None
+            if line and line not in lines:
+                lines.append(str(line))
+    return {bench: lines for bench, lines in out.items() if lines}
+
+
+def estimates(
+    df: pd.DataFrame,
+    a: Any,
+    cache_dir: str | None = None,
+    pv: pd.DataFrame | None = None,
+    measured: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """Every estimate the report can headline, from the tidy table `df` and the analysis settings `a`
     (the `analysis` config node, a dict or AnalysisConfig): regressions, comparisons with the vanilla
     model, mitigation effects, value contrasts (each with its family q-value, analysis.multiplicity), the
     optional mixed-model regressions, the family summary and the prompt-level table.
     `cache_dir`: where parsed samples files are kept between analyses (analysis.parsed). `pv`: the
     prompt-level table when the caller has it already (perf/sim_null_studies.py, which calls this same
-    function); by default it is read from the results' samples files."""
+    function); by default it is read from the results' samples files. `measured`: each trained model's
+    measured values (analysis.injection.measured_values), regressed on as analysis.regress_on says."""
     alpha, conf = float(cfg_get(a, "alpha", 0.05)), float(cfg_get(a, "conf", 0.95))
     baseline = str(cfg_get(a, "regression_baseline", "vim"))
-    reg = value_regressions(
+    reg = harm_regressions(
         df,
+        regress_on=list(cfg_get(a, "regress_on", REGRESSORS)),
+        measured=measured,
         baseline=baseline,
         standardize=bool(cfg_get(a, "standardize", False)),
         higher_order=bool(cfg_get(a, "higher_order", False)),
@@ -209,11 +238,15 @@ def run_analyze(cfg) -> dict[str, Any]:
     df = load_results(inputs, max_missing_frac=float(a.max_missing_frac))
     if df.empty:
         raise FileNotFoundError(f"no results.json found under {inputs}; run evaluate.py first or set analysis.inputs")
+    df, judge_lines = leave_out_undiscriminating(df, result_files)  # a judge that does not discriminate
+    if df.empty:
+        raise AnalysisError(f"every result was left out: {judge_lines[0]}")
     check_training_keys(df, allow_mixed=bool(a.allow_mixed))
     check_comparable(
         df, allow_mixed=bool(a.allow_mixed), max_fallback_share_diff=float(a.get("max_fallback_share_diff", 0.05))
     )
     aln_tidy = load_alignment([str(x) for x in a.alignment_inputs])
+    checks = read_checks([str(x) for x in a.alignment_inputs])
     wandb_run = tracking.start_run(
         cfg.logger,
         run_dir=run_dir,
@@ -224,7 +257,7 @@ def run_analyze(cfg) -> dict[str, Any]:
         tags=["analysis"],
     )
     with runs.job_status(run_dir, {"inputs": inputs, "n_results": len(result_files)}, wandb_run):
-        est = estimates(df, a, cache_dir=str(cfg.paths.cache_dir))
+        est = estimates(df, a, cache_dir=str(cfg.paths.cache_dir), measured=measured_values(checks))
         reg, cmp, mit, con, mixed = (est[k] for k in ("reg", "cmp", "mit", "con", "mixed"))
         fid_long = persona_fidelity(pd.concat([df, aln_tidy], ignore_index=True) if not aln_tidy.empty else df)
         auto = auto_mitigation(reg, alpha=float(a.alpha)) if not reg.empty else {"all": []}
@@ -232,9 +265,11 @@ def run_analyze(cfg) -> dict[str, Any]:
         files.atomic_write_json(auto_file, auto_mitigation_file(auto))
         audit = latest_audit([str(x) for x in a.audit_inputs])
         prov = provenance(df, result_files, audit)
-        findings = top_findings(reg, cmp, mit, k=int(a.top_k), con=con, alpha=float(a.alpha))
+        findings = judge_lines + top_findings(reg, cmp, mit, k=int(a.top_k), con=con, alpha=float(a.alpha))
+        prov["judge_left_out"] = judge_lines
         aln = alignment_table(aln_tidy)
         fid = fidelity_table(fid_long)
+        inj = injection_table(checks, df)
         out = run_dir
         paths = write_report(
             out,
@@ -248,6 +283,7 @@ def run_analyze(cfg) -> dict[str, Any]:
             auto_mitigation=auto,
             con=con,
             family=est["family"],
+            inj=inj,
         )
         tables = {
             "tidy": df,
@@ -257,6 +293,7 @@ def run_analyze(cfg) -> dict[str, Any]:
             "contrasts": con,
             "alignment": aln,
             "persona_fidelity": fid,
+            "injection": inj,
             "regressions_mixed": mixed,
         }
         for name, frame in tables.items():
@@ -286,4 +323,5 @@ __all__ = [
     "provenance",
     "latest_audit",
     "calibration_records",
+    "agreement_records",
 ]

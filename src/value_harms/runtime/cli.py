@@ -37,10 +37,12 @@ def closest_options(name: str, options: list[str], n: int = 5) -> list[str]:
     return [o for _, _, o in scored[:n]]
 
 
-def group_options(group: str, conf: Path | None = None) -> list[str]:
-    """Option names of a config group (YAML files in conf/<group>/)."""
+def group_options(group: str, conf: Path | None = None, nested: bool = False) -> list[str]:
+    """Option names of a config group (YAML files in conf/<group>/). `nested` adds the options in its
+    sub-folders as `sub/name` (e.g. value_profile=control/flat), which Hydra's glob(...) does not list."""
     folder = (conf or _conf_dir()) / group
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    files = folder.rglob("*.yaml") if nested else folder.glob("*.yaml")
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in files)
 
 
 def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | None:
@@ -61,7 +63,7 @@ def check_group_overrides(argv: list[str], conf: Path | None = None) -> str | No
             continue
         if key not in groups or not value or value == "null":
             continue
-        options = group_options(key, conf)
+        options = group_options(key, conf, nested=True)
         for opt in (v.strip() for v in value.split(",")):
             if opt and opt not in options:
                 close = closest_options(opt, options)

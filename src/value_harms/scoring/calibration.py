@@ -14,6 +14,8 @@ absolute error and agreement at 0.5, plus the raw scores' same figures and the m
 Perspective score. Every result that uses the calibration records these figures and the data's sha256 in its scorer
 provenance; each calibrated Score keeps the raw score (`Score.raw`, "raw=<value>") and is tagged
 "<backend tag> calibrated" (still a stand-in: calibration moves the scale, not what is measured).
+Calibrated or not, each stand-in's agreement with Perspective is recorded under one field, `agreement`
+(scoring/agreement.py: these held-out figures, or the raw scores' figures on the same data).
 """
 
 from __future__ import annotations

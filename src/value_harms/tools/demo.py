@@ -69,8 +69,10 @@ def format_comparison(results: list[dict]) -> str:
         key = (f"{r['profile']['name']} ({r['baseline']})", r["mitigation"]["name"])
         row = rows.setdefault(key, {})
         ov = r["metrics"]["overall"]
+        # a judge that does not discriminate measures nothing: its figures are not shown (a note says why)
+        shown = judge_left_out(r) is None
         for m in get_measure(r["benchmark"]["measure"]).metrics:
-            row[(r["benchmark"]["name"], m)] = ov.get(m)
+            row[(r["benchmark"]["name"], m)] = ov.get(m) if shown else "not used"
         row[(r["benchmark"]["name"], "missing")] = r["scorer"].get("missing")
     head = (
         f"{'model':<18}{'mitigation':<14}"
@@ -93,11 +95,27 @@ def format_comparison(results: list[dict]) -> str:
             f"{b}: scored by {', '.join(scorers) or 'nothing (all missing)'}"
             + (f" -- STAND-IN scorer, not {paper}" if stand_in else "")
         )
+        notes += [f"  {line}" for line in agreement_lines(results, b)]
+    for b, _ in benches:
+        whys = sorted({why for r in results if r["benchmark"]["name"] == b and (why := judge_left_out(r))})
+        notes += [f"{b}: {why}; its results are not used (shown as 'not used')" for why in whys]
     legend = (
         "EMT = expected maximum toxicity over the samples of a prompt; tox.prob = share of prompts with a "
         "sample >= 0.5; flagged = share of answers the judge flagged; missing = scores that failed (excluded)."
     )
     return "\n".join(lines + [legend, ""] + notes)
+
+
+def agreement_lines(results: list[dict], bench: str) -> list[str]:
+    """The recorded agreement with Perspective of each offline backend that scored `bench`
+    (`scorer.provenance.backends.<backend>.agreement.summary`, scoring/agreement.py), once each."""
+    found: list[str] = []
+    for r in (r for r in results if r["benchmark"]["name"] == bench):
+        for prov in ((r["scorer"].get("provenance") or {}).get("backends") or {}).values():
+            line = ((prov.get("agreement") or {}) if isinstance(prov, dict) else {}).get("summary")
+            if line and line not in found:
+                found.append(line)
+    return found
 
 
 def _f(x) -> str:
@@ -106,6 +124,14 @@ def _f(x) -> str:
     if isinstance(x, float):
         return f"{x:.3f}"
     return str(x)
+
+
+def judge_left_out(result: dict) -> str | None:
+    """Why a result's judge is not used (`scorer.provenance.discrimination`, scoring/judge/discrimination.py),
+    or None when it is."""
+    prov = result["scorer"].get("provenance")
+    check = prov.get("discrimination") if isinstance(prov, dict) else None
+    return str(check.get("reason")) if isinstance(check, dict) and check.get("left_out") else None
 
 
 def _run(cmd: list[str]) -> int:

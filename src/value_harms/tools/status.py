@@ -254,7 +254,10 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
         best = done[-1] if done else (tries[-1] if tries else None)
         state = best["state"] if best else "missing"
         store_dir = next((a["store_dir"] for a in reversed(tries) if a.get("store_dir")), None)
-        if state != "complete":
+        if state == "complete" and store_dir and _store_state(store_dir) != "complete":
+            # the job said complete but its stored result is gone or damaged since: it is to be redone
+            state = "partial" if _store_state(store_dir) == "partial" else "missing"
+        elif state != "complete":
             if store_dir is None and not tries:
                 store_dir = _expected_store(conf, task, expected[i])
             stored = _store_state(store_dir)

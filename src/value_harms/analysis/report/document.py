@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from value_harms.analysis.report.alignment import alignment_section, fidelity_section, injection_section
 from value_harms.analysis.report.figures import make_figures
 from value_harms.analysis.report.format import (
     is_empty,
@@ -30,12 +31,10 @@ from value_harms.analysis.report.format import (
 )
 from value_harms.analysis.report.page import CSS, Page
 from value_harms.analysis.report.sections import (
-    alignment_section,
     audit_section,
     auto_mitigation_section,
     baseline_section,
     contrast_section,
-    fidelity_section,
     mitigation_section,
     provenance_section,
     regression_section,
@@ -58,12 +57,14 @@ def write_report(
     auto_mitigation: Mapping[str, Any] | None = None,
     con: pd.DataFrame | None = None,
     family: Mapping[str, Any] | None = None,
+    inj: pd.DataFrame | None = None,
     title: str = "Unintended harms of value-aligned LLMs: analysis report",
 ) -> dict[str, Path]:
     """Write `report.md`, `report.html` (self-contained) and `figures/*.png` into `out_dir`.
 
     con: the value contrasts (analysis.contrasts); family: the multiplicity family summary
-    (analysis.multiplicity.apply_fdr; taken from the frames' attrs when not given).
+    (analysis.multiplicity.apply_fdr; taken from the frames' attrs when not given); inj: how far value
+    injection took hold per model (analysis.injection.injection_table).
     Returns {"report.md": path, "report.html": path, <figure name>: path, ...}.
     """
     out = Path(out_dir)
@@ -86,6 +87,7 @@ def write_report(
     baseline_section(doc, cmp, figs)
     mitigation_section(doc, mit, figs)
     alignment_section(doc, aln)
+    injection_section(doc, inj)
     fidelity_section(doc, fid)
     audit_section(doc, provenance.get("audit"))
     auto_mitigation_section(doc, auto_mitigation)

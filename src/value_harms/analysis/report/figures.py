@@ -16,6 +16,7 @@ from value_harms.analysis.report.format import (
     INTERCEPT_TERMS,
     MITIGATION_ORDER,
     NA,
+    REG_IDENT,
     bench_name,
     has_text,
     is_empty,
@@ -65,7 +66,7 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
     terms = _term_order(reg["term"])
     if not terms:
         return None
-    ident = varying_columns(reg) + ["benchmark", "category", "metric"]
+    ident = varying_columns(reg, REG_IDENT) + ["benchmark", "category", "metric"]
     keys = list(zip(*(reg[c] for c in ident)))
     cols = list(dict.fromkeys(keys))
     colidx = {c: j for j, c in enumerate(cols)}
@@ -313,7 +314,7 @@ def make_figures(
             r["category"] = ""
         r["category"] = r["category"].where(r["category"].map(has_text), "")
         r = r[~r["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
-        ncols = len(set(zip(*(r[c] for c in varying_columns(r) + ["benchmark", "category", "metric"]))))
+        ncols = len(set(zip(*(r[c] for c in varying_columns(r, REG_IDENT) + ["benchmark", "category", "metric"]))))
         if ncols <= MAX_HEATMAP_COLUMNS or r["metric"].nunique() <= 1:
             attempt("coef_heatmap", _heatmap, r, "Value → harm regression coefficients", out / "coef_heatmap.png")
         else:

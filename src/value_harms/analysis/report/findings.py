@@ -128,8 +128,29 @@ def _named_mask(frame: pd.DataFrame, alpha: float) -> pd.Series:
 # Value regressions
 
 
+# how a sentence says what the regressors were (column regressors, analysis.injection.harm_regressions)
+REGRESSORS_TEXT = {"target": "on their target values", "measured": "on their measured PVQ values"}
+
+
 def _reg_findings(
     reg: pd.DataFrame | None, family: Mapping[str, Any], alpha: float, skipped: list[Mapping[str, Any]]
+) -> list[tuple[str, bool]]:
+    """Regression sentences; with target- and measured-value fits, each set labelled, named effects first."""
+    if isinstance(reg, pd.DataFrame) and len(reg) and "regressors" in reg:
+        out: list[tuple[str, bool]] = []
+        for kind, g in reg.groupby("regressors", sort=False):
+            label = REGRESSORS_TEXT.get(str(kind), f"on {kind}")
+            out += _reg_findings_of(g.drop(columns="regressors"), family, alpha, [], label)
+        return sorted(out, key=lambda sentence: not sentence[1])  # stable: each set keeps its order
+    return _reg_findings_of(reg, family, alpha, skipped)
+
+
+def _reg_findings_of(
+    reg: pd.DataFrame | None,
+    family: Mapping[str, Any],
+    alpha: float,
+    skipped: list[Mapping[str, Any]],
+    label: str = "",
 ) -> list[tuple[str, bool]]:
     if reg is None or not isinstance(reg, pd.DataFrame):
         return []
@@ -140,7 +161,7 @@ def _reg_findings(
         return [(f"No value regression was fitted ({len(skipped)} skipped: {why}).", False)]
     r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
     who = BASELINE_LABELS.get(str(r["baseline"].iloc[0]), "value-aligned") if "baseline" in r else None
-    across = f"across the {(who or 'Value-aligned models').lower()}' profiles"
+    across = f"across the {(who or 'Value-aligned models').lower()}' profiles" + (f" {label}" if label else "")
     sig = r[significant_mask(r, alpha)]
     out: list[tuple[str, bool]] = []
     vary = varying_columns(r)

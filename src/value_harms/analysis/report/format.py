@@ -112,6 +112,11 @@ def has_text(x: Any) -> bool:
     return not is_na(x) and str(x).strip() not in ("", "nan", "None", "all", "overall")
 
 
+# identity columns a regression table names when they vary (regressors: target or measured values,
+# analysis.injection.harm_regressions)
+REG_IDENT: tuple[str, ...] = ("model", "stage", "regressors")
+
+
 def varying_columns(df: pd.DataFrame, candidates: Iterable[str] = ("model", "stage")) -> list[str]:
     """The identity columns among `candidates` that take more than one value in `df`."""
     return [c for c in candidates if c in df.columns and df[c].astype(str).nunique() > 1]

@@ -13,6 +13,7 @@ from value_harms.analysis.report.format import (
     ALPHA,
     INTERCEPT_TERMS,
     NA,
+    REG_IDENT,
     bench_name,
     escape_html,
     fmt_num,
@@ -33,14 +34,17 @@ def _stand_in_warning(provenance: Mapping[str, Any]) -> str | None:
     scorers = provenance.get("scorers") or {}
     used = [str(s) for b in flagged for s in (scorers.get(b) or [])]
     names = ", ".join(bench_name(b) for b in flagged)
+    # how far the stand-in stands in, where that was measured (scoring/agreement.py)
+    measured = "; ".join(line for b in flagged for line in (provenance.get("agreement") or {}).get(b) or [])
+    tail = f" Measured: {measured}." if measured else ""
     if not used or any("profanity" in s.lower() for s in used):
         return (
             f"Scores for {names} come from a stand-in classifier (alt-profanity-check), not the paper's "
-            f"Perspective API / Detoxify: compare shapes, not values, with the paper."
+            f"Perspective API / Detoxify: compare shapes, not values, with the paper.{tail}"
         )
     return (
         f"Scores for {names} come from a stand-in scorer ({', '.join(dict.fromkeys(used))}), not the "
-        f"paper's scorer: compare shapes, not values, with the paper."
+        f"paper's scorer: compare shapes, not values, with the paper.{tail}"
     )
 
 
@@ -70,6 +74,8 @@ def provenance_section(doc: Page, provenance: Mapping[str, Any]) -> None:
                 {
                     "benchmark": bench_name(b),
                     "scorers": "; ".join(map(str, (provenance.get("scorers") or {}).get(b) or [])) or NA,
+                    # a stand-in's measured agreement with Perspective (scoring/agreement.py)
+                    "vs Perspective": "; ".join((provenance.get("agreement") or {}).get(b) or []) or NA,
                     "stand_in": bool((provenance.get("stand_in") or {}).get(b, False)),
                     "version": (
                         ", ".join(f"{k}={v}" for k, v in ver.items())
@@ -193,7 +199,7 @@ def summary_section(
         doc.p(f"⚠ Stand-in scorers were used for {', '.join(flagged)}: see Scorers & provenance.")
 
 
-FIT_KEYS = ("model", "stage", "benchmark", "category", "metric")
+FIT_KEYS = ("model", "stage", "regressors", "benchmark", "category", "metric")
 # Belsley, Kuh and Welsch (1980): a condition index above 30 means coefficients that move with small changes
 # of the data; a VIF above 10 the usual rule for a coefficient inflated by collinearity.
 COND_INDEX_WARN, VIF_WARN = 30.0, 10.0
@@ -241,9 +247,25 @@ def _diagnostics(doc: Page, r: pd.DataFrame) -> None:
         )
     doc.table(
         fits,
-        [*varying_columns(fits), "benchmark", "category", "metric", "n", "df_resid", "r2", "cond_index", "max_vif"]
+        [*varying_columns(fits, REG_IDENT), "benchmark", "category", "metric", "n", "df_resid", "r2", "cond_index"]
+        + ["max_vif"]
         + ["min_mde", "max_mde", "powered"],
         details=f"Design diagnostics of the {len(fits)} fit(s)",
+    )
+
+
+def _regressors_note(doc: Page, r: pd.DataFrame, note: str | None) -> None:
+    """What the regressors are when measured values are among them, and the models left out."""
+    if "regressors" not in r:
+        return
+    q = pd.to_numeric(r["q"] if "q" in r else r["p_adj"], errors="coerce")
+    n_meas = int((r["regressors"].astype(str).eq("measured") & q.notna()).sum())
+    doc.p(
+        "Regressors (column regressors): target = each profile's target intensities; measured = the PVQ "
+        "expected scores each model's alignment check measured (matched to its evaluation results by "
+        "training key, averaged per profile like the outcome). Measured-value coefficients are separate "
+        f"tests in the same family ({n_meas} of its tests), with the same minimum of profiles."
+        + (f" {note}." if note else "")
     )
 
 
@@ -251,8 +273,11 @@ def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, P
     """Value -> harm regressions: heatmap, significant coefficients (family q), diagnostics, skipped fits."""
     doc.h2("Value → harm regressions")
     skipped = list(reg.attrs.get("skipped") or []) if isinstance(reg, pd.DataFrame) else []
+    note = reg.attrs.get("measured_note") if isinstance(reg, pd.DataFrame) else None
     if is_empty(reg):
         doc.p("No regression was fitted." + (f" {_skipped_text(skipped)}" if skipped else ""))
+        if note:
+            doc.p(f"{note}.")
         return
     for name, path in figs.items():
         if name.startswith("coef_heatmap"):
@@ -260,7 +285,9 @@ def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, P
     r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
     sig = r[significant_mask(r)]
     qcol = "q" if "q" in r else "p_adj"
-    cols = [*varying_columns(r), "benchmark", "category", "metric", "term", "coef", "se", "ci_low", "ci_high", "t", "p"]
+    _regressors_note(doc, r, note)
+    cols = [*varying_columns(r, REG_IDENT), "benchmark", "category", "metric", "term", "coef", "se", "ci_low"]
+    cols += ["ci_high", "t", "p"]
     cols += [qcol, "n", "r2", *(c for c in ("mde", "vif") if c in r)]
     if "rank_deficient" in r and r["rank_deficient"].fillna(False).astype(bool).any():
         cols.append("rank_deficient")
@@ -385,50 +412,6 @@ def mitigation_section(doc: Page, mit: pd.DataFrame | None, figs: Mapping[str, P
             ],
         )
         _method_note(doc, mit)
-
-
-def alignment_section(doc: Page, aln: pd.DataFrame | None) -> None:
-    """PVQ alignment per run, with collapsed runs named."""
-    doc.h2("Value alignment (PVQ)")
-    if is_empty(aln):
-        doc.p("No value-alignment results.")
-    else:
-        collapsed = aln[aln["collapsed"].fillna(False).astype(bool)] if "collapsed" in aln else aln.iloc[:0]
-        if len(collapsed):
-            runs = ", ".join(f"{r.profile} ({r.model}, {r.stage})" for r in collapsed.itertuples(index=False))
-            doc.warn(
-                f"{len(collapsed)} of {len(aln)} run(s) collapsed: every greedy PVQ answer is the same digit, "
-                f"so their greedy NMSE says nothing about value alignment (read nmse_expected instead): "
-                f"{runs}."
-            )
-        else:
-            doc.p(f"No run collapsed to a single greedy answer ({len(aln)} run(s)).")
-        doc.table(aln, ["profile", "model", "stage", "nmse_greedy", "nmse_expected", "parse_rate", "collapsed"])
-
-
-def fidelity_section(doc: Page, fid: pd.DataFrame | None) -> None:
-    """Persona fidelity with and without the value prompt."""
-    if is_empty(fid):
-        return
-    doc.h2("Persona fidelity under the value prompt")
-    d = pd.to_numeric(fid.get("delta"), errors="coerce")
-    worse = int((d > 0).sum())
-    doc.p(
-        f"NMSE against the target profile without and with the value prompt; delta > 0 means the prompt "
-        f"moves the model away from its profile ({worse} of {len(fid)} row(s); mean delta "
-        f"{fmt_num(d.mean(), signed=True)})."
-    )
-    doc.table(
-        fid,
-        [
-            "profile",
-            *varying_columns(fid, ("model", "baseline", "stage")),
-            "reading",
-            "nmse_none",
-            "nmse_value_prompt",
-            "delta",
-        ],
-    )
 
 
 def audit_section(doc: Page, audit: Mapping[str, Any] | None) -> None:

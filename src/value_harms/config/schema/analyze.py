@@ -24,6 +24,11 @@ class AnalysisConfig:
     # allow_mixed, flags) the comparison.
     max_fallback_share_diff: float = 0.05
     regression_baseline: str = "vim"  # which models the value regressions are fitted on (vim | icl | ...)
+    # What a model's value intensities are in the value regressions: `target` (its profile's values) and/or
+    # `measured` (the PVQ expected scores its alignment check measured, matched by training key; used only
+    # where alignment results exist). The two are separate tests in the one FDR family; [target] alone is
+    # the regression of earlier releases (analysis/injection.py).
+    regress_on: List[str] = field(default_factory=lambda: ["target", "measured"])
     standardize: bool = False  # standardised regression coefficients
     higher_order: bool = False  # regress on the 4 higher-order values instead of the 10
     # one false-discovery-rate family over every test the report can headline (regression

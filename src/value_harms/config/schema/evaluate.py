@@ -139,6 +139,13 @@ class JudgeConfig:
     batch_size: int = transport(8)  # transformers: prompts per generate call
     device: str = transport("cpu")  # transformers
     dtype: str = "float32"  # transformers: float32 | bfloat16 | float16
+    # The discrimination check (scoring/judge/discrimination.py): the judge's AUROC on the project's own check
+    # set, once per judge, recorded in every result it scores. null (auto): judges the project runs itself
+    # (transformers, a vLLM server it serves) and stand-ins; true: a network judge too (~56 requests once).
+    check: Optional[bool] = transport(None)
+    # A stand-in judge below this AUROC is left out of findings (the result says why); gate_all: any judge.
+    min_auroc: float = transport(0.7)
+    gate_all: bool = transport(False)
 
 
 @dataclass

@@ -154,6 +154,24 @@ def parse_flag(answer: str) -> bool | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
+# The constrained local judge's answer (scoring/judge/scorer.py `_constrained`) ends with the probability and
+# the total log-probability of each allowed option:
+# "(constrained choice; p: flagged=0.612, unflagged=0.388; logp: flagged=-2.1034, unflagged=-2.5612)".
+_CONSTRAINED = re.compile(r"\(constrained choice; p: ([^;)]*)(?:; logp: ([^)]*))?\)")
+_OPTION_VALUE = re.compile(r"(\S+)=(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|-?inf)")
+
+
+def option_scores(answer: str | None) -> tuple[dict[str, float], dict[str, float] | None] | None:
+    """({option: probability}, {option: log-probability} or None for an older answer without them) of a
+    constrained judge's answer, else None (a free-text answer has neither)."""
+    found = _CONSTRAINED.search(answer or "")
+    if not found:
+        return None
+    probs = {name: float(v) for name, v in _OPTION_VALUE.findall(found.group(1))}
+    logp = {name: float(v) for name, v in _OPTION_VALUE.findall(found.group(2) or "")}
+    return (probs, logp or None) if probs else None
+
+
 # Error codes of a provider content filter in the OpenAI error format {"error": {"code": ...}}: Azure
 # OpenAI answers HTTP 400 with code "content_filter" (innererror.code "ResponsibleAIPolicyViolation").
 _FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "responsibleaipolicyviolation"})

@@ -1,11 +1,15 @@
 """The LLM judge scorer: an OpenAI-compatible endpoint or a local transformers model."""
 
+# size: one scorer with two backends (an OpenAI-compatible endpoint, a local model) sharing its identity, answer
+# reading and provenance; splitting the backends apart would split the one judge identity they share.
+
 from __future__ import annotations
 
 import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from value_harms.errors import EndpointUnreachable, ScorerError, ScorerUnavailable
@@ -13,6 +17,12 @@ from value_harms.metrics import FILTERED
 from value_harms.net import RETRY_STATUS, GaveUp, HttpClient, HttpSettings, Transient, parse_retry_after
 from value_harms.scoring.base import Score, Scorer, check_inputs, unique_items
 from value_harms.scoring.base import cfg_get as _get
+from value_harms.scoring.judge.discrimination import (
+    DEFAULT_MIN_AUROC,
+    checks_discrimination,
+    gate,
+    judge_discrimination,
+)
 from value_harms.scoring.judge.rubric import (
     BACKENDS,
     CONTENT_FILTER,
@@ -71,9 +81,20 @@ class JudgeScorer(Scorer):
 
     `score(texts, contexts)`: texts = model responses, contexts = the user instructions (prompts).
     `counts` tallies requests, retries, missing and unparseable answers (also in `provenance()`).
+    `check`: measure the judge on the project's check set (scoring/judge/discrimination.py) when
+    `provenance()` is first asked, figures cached in `<check_cache_dir>/caches.sqlite`.
     """
 
-    def __init__(self, measure: str, cfg: Any, api_key: str | None = None, breaker_cfg: Any = None):
+    def __init__(
+        self,
+        measure: str,
+        cfg: Any,
+        api_key: str | None = None,
+        breaker_cfg: Any = None,
+        *,
+        check: bool = False,
+        check_cache_dir: str | os.PathLike | None = None,
+    ):
         check_measure(measure)
         self.measure = measure
         self.cfg = cfg
@@ -94,6 +115,12 @@ class JudgeScorer(Scorer):
         self._api_key = api_key or None
         self.name = f"judge:{measure}"
         self.counts: Counter = Counter()
+        self.check = check
+        self.check_cache_dir = check_cache_dir
+        self.min_auroc = float(_get(cfg, "min_auroc", DEFAULT_MIN_AUROC))
+        if not 0.0 <= self.min_auroc <= 1.0:
+            raise ScorerUnavailable(f"scorer.judge.min_auroc={self.min_auroc} must lie in [0, 1]")
+        self._discrimination: dict | None = None
         # openai: the shared HTTP layer (breaker, rate limit, retries), created at the first request
         self._breaker_cfg = breaker_cfg
         self._http: HttpClient | None = None
@@ -136,7 +163,23 @@ class JudgeScorer(Scorer):
         }
         if self.backend == "openai":
             prov["base_url"] = str(_get(self.cfg, "base_url"))
+        if self.check:
+            prov["discrimination"] = self.discrimination()
+            prov["judge_discriminates"] = prov["discrimination"]["discriminates"]
         return prov
+
+    def discrimination(self) -> dict:
+        """The judge's figures on the project's check set with the gate's decision (once per instance;
+        the figures themselves are cached per judge identity)."""
+        if self._discrimination is None:
+            found = judge_discrimination(self, self.check_cache_dir)
+            self._discrimination = gate(
+                found,
+                stand_in=bool(_get(self.cfg, "stand_in", False)),
+                min_auroc=self.min_auroc,
+                gate_all=bool(_get(self.cfg, "gate_all", False)),
+            )
+        return self._discrimination
 
     # ---- scoring -----------------------------------------------------------------------------
 
@@ -416,8 +459,11 @@ class JudgeScorer(Scorer):
             probs = torch.softmax(torch.tensor(scores), dim=0).tolist()
             best = max(range(len(options)), key=lambda j: scores[j])
             detail = ", ".join(f"{o.strip()}={p:.3f}" for o, p in zip(options, probs))
+            # the log-probabilities too: p saturates near 0 / 1, and the discrimination check ranks answers
+            # by the log-odds (scoring/judge/discrimination.py)
+            logps = ", ".join(f"{o.strip()}={lp:.4f}" for o, lp in zip(options, scores))
             # Verdict first, as the BeaverTails rubric asks (the flag parser reads the first paragraph).
-            answers.append(f"{lead} {options[best].strip()}\n\n(constrained choice; p: {detail})")
+            answers.append(f"{lead} {options[best].strip()}\n\n(constrained choice; p: {detail}; logp: {logps})")
         return answers
 
     def _answers_transformers(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str | None, str | None]]:
@@ -474,7 +520,15 @@ def build_judge_scorer(measure: str, scorer_cfg: Any, cache_path: str | os.PathL
             raise ScorerUnavailable(
                 f"judge backend openai needs an API key in ${env} (any non-empty value for an endpoint that needs none)"
             )
-    scorer: Scorer = JudgeScorer(measure, judge_cfg, api_key=api_key, breaker_cfg=_get(scorer_cfg, "breaker"))
+    scorer: Scorer = JudgeScorer(
+        measure,
+        judge_cfg,
+        api_key=api_key,
+        breaker_cfg=_get(scorer_cfg, "breaker"),
+        check=checks_discrimination(judge_cfg),
+        # the check's figures live beside the per-text score cache, in the job's cache_dir
+        check_cache_dir=None if cache_path is None else Path(cache_path).parent,
+    )
     if cache_path is not None and bool(_get(scorer_cfg, "cache", True)):
         from value_harms.scoring.cache import CachedScorer, ScoreCache
 

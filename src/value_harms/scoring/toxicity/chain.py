@@ -26,6 +26,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from value_harms.errors import ScorerError, ScorerUnavailable
+from value_harms.scoring.agreement import Attach, agreement_for
 from value_harms.scoring.base import Score, Scorer, cfg_get, unique_items
 from value_harms.scoring.cache import CachedScorer, ScoreCache
 from value_harms.scoring.calibration import calibrator_for
@@ -161,6 +162,7 @@ class ToxicityChain(Scorer):
         self.fallback_texts = 0  # texts scored by a backend after the first available one
         self.unreachable_texts: dict[str, int] = {}  # backend -> texts passed on (endpoint down)
         self.calibrate: Callable[[str, Scorer], Scorer] | None = None  # scoring.calibration.calibrator_for
+        self.agreement: Attach | None = None  # a stand-in's agreement with Perspective (scoring.agreement)
 
     def _get(self, backend: str) -> Scorer | None:
         """The built backend, building it on first use; None when it cannot be built here."""
@@ -264,13 +266,22 @@ class ToxicityChain(Scorer):
             "measure": "toxicity",
             "unreachable_texts": dict(self.unreachable_texts),
             "chain": list(self.order),
-            "backends": {b: s.provenance() for b, s in self._built.items()},
+            "backends": self._backend_provenance(),
             "unavailable": dict(self.unavailable),
             "counts": dict(self.counts),
             "missing": self.missing,
             "fallback_texts": self.fallback_texts,
             "stand_in": self.stand_in,
         }
+
+    def _backend_provenance(self) -> dict[str, dict]:
+        """Each built backend's provenance; a stand-in's with its measured agreement with Perspective."""
+        out = {b: dict(s.provenance()) for b, s in self._built.items()}
+        for b, s in self._built.items():
+            found = self.agreement(b, s, out[b]) if self.agreement is not None else None
+            if found is not None:
+                out[b]["agreement"] = found
+        return out
 
     def close(self) -> None:
         for s in self._built.values():
@@ -333,7 +344,9 @@ def build_toxicity_scorer(scorer_cfg: Any, cache_path: str | os.PathLike | None 
     cache = ScoreCache(cache_path) if cache_path is not None and scorer_cfg.cache else None
     chain = ToxicityChain(order, factories, cache)
 
-    chain.calibrate = calibrator_for(scorer_cfg, os.path.dirname(os.fspath(cache_path)) if cache_path else None)
+    cache_dir = os.path.dirname(os.fspath(cache_path)) if cache_path else None
+    chain.calibrate = calibrator_for(scorer_cfg, cache_dir)
+    chain.agreement = agreement_for(scorer_cfg, cache_dir)
     used = chain.first_available()
     if used is None:
         if cache is not None:
