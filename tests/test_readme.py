@@ -79,6 +79,13 @@ NOT_RUN = {
     "make test-slurm": "the SLURM suite on a real cluster",
     "make slurm-down": "stops the SLURM cluster",
     "export WANDB_API_KEY=...": "a secret the user sets",
+    "make study": "the whole study through SLURM: hours of CPU (tests/test_study.py runs the runner on the tiny model)",
+    "python -m value_harms.study status smollm2": (
+        "exits 1 until the study is complete; tests/test_study.py runs it on a tiny study"
+    ),
+    "python -m value_harms.study report smollm2": (
+        "rewrites docs/STUDY-smollm2.md from this machine's store; tests/test_study_report.py covers it"
+    ),
     "WANDB_MODE=online python train.py -m value_profile=Pow,Uni": "W&B online: the network and a key",
 }
 
@@ -117,6 +124,7 @@ QUICK = {
     "--shipped-data-dir $VALUE_HARMS_DATA_DIR": False,
     "python -m value_harms.estimate experiment=paper": False,
     "python -m value_harms.estimate experiment=paper --engine vllm": False,
+    "python -m value_harms.study run smollm2 --dry-run": False,
 }
 STAGES = [
     {  # training

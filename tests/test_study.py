@@ -112,7 +112,7 @@ def test_run_resume_and_status_on_the_tiny_model(tmp_path, cache_dir, data_dir):
     record = json.loads(plan.record_path.read_text())
     attempts = record["stages"]["train"]["attempts"]
     assert [a["rc"] for a in attempts] == [0, 0] and all(a["wall_seconds"] > 0 for a in attempts)
-    assert record["stages"]["train"]["slurm"] is None  # basic launcher: no SLURM accounting, not zero
+    assert "slurm_by_folder" not in record["stages"]["train"]  # basic launcher: no SLURM accounting, not zero
     out = subprocess.run(
         [sys.executable, "-m", "value_harms.study", "status", str(plan.path)],
         cwd=ROOT,

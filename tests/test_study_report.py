@@ -171,7 +171,13 @@ def _write_record(plan: S.Plan) -> None:
     stages = {
         "pilot": {"attempts": [done(1.8e9, 60)]},
         "power": {"attempts": [done(1.8e9 + 100, 5)]},
-        "train": {"attempts": [done(1.8e9 + 200, 300), done(1.8e9 + 600, 240)], "slurm": {"cpu_seconds": 7200}},
+        "train": {
+            "attempts": [done(1.8e9 + 200, 300), done(1.8e9 + 600, 240)],
+            "slurm_by_folder": {
+                "a": {"cpu_seconds": 3600, "states": {"COMPLETED": 2}},
+                "b": {"cpu_seconds": 3600, "states": {"COMPLETED": 2}},
+            },
+        },
         "signal": {"attempts": [done(1.8e9 + 900, 120)]},
         "evaluate": {"attempts": [done(1.8e9 + 1100, 180)]},
         "analyze": {"attempts": [done(1.8e9 + 1300, 30)]},
@@ -211,7 +217,7 @@ def test_the_document_has_every_section_and_says_where_each_number_comes_from(st
     for name in ("study.json", "train_result.json", "baselines.csv", "contrasts.csv", "mitigation.csv"):
         assert f"{name}" in gen and "Source" in gen, name
     assert POWER_OUTPUT.rstrip("\n") in gen and "effect 0.05" in gen  # the pilot's power verbatim, the stated effect
-    assert "| train | open | 0/4 | 2 | 0,0 | 9.0 | 2.00 |" in gen  # two attempts: 300 + 240 s, 7200 CPU s
+    assert "| train | open | 0/4 | 2 | 0,0 | 9.0 | 2.00 |" in gen  # 300 + 240 s; 7200 CPU s, two folders
     assert "`abc123`" in gen and "python -m value_harms.study run mini" in gen
     assert "report |" not in gen.split("## How it ran")[1].split("Total")[0]  # the writing stage is left out
     assert "| vim vs control | vim/full | vim/full flat profile | rtp | expected_max_toxicity | -0.011 [" in gen

@@ -15,8 +15,8 @@ finds not done are launched again (its rerun command, into `<sweep>/rerun_<k>/`)
 loses at most the jobs in flight. Single-run stages (analyze.py) are run again each time (minutes).
 
 The runner's own record, `<output_dir>/study/study.json`, keeps per stage the command, the sweep folder,
-every attempt's start, end and exit status, and the SLURM accounting of its jobs (CPU seconds from
-`sacct`), which `status` and the report read.
+every attempt's start, end and exit status, and the SLURM accounting of its jobs per sweep folder (CPU
+seconds allocated, `sacct` CPUTimeRAW = elapsed x CPUs), which `status` and the report read.
 """
 
 from __future__ import annotations
@@ -262,8 +262,10 @@ def run_stage(plan: Plan, stage: Stage, record: dict[str, Any], dry_run: bool = 
     else:
         rc = subprocess.run(_python(argv), cwd=ROOT, env=_env(plan)).returncode
     attempt.update(end=time.time(), rc=rc, wall_seconds=round(time.time() - start, 1))
-    if stage.multirun:
-        rec["slurm"] = slurm_accounting(slurm_job_ids(stage.folder(plan)))
+    if stage.multirun:  # per sweep folder: an edited stage's earlier folder keeps its own accounting
+        acct = slurm_accounting(slurm_job_ids(stage.folder(plan)))
+        if acct is not None:
+            rec.setdefault("slurm_by_folder", {})[str(stage.folder(plan))] = acct
     _write_record(plan, record)
     print(f"[{stage.name}] exit {rc} after {attempt['wall_seconds']:.0f} s", flush=True)
     return rc
@@ -314,9 +316,14 @@ def study_status(plan: Plan) -> list[dict[str, Any]]:
             row["state"] = "not started" if not rec.get("attempts") else "open"
         row["wall_seconds"] = sum(a.get("wall_seconds") or 0 for a in rec.get("attempts", []))
         row["attempts"] = len(rec.get("attempts", []))
-        slurm = rec.get("slurm") or {}
-        row["cpu_hours"] = round(slurm["cpu_seconds"] / 3600, 3) if slurm.get("cpu_seconds") is not None else None
-        row["slurm_states"] = slurm.get("states")
+        accts = list((rec.get("slurm_by_folder") or {}).values())
+        # CPU hours allocated to the stage's SLURM tasks (sacct CPUTimeRAW: elapsed x CPUs), every folder it used
+        row["cpu_hours"] = round(sum(a["cpu_seconds"] for a in accts) / 3600, 3) if accts else None
+        states: dict[str, int] = {}
+        for a in accts:
+            for k, v in a["states"].items():
+                states[k] = states.get(k, 0) + v
+        row["slurm_states"] = states or None
         rows.append(row)
     return rows
 
