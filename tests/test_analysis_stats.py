@@ -582,3 +582,12 @@ def test_persona_fidelity_and_load_alignment(tmp_path):
     assert len(only_train) == 2 and only_train["nmse_value_prompt"].isna().all()
     # PVQ rows never enter the harm regressions
     assert value_regressions(both).empty
+
+
+def test_auto_mitigation_names_nothing_from_an_underpowered_regression_or_above_the_family_q(planted_df):
+    """The same planted effect: below the design minimum (powered false) or above the report's family q, no
+    value is named, however small the regression's own p."""
+    reg = value_regressions(planted_df)
+    assert auto_mitigation(reg)["all"] == ["Power", "Stimulation"]
+    assert auto_mitigation(reg.assign(powered=False))["all"] == []
+    assert auto_mitigation(reg.assign(q=1.0))["all"] == []

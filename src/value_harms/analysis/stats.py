@@ -520,7 +520,11 @@ def auto_mitigation(reg_df: pd.DataFrame, *, alpha: float = 0.05, min_coef: floa
     after them, when the regressions used higher_order). "Positive" is the harm's direction, declared with
     each metric (metrics.MetricSpec.higher_is_harm: a metric whose lower values are the harm counts a
     negative coefficient); metrics that are no harm (the PVQ readings) are ignored. Feeds
-    `mitigation.disregard_values`."""
+    `mitigation.disregard_values`.
+
+    Only what the report may headline names a value: a regression below the design minimum (`powered` false:
+    fewer than analysis.min_regression_profiles profiles) names none, and where the report's one FDR family
+    has been applied (column `q`) its q decides, not the regressions' own BH (`p_adj`)."""
     order = {t: i for i, t in enumerate((*VALUES, *HIGHER_ORDER))}
     out: dict[str, list[str]] = {}
     union: set[str] = set()
@@ -528,8 +532,11 @@ def auto_mitigation(reg_df: pd.DataFrame, *, alpha: float = 0.05, min_coef: floa
         return {"all": []}
     signed = reg_df.assign(_sign=reg_df["metric"].map(harm_sign).astype(float))  # +1 / -1 / 0: no harm
     sub = signed[signed["term"].isin(order) & (signed["_sign"] != 0)]
+    powered = sub["powered"].astype(bool) if "powered" in sub else pd.Series(True, index=sub.index)
+    significant = sub["q"] <= alpha if "q" in sub else sub["p_adj"] < alpha
+    sub = sub.assign(_named=powered & significant)
     for (bench, cat), g in sub.groupby(["benchmark", "category"], sort=True, dropna=False):
-        hit = g[(g["p_adj"] < alpha) & (g["coef"] * g["_sign"] > min_coef)]
+        hit = g[g["_named"] & (g["coef"] * g["_sign"] > min_coef)]
         names = sorted(set(hit["term"]), key=order.__getitem__)
         out[f"{bench}/{cat}"] = names
         union.update(names)
