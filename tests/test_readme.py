@@ -83,6 +83,9 @@ NOT_RUN = {
     "python -m value_harms.study status smollm2": (
         "exits 1 until the study is complete; tests/test_study.py runs it on a tiny study"
     ),
+    "python -m value_harms.status outputs/study_smollm2": (
+        "exits 1 until the study is complete; tests/test_study.py runs it on a tiny study's folder"
+    ),
     "python -m value_harms.study report smollm2": (
         "rewrites docs/STUDY-smollm2.md from this machine's store; tests/test_study_report.py covers it"
     ),

@@ -112,7 +112,7 @@ def test_run_resume_and_status_on_the_tiny_model(tmp_path, cache_dir, data_dir):
     record = json.loads(plan.record_path.read_text())
     attempts = record["stages"]["train"]["attempts"]
     assert [a["rc"] for a in attempts] == [0, 0] and all(a["wall_seconds"] > 0 for a in attempts)
-    assert "slurm_by_folder" not in record["stages"]["train"]  # basic launcher: no SLURM accounting, not zero
+    assert record["stages"]["train"]["slurm_by_folder"] == {}  # basic launcher: no SLURM accounting, not zero
     out = subprocess.run(
         [sys.executable, "-m", "value_harms.study", "status", str(plan.path)],
         cwd=ROOT,
@@ -121,6 +121,15 @@ def test_run_resume_and_status_on_the_tiny_model(tmp_path, cache_dir, data_dir):
         timeout=120,
     )
     assert out.returncode == 0 and "train" in out.stdout and "2/2" in out.stdout
+    # the status tool given the study's output folder prints the same table
+    same = subprocess.run(
+        [sys.executable, "-m", "value_harms.status", str(plan.output_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert same.returncode == 0 and same.stdout == out.stdout
 
 
 def test_a_failing_stage_stops_the_study_and_says_how_to_resume(tmp_path, capsys):

@@ -204,6 +204,27 @@ def slurm_accounting(job_ids: list[str]) -> dict[str, Any] | None:
     return {"tasks": sum(states.values()), "states": states, "cpu_seconds": cpu, "elapsed_seconds": elapsed}
 
 
+def stage_folders(rec: dict[str, Any], folder: Path) -> list[str]:
+    """Every sweep folder a stage has used: its current one and those its attempts' commands named."""
+    found = {str(folder)}
+    for attempt in rec.get("attempts", []):
+        for arg in attempt.get("argv", []):
+            if arg.startswith("hydra.sweep.dir="):
+                found.add(arg.split("=", 1)[1].strip("'").split("/rerun_")[0])
+    return sorted(found)
+
+
+def stage_accounting(rec: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """SLURM accounting per sweep folder of a stage: asked from sacct now, else as recorded (cluster down)."""
+    recorded = dict(rec.get("slurm_by_folder") or {})
+    out = {}
+    for f in sorted(set(stage_folders(rec, folder)) | set(recorded)):
+        acct = slurm_accounting(slurm_job_ids(Path(f)))
+        if acct is not None or f in recorded:
+            out[f] = acct if acct is not None else recorded[f]
+    return out
+
+
 # ---------------------------------------------------------------------------------- running
 def _env(plan: Plan) -> dict[str, str]:
     env = dict(os.environ)
@@ -262,10 +283,8 @@ def run_stage(plan: Plan, stage: Stage, record: dict[str, Any], dry_run: bool = 
     else:
         rc = subprocess.run(_python(argv), cwd=ROOT, env=_env(plan)).returncode
     attempt.update(end=time.time(), rc=rc, wall_seconds=round(time.time() - start, 1))
-    if stage.multirun:  # per sweep folder: an edited stage's earlier folder keeps its own accounting
-        acct = slurm_accounting(slurm_job_ids(stage.folder(plan)))
-        if acct is not None:
-            rec.setdefault("slurm_by_folder", {})[str(stage.folder(plan))] = acct
+    if stage.multirun:  # per sweep folder: an edited stage's earlier folders keep their own accounting
+        rec["slurm_by_folder"] = stage_accounting(rec, stage.folder(plan))
     _write_record(plan, record)
     print(f"[{stage.name}] exit {rc} after {attempt['wall_seconds']:.0f} s", flush=True)
     return rc
@@ -277,6 +296,7 @@ def run(plan: Plan, only: list[str] | None = None, dry_run: bool = False) -> int
     if bad:
         raise ConfigError(f"--only {','.join(bad)}: no such stage (stages: {', '.join(names)})")
     record = read_record(plan)
+    record["plan_path"] = str(plan.path)  # `python -m value_harms.status <output_dir>` finds the plan by it
     record.setdefault("git", []).append(_git_commit()) if not dry_run else None
     for stage in plan.stages:
         if only and stage.name not in only:
@@ -316,7 +336,7 @@ def study_status(plan: Plan) -> list[dict[str, Any]]:
             row["state"] = "not started" if not rec.get("attempts") else "open"
         row["wall_seconds"] = sum(a.get("wall_seconds") or 0 for a in rec.get("attempts", []))
         row["attempts"] = len(rec.get("attempts", []))
-        accts = list((rec.get("slurm_by_folder") or {}).values())
+        accts = list(stage_accounting(rec, folder).values()) if stage.multirun else []
         # CPU hours allocated to the stage's SLURM tasks (sacct CPUTimeRAW: elapsed x CPUs), every folder it used
         row["cpu_hours"] = round(sum(a["cpu_seconds"] for a in accts) / 3600, 3) if accts else None
         states: dict[str, int] = {}
