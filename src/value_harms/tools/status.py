@@ -254,9 +254,10 @@ def sweep_status(sweep_dir: str | Path) -> dict[str, Any]:
         best = done[-1] if done else (tries[-1] if tries else None)
         state = best["state"] if best else "missing"
         store_dir = next((a["store_dir"] for a in reversed(tries) if a.get("store_dir")), None)
-        if state == "complete" and store_dir and _store_state(store_dir) != "complete":
+        stored_now = _store_state(store_dir) if state == "complete" and store_dir else "complete"
+        if stored_now != "complete":
             # the job said complete but its stored result is gone or damaged since: it is to be redone
-            state = "partial" if _store_state(store_dir) == "partial" else "missing"
+            state = "partial" if stored_now == "partial" else "missing"
         elif state != "complete":
             if store_dir is None and not tries:
                 store_dir = _expected_store(conf, task, expected[i])

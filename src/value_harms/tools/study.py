@@ -297,7 +297,8 @@ def run(plan: Plan, only: list[str] | None = None, dry_run: bool = False) -> int
         raise ConfigError(f"--only {','.join(bad)}: no such stage (stages: {', '.join(names)})")
     record = read_record(plan)
     record["plan_path"] = str(plan.path)  # `python -m value_harms.status <output_dir>` finds the plan by it
-    record.setdefault("git", []).append(_git_commit()) if not dry_run else None
+    if not dry_run:
+        record.setdefault("git", []).append(_git_commit())
     for stage in plan.stages:
         if only and stage.name not in only:
             continue
