@@ -356,28 +356,11 @@ def format_status(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _study_record(folder: Path) -> str | None:
-    """The plan name of a study whose output folder (or its `study/` folder) this is, else None."""
-    for rec in (folder / "study.json", folder / "study" / "study.json"):
-        if rec.is_file():
-            try:
-                data = json.loads(rec.read_text(encoding="utf-8"))
-                return str(data.get("plan_path") or data["plan"])
-            except (OSError, ValueError, KeyError):
-                return None
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m value_harms.status", description=__doc__.split("\n\n")[0])
-    ap.add_argument("sweep_dir", help="a Hydra multirun folder (holds multirun.yaml), or a study's output folder")
+    ap.add_argument("sweep_dir", help="a Hydra multirun folder (holds multirun.yaml)")
     ap.add_argument("--json", action="store_true", help="print the status as JSON")
     args = ap.parse_args(argv)
-    study = _study_record(Path(args.sweep_dir))
-    if study is not None:  # a study's output folder: the per-stage table of `python -m value_harms.study status`
-        from value_harms.tools.study import main as study_main
-
-        return study_main(["status", study, *(["--json"] if args.json else [])])
     try:
         st = sweep_status(args.sweep_dir)
     except SweepError as exc:

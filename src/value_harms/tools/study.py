@@ -361,6 +361,31 @@ def format_status(plan: Plan, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _study_record(folder: Path) -> str | None:
+    """The plan path of a study whose output folder (or its `study/` folder) this is, else None."""
+    for rec in (folder / "study.json", folder / "study" / "study.json"):
+        if rec.is_file():
+            try:
+                data = json.loads(rec.read_text(encoding="utf-8"))
+                return str(data.get("plan_path") or data["plan"])
+            except (OSError, ValueError, KeyError):
+                return None
+    return None
+
+
+def status_main(argv: list[str] | None = None) -> int:
+    """`python -m value_harms.status FOLDER`: a study's output folder gets the per-stage study table,
+    anything else is a sweep folder for `value_harms.tools.status` (which knows nothing of studies)."""
+    from value_harms.tools.status import main as sweep_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    folders = [a for a in args if not a.startswith("-")]
+    study = _study_record(Path(folders[0])) if len(folders) == 1 else None
+    if study is None:
+        return sweep_main(args)
+    return main(["status", study, *(["--json"] if "--json" in args else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m value_harms.study", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["run", "status", "report"])
