@@ -57,3 +57,16 @@ wait_for() {
 
 node_state() { sinfo -h -N -o '%t' 2>/dev/null | head -n1; }
 node_idle() { [ "$(node_state)" = idle ]; }
+# up: the node takes work (idle, or running jobs: a busy cluster is an up cluster)
+node_ready() { case "$(node_state)" in idle | alloc | mix | comp) return 0 ;; *) return 1 ;; esac; }
+
+# ghost_jobs: jobs the controller lists as running on this node that have no slurmstepd here. They are
+# what a machine restart leaves: slurmctld restores its saved state, the processes died with the machine,
+# and the "running" jobs hold the cores for ever (seen: a study's seed-curve array held both cores for
+# 27 minutes after the machine came back, and the next stage's jobs waited behind it).
+ghost_jobs() {
+  local id
+  for id in $(squeue -h -t RUNNING -o '%A' 2>/dev/null); do
+    pgrep -f "^slurmstepd: \[$id\." >/dev/null 2>&1 || echo "$id"
+  done
+}

@@ -7,7 +7,8 @@
 #     an existing config not written by this script is left alone and the script stops
 #   - starts munged, mariadbd, slurmdbd (accounting: submitit needs `sacct` to see a job that died
 #     without a result), slurmctld and slurmd, each only when not already running (idempotent)
-#   - waits until the node is idle
+#   - cancels jobs restored as running whose processes died with the machine (a restart)
+#   - waits until the node takes work (idle, or busy with live jobs)
 #
 # Exit status: 0 the cluster is up; 3 it cannot run on this machine (no apt, no root, packages not
 # installable, someone else's slurm.conf): callers skip; 1 a start failed (logs in /var/log/slurm).
@@ -153,12 +154,25 @@ if ! pid_of "$PID_SLURMCTLD" /usr/sbin/slurmctld >/dev/null; then
   /usr/sbin/slurmctld
   wait_for 20 slurmctld scontrol ping || fail slurmctld "$SLURM_LOG_DIR/slurmctld.log"
 fi
+started_slurmd=0
 if ! pid_of "$PID_SLURMD" /usr/sbin/slurmd >/dev/null; then
   /usr/sbin/slurmd
+  started_slurmd=1
 fi
-if ! wait_for 30 "node $host idle" node_idle; then
+if [ "$started_slurmd" = 1 ]; then
+  # slurmd was not running: a job listed as running with no slurmstepd lost its processes (a machine
+  # restart). Cancel it so that its cores come back; its sweep lists it as failed and reruns it.
+  wait_for 10 "slurmd" scontrol show node "$host" || true
+  ghosts=$(ghost_jobs | tr '\n' ' ')
+  if [ -n "${ghosts// /}" ]; then
+    log "cancelling job(s) ${ghosts% } restored as running with no process left (the machine restarted under them; python -m value_harms.status lists them as not done, with the rerun command)"
+    # shellcheck disable=SC2086
+    scancel $ghosts || true
+  fi
+fi
+if ! wait_for 30 "node $host up" node_ready; then
   # a node left down/drained by an unclean stop: resume it once
   scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true
-  wait_for 15 "node $host idle" node_idle || fail "node $host (state: $(node_state))" "$SLURM_LOG_DIR/slurmd.log"
+  wait_for 15 "node $host up" node_ready || fail "node $host (state: $(node_state))" "$SLURM_LOG_DIR/slurmd.log"
 fi
 log "up: cluster $CLUSTER_NAME, node $host ($cpus CPUs, ${real_mb} MB), partition debug, accounting on ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s)"

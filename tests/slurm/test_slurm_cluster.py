@@ -415,3 +415,32 @@ def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(clust
         state="TIMEOUT",
         train=("trainer.max_steps=150",),
     )
+
+
+def test_up_cancels_jobs_a_machine_restart_left_running_and_takes_a_busy_node(cluster, tmp_path):
+    """A machine restart kills slurmd and every job's processes while slurmctld's saved state still
+    lists the jobs as running: they held both cores of the study's cluster until cancelled by hand.
+    Here the restart is the same loss on a live cluster (slurmd and the job's slurmstepd killed with
+    SIGKILL); `make slurm-up` must cancel the job it left behind and answer 0."""
+    out = tmp_path / "sleep.out"
+    job = slurm("sbatch", "--parsable", "-c", "1", "-o", str(out), "--wrap", "sleep 600").strip().split(";")[0]
+    wait_until(lambda: slurm("squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING", 60, "the job to run")
+    subprocess.run(["pkill", "-KILL", "-x", "slurmd"], check=False)
+    subprocess.run(["pkill", "-KILL", "-f", rf"^slurmstepd: \[{job}\."], check=False)
+    subprocess.run(["pkill", "-KILL", "-f", "^sleep 600$"], check=False)
+    assert slurm("squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING"  # the ghost the restart leaves
+    res = subprocess.run([str(ROOT / "scripts" / "slurm" / "up.sh")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"cancelling job(s) {job} " in res.stderr
+    wait_until(lambda: not in_queue(job), 60, "the ghost job to leave the queue")
+    assert sacct_states(job)[job].startswith("CANCELLED")
+    # a node that is running live jobs is up: a second `make slurm-up` beside a running job answers 0 at once
+    live = slurm("sbatch", "--parsable", "-c", "1", "-o", str(out), "--wrap", "sleep 60").strip().split(";")[0]
+    try:
+        wait_until(lambda: slurm("squeue", "-h", "-j", live, "-o", "%T").strip() == "RUNNING", 60, "the job to run")
+        again = subprocess.run([str(ROOT / "scripts" / "slurm" / "up.sh")], capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert "cancelling" not in again.stderr
+        assert slurm("squeue", "-h", "-j", live, "-o", "%T").strip() == "RUNNING"
+    finally:
+        slurm("scancel", live)
