@@ -4,6 +4,7 @@
 
 1. training step, project's Lightning path / plain PyTorch + PEFT loop, same batches   [<= 1.05]
 2. generation at batch 16 / one prompt at a time (tokens per second)                  [>= 4x]
+2b. 5 samples per persona-length prompt: each prompt read once / read per sample row   [> 1x, same texts]
 3. K adapters mixed in one pass / K separate single-adapter passes (throughput)        [>= 0.8x]
 4. scorer on a batch / one text per call (profanity_check, texts per second)          [report]
 5. rerun of a finished evaluation sweep / its first run (wall time, process start included), with
@@ -66,6 +67,26 @@ def bench_generation(model, tok, n=16, new=24):
     t16 = time.perf_counter() - t0
     toks = lambda outs: sum(len(tok(o[0])["input_ids"]) for o in outs)  # noqa: E731
     return (toks(out16) / t16) / (toks(out1) / t1), t1, t16, out1 == out16
+
+
+def bench_shared_prefill(model, tok, n=8, samples=5, new=24):
+    """n in-context persona prompts (the ICL baseline's ~330-token prefix) x `samples` rows each: the
+    prompt read once per prompt and its cache repeated, vs read once per sample row (generate()'s own way)."""
+    from value_harms.core.values import VALUES
+    from value_harms.eval.generation import GenRequest, GenSettings, _generate_batch
+    from value_harms.eval.prompts import persona_prompt, with_prefix
+
+    persona = persona_prompt({v: 6.0 if v == "Power" else 3.0 for v in VALUES})
+    reqs = [GenRequest(with_prefix(persona, p), "bench", seed_key=str(i)) for i, p in enumerate(_prompts(n))]
+    s = GenSettings(max_new_tokens=new, num_samples=samples, temperature=0.1, top_p=0.75)
+    _generate_batch(model, tok, reqs[:2], s)  # warm-up
+    t0 = time.perf_counter()
+    per_row = _generate_batch(model, tok, reqs, s, share_prefill=False)
+    t_row = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shared = _generate_batch(model, tok, reqs, s, share_prefill=True)
+    t_shared = time.perf_counter() - t0
+    return t_row / t_shared, t_row, t_shared, per_row == shared
 
 
 def bench_mixed(model, tok, k=4, n=8, new=24):
@@ -200,6 +221,11 @@ def main():
     print(
         f"2. generation batch 16 vs one at a time: {ratio:.2f}x tokens/s ({t1:.2f} s vs {t16:.2f} s; "
         f"identical outputs: {same})  [target >= 4x]"
+    )
+    ratio, tr, tsh, same = bench_shared_prefill(model, tok)
+    print(
+        f"2b. 8 persona prompts x 5 samples, prompt read once vs per row: {ratio:.2f}x ({tr:.2f} s vs {tsh:.2f} s; "
+        f"identical outputs: {same})  [target > 1x, identical]"
     )
     ratio, ts, tm = bench_mixed(model, tok)
     print(

@@ -45,6 +45,44 @@ def test_sampling_is_reproducible_and_independent_of_batching(cache_dir):
     assert c != a, "another seed gives other samples"
 
 
+def test_shared_prompt_read_gives_the_texts_of_one_read_per_sample_row(cache_dir, tmp_path):
+    """n samples of a prompt share its prompt's cache (read once): the texts equal those of reading the
+    prompt once per row, across left padding (prompts of different lengths), stop strings, greedy and
+    sampled decoding, and a batch that mixes two adapters and the base model."""
+    from value_harms.eval.generation import _generate_batch
+    from value_harms.models.lora import attach_lora, detach_lora, load_adapters
+
+    model, tok = _tiny(cache_dir)
+    texts = ["The person", "The person number 3 was known for being very", "A long story about the river begins"]
+    reqs = [GenRequest(t, "m", seed_key=str(i)) for i, t in enumerate(texts)]
+    for s in (
+        GenSettings(max_new_tokens=8, num_samples=4, temperature=1.0, top_p=0.9, seed=3),
+        GenSettings(max_new_tokens=8, num_samples=2, do_sample=False),
+        GenSettings(max_new_tokens=8, num_samples=3, temperature=1.0, top_p=0.9, stop=("e",)),
+    ):
+        per_row = _generate_batch(model, tok, reqs, s, share_prefill=False)
+        assert _generate_batch(model, tok, reqs, s, share_prefill=True) == per_row
+    assert len({t for x in per_row for t in x}) > 3, "the sampled rows differ (the check compares something)"
+    dirs = {}
+    for i in range(2):  # two distinct adapters, mixed in one batch with the base model
+        peft = attach_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], seed=i)
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.5)
+        peft.save_pretrained(str(tmp_path / f"a{i}"))
+        dirs[f"a{i}"] = str(tmp_path / f"a{i}")
+        model = detach_lora(peft)
+    peft = load_adapters(model, dirs)
+    try:
+        mixed = [GenRequest(t, f"m{a}", a, seed_key=str(i)) for i, t in enumerate(texts) for a in ("a0", "a1", None)]
+        s = GenSettings(max_new_tokens=8, num_samples=3, temperature=1.0, top_p=0.9)
+        per_row = _generate_batch(peft, tok, mixed, s, share_prefill=False)
+        assert _generate_batch(peft, tok, mixed, s, share_prefill=True) == per_row
+        assert per_row[0] != per_row[2], "the adapter changes the texts (the mixed check compares something)"
+    finally:
+        detach_lora(peft)
+
+
 def test_greedy_matches_plain_generate(cache_dir):
     model, tok = _tiny(cache_dir)
     s = GenSettings(max_new_tokens=5, num_samples=1, do_sample=False)

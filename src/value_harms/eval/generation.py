@@ -238,10 +238,11 @@ def generate_rows(
 
 
 @torch.no_grad()
-def _generate_batch(model, tokenizer, reqs: Sequence[GenRequest], settings: GenSettings) -> list[list[str]]:
+def _generate_batch(
+    model, tokenizer, reqs: Sequence[GenRequest], settings: GenSettings, share_prefill: bool = True
+) -> list[list[str]]:
     n = settings.num_samples
-    texts = [r.text for r in reqs for _ in range(n)]
-    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    enc = tokenizer([r.text for r in reqs], return_tensors="pt", padding=True)
     enc = {k: v.to(model.device) for k, v in enc.items()}
     kwargs: dict[str, Any] = dict(
         max_new_tokens=settings.max_new_tokens,
@@ -267,12 +268,33 @@ def _generate_batch(model, tokenizer, reqs: Sequence[GenRequest], settings: GenS
     if settings.stop:
         kwargs["stop_strings"] = list(settings.stop)
         kwargs["tokenizer"] = tokenizer
+    if share_prefill and n > 1 and enc["input_ids"].shape[1] > 1:
+        # each prompt's n sample rows share its prompt: read the prompt once, give generate() its cache n times
+        kwargs["cache"] = _prefill_cache(model, enc, n, kwargs.get("adapter_names"))
+    enc = {k: v.repeat_interleave(n, dim=0) for k, v in enc.items()}
     out = model.generate(**enc, **kwargs)
     prompt_len = enc["input_ids"].shape[1]
     prompts = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"].cpu(), enc["attention_mask"].cpu())]
     decoded = decode_continuations(tokenizer, prompts, out[:, prompt_len:].cpu().tolist())
     decoded = [truncate_at_stop(t, settings.stop) for t in decoded]
     return [decoded[i * n : (i + 1) * n] for i in range(len(reqs))]
+
+
+def _prefill_cache(model, enc: dict[str, torch.Tensor], n: int, adapter_names: list[str] | None):
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated for its n
+    sample rows (row order: prompt 0's n rows, then prompt 1's ...), as generate() would have built it
+    for the n identical rows itself. generate() then feeds only the last token, so the n samples cost one
+    prompt read instead of n. Measured on SmolLM2-135M, 1 core, texts identical: 1.8x on 16 RealToxicityPrompts
+    behind the in-context persona (334 tokens, 5 samples, 64 new tokens, stop at '.'), 2.3x in
+    perf/bench_speed.py item 2b (24 new tokens); 1.03-1.14x on the bare RTP prompts. Positions follow the
+    left padding as generate() counts them (the attention mask's cumulative sum), so every logit is the
+    one the unshared path computes."""
+    ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
+    extra = {"adapter_names": adapter_names[::n]} if adapter_names is not None else {}
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra).cache
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 def decode_continuations(tokenizer, prompt_ids: Sequence[Sequence[int]], new_ids: Sequence[Sequence[int]]) -> list[str]:
