@@ -29,6 +29,7 @@ from value_harms.analysis.injection import (
     harm_regressions,
     injection_table,
     join_measured,
+    lift_interval,
     measured_values,
     read_checks,
     verdict,
@@ -47,8 +48,11 @@ N = 45
 SEED = 20260611
 
 
-def train_result(root: Path, profile: str, values: dict | None, key: str, expected: dict, *, stage: str = "full"):
-    """A stored train_result.json with its alignment check (store copy, as the train task writes it)."""
+def train_result(
+    root: Path, profile: str, values: dict | None, key: str, expected: dict, *, stage: str = "full", rows=None
+):
+    """A stored train_result.json with its alignment check (store copy, as the train task writes it);
+    `rows`: its per-item rows (item, value, expected), as the alignment check stores them."""
     store = root / "store" / "train" / "tiny" / stage / profile / key
     store.mkdir(parents=True, exist_ok=True)
     target = {v: 3.5 for v in VALUES} if values is None else values
@@ -72,6 +76,7 @@ def train_result(root: Path, profile: str, values: dict | None, key: str, expect
             "collapsed": True,
             "nmse_expected": 0.1,
             "n_items": 40,
+            **({"rows": rows} if rows is not None else {}),
         },
     }
     (store / "train_result.json").write_text(json.dumps(data))
@@ -242,6 +247,61 @@ def test_injection_table_verdicts_follow_the_rule(tmp_path):
     assert inj.loc["hold", "target_values"] == "Power" and "vanilla" not in inj.index
 
 
+def _rows(per_value: dict[str, list[float]]) -> list[dict]:
+    """Per-item rows, items numbered across values in VALUES order; `expected` of the check = their means."""
+    out, i = [], 1
+    for v in VALUES:
+        for x in per_value[v]:
+            out.append({"item": i, "value": v, "expected": x, "answer": 3, "text": "3"})
+            i += 1
+    return out
+
+
+def _means(per_value: dict[str, list[float]]) -> dict[str, float]:
+    return {v: float(np.mean(xs)) for v, xs in per_value.items()}
+
+
+def test_lift_interval_tells_a_lift_the_items_agree_on_from_one_carried_by_one_item(tmp_path):
+    """The verdict reads the lift's interval over the PVQ items: a lift every Power item shows took hold; the
+    same point lift carried by one item of four, with the other values' items scattered, cannot be told;
+    the point rule stays for checks without per-item rows."""
+    rng = np.random.default_rng(3)
+    base = {v: list(rng.uniform(2.5, 3.5, 4)) for v in VALUES}
+    pow_target = _peak("Power", 6.0, 1.0)
+    train_result(tmp_path, "vanilla", None, "van", _means(base), stage="none", rows=_rows(base))
+    agree = {v: [x + (1.0 if v == "Power" else 0.0) for x in xs] for v, xs in base.items()}
+    noise = {v: [x + rng.normal(0, 0.8) for x in xs] for v, xs in base.items()}
+    noise["Power"] = [base["Power"][0] + 4.0, *base["Power"][1:]]
+    flat = {v: list(xs) for v, xs in base.items()}
+    for name, per_value, key in (("agree", agree, "k1"), ("one_item", noise, "k2"), ("same", flat, "k3")):
+        train_result(tmp_path, name, pow_target, key, _means(per_value), rows=_rows(per_value))
+    train_result(tmp_path, "no_rows", pow_target, "k4", _means(agree))
+    inj = injection_table(read_checks([str(tmp_path)])).set_index("profile")
+    for name in ("agree", "one_item", "same"):
+        low, lift, high = inj.loc[name, ["lift_low", "target_lift", "lift_high"]]
+        assert low <= lift <= high, name
+    assert inj.loc["agree", "target_lift"] == pytest.approx(1.0)  # Power +1 on every item, the other nine 0
+    assert inj.loc["agree", "lift_low"] == pytest.approx(inj.loc["agree", "target_lift"])  # every item agrees
+    assert inj.loc["one_item", "target_lift"] >= 0.5 and inj.loc["one_item", "lift_low"] <= 0
+    assert inj["verdict"].to_dict() == {
+        "agree": "took hold",
+        "one_item": "cannot tell",
+        "same": "did not",  # lift 0 on every replicate
+        "no_rows": "took hold",  # the point rule: no items, no interval
+    }
+    assert math.isnan(inj.loc["no_rows", "lift_low"])
+    # unpaired items (a check on another item set) give no interval rather than a wrong one
+    assert lift_interval([(1, "Power", 4.0)], [(2, "Power", 3.0)], ["Power"]) is None
+
+
+def test_verdict_with_an_interval():
+    assert verdict(0.8, 0.1, 1.5) == "took hold"
+    assert verdict(0.3, 0.1, 0.5) == "partly"
+    assert verdict(0.8, -0.1, 1.7) == verdict(-0.2, -0.9, 0.4) == "cannot tell"
+    assert verdict(-0.4, -0.9, 0.0) == verdict(0.0, 0.0, 0.0) == "did not"
+    assert verdict(None, 0.1, 0.2) == "unknown"
+
+
 def test_injection_figures_equal_alignment_shift(tmp_path):
     """Lift, Spearman and its gain restate alignment.shift's definitions (analysis may not import it)."""
     rng = np.random.default_rng(7)
@@ -280,7 +340,7 @@ def test_report_says_how_far_injection_took_hold_and_labels_measured_regressions
     md = paths["report.md"].read_text()
     assert "## Value injection: did it take hold?" in md
     assert "45 trained model(s): 14 took hold, 6 partly, 24 did not, 1 unknown" in md
-    assert "took hold when lift >= 0.5" in md and "took hold in no model" not in md
+    assert "took hold when the interval lies above 0 and lift >= 0.5" in md and "took hold in no model" not in md
     assert "| regressors |" in md and "(20 of its tests)" in md and "2 of 45 vim model(s)" in md
     assert (
         "Power raises hate flagged_rate on bench across the value-aligned models' profiles on their measured PVQ values"

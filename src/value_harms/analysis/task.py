@@ -269,7 +269,7 @@ def run_analyze(cfg) -> dict[str, Any]:
         prov["judge_left_out"] = judge_lines
         aln = alignment_table(aln_tidy)
         fid = fidelity_table(fid_long)
-        inj = injection_table(checks, df)
+        inj = injection_table(checks, df, conf=float(a.conf))
         out = run_dir
         paths = write_report(
             out,

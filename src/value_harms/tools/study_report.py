@@ -35,7 +35,7 @@ import pandas as pd
 from hydra.errors import HydraException
 
 from value_harms.alignment.shift import SEPARATION_GOAL, cross_separation, spearman_vs_target, target_lift, top_values
-from value_harms.analysis.injection import verdict
+from value_harms.analysis.injection import item_scores, lift_interval, verdict
 from value_harms.analysis.multiplicity import family_text
 from value_harms.config.access import cfg_get
 from value_harms.config.paths import CONF_DIR
@@ -321,6 +321,7 @@ def train_checks(plan: Any) -> list[dict[str, Any]]:
                 "expected": al["expected"],
                 "target": al.get("target") or prof.get("values"),
                 "collapsed": al.get("collapsed"),
+                "items": item_scores(al.get("rows")),
             }
         )
     return sorted(out, key=lambda c: (c["model"], c["stage"], c["profile"], _seed_key(c["seed"]), c["key"]))
@@ -346,21 +347,30 @@ def section_alignment(study: Study, checks: list[dict[str, Any]]) -> list[str]:
         tops = [] if c["vanilla"] else top_values(c["target"])
         lifts = [target_lift(c["expected"], van["expected"], v) for v in tops] if van else []
         lift = sum(lifts) / len(lifts) if lifts and None not in lifts else None
+        ci = lift_interval(c["items"], van["items"], tops) if van and lift is not None else None
+        low, high = ci if ci is not None else (None, None)
         rho = spearman_vs_target(c["expected"], c["target"]) if c["target"] else None
         rho_v = spearman_vs_target(van["expected"], c["target"]) if van and c["target"] else None
         gain = rho - rho_v if rho is not None and rho_v is not None else None
-        word = "reference" if c["vanilla"] else verdict(lift) if tops else "no target value (flat profile)"
+        word = "reference" if c["vanilla"] else verdict(lift, low, high) if tops else "no target value (flat profile)"
         if tops:
             aligned, took = aligned + 1, took + (word == "took hold")
         target = "-" if c["vanilla"] else ", ".join(tops) or "none (flat)"
-        row = [c["model"], c["stage"], c["profile"], _int(c["seed"]), target, _num(lift, 2, True), _num(rho, 2)]
+        interval = f"[{_num(low, 2, True)}, {_num(high, 2, True)}]" if ci is not None else "-"
+        row = [c["model"], c["stage"], c["profile"], _int(c["seed"]), target, _num(lift, 2, True), interval]
+        row.append(_num(rho, 2))
         rows.append([*row, _num(gain, 2, True), str(c["collapsed"]), word])
-    head = ["model", "stage", "profile", "seed", "target value(s)", "target lift", "Spearman", "Spearman gain"]
+    head = ["model", "stage", "profile", "seed", "target value(s)", "target lift", "95% interval", "Spearman"]
+    head.append("Spearman gain")
     lines += [_table([*head, "collapsed", "verdict"], rows), ""]
     lines += [
         f"{took} of {aligned} value-aligned models took hold (target lift >= {SEPARATION_GOAL} PVQ points over the "
-        "vanilla model of the same seed, else the first stored one). Target lift: the expected PVQ score of the "
-        "target value minus the other nine's mean, minus the same for the vanilla model (alignment.shift).",
+        "vanilla model of the same seed, else the first stored one, with its 95% interval above 0). Target lift: the "
+        "expected PVQ score of the target value minus the other nine's mean, minus the same for the vanilla model "
+        "(alignment.shift). Its interval: bootstrap over the 40 PVQ items, paired by item with the vanilla model; "
+        "it holds the uncertainty of measuring values on 3-6 items per value, not the training seed's (the "
+        "per-seed table). Verdicts: took hold, partly (interval above 0, lift < 0.5), cannot tell (interval "
+        "straddles 0), did not (interval at or below 0) (analysis.injection.verdict).",
         "",
         _source(study.plan.output_dir / "store" / "train", f" ({len(checks)} results)", "/**/train_result.json"),
         "",
