@@ -119,6 +119,15 @@ def test_flat_profile_is_a_fine_tuning_control():
     con = value_contrasts(df, pv, **{k: SETTINGS[k] for k in ("min_models", "min_prompts", "alpha")})
     ctrl = con[con["control"] == "vim/full flat profile"]
     assert len(ctrl) == 2 and set(ctrl["n_models"]) == {7} and set(ctrl["n_control"]) == {1}
+    # the control is not a value-aligned model: it leaves the VIM group of every other estimate and stands
+    # beside it (seen in the first study: the flat control pooled as the 15th "value-aligned" model)
+    est = estimates(df, SETTINGS, pv=pv)
+    cmp, mit, reg = est["cmp"], est["mit"], est["reg"]
+    vim = cmp[cmp["baseline"] == "vim"]
+    assert len(vim) and set(vim["n_models"]) == {7}
+    assert set(cmp[cmp["baseline"] == "control"]["n_models"]) == {1}
+    assert "control" in set(mit["baseline"]) and set(mit[mit["baseline"] == "vim"]["n_models"]) <= {7}
+    assert set(reg["n_profiles"]) == {7} if "n_profiles" in reg else len(reg) == 0
 
 
 def test_constant_metric_and_vanilla_mitigation_notes():

@@ -34,7 +34,7 @@ from value_harms.analysis import inference
 from value_harms.analysis.stats import compare_baselines, mitigation_effects
 from value_harms.core.values import VALUES
 
-__all__ = ["CONTRAST_COLUMNS", "flat_profiles", "value_contrasts"]
+__all__ = ["CONTRAST_COLUMNS", "CONTROL", "flat_profiles", "controls_apart", "value_contrasts"]
 
 CONTROL = "control"
 CONTRAST_COLUMNS = [
@@ -76,6 +76,21 @@ def flat_profiles(df: pd.DataFrame) -> set[str]:
     vals = prof.to_numpy(dtype=float)
     flat = np.isfinite(vals).all(axis=1) & (np.ptp(np.nan_to_num(vals), axis=1) == 0)
     return {str(p) for p, f in zip(prof.index, flat) if f}
+
+
+def controls_apart(frame: pd.DataFrame | None, flat: set[str]) -> pd.DataFrame | None:
+    """`frame` with every `vim` row of a flat profile relabelled variant CONTROL: the fine-tuning control is
+    not a value-aligned model, so it leaves the VIM group of the comparisons with the vanilla model, the
+    mitigation effects and the value regressions, and appears as its own group beside them (control vs
+    vanilla: what fine-tuning as such does). The contrasts read the unrelabelled frame (rule (b) above)."""
+    if frame is None or not len(frame) or not flat or "baseline" not in frame or "profile" not in frame:
+        return frame
+    is_ctrl = (frame["baseline"] == "vim") & frame["profile"].astype(str).isin(flat)
+    if not is_ctrl.any():
+        return frame
+    out = frame.copy()
+    out.loc[is_ctrl, "baseline"] = CONTROL
+    return out
 
 
 def _relabel(frame: pd.DataFrame, **cols: Any) -> pd.DataFrame:

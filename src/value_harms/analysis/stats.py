@@ -368,7 +368,7 @@ def compare_baselines(
     for (model, bench, metric), g in u.groupby(["model", "benchmark", "metric"], sort=True, dropna=False):
         ref = g[g["baseline"] == reference]["value"].to_numpy(dtype=float)
         ref_mean = float(ref.mean()) if ref.size else math.nan
-        order = {b: i for i, b in enumerate((reference, "vanilla", "vim", "benign", "icl"))}
+        order = {b: i for i, b in enumerate((reference, "vanilla", "vim", "control", "benign", "icl"))}
         groups = sorted(
             g.groupby(["baseline", "stage"], sort=False, dropna=False),
             key=lambda kv: (order.get(kv[0][0], 99), str(kv[0][0]), str(kv[0][1])),

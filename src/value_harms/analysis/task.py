@@ -22,7 +22,7 @@ from value_harms.analysis import (
     mitigation_effects,
     persona_fidelity,
 )
-from value_harms.analysis.contrasts import value_contrasts
+from value_harms.analysis.contrasts import controls_apart, flat_profiles, value_contrasts
 from value_harms.analysis.injection import REGRESSORS, harm_regressions, injection_table, measured_values, read_checks
 from value_harms.analysis.judge_check import leave_out_undiscriminating
 from value_harms.analysis.multiplicity import apply_fdr
@@ -181,8 +181,11 @@ def estimates(
     measured values (analysis.injection.measured_values), regressed on as analysis.regress_on says."""
     alpha, conf = float(cfg_get(a, "alpha", 0.05)), float(cfg_get(a, "conf", 0.95))
     baseline = str(cfg_get(a, "regression_baseline", "vim"))
+    # the fine-tuning control (a flat profile) is its own group, never one of the value-aligned models
+    flat = flat_profiles(df)
+    dfc = controls_apart(df, flat)
     reg = harm_regressions(
-        df,
+        dfc,
         regress_on=list(cfg_get(a, "regress_on", REGRESSORS)),
         measured=measured,
         baseline=baseline,
@@ -200,16 +203,17 @@ def estimates(
         "min_prompts": int(cfg_get(a, "min_prompts", inference.MIN_PROMPTS)),
         "alpha": alpha,
     }
-    cmp = inference.compare_prompt_level(compare_baselines(df, conf=conf), pv, conf=conf, **design)
-    mit = inference.mitigation_prompt_level(mitigation_effects(df, conf=conf), pv, conf=conf, **design)
-    con = value_contrasts(df, pv, conf=conf, **design)  # what the values add
+    pvc = controls_apart(pv, flat)
+    cmp = inference.compare_prompt_level(compare_baselines(dfc, conf=conf), pvc, conf=conf, **design)
+    mit = inference.mitigation_prompt_level(mitigation_effects(dfc, conf=conf), pvc, conf=conf, **design)
+    con = value_contrasts(df, pv, conf=conf, **design)  # what the values add (reads the flat profiles itself)
     frames, family = apply_fdr(
         {"regression": reg, "comparison": cmp, "mitigation": mit, "contrast": con},
         alpha=alpha,
         method=str(cfg_get(a, "fdr_method", "bh")),
     )
     mixed = (
-        inference.value_regressions_mixed(df, pv, baseline=baseline, alpha=alpha)
+        inference.value_regressions_mixed(dfc, pvc, baseline=baseline, alpha=alpha)
         if bool(cfg_get(a, "regression_mixed", False))
         else None
     )

@@ -22,12 +22,13 @@ NA = "–"
 INTERCEPT_TERMS = {"const", "intercept", "(intercept)"}
 
 
-BASELINE_ORDER = ("vanilla", "vim", "benign", "icl")
+BASELINE_ORDER = ("vanilla", "vim", "control", "benign", "icl")
 
 
 BASELINE_LABELS = {
     "vanilla": "Vanilla models",
     "vim": "Value-aligned models",
+    "control": "Fine-tuning control (flat profile)",
     "benign": "Benign fine-tuned models",
     "icl": "In-context persona models",
 }
