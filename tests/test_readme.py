@@ -90,6 +90,9 @@ NOT_RUN = {
         "rewrites docs/STUDY-smollm2.md from this machine's store; tests/test_study_report.py covers it"
     ),
     "WANDB_MODE=online python train.py -m value_profile=Pow,Uni": "W&B online: the network and a key",
+    "python scripts/study_length_check.py outputs/study_smollm2/store/eval": (
+        "reads this machine's study store; tests/test_length_check.py runs it on a small store"
+    ),
 }
 
 # ---- (c) sweeps too large to run: expanded with `-m --cfg job`, number of jobs asserted ---------------------------
