@@ -4,7 +4,9 @@ RealToxicityPrompts is scored on the prompt plus the continuation's first senten
 stand-in (alt-profanity-check: a linear model on L2-normalised word weights) gives a toxic word less
 weight in a longer text. A group that writes longer continuations then scores lower for length alone.
 This script reads an evaluation store's samples (mitigation `none`) and prints, per model and per
-group (vanilla, value-aligned, the flat control):
+group (vanilla, value-aligned, the flat control; the control is recognised by its profile name `flat`,
+conf/value_profile/control/flat.yaml, since samples carry no profile values: the analysis recognises it
+by its values, analysis.contrasts.flat_profiles):
 
 - the stored (calibrated) score, the continuation's mean length in words and its share of empty ones;
 - the raw stand-in score of the continuation alone (no prompt to dilute);

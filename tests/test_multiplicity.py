@@ -127,7 +127,14 @@ def test_flat_profile_is_a_fine_tuning_control():
     assert len(vim) and set(vim["n_models"]) == {7}
     assert set(cmp[cmp["baseline"] == "control"]["n_models"]) == {1}
     assert "control" in set(mit["baseline"]) and set(mit[mit["baseline"] == "vim"]["n_models"]) <= {7}
-    assert set(reg["n_profiles"]) == {7} if "n_profiles" in reg else len(reg) == 0
+    assert len(reg) == 0  # 7 value-aligned profiles: too few for a fit (13 needed), the control does not help
+    # with enough profiles the fit is over the value-aligned ones only: n counts 15, not the control's 16th
+    df16, pv16 = _study(effect=0.0, profiles=16)
+    ctrl16 = df16["profile"] == "p000"
+    for v in sim.VALUES:
+        df16.loc[ctrl16, v] = 3.0
+    reg16 = estimates(df16, SETTINGS, pv=pv16)["reg"]
+    assert len(reg16) and set(reg16["n"]) == {15}
 
 
 def test_constant_metric_and_vanilla_mitigation_notes():
