@@ -60,13 +60,23 @@ node_idle() { [ "$(node_state)" = idle ]; }
 # up: the node takes work (idle, or running jobs: a busy cluster is an up cluster)
 node_ready() { case "$(node_state)" in idle | alloc | mix | comp) return 0 ;; *) return 1 ;; esac; }
 
-# ghost_jobs: jobs the controller lists as running on this node that have no slurmstepd here. They are
+# ghost_jobs [STATES]: jobs the controller lists in STATES (default RUNNING) on this node that have no
+# slurmstepd here, one per line in the form scancel accepts (an array task as ARRAY_TASK: slurmctld 22.05
+# answers "invalid job id" to the raw id of an array task it recovered from its saved state). They are
 # what a machine restart leaves: slurmctld restores its saved state, the processes died with the machine,
 # and the "running" jobs hold the cores for ever (seen: a study's seed-curve array held both cores for
 # 27 minutes after the machine came back, and the next stage's jobs waited behind it).
 ghost_jobs() {
+  local id name
+  squeue -h -t "${1:-RUNNING}" -o '%A %i' 2>/dev/null | while read -r id name; do
+    pgrep -f "^slurmstepd: \[$id\." >/dev/null 2>&1 || echo "$name"
+  done
+}
+no_ghosts() { [ -z "$(ghost_jobs RUNNING,COMPLETING)" ]; }
+# live_jobs: jobs in RUNNING/COMPLETING with a slurmstepd on this machine
+live_jobs() {
   local id
-  for id in $(squeue -h -t RUNNING -o '%A' 2>/dev/null); do
-    pgrep -f "^slurmstepd: \[$id\." >/dev/null 2>&1 || echo "$id"
+  for id in $(squeue -h -t RUNNING,COMPLETING -o '%A' 2>/dev/null); do
+    pgrep -f "^slurmstepd: \[$id\." >/dev/null 2>&1 && echo "$id"
   done
 }

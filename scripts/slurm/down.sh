@@ -28,7 +28,9 @@ stop() {
 }
 
 if pid_of "$PID_SLURMCTLD" /usr/sbin/slurmctld >/dev/null && command -v squeue >/dev/null; then
-  jobs=$(squeue -h -o '%A' 2>/dev/null | sort -u | tr '\n' ' ')
+  # a pending array by its array id (cancels every task), anything else by the id scancel takes for it
+  # (an array task as ARRAY_TASK: see ghost_jobs in common.sh)
+  jobs=$({ squeue -h -t PENDING -o '%A'; squeue -h -t RUNNING,COMPLETING,SUSPENDED,CONFIGURING -o '%i'; } 2>/dev/null | sort -u | tr '\n' ' ')
   if [ -n "${jobs// /}" ]; then
     log "cancelling jobs: $jobs"
     # shellcheck disable=SC2086

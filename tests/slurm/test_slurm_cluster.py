@@ -418,22 +418,35 @@ def test_task_past_its_time_limit_fails_the_sweep_at_once_and_reruns_alone(clust
 
 
 def test_up_cancels_jobs_a_machine_restart_left_running_and_takes_a_busy_node(cluster, tmp_path):
-    """A machine restart kills slurmd and every job's processes while slurmctld's saved state still
-    lists the jobs as running: they held both cores of the study's cluster until cancelled by hand.
-    Here the restart is the same loss on a live cluster (slurmd and the job's slurmstepd killed with
-    SIGKILL); `make slurm-up` must cancel the job it left behind and answer 0."""
+    """A machine restart kills every daemon and every job's processes; slurmctld comes back from its
+    saved state, which still lists the jobs as running: they held both cores of the study's cluster
+    until cancelled by hand. Here the restart is that loss on a live cluster: an array task's slurmstepd
+    and slurmd killed with SIGKILL, slurmctld stopped (it saves its state) and started again by
+    `make slurm-up`, which must end the task it left behind and answer 0. An array task is the hard
+    case: the restored controller answers "invalid job id" to its raw id (CI failed on exactly that)."""
     out = tmp_path / "sleep.out"
-    job = slurm("sbatch", "--parsable", "-c", "1", "-o", str(out), "--wrap", "sleep 600").strip().split(";")[0]
-    wait_until(lambda: slurm("squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING", 60, "the job to run")
-    subprocess.run(["pkill", "-KILL", "-x", "slurmd"], check=False)
-    subprocess.run(["pkill", "-KILL", "-f", rf"^slurmstepd: \[{job}\."], check=False)
-    subprocess.run(["pkill", "-KILL", "-f", "^sleep 600$"], check=False)
-    assert slurm("squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING"  # the ghost the restart leaves
-    res = subprocess.run([str(ROOT / "scripts" / "slurm" / "up.sh")], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert f"cancelling job(s) {job} " in res.stderr
-    wait_until(lambda: not in_queue(job), 60, "the ghost job to leave the queue")
-    assert sacct_states(job)[job].startswith("CANCELLED")
+    # two tasks, one at a time: task 0 is split off the array record, so its raw id is not the array's
+    array = slurm("sbatch", "--parsable", "-c", "1", "--array=0-1%1", "-o", str(out), "--wrap", "sleep 600")
+    array = array.strip().split(";")[0]
+    task = f"{array}_0"
+    wait_until(lambda: slurm("squeue", "-h", "-j", task, "-o", "%T").strip() == "RUNNING", 60, "the task to run")
+    raw = slurm("squeue", "-h", "-j", task, "-o", "%A").strip()
+    assert raw != array
+    try:
+        subprocess.run(["pkill", "-KILL", "-x", "slurmd"], check=False)
+        subprocess.run(["pkill", "-KILL", "-f", rf"^slurmstepd: \[{raw}\."], check=False)
+        subprocess.run(["pkill", "-KILL", "-f", "^sleep 600$"], check=False)
+        ctld = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True, text=True).stdout.split()
+        subprocess.run(["kill", "-TERM", *ctld], check=False)
+        wait_until(lambda: not subprocess.run(["pgrep", "-x", "slurmctld"]).returncode == 0, 30, "slurmctld to stop")
+        res = subprocess.run([str(ROOT / "scripts" / "slurm" / "up.sh")], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        # up.sh answers once the task has left the node: the core it held is free
+        assert slurm("squeue", "-h", "-j", raw, "-t", "RUNNING,COMPLETING", "-o", "%A").strip() == "", res.stderr
+        assert f"cancelling job(s) {task} " in res.stderr  # the ghost the restart left, named as scancel takes it
+        wait_until(lambda: sacct_states(task).get(task, "").startswith("CANCELLED"), 30, "accounting to record it")
+    finally:
+        slurm("scancel", array)
     # a node that is running live jobs is up: a second `make slurm-up` beside a running job answers 0 at once
     live = slurm("sbatch", "--parsable", "-c", "1", "-o", str(out), "--wrap", "sleep 60").strip().split(";")[0]
     try:
