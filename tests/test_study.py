@@ -151,3 +151,28 @@ def test_a_failing_stage_stops_the_study_and_says_how_to_resume(tmp_path, capsys
     record = json.loads(plan.record_path.read_text())
     assert "never" not in record["stages"]
     assert (plan.stages[0].folder(plan) / "output.txt").is_file()
+
+
+def test_one_runner_per_study_and_the_attempts_a_killed_runner_left_are_recorded_as_interrupted(tmp_path, capsys):
+    import fcntl
+
+    stages = [{"name": "bad", "module": "value_harms.power", "args": [str(tmp_path / "nothing")]}]
+    plan = S.load_plan(str(_plan_file(tmp_path, stages=stages)))
+    # a runner killed mid-stage: its attempt has a start and no exit
+    plan.study_dir.mkdir(parents=True)
+    killed = {"start": 1.8e9, "argv": ["python", "-m", "value_harms.power"], "why": "first run"}
+    plan.record_path.write_text(json.dumps({"plan": "t", "stages": {"bad": {"attempts": [killed]}}}))
+    with open(plan.study_dir / ".runner.lock", "a+") as held:  # another runner holds the study
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on elsewhere\n")
+        held.flush()
+        with pytest.raises(ConfigError, match=r"study t is already running \(pid 4242 on elsewhere\)"):
+            S.run(plan)
+        assert json.loads(plan.record_path.read_text())["stages"]["bad"]["attempts"] == [killed]  # untouched
+        assert S.run(plan, dry_run=True) == 0  # printing the commands needs no lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert S.run(plan) != 0  # the stage fails again: its new attempt records the exit
+    first, second = json.loads(plan.record_path.read_text())["stages"]["bad"]["attempts"]
+    assert first["interrupted"] is True and first["rc"] is None and second["rc"] not in (None, 0)
+    assert "recorded as interrupted: bad" in capsys.readouterr().out
+    assert S.main(["run", str(plan.path)]) != 0  # the lock went with the run: a second run proceeds

@@ -178,7 +178,8 @@ def _write_record(plan: S.Plan) -> None:
                 "b": {"cpu_seconds": 3600, "states": {"COMPLETED": 2}},
             },
         },
-        "signal": {"attempts": [done(1.8e9 + 900, 120)]},
+        # killed with its runner (no exit), then rerun
+        "signal": {"attempts": [{"start": 1.8e9 + 850, "argv": [], "why": "first run"}, done(1.8e9 + 900, 120)]},
         "evaluate": {"attempts": [done(1.8e9 + 1100, 180)]},
         "analyze": {"attempts": [done(1.8e9 + 1300, 30)]},
     }
@@ -218,13 +219,15 @@ def test_the_document_has_every_section_and_says_where_each_number_comes_from(st
         assert f"{name}" in gen and "Source" in gen, name
     assert POWER_OUTPUT.rstrip("\n") in gen and "effect 0.05" in gen  # the pilot's power verbatim, the stated effect
     assert "| train | open | 0/4 | 2 | 0,0 | 9.0 | 2.00 |" in gen  # 300 + 240 s; 7200 CPU s, two folders
+    assert "| 2 | interrupted,0 | 2.0 |" in gen.split("| signal |")[1].split("\n")[0]  # 0 + 120 s
     assert "`abc123`" in gen and "python -m value_harms.study run mini" in gen
     assert "report |" not in gen.split("## How it ran")[1].split("Total")[0]  # the writing stage is left out
     assert "| vim vs control | vim/full | vim/full flat profile | rtp | expected_max_toxicity | -0.011 [" in gen
     assert "| vim vs icl | - | - | - | - | none estimated |" in gen and "not run yet: stage evaluate_icl" in gen
     assert "UNDERPOWERED (n=2 < 40 profiles)" in gen and "| Intercept |" not in gen
     assert "| rtp | expected_max_toxicity | vim/full | value_prompt | Power+Stimulation | 0.100 | 0.070 |" in gen
-    assert "none (flat)" in gen and "3 of 4 value-aligned models took hold" in gen
+    # counted per training seed: the seed curve's models are not the study's
+    assert "none (flat)" in gen and "per training seed: 2 of 2 at train.seed 7; 1 of 2 at train.seed 13" in gen
     copied = study.document.parent / "study-mini" / "baselines__rtp.png"
     assert copied.read_bytes() == PNG and "](study-mini/baselines__rtp.png)" in gen
 

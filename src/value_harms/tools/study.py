@@ -22,16 +22,19 @@ seconds allocated, `sacct` CPUTimeRAW = elapsed x CPUs), which `status` and the 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -290,12 +293,59 @@ def run_stage(plan: Plan, stage: Stage, record: dict[str, Any], dry_run: bool = 
     return rc
 
 
+@contextlib.contextmanager
+def _runner_lock(plan: Plan) -> Iterator[None]:
+    """One runner per study: a second `make study` beside a running one would launch the same jobs again
+    and overwrite the record. Held for the whole run (an advisory lock: it goes with the process)."""
+    plan.study_dir.mkdir(parents=True, exist_ok=True)
+    with open(plan.study_dir / ".runner.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ConfigError(
+                f"study {plan.name} is already running ({holder}); `python -m value_harms.study status "
+                f"{plan.name}` shows its progress"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _mark_interrupted(record: dict[str, Any]) -> list[str]:
+    """Attempts that never recorded an end were killed with their runner (this runner holds the lock, so
+    none of them is running): say so in the record. Returns the stages that had one."""
+    hit = []
+    for name, rec in record.get("stages", {}).items():
+        for attempt in rec.get("attempts", []):
+            if "rc" not in attempt:
+                attempt.update(rc=None, end=None, interrupted=True)
+                hit.append(name)
+    return sorted(set(hit))
+
+
 def run(plan: Plan, only: list[str] | None = None, dry_run: bool = False) -> int:
     names = [s.name for s in plan.stages]
     bad = [n for n in only or [] if n not in names]
     if bad:
         raise ConfigError(f"--only {','.join(bad)}: no such stage (stages: {', '.join(names)})")
+    if dry_run:
+        return _run(plan, only, dry_run)
+    with _runner_lock(plan):
+        return _run(plan, only, dry_run)
+
+
+def _run(plan: Plan, only: list[str] | None, dry_run: bool) -> int:
     record = read_record(plan)
+    if not dry_run and (stale := _mark_interrupted(record)):
+        print(f"[study] attempts killed with an earlier runner, recorded as interrupted: {', '.join(stale)}")
+        _write_record(plan, record)
     record["plan_path"] = str(plan.path)  # `python -m value_harms.status <output_dir>` finds the plan by it
     if not dry_run:
         record.setdefault("git", []).append(_git_commit())

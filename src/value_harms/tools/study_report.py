@@ -255,6 +255,14 @@ def _achieved(study: Study, design: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- how it ran
+def _exit(attempt: dict[str, Any], last: bool) -> str:
+    """An attempt's exit status. One without any is running if it is the stage's last, else it was killed: a
+    later attempt started, and one runner at a time holds the study (the next runner records it as such)."""
+    if attempt.get("interrupted") or ("rc" not in attempt and not last):
+        return "interrupted"
+    return str(attempt["rc"]) if "rc" in attempt else "running"
+
+
 def section_runs(study: Study) -> list[str]:
     plan, record = study.plan, study.record
     lines = ["## How it ran", ""]
@@ -270,7 +278,7 @@ def section_runs(study: Study) -> list[str]:
                 r["state"],
                 jobs,
                 str(len(att)),
-                ",".join(str(a.get("rc", "running")) for a in att) or "-",
+                ",".join(_exit(a, last=i == len(att) - 1) for i, a in enumerate(att)) or "-",
                 f"{r['wall_seconds'] / 60:.1f}",
                 _num(r.get("cpu_hours"), 2),
                 ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "-",
@@ -341,7 +349,7 @@ def section_alignment(study: Study, checks: list[dict[str, Any]]) -> list[str]:
             f"No training result with an alignment check under `{_rel(study.plan.output_dir)}/store/train`.",
             "",
         ]
-    rows, took, aligned = [], 0, 0
+    rows, per_seed = [], {}  # seed -> [took hold, value-aligned]
     for c in checks:
         van = _vanilla_for(checks, c["model"], c["seed"])
         tops = [] if c["vanilla"] else top_values(c["target"])
@@ -354,7 +362,8 @@ def section_alignment(study: Study, checks: list[dict[str, Any]]) -> list[str]:
         gain = rho - rho_v if rho is not None and rho_v is not None else None
         word = "reference" if c["vanilla"] else verdict(lift, low, high) if tops else "no target value (flat profile)"
         if tops:
-            aligned, took = aligned + 1, took + (word == "took hold")
+            n = per_seed.setdefault(c["seed"], [0, 0])
+            n[0], n[1] = n[0] + (word == "took hold"), n[1] + 1
         target = "-" if c["vanilla"] else ", ".join(tops) or "none (flat)"
         interval = f"[{_num(low, 2, True)}, {_num(high, 2, True)}]" if ci is not None else "-"
         row = [c["model"], c["stage"], c["profile"], _int(c["seed"]), target, _num(lift, 2, True), interval]
@@ -363,9 +372,13 @@ def section_alignment(study: Study, checks: list[dict[str, Any]]) -> list[str]:
     head = ["model", "stage", "profile", "seed", "target value(s)", "target lift", "95% interval", "Spearman"]
     head.append("Spearman gain")
     lines += [_table([*head, "collapsed", "verdict"], rows), ""]
+    # per training seed: the study's models share one seed; the seed curve adds models at other seeds
+    seeds = sorted(per_seed, key=lambda k: (-per_seed[k][1], _seed_key(k)))
+    counts = "; ".join(f"{per_seed[k][0]} of {per_seed[k][1]} at train.seed {_int(k)}" for k in seeds)
     lines += [
-        f"{took} of {aligned} value-aligned models took hold (target lift >= {SEPARATION_GOAL} PVQ points over the "
-        "vanilla model of the same seed, else the first stored one, with its 95% interval above 0). Target lift: the "
+        f"Value-aligned models that took hold, per training seed: {counts or 'none'} (target lift >= "
+        f"{SEPARATION_GOAL} PVQ points over the vanilla model of the same seed, else the first stored one, with its "
+        "95% interval above 0). Target lift: the "
         "expected PVQ score of the target value minus the other nine's mean, minus the same for the vanilla model "
         "(alignment.shift). Its interval: bootstrap over the 40 PVQ items, paired by item with the vanilla model; "
         "it holds the uncertainty of measuring values on 3-6 items per value, not the training seed's (the "
