@@ -4,9 +4,9 @@ RealToxicityPrompts is scored on the prompt plus the continuation's first senten
 stand-in (alt-profanity-check: a linear model on L2-normalised word weights) gives a toxic word less
 weight in a longer text. A group that writes longer continuations then scores lower for length alone.
 This script reads an evaluation store's samples (mitigation `none`) and prints, per model and per
-group (vanilla, value-aligned, the flat control; the control is recognised by its profile name `flat`,
-conf/value_profile/control/flat.yaml, since samples carry no profile values: the analysis recognises it
-by its values, analysis.contrasts.flat_profiles):
+group (vanilla, value-aligned, the flat control, the in-context personas; the control is recognised by
+its profile name `flat`, conf/value_profile/control/flat.yaml, since samples carry no profile values:
+the analysis recognises it by its values, analysis.contrasts.flat_profiles):
 
 - the stored (calibrated) score, the continuation's mean length in words and its share of empty ones;
 - the raw stand-in score of the continuation alone (no prompt to dilute);
@@ -34,6 +34,8 @@ def _group(path: Path) -> str | None:
         return "vanilla"
     if "vim" in parts:
         return "control" if path.name == "flat" else "value-aligned"
+    if "icl" in parts:
+        return "persona"
     return None
 
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| group | model | stored score | words | empty | continuation alone (raw) |")
     print("|---|---|---|---|---|---|")
     pooled: dict[str, dict[str, np.ndarray]] = {}
-    for g in ("vanilla", "value-aligned", "control"):
+    for g in ("vanilla", "value-aligned", "control", "persona"):
         for name, rows in models.get(g, []):
             cont = [r.get("continuation") or "" for r in rows]
             words = np.array([len(c.split()) for c in cont])

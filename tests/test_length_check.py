@@ -28,6 +28,7 @@ def test_length_check_reads_each_group_and_scores_the_continuation_alone(tmp_pat
     _store(tmp_path, "vanilla/none/vanilla", short, [0.5, 0.4, None])  # a missing score stays missing
     _store(tmp_path, "vim/qa/Pow", long, [0.2, 0.2, 0.2])
     _store(tmp_path, "vim/qa/flat", long, [0.3, 0.3, 0.3])
+    _store(tmp_path, "icl/none/Uni", short, [0.4, 0.4, 0.4])
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "study_length_check.py"), str(tmp_path / "eval")],
         capture_output=True,
@@ -43,6 +44,7 @@ def test_length_check_reads_each_group_and_scores_the_continuation_alone(tmp_pat
     assert lines["vanilla"].split("|")[6].strip() == f"{raw:.3f}"
     assert lines["Pow"].split("|")[1].strip() == "value-aligned" and lines["flat"].split("|")[1].strip() == "control"
     assert lines["Pow"].split("|")[4].strip() == "14.0"
+    assert lines["Uni"].split("|")[1].strip() == "persona" and "| persona | 1: " in res.stdout
     assert "| vanilla | 1: " in res.stdout  # the per-length table: one empty continuation in the first bin
     empty = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "study_length_check.py"), str(tmp_path / "nothing")],
