@@ -495,3 +495,12 @@ def test_frames_shaped_like_stats_output(tmp_path):
     md = paths["report.md"].read_text()
     assert "| delta_mean |" in md and "| -0.050 |" in md and "| hex_phi/overall | none |" in md
     assert {"coef_heatmap", "mitigation"} <= set(paths)
+
+
+def test_figure_stars_say_whether_they_read_the_family_q_or_a_raw_p():
+    import pandas as pd
+
+    from value_harms.analysis.report.figures import _stars_caption
+
+    assert "q<0.05" in _stars_caption(pd.DataFrame({"p_value": [0.01], "q": [0.04]}))
+    assert "not adjusted" in _stars_caption(pd.DataFrame({"p_value": [0.01]}))

@@ -234,7 +234,8 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
     for k in range(len(panels), nrow * ncol):
         axes[k // ncol][k % ncol].set_visible(False)
     design = "; models x prompts x samples under each bar" if "n_prompts" in cmp_b.columns else ""
-    fig.suptitle(f"{bench_name(bench)}: mean per baseline\n(95% CI; * p<0.05 vs reference{design})", fontsize=11)
+    stars = _stars_caption(cmp_b)
+    fig.suptitle(f"{bench_name(bench)}: mean per baseline\n(95% CI; {stars} vs reference{design})", fontsize=11)
     return _save(fig, path)
 
 
@@ -282,9 +283,15 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
         ax.set_yticks(y, labels=_bar_labels(d, ["baseline", "_mlab"], " · "), fontsize=9)
         ax.set_title(" / ".join([bench_name(g[0]), *map(str, g[1:])]), fontsize=10)
         ax.margins(x=0.12)
-    axes[-1, 0].set_xlabel("change with the mitigation (mitigated − unmitigated; 95% CI; * p<0.05)", fontsize=9)
+    stars = _stars_caption(mit)
+    axes[-1, 0].set_xlabel(f"change with the mitigation (mitigated − unmitigated; 95% CI; {stars})", fontsize=9)
     fig.suptitle("Mitigation effects (Table 4 analogue)", fontsize=11)
     return _save(fig, path)
+
+
+def _stars_caption(frame: pd.DataFrame) -> str:
+    """What the stars read: the family q-value where the frame has one (the report's multiplicity), else p."""
+    return "* q<0.05 over the report's test family" if "q" in frame.columns else "* p<0.05, not adjusted"
 
 
 def make_figures(
