@@ -503,4 +503,4 @@ def test_figure_stars_say_whether_they_read_the_family_q_or_a_raw_p():
     from value_harms.analysis.report.figures import _stars_caption
 
     assert "q<0.05" in _stars_caption(pd.DataFrame({"p_value": [0.01], "q": [0.04]}))
-    assert "not adjusted" in _stars_caption(pd.DataFrame({"p_value": [0.01]}))
+    assert "p<0.05 unadjusted" in _stars_caption(pd.DataFrame({"p_value": [0.01]}))

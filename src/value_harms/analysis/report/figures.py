@@ -291,7 +291,7 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
 
 def _stars_caption(frame: pd.DataFrame) -> str:
     """What the stars read: the family q-value where the frame has one (the report's multiplicity), else p."""
-    return "* q<0.05 over the report's test family" if "q" in frame.columns else "* p<0.05, not adjusted"
+    return "* family q<0.05" if "q" in frame.columns else "* p<0.05 unadjusted"
 
 
 def make_figures(
