@@ -497,10 +497,14 @@ def test_frames_shaped_like_stats_output(tmp_path):
     assert {"coef_heatmap", "mitigation"} <= set(paths)
 
 
-def test_figure_stars_say_whether_they_read_the_family_q_or_a_raw_p():
+def test_figure_stars_read_the_reports_naming_rule_and_say_so():
     import pandas as pd
 
-    from value_harms.analysis.report.figures import _stars_caption
+    from value_harms.analysis.report.figures import _star_values, _stars_caption
+    from value_harms.analysis.report.format import p_stars
 
     assert "q<0.05" in _stars_caption(pd.DataFrame({"p_value": [0.01], "q": [0.04]}))
+    # the stars read the report's naming rule: a group below the design minimum (one model) gets none
+    frame = pd.DataFrame({"p_value": [0.001, 0.001], "q": [0.005, 0.005], "powered": [True, False]})
+    assert [p_stars(v) for v in _star_values(frame)] == ["**", ""]
     assert "p<0.05 unadjusted" in _stars_caption(pd.DataFrame({"p_value": [0.01]}))

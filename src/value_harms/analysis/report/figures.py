@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from value_harms.analysis.design import design_text
+from value_harms.analysis.report.findings import named_mask
 from value_harms.analysis.report.format import (
     BASELINE_ORDER,
     INTERCEPT_TERMS,
@@ -73,13 +74,13 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
     rowidx = {t: i for i, t in enumerate(terms)}
     coef = np.full((len(terms), len(cols)), np.nan)
     pad = np.full_like(coef, np.nan)
-    for key, r in zip(keys, reg.itertuples(index=False)):
+    for key, r, star in zip(keys, reg.itertuples(index=False), _star_values(reg)):
         t = str(r.term)
         if t not in rowidx:
             continue
         i, j = rowidx[t], colidx[key]
         coef[i, j] = r.coef if not is_na(r.coef) else np.nan
-        pad[i, j] = r.p_adj if not is_na(r.p_adj) else np.nan
+        pad[i, j] = star
     finite = np.abs(coef[np.isfinite(coef)])
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
@@ -206,8 +207,7 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         ax.bar(x, np.nan_to_num(mean), color=colors, edgecolor="black", lw=0.6)
         if ok.any():
             ax.errorbar(x[ok], mean[ok], yerr=[lo[ok], hi[ok]], fmt="none", ecolor="black", capsize=4, lw=1.2)
-        # stars by the family q-value where the frame has one, else by p
-        stars_by = d["q"] if "q" in d else d["p_value"] if "p_value" in d else [np.nan] * len(x)
+        stars_by = _star_values(d)
         for xi, m, h, p in zip(x, mean, hi, stars_by):
             label = NA if not np.isfinite(m) else f"{m:.3f}{p_stars(p)}"
             ax.annotate(
@@ -266,7 +266,7 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
         )
         if ok.any():
             ax.errorbar(dm[ok], y[ok], xerr=[lo[ok], hi[ok]], fmt="none", ecolor="black", capsize=3, lw=1.2)
-        for yi, v, p in zip(y, dm, d["q"] if "q" in d else d["p_value"]):
+        for yi, v, p in zip(y, dm, _star_values(d)):
             if not np.isfinite(v):
                 ax.text(0, yi, f" {NA}", va="center", fontsize=8)
             elif p_stars(p):
@@ -289,9 +289,20 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _star_values(frame: pd.DataFrame) -> pd.Series:
+    """The value each row's stars read: its family q where the report may name it (findings.named_mask at 0.05:
+    a single-model group below the design minimum gets no star, whatever its q), else p where there is no q."""
+    if "q" in frame.columns:
+        q = pd.to_numeric(frame["q"], errors="coerce")
+        return q.where(named_mask(frame, 0.05))
+    if "p_value" in frame.columns:
+        return pd.to_numeric(frame["p_value"], errors="coerce")
+    return pd.Series(np.nan, index=frame.index)
+
+
 def _stars_caption(frame: pd.DataFrame) -> str:
     """What the stars read: the family q-value where the frame has one (the report's multiplicity), else p."""
-    return "* family q<0.05" if "q" in frame.columns else "* p<0.05 unadjusted"
+    return "* family q<0.05, design powered" if "q" in frame.columns else "* p<0.05 unadjusted"
 
 
 def make_figures(

@@ -119,7 +119,9 @@ def _constant_mask(frame: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _named_mask(frame: pd.DataFrame, alpha: float) -> pd.Series:
+def named_mask(frame: pd.DataFrame, alpha: float) -> pd.Series:
+    """The rows the report may name as effects: family q <= alpha, a design that meets the minimum (powered), not
+    constant. The findings and the figures' stars both read it."""
     q = pd.to_numeric(frame["q"], errors="coerce") if "q" in frame else pd.Series(np.nan, index=frame.index)
     return q.le(alpha) & _powered(frame) & ~_constant_mask(frame)
 
@@ -241,7 +243,7 @@ def _cmp_findings(cmp: pd.DataFrame | None, family: Mapping[str, Any], alpha: fl
     test = cmp[cmp["baseline"].astype(str) != "vanilla"]
     if test.empty:
         return []
-    named = test[_named_mask(test, alpha)]
+    named = test[named_mask(test, alpha)]
     out = _cmp_named(cmp, named, family)
     const = _constant_mask(test)
     testable = test[_powered(test) & ~const]
@@ -291,7 +293,7 @@ def _cmp_named(cmp: pd.DataFrame, named: pd.DataFrame, family: Mapping[str, Any]
 def _mit_findings(mit: pd.DataFrame | None, family: Mapping[str, Any], alpha: float) -> list[tuple[str, bool]]:
     if is_empty(mit):
         return []
-    named = mit[_named_mask(mit, alpha)]
+    named = mit[named_mask(mit, alpha)]
     out: list[tuple[str, bool]] = []
     vary = varying_columns(mit, ("model", "stage"))
     for row in named.assign(_q=pd.to_numeric(named["q"], errors="coerce")).sort_values("_q").itertuples(index=False):
@@ -340,7 +342,7 @@ CONTRAST_LABELS = {
 def _con_findings(con: pd.DataFrame | None, family: Mapping[str, Any], alpha: float) -> list[tuple[str, bool]]:
     if is_empty(con):
         return []
-    named = con[_named_mask(con, alpha)]
+    named = con[named_mask(con, alpha)]
     out: list[tuple[str, bool]] = []
     for row in named.assign(_q=pd.to_numeric(named["q"], errors="coerce")).sort_values("_q").itertuples(index=False):
         ci = f", 95% CI {fmt_num(row.ci_low, signed=True)} to {fmt_num(row.ci_high, signed=True)}"

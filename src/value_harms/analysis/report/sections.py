@@ -281,7 +281,8 @@ def regression_section(doc: Page, reg: pd.DataFrame | None, figs: Mapping[str, P
         return
     for name, path in figs.items():
         if name.startswith("coef_heatmap"):
-            doc.figure(path, "Regression coefficients of each value on each harm metric (stars: family q-value).")
+            what = "Regression coefficients of each value on each harm metric"
+            doc.figure(path, f"{what} (stars: family q-value, where the design is powered).")
     r = reg[~reg["term"].astype(str).str.lower().isin(INTERCEPT_TERMS)]
     sig = r[significant_mask(r)]
     qcol = "q" if "q" in r else "p_adj"
