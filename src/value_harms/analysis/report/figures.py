@@ -235,7 +235,7 @@ def _bars(cmp_b: pd.DataFrame, bench: Any, path: Path) -> Path | None:
         axes[k // ncol][k % ncol].set_visible(False)
     design = "; models x prompts x samples under each bar" if "n_prompts" in cmp_b.columns else ""
     stars = _stars_caption(cmp_b)
-    fig.suptitle(f"{bench_name(bench)}: mean per baseline\n(95% CI; {stars} vs reference{design})", fontsize=11)
+    fig.suptitle(f"{bench_name(bench)}: mean per baseline\n(95% CI{design})\n({stars} vs reference)", fontsize=11)
     return _save(fig, path)
 
 
@@ -302,7 +302,7 @@ def _star_values(frame: pd.DataFrame) -> pd.Series:
 
 def _stars_caption(frame: pd.DataFrame) -> str:
     """What the stars read: the family q-value where the frame has one (the report's multiplicity), else p."""
-    return "* family q<0.05, design powered" if "q" in frame.columns else "* p<0.05 unadjusted"
+    return "* family q<0.05 where powered" if "q" in frame.columns else "* p<0.05 unadjusted"
 
 
 def make_figures(
