@@ -137,7 +137,8 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
         "standardized coefficient (SD units)" if std else "coefficient (per point of value intensity)", fontsize=9
     )
     ax.set_title(
-        f"{title}\n* q<0.05  ** <0.01  *** <0.001 (false discovery rate over the report's family); grey: not fitted",
+        f"{title}\n* q<0.05  ** <0.01  *** <0.001 where powered (the report's false discovery rate family)\n"
+        "grey: not fitted",
         fontsize=10,
     )
     return _save(fig, path)
