@@ -73,10 +73,3 @@ ghost_jobs() {
   done
 }
 no_ghosts() { [ -z "$(ghost_jobs RUNNING,COMPLETING)" ]; }
-# live_jobs: jobs in RUNNING/COMPLETING with a slurmstepd on this machine
-live_jobs() {
-  local id
-  for id in $(squeue -h -t RUNNING,COMPLETING -o '%A' 2>/dev/null); do
-    pgrep -f "^slurmstepd: \[$id\." >/dev/null 2>&1 && echo "$id"
-  done
-}

@@ -168,14 +168,11 @@ if [ "$started_slurmd" = 1 ]; then
     log "cancelling job(s) ${ghosts% } restored as running with no process left (the machine restarted under them; python -m value_harms.status lists them as not done, with the rerun command)"
     # shellcheck disable=SC2086
     scancel $ghosts || true
+    # answer only once their cores are free: a cluster whose cores stay held is not up
     if ! wait_for 15 "the cancelled jobs to leave the node" no_ghosts; then
-      # still listed (a kill the controller cannot deliver): taking the node down ends every job on
-      # it, so only when none of them is alive
-      [ -z "$(live_jobs)" ] || fail "cancelling $ghosts (live jobs run beside them)" "$SLURM_LOG_DIR/slurmctld.log"
-      log "they stay listed: setting node $host down and back to end them (no live job on it)"
-      scontrol update NodeName="$host" State=DOWN Reason="value-harms up.sh: jobs lost in a restart"
-      scontrol update NodeName="$host" State=RESUME
-      wait_for 20 "the lost jobs to leave the node" no_ghosts || fail "ending $ghosts" "$SLURM_LOG_DIR/slurmctld.log"
+      log "job(s) ${ghosts% } still hold the node after scancel; last lines of $SLURM_LOG_DIR/slurmctld.log:"
+      tail -n 20 "$SLURM_LOG_DIR/slurmctld.log" >&2 2>/dev/null || true
+      exit 1
     fi
   fi
 fi

@@ -31,12 +31,11 @@ import numpy as np
 import pandas as pd
 
 from value_harms.analysis import inference
-from value_harms.analysis.stats import compare_baselines, mitigation_effects
+from value_harms.analysis.stats import CONTROL, compare_baselines, mitigation_effects
 from value_harms.core.values import VALUES
 
 __all__ = ["CONTRAST_COLUMNS", "CONTROL", "flat_profiles", "controls_apart", "value_contrasts"]
 
-CONTROL = "control"
 CONTRAST_COLUMNS = [
     "model",
     "benchmark",

@@ -30,6 +30,11 @@ from scipy import stats as sps
 from value_harms.core.values import HIGHER_ORDER, VALUES
 from value_harms.metrics import harm_sign, mean_ci, non_harm_metrics
 
+# The fine-tuning control's group label (a flat-profile VIM model, analysis.contrasts.controls_apart) and the
+# order in which every table and figure lists the model groups.
+CONTROL = "control"
+BASELINE_ORDER = ("vanilla", "vim", CONTROL, "benign", "icl")
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -368,7 +373,7 @@ def compare_baselines(
     for (model, bench, metric), g in u.groupby(["model", "benchmark", "metric"], sort=True, dropna=False):
         ref = g[g["baseline"] == reference]["value"].to_numpy(dtype=float)
         ref_mean = float(ref.mean()) if ref.size else math.nan
-        order = {b: i for i, b in enumerate((reference, "vanilla", "vim", "control", "benign", "icl"))}
+        order = {b: i for i, b in enumerate((reference, *BASELINE_ORDER))}
         groups = sorted(
             g.groupby(["baseline", "stage"], sort=False, dropna=False),
             key=lambda kv: (order.get(kv[0][0], 99), str(kv[0][0]), str(kv[0][1])),

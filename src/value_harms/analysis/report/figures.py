@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 
 from value_harms.analysis.design import design_text
-from value_harms.analysis.report.findings import named_mask
+from value_harms.analysis.report.findings import named_mask, significant_mask
 from value_harms.analysis.report.format import (
-    BASELINE_ORDER,
     INTERCEPT_TERMS,
     MITIGATION_ORDER,
     NA,
@@ -26,6 +25,7 @@ from value_harms.analysis.report.format import (
     p_stars,
     varying_columns,
 )
+from value_harms.analysis.stats import BASELINE_ORDER
 from value_harms.core.names import slug
 from value_harms.core.values import HIGHER_ORDER, VALUES
 
@@ -74,7 +74,9 @@ def _heatmap(reg: pd.DataFrame, title: str, path: Path) -> Path | None:
     rowidx = {t: i for i, t in enumerate(terms)}
     coef = np.full((len(terms), len(cols)), np.nan)
     pad = np.full_like(coef, np.nan)
-    for key, r, star in zip(keys, reg.itertuples(index=False), _star_values(reg)):
+    # stars by the rule the regression findings headline with (family q, p_adj on older frames; powered)
+    stars = pd.to_numeric(reg["q"] if "q" in reg else reg["p_adj"], errors="coerce").where(significant_mask(reg, 0.05))
+    for key, r, star in zip(keys, reg.itertuples(index=False), stars):
         t = str(r.term)
         if t not in rowidx:
             continue
@@ -291,8 +293,9 @@ def _mitigation(mit: pd.DataFrame, path: Path) -> Path | None:
 
 
 def _star_values(frame: pd.DataFrame) -> pd.Series:
-    """The value each row's stars read: its family q where the report may name it (findings.named_mask at 0.05:
-    a single-model group below the design minimum gets no star, whatever its q), else p where there is no q."""
+    """The value a comparison's or mitigation's stars read: its family q where the report may name it
+    (findings.named_mask at 0.05: a one-model group below the design minimum gets no star, whatever its q),
+    else p where there is no q. The heatmap reads the regressions' rule (findings.significant_mask)."""
     if "q" in frame.columns:
         q = pd.to_numeric(frame["q"], errors="coerce")
         return q.where(named_mask(frame, 0.05))

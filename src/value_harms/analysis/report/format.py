@@ -22,9 +22,6 @@ NA = "–"
 INTERCEPT_TERMS = {"const", "intercept", "(intercept)"}
 
 
-BASELINE_ORDER = ("vanilla", "vim", "control", "benign", "icl")
-
-
 BASELINE_LABELS = {
     "vanilla": "Vanilla models",
     "vim": "Value-aligned models",
